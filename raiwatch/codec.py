@@ -1,0 +1,84 @@
+"""Decode and validate telemetry bytes into typed events; explain every rejection.
+
+One decoder serves Kafka and replay alike. A rejected input keeps its original bytes and a
+reason a person can read, so it can go to the dead-letter topic or ``rejected.jsonl`` as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import msgspec
+
+from raiwatch.records import FeedbackEvent, TelemetryEvent
+
+MAX_EVENT_BYTES = 1_048_576  # Kafka's default message.max.bytes; larger events are rejected
+
+T = TypeVar("T")
+
+
+class Rejected(msgspec.Struct):
+    """An input that could not be decoded: its bytes, why, and where it came from."""
+
+    raw: bytes
+    reason: str
+    source: str = ""  # "file:line" in replay, "topic/partition@offset" on Kafka
+
+
+class Decoded(msgspec.Struct):
+    """A batch split into valid events (with their raw bytes, same order) and rejections."""
+
+    events: list
+    raws: list[bytes]
+    indexes: list[int]  # position of each event in the input batch
+    rejected: list[Rejected]
+
+
+class Codec:
+    """Decoder for one record type; ``decode_batch`` never raises on bad input."""
+
+    def __init__(self, kind: type[T] = TelemetryEvent, max_bytes: int = MAX_EVENT_BYTES):
+        self._decoder = msgspec.json.Decoder(kind)
+        self.kind = kind
+        self.max_bytes = max_bytes
+
+    def decode(self, raw: bytes) -> T:
+        """Decode one event; raises ``ValueError`` with the reason."""
+        d = self.decode_batch([raw])
+        if d.rejected:
+            raise ValueError(d.rejected[0].reason)
+        return d.events[0]
+
+    def decode_batch(self, raws: Sequence[bytes], sources: Iterable[str] | None = None) -> Decoded:
+        events: list = []
+        ok_raws: list[bytes] = []
+        indexes: list[int] = []
+        rejected: list[Rejected] = []
+        decode = self._decoder.decode
+        limit = self.max_bytes
+        for i, raw in enumerate(raws):
+            try:
+                if len(raw) > limit:
+                    raise ValueError(f"event is {len(raw)} bytes, over the {limit}-byte limit")
+                ev = decode(raw)
+            except msgspec.ValidationError as e:
+                rejected.append(Rejected(bytes(raw), f"schema: {e}"))
+            except msgspec.DecodeError as e:
+                rejected.append(Rejected(bytes(raw), f"not JSON: {e}"))
+            except ValueError as e:
+                rejected.append(Rejected(bytes(raw), str(e)))
+            else:
+                events.append(ev)
+                ok_raws.append(raw)
+                indexes.append(i)
+        if sources is not None and rejected:
+            src = list(sources)
+            bad = sorted(set(range(len(raws))) - set(indexes))
+            for r, i in zip(rejected, bad, strict=True):
+                r.source = src[i]
+        return Decoded(events, ok_raws, indexes, rejected)
+
+
+telemetry_codec = Codec(TelemetryEvent)
+feedback_codec = Codec(FeedbackEvent)

@@ -1,0 +1,119 @@
+"""Configuration: one YAML file, every field with a default that runs on embedded engines.
+
+``load_config(path)`` refuses a bad file with a message naming the field and the problem; the
+environment overrides the few settings that differ per machine (``RAIWATCH_KAFKA_BOOTSTRAP``,
+``RAIWATCH_CLICKHOUSE_DSN``, ``RAIWATCH_INCIDENT_DB``, ``RAIWATCH_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Struct
+
+from raiwatch.errors import ConfigError
+
+PosInt = Annotated[int, Meta(gt=0)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
+
+
+class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    telemetry_topic: str = "ai.telemetry.v1"
+    feedback_topic: str = "ai.feedback.v1"
+    dlq_topic: str = "ai.telemetry.dlq.v1"
+    group_id: str = "raiwatch"
+    partitions: PosInt = 4
+    replication_factor: PosInt = 1
+    batch_size: PosInt = 2000  # events handed to the pipeline at once
+    batch_within_s: Annotated[float, Meta(gt=0)] = 0.5  # or fewer, after this long
+    session_timeout_s: Annotated[float, Meta(ge=3)] = 30.0
+
+
+class WindowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    size_s: PosInt = 60  # tumbling event-time window
+    allowed_lateness_s: NonNegFloat = 30.0  # events later than this past the watermark are counted late
+    idle_close_s: Annotated[float, Meta(gt=0)] = 5.0  # stream: close open windows after this much silence
+
+
+class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    dsn: str = ""  # "" = chdb:///<data_dir>/clickhouse ; or http(s)://host:port / chdb:///abs/path
+    database: str = "raiwatch"
+    cluster: str = ""  # render DDL with ON CLUSTER and Replicated engines when set
+    events_ttl_days: PosInt = 30
+    store_text: bool = False  # keep prompt/response text in raw events only when True
+
+
+class SafetyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    max_categories: PosInt = 64  # per model; further categories are folded into "other"
+    max_tenants: PosInt = 200  # per model; further tenants are folded into "other"
+    baseline_windows: PosInt = 60  # trailing windows that make the baseline rate
+
+
+class MonitorsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
+
+
+class Config(Struct, forbid_unknown_fields=True, kw_only=True):
+    data_dir: str = "var"
+    rules_dir: str = ""  # "" = the rules shipped in alert_rules/
+    runbook_base_url: str = "https://github.com/raiwatch/raiwatch/blob/main/alert_rules/runbooks/"
+    incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
+    kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    windows: WindowConfig = msgspec.field(default_factory=WindowConfig)
+    clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
+    monitors: MonitorsConfig = msgspec.field(default_factory=MonitorsConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.dsn or f"chdb://{self.data_path / 'clickhouse'}"
+
+    @property
+    def incident_db_url(self) -> str:
+        return self.incident_db or f"sqlite:///{self.data_path / 'incidents.db'}"
+
+
+_ENV = {
+    "RAIWATCH_DATA_DIR": ("data_dir",),
+    "RAIWATCH_KAFKA_BOOTSTRAP": ("kafka", "bootstrap_servers"),
+    "RAIWATCH_CLICKHOUSE_DSN": ("clickhouse", "dsn"),
+    "RAIWATCH_INCIDENT_DB": ("incident_db",),
+    "RAIWATCH_RULES_DIR": ("rules_dir",),
+}
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: object) -> Config:
+    """Read ``path`` (YAML) or the defaults, apply environment and keyword overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = msgspec.yaml.decode(p.read_bytes()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except msgspec.DecodeError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of settings")
+    for var, keys in _ENV.items():
+        if var in os.environ:
+            node = raw
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = os.environ[var]
+    for key, val in overrides.items():
+        if val is not None:
+            raw[key] = val
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as e:
+        where = f"{path}: " if path else ""
+        msg = str(e).replace("$.", "").replace("`$`", "the top level")
+        raise ConfigError(f"{where}bad setting: {msg}") from None

@@ -1,0 +1,315 @@
+"""Load and lint alert rule files: YAML, then rule.schema.json, then semantic checks, then ``Rule``.
+
+Every problem reads ``FILE:LINE: reason``, the line taken from the composed YAML node of the
+offending key or value. ``load_rules`` raises ``RuleError`` with all of them; ``lint`` returns them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from jinja2.sandbox import SandboxedEnvironment
+from jsonschema import Draft202012Validator, ValidationError
+
+from alert_rules.conditions import FIELDS, Condition, Fields, parse_condition, parse_duration
+from raiwatch.errors import RuleError
+from raiwatch.records import SIGNAL_FAMILIES, Severity
+
+RULES_DIR = Path(__file__).resolve().parent
+SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
+_VALIDATOR = Draft202012Validator(SCHEMA)
+SCOPE_LABELS = frozenset({"model_id", "model_version"})  # signal attributes, not dims
+TEMPLATE_VARS = frozenset({*FIELDS, "labels", "threshold", "window", "for", "rule", "signal", "severity"})
+_WHY = {
+    "clear_when": " (a rule must say when its incident resolves: hysteresis)",
+    "min_samples": " (a rule must not fire on a sample too small to mean anything)",
+}
+_SAMPLE_FIELDS = {"value": 0.07, "lower": 0.06, "upper": 0.08, "baseline": 0.03, "p_value": 0.001,
+                  "n": 500, "delta": 0.04, "ratio": 2.33}
+
+
+def _pct(x: float | None) -> str:
+    """``0.0734`` -> ``7.3%``."""
+    return "n/a" if x is None else f"{x * 100:.1f}%"
+
+
+def _num(x: float | None) -> str:
+    """Three significant digits: ``0.012345`` -> ``0.0123``, ``12345`` -> ``12,300``."""
+    if x is None:
+        return "n/a"
+    x = float(f"{x:.3g}")
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+TEMPLATES.filters.update(pct=_pct, num=_num)
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One validated alert rule. ``runbook`` is a file in runbooks/ or an absolute URL."""
+
+    name: str
+    signal: str
+    group_by: tuple[str, ...]
+    fire_when: Condition
+    clear_when: Condition
+    min_samples: int
+    severity: Severity
+    summary: str
+    runbook: str
+    match: Mapping[str, str] = field(default_factory=dict)
+    for_: timedelta = timedelta(0)
+    keep_firing_for: timedelta = timedelta(0)
+    labels: Mapping[str, str] = field(default_factory=dict)  # static labels added to incidents
+    inhibited_by: tuple[str, ...] = ()  # alerts that, firing on the shared labels, hold this one back
+    for_text: str = "0s"  # ``for`` as written, for summaries
+    source: str = ""  # FILE:LINE of ``alert:``
+    template: jinja2.Template = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "template", TEMPLATES.from_string(self.summary))
+
+    @property
+    def dims(self) -> frozenset[str]:
+        """The dim keys a signal must carry, exactly, to be in this rule's scope."""
+        return frozenset(self.group_by).union(self.match) - SCOPE_LABELS
+
+    def runbook_url(self, base_url: str) -> str:
+        return self.runbook if "://" in self.runbook else f"{base_url.rstrip('/')}/{self.runbook}"
+
+    def summary_vars(self, labels: Mapping[str, str], fields: Fields, threshold: float | None,
+                     window: int) -> dict[str, Any]:
+        """The summary template's variables: each label, ``labels``, the signal's fields and the rule's."""
+        return {**labels, **fields, "labels": dict(labels), "threshold": threshold, "window": window,
+                "for": self.for_text, "rule": self.name, "signal": self.signal, "severity": self.severity}
+
+    def render_summary(self, labels: Mapping[str, str], fields: Fields, threshold: float | None,
+                       window: int) -> str:
+        """The rendered summary; a plain sentence if the template fails on these values."""
+        try:
+            return self.template.render(self.summary_vars(labels, fields, threshold, window))
+        except Exception as e:  # linted templates can still meet values they cannot format
+            return (f"{self.name}: {self.signal} {dict(labels)} value {fields.get('value')}, threshold "
+                    f"{threshold} (summary template failed: {e})")
+
+
+def load_rules(path_or_dir: Path | str | None = None) -> list[Rule]:
+    """Rules from a file or a folder's ``*.yaml`` (None: the shipped ones).
+
+    Raises ``RuleError`` listing every problem, so an engine never starts on rules that do not lint.
+    """
+    rules, problems = _check(path_or_dir)
+    if problems:
+        raise RuleError(problems)
+    return rules
+
+
+def lint(paths: Path | str | Iterable[Path | str] | None = None) -> list[str]:
+    """Every problem in these files or folders as ``FILE:LINE: reason``; empty when they are good."""
+    return _check(paths)[1]
+
+
+def _check(paths: Path | str | Iterable[Path | str] | None) -> tuple[list[Rule], list[str]]:
+    if paths is None or isinstance(paths, str | Path):
+        paths = [RULES_DIR if paths is None else paths]
+    files: list[Path] = []
+    problems: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.yaml"))
+            files += found
+            if not found:
+                problems.append(f"{p}: no *.yaml rule files")
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(f"{p}: no such file or folder")
+    rules: list[Rule] = []
+    first: dict[str, str] = {}
+    for f in files:
+        file_rules, file_problems = _check_file(f)
+        problems += file_problems
+        for r in file_rules:
+            if r.name in first:
+                problems.append(f"{r.source}: duplicate alert name {r.name!r} (first at {first[r.name]})")
+            else:
+                first[r.name] = r.source
+                rules.append(r)
+    for r in rules:
+        for name in r.inhibited_by:
+            if name not in first:
+                problems.append(f"{r.source}: inhibited_by names {name!r}, which is no loaded alert")
+            elif name == r.name:
+                problems.append(f"{r.source}: a rule cannot inhibit itself")
+    return rules, problems
+
+
+def _check_file(f: Path) -> tuple[list[Rule], list[str]]:
+    try:
+        loader = yaml.SafeLoader(f.read_text(encoding="utf-8"))
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark, why = getattr(e, "problem_mark", None), getattr(e, "problem", None) or e
+        if getattr(e, "context", None) and e.context_mark:
+            why = f"{why} ({e.context} on line {e.context_mark.line + 1})"
+        return [], [f"{f}:{mark.line + 1 if mark else 1}: YAML syntax error: {why}"]
+
+    probs = [(line, f"duplicate key {key!r}") for line, key in _duplicate_keys(root)]
+    broken = set()  # rules with schema errors are checked but not built
+    for err in _VALIDATOR.iter_errors(data):
+        probs += [(_line(root, path), msg) for path, msg in _explain(err)]
+        broken.add(tuple(err.absolute_path)[:4])
+
+    rules = []
+    for at, r in _rule_items(data):
+        if rule := _check_rule(f, r, root, at, probs, schema_ok=tuple(at) not in broken):
+            rules.append(rule)
+    probs.sort(key=lambda p: p[0])
+    return rules, [f"{f}:{line}: {msg}" for line, msg in dict.fromkeys(probs)]
+
+
+def _rule_items(data: Any) -> Iterator[tuple[list, dict]]:
+    """(path, rule) of every rule mapping in a parsed file, however broken the file around it."""
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for gi, group in enumerate(groups if isinstance(groups, list) else []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        for ri, r in enumerate(rules if isinstance(rules, list) else []):
+            if isinstance(r, dict):
+                yield ["groups", gi, "rules", ri], r
+
+
+def _check_rule(f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[int, str]],
+                schema_ok: bool) -> Rule | None:
+    """Semantic checks of the rule at path ``at`` (of each field whose type is right); the ``Rule``
+    if neither they nor the schema found a problem."""
+    before = len(probs)
+
+    def line(*keys: str) -> int:
+        return _line(root, [*at, *keys])
+
+    def bad(msg: str, *keys: str) -> None:
+        probs.append((line(*keys), msg))
+
+    signal, ann = r.get("signal"), r.get("annotations")
+    if isinstance(signal, str) and signal.split(".", 1)[0] not in SIGNAL_FAMILIES:
+        bad(f"signal {signal!r} is not in a known family ({', '.join(SIGNAL_FAMILIES)})", "signal")
+    durations, conditions = {}, {}
+    for key in ("for", "keep_firing_for"):
+        if isinstance(r.get(key, 0), str | int):
+            try:
+                durations[key] = parse_duration(r.get(key, 0))
+            except ValueError as e:
+                bad(f"{key}: {e}", key)
+    for key in ("fire_when", "clear_when"):
+        if isinstance(r.get(key), str):
+            try:
+                conditions[key] = parse_condition(r[key])
+            except ValueError as e:
+                bad(f"{key}: {e}", key)
+    if isinstance(ann, dict):
+        if ("runbook" in ann) == ("runbook_url" in ann):
+            bad("annotations need one of runbook (a file in runbooks/) or runbook_url (a URL), not both",
+                "annotations")
+        elif isinstance(ann.get("runbook"), str):
+            name = ann["runbook"].split("#")[0]
+            if not any((d / "runbooks" / name).is_file() for d in (f.parent, RULES_DIR)):
+                bad(f"runbook {name!r} not found in runbooks/", "annotations", "runbook")
+        if isinstance(ann.get("summary"), str):
+            try:
+                TEMPLATES.from_string(ann["summary"])
+            except jinja2.TemplateSyntaxError as e:
+                bad(f"summary: template syntax error: {e.message}", "annotations", "summary")
+    names = {k: [n for n in r.get(k) or () if isinstance(n, str)] for k in ("group_by", "match", "labels")}
+    for key, found in names.items():
+        for name in sorted(TEMPLATE_VARS.intersection(found)):
+            bad(f"label {name!r} in {key} clashes with the summary variable {name!r}", key)
+    for name in sorted(set(names["labels"]) & (SCOPE_LABELS | {*names["group_by"], *names["match"]})):
+        bad(f"static label {name!r} would overwrite a scope label", "labels", name)
+    if len(probs) > before or not schema_ok:
+        return None
+    match, static = r.get("match", {}), r.get("labels", {})
+    rule = Rule(name=r["alert"], signal=signal, group_by=tuple(r["group_by"]),
+                fire_when=conditions["fire_when"], clear_when=conditions["clear_when"],
+                min_samples=r["min_samples"], severity=r["severity"], summary=ann["summary"],
+                runbook=ann.get("runbook") or ann["runbook_url"], match=match,
+                for_=durations["for"], keep_firing_for=durations["keep_firing_for"], labels=static,
+                for_text=str(r.get("for") or "0s"), source=f"{f}:{line('alert')}",
+                inhibited_by=tuple(r.get("inhibited_by", ())))
+    labels = {"model_id": "<model_id>", **{k: f"<{k}>" for k in rule.group_by}, **match, **static}
+    try:
+        rule.template.render(rule.summary_vars(labels, _SAMPLE_FIELDS, 0.05, 60))
+    except Exception as e:
+        bad(f"summary: {e} (rendered with sample values)", "annotations", "summary")
+        return None
+    return rule
+
+
+def _explain(err: ValidationError) -> Iterator[tuple[list, str]]:
+    """A schema error as (path of the offending node, reason a rule author can act on)."""
+    path, inst = list(err.absolute_path), err.instance
+    where = next((p for p in reversed(path) if isinstance(p, str)), "file")
+    if err.validator == "additionalProperties":
+        allowed = list(err.schema.get("properties", {}))
+        for key in inst:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+                yield [*path, key], f"unknown key {key!r} ({hint})"
+    elif err.validator == "required":
+        for key in err.validator_value:
+            if key not in inst:
+                yield path, f"missing key {key!r}{_WHY.get(key, '')}"
+    elif err.validator == "enum":
+        yield path, f"unknown {where} {inst!r} (one of: {', '.join(map(str, err.validator_value))})"
+    elif err.validator == "pattern":
+        yield path, f"{where}: {inst!r} is not {err.schema['description']}"
+    elif not path and err.validator == "type":
+        yield path, "a rule file is a mapping with a 'groups' list"
+    else:
+        yield path, f"{where}: {err.message}"
+
+
+def _line(root: yaml.Node | None, path: Iterable[str | int]) -> int:
+    """1-based line of the key (or list item) at ``path``, or of the deepest node on it that exists."""
+    if root is None:
+        return 1
+    node, line = root, root.start_mark.line + 1
+    for step in path:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == step), None)
+            if hit is None:
+                break
+            line, node = hit[0].start_mark.line + 1, hit[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _duplicate_keys(node: yaml.Node | None) -> Iterator[tuple[int, str]]:
+    """(line, key) of every mapping key that repeats one before it (YAML would keep only the last)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, v in node.value:
+            if k.value in seen:
+                yield k.start_mark.line + 1, k.value
+            seen.add(k.value)
+            yield from _duplicate_keys(v)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            yield from _duplicate_keys(v)

@@ -1,0 +1,128 @@
+"""Rule loader and linter: the shipped rules are clean; each bad file is named at its FILE:LINE."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alert_rules.loader import RULES_DIR, lint, load_rules
+from raiwatch.errors import RuleError
+from raiwatch.records import SEVERITIES
+
+GOOD = """\
+groups:
+  - name: g
+    rules:
+      - alert: A
+        signal: safety.violation_rate
+        group_by: [model_id, category]
+        fire_when: lower > 0.05
+        min_samples: 200
+        for: 3m
+        clear_when: value < 0.05
+        keep_firing_for: 2m
+        severity: critical
+        annotations:
+          summary: "{{ model_id }}: {{ category }} {{ value | pct }} above {{ threshold | pct }}"
+          runbook: rb.md
+"""
+
+
+def _write(folder: Path, name: str, text: str) -> Path:
+    (folder / "runbooks").mkdir(exist_ok=True)
+    (folder / "runbooks" / "rb.md").write_text("# rb\n")
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_rules_lint_clean_and_load() -> None:
+    assert lint() == []
+    rules = {r.name: r for r in load_rules()}
+    assert set(rules) >= {"SafetyViolationRateHigh", "TenantSafetyViolationRateHigh"}
+    main, tenant = rules["SafetyViolationRateHigh"], rules["TenantSafetyViolationRateHigh"]
+    assert (main.severity, main.min_samples, main.group_by) == ("critical", 200, ("model_id", "category"))
+    assert (tenant.severity, tenant.min_samples) == ("high", 100)
+    assert tenant.group_by == ("model_id", "category", "tenant_id")
+    assert main.runbook_url("https://rb.example/x/") == "https://rb.example/x/safety-violation-rate.md"
+
+
+def test_schema_severities_match_records() -> None:
+    schema = json.loads((RULES_DIR / "rule.schema.json").read_text())
+    assert tuple(schema["$defs"]["rule"]["properties"]["severity"]["enum"]) == SEVERITIES
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    path = _write(tmp_path, "good.yaml", GOOD)
+    assert lint(tmp_path) == []
+    [rule] = load_rules(path)
+    assert rule.source == f"{path}:4"
+    assert rule.fire_when.text == "lower > 0.05"
+
+
+BAD = [  # (case, old text, new text, line, phrase)
+    ("syntax", "[model_id, category]", "[model_id, category", 7, "YAML syntax error: expected ',' or ']'"),
+    ("unknown key", "for: 3m", "fro: 3m", 9, "unknown key 'fro' (did you mean 'for'?)"),
+    ("bad duration", "for: 3m", "for: 3 minutes", 9, "for: bad duration '3 minutes'"),
+    ("bare number duration", "keep_firing_for: 2m", "keep_firing_for: 120", 11, "bad duration 120"),
+    ("bad condition", "lower > 0.05", "lower > 0.05 and n >> 3", 7, "cannot parse clause 'n >> 3'"),
+    ("unknown field", "value < 0.05", "rate < 0.05", 10, "cannot parse clause 'rate < 0.05'"),
+    ("missing runbook", "runbook: rb.md", "runbook: nope.md", 15, "runbook 'nope.md' not found"),
+    ("template syntax", "{{ model_id }}:", "{{ model_id }:", 14, "summary: template syntax error"),
+    ("template undefined", "{{ category }}", "{{ categroy }}", 14, "'categroy' is undefined"),
+    ("template filter", "value | pct", "value | percent", 14, "No filter named 'percent'"),
+    ("missing clear_when", "        clear_when: value < 0.05\n", "", 4, "missing key 'clear_when' (a rule"),
+    ("missing min_samples", "        min_samples: 200\n", "", 4, "missing key 'min_samples'"),
+    ("min_samples 0", "min_samples: 200", "min_samples: 0", 8, "0 is less than the minimum of 1"),
+    ("severity", "severity: critical", "severity: urgent", 12, "unknown severity 'urgent' (one of: critical"),
+    ("family", "signal: safety.", "signal: safty.", 5, "is not in a known family"),
+    ("group_by empty", "[model_id, category]", "[]", 6, "group_by: [] should be non-empty"),
+    ("duplicate key", "for: 3m\n", "for: 3m\n        for: 5m\n", 10, "duplicate key 'for'"),
+    ("two runbooks", "runbook: rb.md", "runbook: rb.md\n          runbook_url: https://x/y", 13, "not both"),
+    ("label clash", "[model_id, category]", "[model_id, value]", 6, "label 'value' in group_by clashes"),
+    ("static label", "severity: critical", "severity: critical\n        labels: {model_id: x}", 13,
+     "static label 'model_id' would overwrite a scope label"),
+    ("label type", "severity: critical", "severity: critical\n        labels: {team: 7}", 13,
+     "team: 7 is not of type 'string'"),
+    ("empty file", GOOD, "", 1, "a rule file is a mapping with a 'groups' list"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "phrase"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_file_names_file_line_and_reason(tmp_path: Path, old: str, new: str, line: int,
+                                               phrase: str) -> None:
+    assert old in GOOD
+    path = _write(tmp_path, "bad.yaml", GOOD.replace(old, new, 1))
+    problems = lint(path)
+    assert any(p.startswith(f"{path}:{line}: ") and phrase in p for p in problems), problems
+    with pytest.raises(RuleError) as e:
+        load_rules(tmp_path)
+    assert e.value.problems == problems
+
+
+def test_duplicate_alert_names_across_files(tmp_path: Path) -> None:
+    a = _write(tmp_path, "a.yaml", GOOD)
+    b = _write(tmp_path, "b.yaml", GOOD)
+    assert lint(tmp_path) == [f"{b}:4: duplicate alert name 'A' (first at {a}:4)"]
+
+
+def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
+    bad = GOOD
+    for old, new in [("for: 3m", "for: soon"), ("severity: critical", "severity: urgent"),
+                     ("{{ model_id }}:", "{{ model_id }:"), ("runbook: rb.md", "runbook: nope.md")]:
+        bad = bad.replace(old, new)
+    path = _write(tmp_path, "bad.yaml", bad)
+    assert [p.split(": ", 1)[0] for p in lint(path)] == [f"{path}:{n}" for n in (9, 12, 14, 15)]
+
+
+def test_missing_paths_and_empty_folders(tmp_path: Path) -> None:
+    assert lint(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such file or folder"]
+    assert lint(tmp_path) == [f"{tmp_path}: no *.yaml rule files"]
+
+
+def test_absolute_runbook_url(tmp_path: Path) -> None:
+    path = _write(tmp_path, "u.yaml", GOOD.replace("runbook: rb.md", "runbook_url: https://wiki.example/rb"))
+    [rule] = load_rules(path)
+    assert rule.runbook_url("https://ignored.example/") == "https://wiki.example/rb"

@@ -1,0 +1,372 @@
+"""The SQL incident store: what the rule engine opens and on-call acknowledges, resolves and rates.
+
+``apply`` takes the rule engine's changes in one transaction and is idempotent: replaying a
+window after a restart changes nothing that was already stored. A change finds its incident by
+``incident_id`` first, then by the non-resolved incident with its ``dedup_key``; at most one of
+those exists (a partial unique index guarantees it). Stale changes (event time older than the
+stored ``updated_at``) and changes for incidents already resolved are skipped.
+
+Every transition is written to ``incident_events`` so that ``history`` shows who did what, when.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from raiwatch.errors import StorageError
+from raiwatch.records import Incident, IncidentChange
+from storage.incidents.db import WRITE, make_engine, safe_url, upgrade
+from storage.incidents.models import (
+    FEEDBACKS,
+    SEVERITIES,
+    STATUSES,
+    IncidentEventRow,
+    IncidentRow,
+    to_utc,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENGINE_ACTOR = "rule-engine"  # actor of the history rows that ``apply`` writes
+ATTEMPTS = 3  # a transaction that lost a race or hit a transient error is retried this often
+_BACKOFF_S = (0.05, 0.25)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _jsonable(x: float | None) -> float | str | None:
+    return x if x is None or math.isfinite(x) else str(x)
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+def _record(row: IncidentRow) -> Incident:
+    return Incident(
+        incident_id=row.incident_id,
+        dedup_key=row.dedup_key,
+        rule=row.rule,
+        signal=row.signal,
+        severity=row.severity,  # type: ignore[arg-type]  # CHECK constraint keeps it in the Literal
+        status=row.status,  # type: ignore[arg-type]
+        opened_at=row.opened_at,
+        acknowledged_at=row.acknowledged_at,
+        resolved_at=row.resolved_at,
+        labels=dict(row.labels or {}),
+        summary=row.summary,
+        runbook_url=row.runbook_url,
+        value=row.value,
+        threshold=row.threshold,
+        feedback=row.feedback,  # type: ignore[arg-type]
+        updated_at=row.updated_at,
+    )
+
+
+def _check(change: IncidentChange) -> None:
+    inc = change.incident
+    where = f"incident change {change.kind!r} for {inc.incident_id!r}"
+    if change.kind not in ("opened", "updated", "resolved"):
+        raise ValueError(f"{where}: kind must be opened, updated or resolved")
+    if not inc.incident_id or not inc.dedup_key:
+        raise ValueError(f"{where}: incident_id and dedup_key must not be empty")
+    if inc.severity not in SEVERITIES:
+        raise ValueError(f"{where}: severity {inc.severity!r} is not one of {', '.join(SEVERITIES)}")
+    if inc.feedback is not None and inc.feedback not in FEEDBACKS:
+        raise ValueError(f"{where}: feedback {inc.feedback!r} is not one of {', '.join(FEEDBACKS)}")
+
+
+class IncidentStore:
+    """Incidents in a SQL database (SQLite file or PostgreSQL), migrated on open by default."""
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self._engine = make_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self.url = safe_url(self._engine.url)
+        if migrate:
+            upgrade(self._engine)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> IncidentStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"IncidentStore({self.url!r})"
+
+    # -- rule engine -----------------------------------------------------------------------------
+
+    def apply(self, changes: Sequence[IncidentChange]) -> None:
+        """Store the rule engine's changes, all or none; re-applying the same changes is a no-op."""
+        for change in changes:
+            _check(change)
+
+        def run(s: Session) -> None:
+            for change in changes:
+                self._apply_one(s, change)
+
+        if changes:
+            self._transact(run, write=True)
+
+    def _apply_one(self, s: Session, change: IncidentChange) -> None:
+        inc = change.incident
+        row = s.get(IncidentRow, inc.incident_id, with_for_update=True)
+        if row is None:
+            row = s.scalars(
+                select(IncidentRow)
+                .where(IncidentRow.dedup_key == inc.dedup_key, IncidentRow.status != "resolved")
+                .with_for_update()
+            ).one_or_none()
+        if row is None and change.kind == "opened":
+            self._insert(s, inc)
+        elif row is None or row.status == "resolved":
+            log.debug("incident change %s for %s: no open incident, skipped", change.kind, inc.dedup_key)
+        elif change.kind == "resolved":
+            self._resolve_by_engine(s, row, inc)
+        else:
+            self._refresh(s, row, inc)
+
+    def _insert(self, s: Session, inc: Incident) -> None:
+        opened_at = to_utc(inc.opened_at)
+        s.add(
+            IncidentRow(
+                incident_id=inc.incident_id,
+                dedup_key=inc.dedup_key,
+                rule=inc.rule,
+                signal=inc.signal,
+                severity=inc.severity,
+                status="open",
+                opened_at=opened_at,
+                labels=dict(inc.labels),
+                summary=inc.summary,
+                runbook_url=inc.runbook_url,
+                value=inc.value,
+                threshold=inc.threshold,
+                updated_at=to_utc(inc.updated_at) or opened_at,
+            )
+        )
+        detail = {
+            "severity": inc.severity,
+            "value": _jsonable(inc.value),
+            "threshold": _jsonable(inc.threshold),
+            "summary": inc.summary,
+        }
+        self._event(s, inc.incident_id, "opened", opened_at, ENGINE_ACTOR, detail)
+        s.flush()  # a concurrent open of the same dedup_key fails here, and the retry updates it
+
+    def _refresh(self, s: Session, row: IncidentRow, inc: Incident) -> None:
+        at = to_utc(inc.updated_at or inc.opened_at)
+        if at is not None and row.updated_at is not None and at < row.updated_at:
+            return  # older than what is stored: a replayed window
+        if _same(row.value, inc.value) and row.summary == inc.summary and row.updated_at == at:
+            return
+        row.value, row.summary, row.updated_at = inc.value, inc.summary, at
+        detail = {"value": _jsonable(inc.value), "summary": inc.summary}
+        self._event(s, row.incident_id, "updated", at or _now(), ENGINE_ACTOR, detail)
+
+    def _resolve_by_engine(self, s: Session, row: IncidentRow, inc: Incident) -> None:
+        at = to_utc(inc.resolved_at or inc.updated_at) or _now()
+        if at < row.opened_at:
+            log.debug("resolve of %s at %s predates its opening: skipped", row.incident_id, at)
+            return
+        row.status, row.resolved_at = "resolved", at
+        self._event(s, row.incident_id, "resolved", at, ENGINE_ACTOR, {})
+
+    def open_incidents(self) -> builtins.list[Incident]:
+        """Every incident not resolved (open or acknowledged), oldest first."""
+        q = (
+            select(IncidentRow)
+            .where(IncidentRow.status != "resolved")
+            .order_by(IncidentRow.opened_at, IncidentRow.incident_id)
+        )
+        return self._transact(lambda s: [_record(r) for r in s.scalars(q)])
+
+    # -- on-call ---------------------------------------------------------------------------------
+
+    def get(self, incident_id: str) -> Incident:
+        """The incident with this id, or with this unique id prefix; KeyError otherwise."""
+        return self._transact(lambda s: _record(self._find(s, incident_id)))
+
+    def list(
+        self, status: str | None = None, rule: str | None = None, limit: int = 50
+    ) -> builtins.list[Incident]:
+        """Incidents newest first (by ``opened_at``), optionally of one status and/or rule."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        q = select(IncidentRow).order_by(IncidentRow.opened_at.desc(), IncidentRow.incident_id.desc())
+        if status is not None:
+            q = q.where(IncidentRow.status == status)
+        if rule is not None:
+            q = q.where(IncidentRow.rule == rule)
+        return self._transact(lambda s: [_record(r) for r in s.scalars(q.limit(limit))])
+
+    def acknowledge(self, incident_id: str, actor: str = "", at: datetime | None = None) -> Incident:
+        """Mark an open incident acknowledged (no-op if it already is); ValueError if resolved."""
+
+        def ack(s: Session) -> Incident:
+            row = self._find(s, incident_id, lock=True)
+            if row.status == "resolved":
+                when = row.resolved_at.isoformat() if row.resolved_at else "an unknown time"
+                raise ValueError(
+                    f"incident {row.incident_id} was resolved at {when} and cannot be acknowledged; "
+                    "a new incident opens if the rule fires again"
+                )
+            if row.status == "open":
+                row.status, row.acknowledged_at = "acknowledged", to_utc(at) or _now()
+                self._event(s, row.incident_id, "acknowledged", row.acknowledged_at, actor, {})
+            return _record(row)
+
+        return self._transact(ack, write=True)
+
+    def resolve(self, incident_id: str, actor: str = "", at: datetime | None = None) -> Incident:
+        """Resolve an incident by hand (no-op if it already is resolved)."""
+
+        def res(s: Session) -> Incident:
+            row = self._find(s, incident_id, lock=True)
+            if row.status != "resolved":
+                row.status, row.resolved_at = "resolved", to_utc(at) or _now()
+                self._event(s, row.incident_id, "resolved", row.resolved_at, actor, {})
+            return _record(row)
+
+        return self._transact(res, write=True)
+
+    def set_feedback(self, incident_id: str, feedback: str, actor: str = "", note: str = "") -> Incident:
+        """Record on-call's verdict, ``true_positive`` or ``false_positive``, in any status."""
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"feedback {feedback!r} is not one of {', '.join(FEEDBACKS)}")
+
+        def rate(s: Session) -> Incident:
+            row = self._find(s, incident_id, lock=True)
+            row.feedback, row.feedback_by, row.feedback_at = feedback, actor or None, _now()
+            if note:
+                row.notes = note
+            detail = {"feedback": feedback, "note": note}
+            self._event(s, row.incident_id, "feedback", row.feedback_at, actor, detail)
+            return _record(row)
+
+        return self._transact(rate, write=True)
+
+    def history(self, incident_id: str) -> builtins.list[dict[str, Any]]:
+        """The incident's audit trail in the order it was written: at, kind, actor, detail."""
+
+        def read(s: Session) -> builtins.list[dict[str, Any]]:
+            row = self._find(s, incident_id)
+            q = (
+                select(IncidentEventRow)
+                .where(IncidentEventRow.incident_id == row.incident_id)
+                .order_by(IncidentEventRow.id)
+            )
+            return [
+                {
+                    "incident_id": e.incident_id,
+                    "at": e.at,
+                    "kind": e.kind,
+                    "actor": e.actor,
+                    "detail": e.detail,
+                }
+                for e in s.scalars(q)
+            ]
+
+        return self._transact(read)
+
+    # -- specialists -----------------------------------------------------------------------------
+
+    def precision(self, rule: str | None = None) -> dict[str, Any]:
+        """On-call feedback per rule and overall: counts and precision = TP / (TP + FP).
+
+        ``{"rules": {rule: {"incidents", "true_positive", "false_positive", "unlabelled",
+        "precision"}}, "overall": {...}}``; precision is None while no incident has feedback.
+        """
+        q = select(IncidentRow.rule, IncidentRow.feedback, func.count()).group_by(
+            IncidentRow.rule, IncidentRow.feedback
+        )
+        if rule is not None:
+            q = q.where(IncidentRow.rule == rule)
+        counts = self._transact(lambda s: s.execute(q).all())
+
+        def zero() -> dict[str, Any]:
+            return {"incidents": 0, "true_positive": 0, "false_positive": 0, "unlabelled": 0}
+
+        rules: dict[str, dict[str, Any]] = {} if rule is None else {rule: zero()}
+        overall = zero()
+        for name, feedback, n in counts:
+            for figures in (rules.setdefault(name, zero()), overall):
+                figures["incidents"] += n
+                figures[feedback or "unlabelled"] += n
+        for figures in (*rules.values(), overall):
+            rated = figures["true_positive"] + figures["false_positive"]
+            figures["precision"] = figures["true_positive"] / rated if rated else None
+        return {"rules": dict(sorted(rules.items())), "overall": overall}
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(
+        s: Session, incident_id: str, kind: str, at: datetime | None, actor: str, detail: dict
+    ) -> None:
+        s.add(
+            IncidentEventRow(incident_id=incident_id, kind=kind, at=at or _now(), actor=actor, detail=detail)
+        )
+
+    @staticmethod
+    def _find(s: Session, key: str, lock: bool = False) -> IncidentRow:
+        row = s.get(IncidentRow, key, with_for_update=lock) if key else None
+        if row is not None:
+            return row
+        if not key:
+            raise KeyError("an incident id (or a prefix of one) is required")
+        ids = s.scalars(
+            select(IncidentRow.incident_id)
+            .where(func.substr(IncidentRow.incident_id, 1, len(key)) == key)
+            .order_by(IncidentRow.incident_id)
+            .limit(6)
+        ).all()
+        if not ids:
+            raise KeyError(f"no incident has the id or id prefix {key!r}")
+        if len(ids) > 1:
+            shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
+            raise KeyError(f"incident id prefix {key!r} is ambiguous: it matches {shown}; give more of it")
+        found = s.get(IncidentRow, ids[0], with_for_update=lock)
+        if found is None:  # deleted between the two reads
+            raise KeyError(f"no incident has the id or id prefix {key!r}")
+        return found
+
+    def _transact(self, fn: Callable[[Session], T], write: bool = False) -> T:
+        """Run ``fn`` in one transaction; retry lost races and transient errors, then StorageError."""
+        options = {WRITE: True} if write else {}
+        last: DBAPIError | None = None
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(_BACKOFF_S[min(attempt - 1, len(_BACKOFF_S) - 1)])
+            try:
+                with self._sessions() as s, s.begin():
+                    s.connection(execution_options=options)
+                    return fn(s)
+            except (IntegrityError, OperationalError) as e:
+                last = e
+                log.warning("incident store %s: attempt %d failed: %s", self.url, attempt + 1, e.orig or e)
+            except DBAPIError as e:
+                raise StorageError(f"incident store {self.url}: {e.orig or e}") from e
+        raise StorageError(
+            f"incident store {self.url}: failed after {ATTEMPTS} attempts: {last.orig if last else ''}"
+        ) from last

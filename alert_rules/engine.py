@@ -6,7 +6,7 @@ signals). Each runs inactive -> pending -> firing -> resolved on the windows it 
 - a window whose ``n`` is below ``min_samples``, or a missing window, resets the pending (and
   clearing) streak but never resolves: it is no evidence of recovery;
 - pending starts at the start of the first window where ``fire_when`` holds; the incident opens
-  once ``ts - pending_since >= for``; while firing, each window where ``fire_when`` holds updates it;
+  once ``ts - pending_since >= for``; while firing, each window where ``fire_when`` holds re-confirms it (updated_at);
 - it resolves once ``clear_when`` has held on consecutive windows for ``keep_firing_for``; a window
   in the band between the two conditions keeps it firing and restarts the clear streak;
 - a window not newer than the last one seen for its series is ignored (replays, redeliveries);
@@ -122,10 +122,8 @@ class RuleEngine:
                     return None
                 st.pending_since = None
                 return self._open(rule, st, scope, labels, s, fields)
-            threshold = rule.fire_when.threshold(fields)
-            st.incident = replace(inc, value=s.value, threshold=threshold, updated_at=s.ts,
-                                  summary=rule.render_summary({**labels, **rule.labels}, fields, threshold,
-                                                              s.window))
+            # value, threshold and summary stay as opened (incident.v1: "value when the incident opened")
+            st.incident = replace(inc, updated_at=s.ts)
             return IncidentChange(kind="updated", incident=st.incident)
         st.pending_since = None
         if inc is None or not rule.clear_when.holds(fields):

@@ -73,9 +73,9 @@ def test_dedup_one_open_then_updates() -> None:
     assert kinds(changes) == ["opened", "updated", "updated", "updated"]
     assert len({c.incident.incident_id for c in changes}) == 1
     last = changes[-1].incident
-    assert (last.value, last.opened_at) == (0.16, T0 + timedelta(minutes=3))
+    assert (last.value, last.opened_at) == (0.13, T0 + timedelta(minutes=3))  # the value when it opened
     assert last.updated_at == T0 + timedelta(minutes=6)
-    assert "16.0%" in last.summary and changes[0].incident.value == 0.13  # earlier changes are not mutated
+    assert "13.0%" in last.summary and changes[0].incident.updated_at == T0 + timedelta(minutes=3)
 
 
 def test_hysteresis_band_keeps_firing_and_clear_needs_keep_firing_for() -> None:

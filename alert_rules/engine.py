@@ -6,7 +6,8 @@ signals). Each runs inactive -> pending -> firing -> resolved on the windows it 
 - a window whose ``n`` is below ``min_samples``, or a missing window, resets the pending (and
   clearing) streak but never resolves: it is no evidence of recovery;
 - pending starts at the start of the first window where ``fire_when`` holds; the incident opens
-  once ``ts - pending_since >= for``; while firing, each window where ``fire_when`` holds re-confirms it (updated_at);
+  once ``ts - pending_since >= for``; while firing, each window where ``fire_when`` holds
+  re-confirms it (``updated_at``);
 - it resolves once ``clear_when`` has held on consecutive windows for ``keep_firing_for``; a window
   in the band between the two conditions keeps it firing and restarts the clear streak;
 - a window not newer than the last one seen for its series is ignored (replays, redeliveries);
@@ -137,11 +138,10 @@ class RuleEngine:
 
     def _inhibited(self, rule: Rule, scope: dict[str, str]) -> bool:
         """Whether an ``inhibited_by`` rule fires on the labels this scope shares with it."""
-        for (name, key), st in self._series.items():
-            if name in rule.inhibited_by and st.incident is not None:
-                if all(scope.get(k, v) == v for k, v in key):
-                    return True
-        return False
+        return any(
+            name in rule.inhibited_by and st.incident is not None and all(scope.get(k, v) == v for k, v in key)
+            for (name, key), st in self._series.items()
+        )
 
     def _open(self, rule: Rule, st: _Series, scope: dict[str, str], labels: dict[str, str], s: Signal,
               fields: dict[str, float | None]) -> IncidentChange:

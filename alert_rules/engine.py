@@ -139,7 +139,8 @@ class RuleEngine:
     def _inhibited(self, rule: Rule, scope: dict[str, str]) -> bool:
         """Whether an ``inhibited_by`` rule fires on the labels this scope shares with it."""
         return any(
-            name in rule.inhibited_by and st.incident is not None and all(scope.get(k, v) == v for k, v in key)
+            name in rule.inhibited_by and st.incident is not None
+            and all(scope.get(k, v) == v for k, v in key)
             for (name, key), st in self._series.items()
         )
 

@@ -1,0 +1,24 @@
+"""ClickHouse storage: connection, versioned schema, batched writer and read helpers.
+
+Embedded (``chdb:///abs/path``) or server (``http(s)://...``) through one clickhouse-connect
+client; the tables are documented in ``migrations/`` and in ClickHouse itself (column comments).
+"""
+
+from storage.clickhouse.client import Client, close_all, connect
+from storage.clickhouse.queries import count_events, events_per_model, recent_signals, signals_df
+from storage.clickhouse.schema import applied_versions, migrate, render_migrations
+from storage.clickhouse.writer import ClickHouseWriter
+
+__all__ = [
+    "ClickHouseWriter",
+    "Client",
+    "applied_versions",
+    "close_all",
+    "connect",
+    "count_events",
+    "events_per_model",
+    "migrate",
+    "recent_signals",
+    "render_migrations",
+    "signals_df",
+]

@@ -1,0 +1,125 @@
+"""One clickhouse-connect client for both targets: embedded chdb on disk, or a server over HTTP(S).
+
+``chdb:///abs/path`` runs the ClickHouse engine in this process on that directory (created if
+missing). chdb allows one data path per process and one process per path, so a second path, or
+a path another process holds, fails here with a ``StorageError`` that says so.
+``http://user:password@host:8123`` or ``https://...:8443`` reach a server or cluster.
+
+Query results carry timezone-aware UTC datetimes. Clients are cached per ``(dsn, database)``:
+asking again returns the same client. Several clients on one chdb path are allowed (each has its
+own session; they share the engine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.binding import quote_identifier
+from clickhouse_connect.driver.client import Client
+
+from raiwatch.errors import StorageError
+
+__all__ = ["Client", "close_all", "connect", "redact"]
+
+_clients: dict[tuple[str, str], Client] = {}
+_lock = threading.Lock()
+
+
+def redact(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _open(dsn: str) -> Client:
+    parts = urlsplit(dsn)
+    if parts.scheme == "chdb":
+        path = parts.path
+        if parts.netloc or not path.startswith("/"):
+            raise StorageError(
+                f"ClickHouse DSN {dsn!r}: an embedded path must be absolute, as chdb:///abs/path"
+            )
+        Path(path).mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+    if parts.scheme in ("http", "https"):
+        if not parts.hostname:
+            raise StorageError(f"ClickHouse DSN {redact(dsn)!r} names no host")
+        return clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+    raise StorageError(
+        f"ClickHouse DSN {redact(dsn)!r}: unknown scheme {parts.scheme!r}; use chdb:///abs/path, "
+        "http://host:8123 or https://host:8443"
+    )
+
+
+def _held_by_other_process(path: str) -> str | None:
+    """If another process holds the chdb lock on ``path``, the PID line of its status file."""
+    status = Path(path) / "status"
+    try:
+        with open(status, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                first = f.read(200).decode(errors="replace").splitlines()
+                return first[0] if first else "unknown process"
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def _explain(dsn: str, err: Exception) -> str:
+    msg = str(err)
+    holder = _held_by_other_process(urlsplit(dsn).path) if dsn.startswith("chdb:") else None
+    if "already initialized with path" in msg:
+        hint = "this process already opened a different chdb path (one path per process)"
+    elif (holder and holder != f"PID: {os.getpid()}") or "Cannot lock file" in msg:
+        hint = f"another process has this chdb path open ({holder or 'lock held'}); one process per path"
+    else:
+        hint = "cannot connect"
+    return f"ClickHouse at {redact(dsn)}: {hint}: {msg}"
+
+
+def connect(dsn: str, database: str) -> Client:
+    """The cached client for ``(dsn, database)``, with ``database`` as its default once it exists.
+
+    On chdb the database is created here (no cluster to consider); on a server ``migrate``
+    creates it. raiwatch code names the database in every statement either way.
+    """
+    key = (dsn, database)
+    with _lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        try:
+            client = _open(dsn)
+            if dsn.startswith("chdb:"):
+                client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+            exists = client.command(
+                "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
+            )
+            if int(exists):
+                client.database = database
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(_explain(dsn, e)) from e
+        _clients[key] = client
+        return client
+
+
+def close_all() -> None:
+    """Close every cached client (chdb releases its path once all its clients are closed)."""
+    with _lock:
+        for client in _clients.values():
+            with contextlib.suppress(Exception):  # closing is best effort
+                client.close()
+        _clients.clear()

@@ -1,0 +1,100 @@
+"""Read helpers for analysts, tests and the pipeline's warm start.
+
+Each reads with ``FINAL``, so replayed rows count once. For example
+``signals_df(connect(dsn, "raiwatch"), "raiwatch", signal="safety.violation_rate")``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from raiwatch.records import Signal
+from storage.clickhouse.writer import EPOCH, MS
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+
+def _where(model_id: str | None = None, signal: str | None = None, since: datetime | None = None):
+    conds, params = [], {}
+    if signal is not None:
+        conds.append("signal = {signal:String}")
+        params["signal"] = signal
+    if model_id is not None:
+        conds.append("model_id = {model_id:String}")
+        params["model_id"] = model_id
+    if since is not None:
+        conds.append("ts >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+        params["since_ms"] = (since - EPOCH) // MS
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def signals_df(
+    client: Client,
+    database: str,
+    signal: str | None = None,
+    model_id: str | None = None,
+    since: datetime | None = None,
+) -> pd.DataFrame:
+    """Signals (optionally one signal, one model, from ``since`` (aware) on), ordered by scope and time."""
+    where, params = _where(model_id, signal, since)
+    return client.query_df(
+        "SELECT ts, window_s, signal, family, model_id, model_version, dims, value, baseline, lower, upper,"
+        f" p_value, n FROM {database}.signals FINAL{where} ORDER BY signal, model_id, dims_key, ts",
+        parameters=params,
+    )
+
+
+def count_events(client: Client, database: str, model_id: str | None = None) -> int:
+    """Distinct telemetry events stored (of one model, if given)."""
+    where, params = _where(model_id)
+    sql = f"SELECT count() FROM {database}.telemetry_events FINAL{where}"
+    return int(client.command(sql, parameters=params))
+
+
+def events_per_model(client: Client, database: str, since: datetime | None = None) -> dict[str, int]:
+    """Distinct telemetry events per model (from ``since`` on, if given), largest first."""
+    where, params = _where(since=since)
+    rows = client.query(
+        f"SELECT model_id, count() AS n FROM {database}.telemetry_events FINAL{where}"
+        " GROUP BY model_id ORDER BY n DESC, model_id",
+        parameters=params,
+    ).result_rows
+    return {m: int(n) for m, n in rows}
+
+
+def recent_signals(client: Client, database: str, since: datetime | None) -> list[Signal]:
+    """Stored signals as records, oldest window first: from ``since`` on, or the latest window's if None."""
+    if since is None:
+        where = f" WHERE ts = (SELECT max(ts) FROM {database}.signals)"
+        params: dict = {}
+    else:
+        where, params = _where(since=since)
+    result = client.query(
+        "SELECT ts, window_s, signal, model_id, value, n, model_version, dims, baseline, lower, upper,"
+        f" p_value FROM {database}.signals FINAL{where}"
+        " ORDER BY ts, signal, model_id, model_version, dims_key",
+        parameters=params,
+    )
+    return [
+        Signal(
+            ts=ts,
+            window=window,
+            signal=signal,
+            model_id=model_id,
+            value=value,
+            n=n,
+            model_version=model_version,
+            dims=dict(dims),
+            baseline=baseline,
+            lower=lower,
+            upper=upper,
+            p_value=p_value,
+        )
+        for ts, window, signal, model_id, value, n, model_version, dims, baseline, lower, upper, p_value in (
+            result.result_rows
+        )
+    ]

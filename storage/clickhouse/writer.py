@@ -1,0 +1,389 @@
+"""Batched, column-oriented writes of events, signals, incidents and rejections to ClickHouse.
+
+This is the pipeline's hot path: each batch becomes one list per column, built by a
+comprehension over the batch, and goes out as one insert with column types fetched once per
+table. Timestamps are sent as integer milliseconds. Replays are safe: the tables are
+ReplacingMergeTree, so a re-written event, signal or incident collapses under ``FINAL``.
+
+A failed insert is retried with exponential backoff when the failure can pass (connection
+lost, server overloaded or restarting); a failure that cannot (a bad schema) is raised at once.
+Either way the caller gets a ``StorageError`` and must not commit its input offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import msgspec
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+from msgspec import UNSET
+
+from raiwatch.errors import StorageError
+from raiwatch.records import Incident, Signal, TelemetryEvent
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+
+EVENT_COLUMNS = (
+    "event_id", "ts", "model_id", "model_version", "model_kind", "deployment", "feature", "tenant_id",
+    "user_id", "session_id", "ip_hash", "request_tokens", "response_tokens", "latency_ms",
+    "finish_reason", "error", "language", "prediction_label", "prediction_score", "safety_scores",
+    "violations", "safety_action", "segments", "favorable", "request_text", "response_text", "raw",
+    "ingested_at",
+)  # fmt: skip
+SIGNAL_COLUMNS = (
+    "ts", "window_s", "signal", "family", "model_id", "model_version", "dims", "dims_key", "value",
+    "baseline", "lower", "upper", "p_value", "n", "inserted_at",
+)  # fmt: skip
+INCIDENT_COLUMNS = (
+    "incident_id", "dedup_key", "rule", "signal", "severity", "status", "opened_at", "acknowledged_at",
+    "resolved_at", "labels", "summary", "runbook_url", "value", "threshold", "feedback", "updated_at",
+)  # fmt: skip
+REJECTED_COLUMNS = ("received_at", "source", "reason", "raw")
+
+# ClickHouse error codes worth a retry: the server is busy, short of memory, restarting or unreachable.
+TRANSIENT_CODES = frozenset({
+    3,    # UNEXPECTED_END_OF_FILE
+    32,   # ATTEMPT_TO_READ_AFTER_EOF
+    159,  # TIMEOUT_EXCEEDED
+    160,  # TOO_SLOW
+    164,  # READONLY
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    236,  # ABORTED
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    285,  # TOO_FEW_LIVE_REPLICAS
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    394,  # QUERY_WAS_CANCELLED
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+})  # fmt: skip
+
+# Events: skip the in-block ReplacingMergeTree pass (FINAL collapses copies anyway; it doubled the
+# insert cost), and accept a batch spanning more than 100 days rather than fail it forever.
+EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0}
+
+UINT32_MAX = 4_294_967_295
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def now_ms() -> int:
+    """The current UTC time in milliseconds since the epoch."""
+    return (datetime.now(UTC) - EPOCH) // MS
+
+
+def _ms(dt: datetime | None) -> int | None:
+    """Milliseconds since the epoch; a naive datetime is taken as UTC."""
+    if dt is None:
+        return None
+    return ((dt if dt.tzinfo else dt.replace(tzinfo=UTC)) - EPOCH) // MS
+
+
+# Shared, never mutated: a fresh {} or [] per event would be garbage-collector work on the hot path.
+_EMPTY_MAP: dict = {}
+_EMPTY_LIST: list = []
+
+
+class _TextParts(msgspec.Struct):
+    """The two objects of an event that may hold text, as their exact bytes."""
+
+    request: msgspec.Raw = msgspec.Raw(b"")
+    response: msgspec.Raw = msgspec.Raw(b"")
+
+
+_TEXT_PARTS = msgspec.json.Decoder(_TextParts)
+_RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def strip_text(raw: bytes, request: bool = True, response: bool = True) -> bytes:
+    """``raw`` without ``request.text`` (if ``request``) and ``response.text`` (if ``response``).
+
+    Every other byte is kept as received, unknown fields included. Only ``request`` and
+    ``response`` are re-encoded, spliced back in place when their bytes occur once in ``raw``
+    (then that occurrence is necessarily theirs); otherwise the top level is re-encoded too.
+    """
+    parts = _TEXT_PARTS.decode(raw)
+    out = raw
+    for sub, wanted in ((parts.request, request), (parts.response, response)):
+        if not wanted or not len(sub):
+            continue
+        old = bytes(sub)
+        new = _without_text(old)
+        if new is old:
+            continue
+        at = out.find(old)
+        if out.find(old, at + 1) != -1:
+            return _strip_text_slow(raw, request, response)
+        out = out[:at] + new + out[at + len(old) :]
+    return out
+
+
+def _without_text(obj: bytes) -> bytes:
+    """A JSON object's bytes without its ``text`` key (``obj`` itself when there is none)."""
+    try:
+        fields = _RAW_OBJECT.decode(obj)
+    except msgspec.ValidationError:  # not an object: nothing to strip
+        return obj
+    if fields.pop("text", None) is None:
+        return obj
+    return _ENCODE(fields)
+
+
+def _strip_text_slow(raw: bytes, request: bool, response: bool) -> bytes:
+    obj = _RAW_OBJECT.decode(raw)
+    for part, wanted in (("request", request), ("response", response)):
+        if wanted and part in obj:
+            obj[part] = msgspec.Raw(_without_text(bytes(obj[part])))
+    return _ENCODE(obj)
+
+
+def event_columns(
+    events: Sequence[TelemetryEvent], raws: Sequence[bytes], store_text: bool, ingested_ms: int
+) -> list[list]:
+    """The ``telemetry_events`` columns of a batch, in ``EVENT_COLUMNS`` order."""
+    n = len(events)
+    none = [None] * n
+    models = [e.model for e in events]
+    clients = [e.client for e in events]
+    reqs = [e.request for e in events]
+    resps = [e.response for e in events]
+    safeties = [e.safety for e in events]
+    outcomes = [e.outcome for e in events]
+    preds = [r.prediction if r else None for r in resps]
+    if store_text:
+        raw_col = list(raws)
+        request_text = [q.text if q and q.text is not UNSET else None for q in reqs]
+        response_text = [r.text if r and r.text is not UNSET else None for r in resps]
+    else:
+        raw_col = list(raws)
+        for i, (q, r) in enumerate(zip(reqs, resps, strict=True)):
+            q_text = bool(q) and q.text is not UNSET
+            r_text = bool(r) and r.text is not UNSET
+            if q_text or r_text:
+                raw_col[i] = strip_text(raw_col[i], q_text, r_text)
+        request_text = response_text = none
+    segments = []
+    for e in events:
+        seg = e.segments
+        if not seg:
+            segments.append(_EMPTY_MAP)
+        elif None in seg.values():  # a null group is an unknown group: leave it out
+            segments.append({k: v for k, v in seg.items() if v is not None})
+        else:
+            segments.append(seg)
+    return [
+        [e.event_id for e in events],
+        [(e.timestamp - EPOCH) // MS for e in events],
+        [m.id for m in models],
+        [m.version or "" for m in models],
+        [m.kind or "" for m in models],
+        [e.deployment or "" for e in events],
+        [e.feature or "" for e in events],
+        [e.tenant_id or "" for e in events],
+        [e.user_id or "" for e in events],
+        [e.session_id or "" for e in events],
+        [(c.ip_hash or "") if c else "" for c in clients],
+        [(None if q.tokens is UNSET else q.tokens) if q else None for q in reqs],
+        [(None if r.tokens is UNSET else r.tokens) if r else None for r in resps],
+        [(None if r.latency_ms is UNSET else r.latency_ms) if r else None for r in resps],
+        [(r.finish_reason or "") if r else "" for r in resps],
+        [r.error if r else None for r in resps],
+        [(q.language or "") if q else "" for q in reqs],
+        [p.label if p else None for p in preds],
+        [p.score if p else None for p in preds],
+        [(s.scores or _EMPTY_MAP) if s else _EMPTY_MAP for s in safeties],
+        [(s.violations or _EMPTY_LIST) if s else _EMPTY_LIST for s in safeties],
+        [(s.action or "") if s else "" for s in safeties],
+        segments,
+        [(None if o.favorable is UNSET else o.favorable) if o else None for o in outcomes],
+        request_text,
+        response_text,
+        raw_col,
+        [ingested_ms] * n,
+    ]
+
+
+def _clamp_numbers(columns: list[list]) -> list[list]:
+    """Clamp the event columns whose ClickHouse type is narrower than the contract allows."""
+    idx = {name: i for i, name in enumerate(EVENT_COLUMNS)}
+    out = list(columns)
+    for name in ("request_tokens", "response_tokens"):
+        out[idx[name]] = [None if v is None else min(v, UINT32_MAX) for v in columns[idx[name]]]
+    out[idx["latency_ms"]] = [None if v is None else min(v, FLOAT32_MAX) for v in columns[idx["latency_ms"]]]
+    return out
+
+
+_ENCODE_SORTED = msgspec.json.Encoder(order="sorted").encode
+
+
+def dims_key(dims: dict[str, str]) -> str:
+    """Canonical text of a dims map: JSON with sorted keys (``""`` for no dims)."""
+    return _ENCODE_SORTED(dims).decode() if dims else ""
+
+
+def _transient(err: Exception) -> bool:
+    if isinstance(err, DataError):
+        return False
+    if isinstance(err, OperationalError):
+        return True
+    if isinstance(err, DatabaseError):
+        return getattr(err, "code", None) in TRANSIENT_CODES
+    return isinstance(err, (ConnectionError, TimeoutError))
+
+
+class ClickHouseWriter:
+    """Writes record batches to the raiwatch tables of ``database``; every write returns its row count.
+
+    ``store_text=False`` (the default) keeps prompt and response text out of ClickHouse: out of
+    the text columns and out of ``raw``. ``retries`` bounds the retries of a transient failure,
+    waiting ``backoff_s`` doubled each time up to ``max_backoff_s``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        store_text: bool = False,
+        *,
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.client = client
+        self.database = database
+        self.store_text = store_text
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
+        self._types: dict[str, list] = {}
+
+    def write_events(self, events: Sequence[TelemetryEvent], raws: Sequence[bytes]) -> int:
+        """Insert valid events with their original bytes (same order); returns the row count."""
+        if len(events) != len(raws):
+            raise ValueError(f"{len(events)} events but {len(raws)} raw payloads")
+        if not events:
+            return 0
+        columns = event_columns(events, raws, self.store_text, now_ms())
+        try:
+            return self._insert("telemetry_events", EVENT_COLUMNS, columns, EVENT_INSERT_SETTINGS)
+        except StorageError as e:
+            if not isinstance(e.__cause__, DataError):
+                raise
+        # A value the contract allows but the column cannot hold (tokens >= 2**32): clamp, retry once.
+        return self._insert("telemetry_events", EVENT_COLUMNS, _clamp_numbers(columns), EVENT_INSERT_SETTINGS)
+
+    def write_signals(self, signals: Sequence[Signal]) -> int:
+        """Insert signals; a signal re-written for the same scope and window collapses under FINAL."""
+        if not signals:
+            return 0
+        n = len(signals)
+        columns = [
+            [_ms(s.ts) for s in signals],
+            [s.window for s in signals],
+            [s.signal for s in signals],
+            [s.family for s in signals],
+            [s.model_id for s in signals],
+            [s.model_version for s in signals],
+            [dict(sorted(s.dims.items())) if len(s.dims) > 1 else s.dims for s in signals],  # map(...) = dims
+            [dims_key(s.dims) for s in signals],
+            [s.value for s in signals],
+            [s.baseline for s in signals],
+            [s.lower for s in signals],
+            [s.upper for s in signals],
+            [s.p_value for s in signals],
+            [s.n for s in signals],
+            [now_ms()] * n,
+        ]
+        return self._insert("signals", SIGNAL_COLUMNS, columns)
+
+    def write_incidents(self, incidents: Sequence[Incident]) -> int:
+        """Upsert incidents: under FINAL the copy with the latest ``updated_at`` wins.
+
+        Without ``updated_at`` the version is the latest of opened, acknowledged and resolved.
+        """
+        if not incidents:
+            return 0
+        columns = [
+            [i.incident_id for i in incidents],
+            [i.dedup_key for i in incidents],
+            [i.rule for i in incidents],
+            [i.signal for i in incidents],
+            [i.severity for i in incidents],
+            [i.status for i in incidents],
+            [_ms(i.opened_at) for i in incidents],
+            [_ms(i.acknowledged_at) for i in incidents],
+            [_ms(i.resolved_at) for i in incidents],
+            [i.labels for i in incidents],
+            [i.summary for i in incidents],
+            [i.runbook_url for i in incidents],
+            [i.value for i in incidents],
+            [i.threshold for i in incidents],
+            [i.feedback for i in incidents],
+            [_ms(i.updated_at or max(t for t in (i.opened_at, i.acknowledged_at, i.resolved_at) if t))
+             for i in incidents],
+        ]  # fmt: skip
+        return self._insert("incidents", INCIDENT_COLUMNS, columns)
+
+    def write_rejected(self, rows: Sequence[tuple[str, str, bytes]]) -> int:
+        """Insert rejected inputs as ``(source, reason, raw)``, stamped with the current time."""
+        if not rows:
+            return 0
+        columns = [
+            [now_ms()] * len(rows),
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [bytes(r[2]) for r in rows],
+        ]
+        return self._insert("rejected_events", REJECTED_COLUMNS, columns)
+
+    def _column_types(self, table: str, names: Sequence[str]) -> list:
+        types = self._types.get(table)
+        if types is None:
+            ctx = self.client.create_insert_context(table, list(names), database=self.database)
+            types = self._types[table] = list(ctx.column_types)
+        return types
+
+    def _insert(
+        self, table: str, names: Sequence[str], columns: list[list], settings: dict | None = None
+    ) -> int:
+        where = f"{self.database}.{table}"
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                self.client.insert(
+                    table,
+                    columns,
+                    column_names=list(names),
+                    database=self.database,
+                    column_types=self._column_types(table, names),
+                    column_oriented=True,
+                    settings=settings,
+                )
+                return len(columns[0])
+            except Exception as e:
+                if not _transient(e):
+                    raise StorageError(f"writing {len(columns[0])} rows to {where} failed: {e}") from e
+                if attempt == self.retries:
+                    raise StorageError(
+                        f"writing {len(columns[0])} rows to {where} failed after {attempt + 1} attempts: {e}"
+                    ) from e
+                log.warning("ClickHouse insert into %s failed (%s); retry in %.1f s", where, e, delay)
+                self._sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+        raise AssertionError("unreachable")

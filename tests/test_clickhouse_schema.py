@@ -1,0 +1,167 @@
+"""ClickHouse schema: migrations on the real engine (chdb), cluster DDL by rendering, connect errors.
+
+chdb opens one data path per process, so every ClickHouse test in a pytest run uses
+``<basetemp>/chdb`` and a database of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from raiwatch.errors import ConfigError, StorageError
+from storage.clickhouse import applied_versions, connect, migrate, render_migrations
+from storage.clickhouse.schema import split_statements
+
+TABLES = {"telemetry_events", "signals", "incidents", "rejected_events", "schema_migrations"}
+
+
+@pytest.fixture(scope="session")
+def chdb_dsn(tmp_path_factory) -> str:
+    return f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}"
+
+
+@pytest.fixture
+def db() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
+    client = connect(chdb_dsn, db)
+    applied = migrate(client, db, ttl_days=30)
+
+    assert applied == [v for v, _ in render_migrations(db)] == [1]
+    tables = dict(
+        client.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'").result_rows
+    )
+    assert set(tables) == TABLES
+    assert all(comment for comment in tables.values()), tables
+    undocumented = client.query(
+        f"SELECT table, name FROM system.columns WHERE database = '{db}' AND comment = ''"
+    ).result_rows
+    assert undocumented == []
+    assert applied_versions(client, db).keys() == {1}
+    engines = dict(
+        client.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'").result_rows
+    )
+    assert engines["telemetry_events"] == engines["signals"] == engines["incidents"] == "ReplacingMergeTree"
+
+
+def test_migrate_again_applies_nothing(chdb_dsn, db):
+    client = connect(chdb_dsn, db)
+    assert migrate(client, db) == [1]
+    assert migrate(client, db) == []
+    assert migrate(client, db) == []
+    assert client.command(f"SELECT count() FROM {db}.schema_migrations") == 1
+
+
+def test_editing_an_applied_migration_is_refused(chdb_dsn, db):
+    client = connect(chdb_dsn, db)
+    migrate(client, db)
+    client.command(f"TRUNCATE TABLE {db}.schema_migrations")
+    client.command(f"INSERT INTO {db}.schema_migrations VALUES (1, '0001_init.sql', 'deadbeef', now64(3))")
+    with pytest.raises(StorageError, match=r"0001_init\.sql was edited"):
+        migrate(client, db)
+
+
+def test_ttl_days_is_rendered_and_applied(chdb_dsn, db):
+    (_, sql), *_ = render_migrations(db, ttl_days=7)
+    assert sql.count("INTERVAL 7 DAY") == 2  # telemetry_events and rejected_events
+    assert "{{" not in sql and "}}" not in sql
+
+    client = connect(chdb_dsn, db)
+    migrate(client, db, ttl_days=7)
+    ddl = client.command(f"SHOW CREATE TABLE {db}.telemetry_events")
+    assert re.search(r"TTL toDateTime\(ingested_at\) \+ toIntervalDay\(7\)", ddl), ddl
+
+
+def test_cluster_render_uses_on_cluster_and_replicated_engines():
+    (_, single), *_ = render_migrations("raiwatch", cluster="", ttl_days=30)
+    (_, clustered), *_ = render_migrations("raiwatch", cluster="c1", ttl_days=30)
+
+    assert "ON CLUSTER" not in single and "Replicated" not in single
+    assert "ReplacingMergeTree(ingested_at)" in single
+
+    creates = re.findall(r"CREATE TABLE IF NOT EXISTS (\S+) (ON CLUSTER c1)?", clustered)
+    assert [t for t, _ in creates] == [
+        "raiwatch.telemetry_events",
+        "raiwatch.signals",
+        "raiwatch.incidents",
+        "raiwatch.rejected_events",
+    ]
+    assert all(on for _, on in creates)
+    path = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+    assert f"ReplicatedReplacingMergeTree({path}, ingested_at)" in clustered
+    assert f"ReplicatedReplacingMergeTree({path}, inserted_at)" in clustered
+    assert f"ReplicatedReplacingMergeTree({path}, updated_at)" in clustered
+    assert f"ReplicatedMergeTree({path})" in clustered
+    assert re.search(r"ENGINE = (Replacing)?MergeTree", clustered) is None
+
+
+def test_cluster_ddl_parses_with_the_clickhouse_parser(chdb_dsn):
+    """No cluster runs here, but the engine's own parser checks every rendered statement."""
+    client = connect(chdb_dsn, "raiwatch")
+    for _, sql in render_migrations("raiwatch", cluster="c1", ttl_days=30):
+        for stmt in split_statements(sql):
+            formatted = client.command("SELECT formatQuery({q:String})", parameters={"q": stmt})
+            assert "ON CLUSTER c1" in formatted
+
+
+@pytest.mark.parametrize(
+    ("database", "cluster"), [("rai watch", ""), ("db; DROP TABLE x", ""), ("raiwatch", "c1 --")]
+)
+def test_names_that_are_not_identifiers_are_refused(database, cluster):
+    with pytest.raises(ConfigError, match="not a plain identifier"):
+        render_migrations(database, cluster)
+
+
+@pytest.mark.parametrize("ttl_days", [0, -1, 3651])
+def test_ttl_days_out_of_range_is_refused(ttl_days):
+    with pytest.raises(ConfigError, match=r"ttl_days must be 1\.\.3650"):
+        render_migrations("raiwatch", ttl_days=ttl_days)
+
+
+def test_connect_caches_one_client_per_dsn_and_database(chdb_dsn, db):
+    client = connect(chdb_dsn, db)
+    assert connect(chdb_dsn, db) is client
+    assert client.database == db
+    other = connect(chdb_dsn, db + "_b")  # a second client on the same path works in one process
+    assert other is not client
+    client.command(f"CREATE TABLE {db}.x (a UInt8) ENGINE = MergeTree ORDER BY a")
+    client.command(f"INSERT INTO {db}.x VALUES (1)")
+    assert other.command(f"SELECT count() FROM {db}.x") == 1
+
+
+@pytest.mark.parametrize(
+    ("dsn", "message"),
+    [
+        ("chdb://relative/path", "must be absolute"),
+        ("ftp://host/x", "unknown scheme"),
+        (
+            "http://reader:s3cret@127.0.0.1:1",
+            "ClickHouse at http://reader:\\*\\*\\*@127.0.0.1:1: cannot connect",
+        ),
+    ],
+)
+def test_connect_errors_name_the_dsn_without_its_password(dsn, message):
+    with pytest.raises(StorageError, match=message) as err:
+        connect(dsn, "raiwatch")
+    assert "s3cret" not in str(err.value)
+
+
+def test_a_second_chdb_path_in_one_process_is_refused(chdb_dsn, tmp_path):
+    connect(chdb_dsn, "raiwatch")
+    with pytest.raises(StorageError, match="one path per process"):
+        connect(f"chdb://{tmp_path / 'other'}", "raiwatch")
+
+
+def test_a_chdb_path_held_by_another_process_is_refused(chdb_dsn):
+    connect(chdb_dsn, "raiwatch")
+    code = f"from storage.clickhouse import connect\nconnect({chdb_dsn!r}, 'raiwatch')"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "another process has this chdb path open" in run.stderr

@@ -60,8 +60,9 @@ def incident_id(dedup: str, opened_at: datetime) -> str:
 class RuleEngine:
     """Evaluates rules over signals; keeps per-series state, bounded by ``evict_after`` of event time."""
 
-    def __init__(self, rules: Sequence[Rule], runbook_base_url: str, *,
-                 evict_after: timedelta = timedelta(hours=24)) -> None:
+    def __init__(
+        self, rules: Sequence[Rule], runbook_base_url: str, *, evict_after: timedelta = timedelta(hours=24)
+    ) -> None:
         self._rules = {r.name: r for r in rules}
         if len(self._rules) != len(rules):
             raise ValueError("rule names must be unique")
@@ -98,8 +99,14 @@ class RuleEngine:
         self._evict()
         return changes
 
-    def _step(self, rule: Rule, scope: dict[str, str], labels: dict[str, str], s: Signal,
-              fields: dict[str, float | None]) -> IncidentChange | None:
+    def _step(
+        self,
+        rule: Rule,
+        scope: dict[str, str],
+        labels: dict[str, str],
+        s: Signal,
+        fields: dict[str, float | None],
+    ) -> IncidentChange | None:
         key = (rule.name, tuple(sorted(scope.items())))
         start = s.ts - timedelta(seconds=s.window)
         st = self._series.get(key)
@@ -139,21 +146,38 @@ class RuleEngine:
     def _inhibited(self, rule: Rule, scope: dict[str, str]) -> bool:
         """Whether an ``inhibited_by`` rule fires on the labels this scope shares with it."""
         return any(
-            name in rule.inhibited_by and st.incident is not None
+            name in rule.inhibited_by
+            and st.incident is not None
             and all(scope.get(k, v) == v for k, v in key)
             for (name, key), st in self._series.items()
         )
 
-    def _open(self, rule: Rule, st: _Series, scope: dict[str, str], labels: dict[str, str], s: Signal,
-              fields: dict[str, float | None]) -> IncidentChange:
+    def _open(
+        self,
+        rule: Rule,
+        st: _Series,
+        scope: dict[str, str],
+        labels: dict[str, str],
+        s: Signal,
+        fields: dict[str, float | None],
+    ) -> IncidentChange:
         inc_labels = {**scope, **rule.labels}
         dedup = dedup_key(rule.name, inc_labels)
         threshold = rule.fire_when.threshold(fields)
         st.incident = Incident(
-            incident_id=incident_id(dedup, s.ts), dedup_key=dedup, rule=rule.name, signal=rule.signal,
-            severity=rule.severity, status="open", opened_at=s.ts, labels=inc_labels,
+            incident_id=incident_id(dedup, s.ts),
+            dedup_key=dedup,
+            rule=rule.name,
+            signal=rule.signal,
+            severity=rule.severity,
+            status="open",
+            opened_at=s.ts,
+            labels=inc_labels,
             summary=rule.render_summary({**labels, **rule.labels}, fields, threshold, s.window),
-            runbook_url=self._runbooks[rule.name], value=s.value, threshold=threshold, updated_at=s.ts,
+            runbook_url=self._runbooks[rule.name],
+            value=s.value,
+            threshold=threshold,
+            updated_at=s.ts,
         )
         return IncidentChange(kind="opened", incident=st.incident)
 

@@ -32,8 +32,16 @@ _WHY = {
     "clear_when": " (a rule must say when its incident resolves: hysteresis)",
     "min_samples": " (a rule must not fire on a sample too small to mean anything)",
 }
-_SAMPLE_FIELDS = {"value": 0.07, "lower": 0.06, "upper": 0.08, "baseline": 0.03, "p_value": 0.001,
-                  "n": 500, "delta": 0.04, "ratio": 2.33}
+_SAMPLE_FIELDS = {
+    "value": 0.07,
+    "lower": 0.06,
+    "upper": 0.08,
+    "baseline": 0.03,
+    "p_value": 0.001,
+    "n": 500,
+    "delta": 0.04,
+    "ratio": 2.33,
+}
 
 
 def _pct(x: float | None) -> str:
@@ -86,20 +94,33 @@ class Rule:
     def runbook_url(self, base_url: str) -> str:
         return self.runbook if "://" in self.runbook else f"{base_url.rstrip('/')}/{self.runbook}"
 
-    def summary_vars(self, labels: Mapping[str, str], fields: Fields, threshold: float | None,
-                     window: int) -> dict[str, Any]:
+    def summary_vars(
+        self, labels: Mapping[str, str], fields: Fields, threshold: float | None, window: int
+    ) -> dict[str, Any]:
         """The summary template's variables: each label, ``labels``, the signal's fields and the rule's."""
-        return {**labels, **fields, "labels": dict(labels), "threshold": threshold, "window": window,
-                "for": self.for_text, "rule": self.name, "signal": self.signal, "severity": self.severity}
+        return {
+            **labels,
+            **fields,
+            "labels": dict(labels),
+            "threshold": threshold,
+            "window": window,
+            "for": self.for_text,
+            "rule": self.name,
+            "signal": self.signal,
+            "severity": self.severity,
+        }
 
-    def render_summary(self, labels: Mapping[str, str], fields: Fields, threshold: float | None,
-                       window: int) -> str:
+    def render_summary(
+        self, labels: Mapping[str, str], fields: Fields, threshold: float | None, window: int
+    ) -> str:
         """The rendered summary; a plain sentence if the template fails on these values."""
         try:
             return self.template.render(self.summary_vars(labels, fields, threshold, window))
         except Exception as e:  # linted templates can still meet values they cannot format
-            return (f"{self.name}: {self.signal} {dict(labels)} value {fields.get('value')}, threshold "
-                    f"{threshold} (summary template failed: {e})")
+            return (
+                f"{self.name}: {self.signal} {dict(labels)} value {fields.get('value')}, threshold "
+                f"{threshold} (summary template failed: {e})"
+            )
 
 
 def load_rules(path_or_dir: Path | str | None = None) -> list[Rule]:
@@ -191,8 +212,9 @@ def _rule_items(data: Any) -> Iterator[tuple[list, dict]]:
                 yield ["groups", gi, "rules", ri], r
 
 
-def _check_rule(f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[int, str]],
-                schema_ok: bool) -> Rule | None:
+def _check_rule(
+    f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[int, str]], schema_ok: bool
+) -> Rule | None:
     """Semantic checks of the rule at path ``at`` (of each field whose type is right); the ``Rule``
     if neither they nor the schema found a problem."""
     before = len(probs)
@@ -221,8 +243,10 @@ def _check_rule(f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[i
                 bad(f"{key}: {e}", key)
     if isinstance(ann, dict):
         if ("runbook" in ann) == ("runbook_url" in ann):
-            bad("annotations need one of runbook (a file in runbooks/) or runbook_url (a URL), not both",
-                "annotations")
+            bad(
+                "annotations need one of runbook (a file in runbooks/) or runbook_url (a URL), not both",
+                "annotations",
+            )
         elif isinstance(ann.get("runbook"), str):
             name = ann["runbook"].split("#")[0]
             if not any((d / "runbooks" / name).is_file() for d in (f.parent, RULES_DIR)):
@@ -241,13 +265,24 @@ def _check_rule(f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[i
     if len(probs) > before or not schema_ok:
         return None
     match, static = r.get("match", {}), r.get("labels", {})
-    rule = Rule(name=r["alert"], signal=signal, group_by=tuple(r["group_by"]),
-                fire_when=conditions["fire_when"], clear_when=conditions["clear_when"],
-                min_samples=r["min_samples"], severity=r["severity"], summary=ann["summary"],
-                runbook=ann.get("runbook") or ann["runbook_url"], match=match,
-                for_=durations["for"], keep_firing_for=durations["keep_firing_for"], labels=static,
-                for_text=str(r.get("for") or "0s"), source=f"{f}:{line('alert')}",
-                inhibited_by=tuple(r.get("inhibited_by", ())))
+    rule = Rule(
+        name=r["alert"],
+        signal=signal,
+        group_by=tuple(r["group_by"]),
+        fire_when=conditions["fire_when"],
+        clear_when=conditions["clear_when"],
+        min_samples=r["min_samples"],
+        severity=r["severity"],
+        summary=ann["summary"],
+        runbook=ann.get("runbook") or ann["runbook_url"],
+        match=match,
+        for_=durations["for"],
+        keep_firing_for=durations["keep_firing_for"],
+        labels=static,
+        for_text=str(r.get("for") or "0s"),
+        source=f"{f}:{line('alert')}",
+        inhibited_by=tuple(r.get("inhibited_by", ())),
+    )
     labels = {"model_id": "<model_id>", **{k: f"<{k}>" for k in rule.group_by}, **match, **static}
     try:
         rule.template.render(rule.summary_vars(labels, _SAMPLE_FIELDS, 0.05, 60))

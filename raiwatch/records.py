@@ -25,18 +25,18 @@ SEVERITIES = ("critical", "high", "warning", "info")
 SIGNAL_FAMILIES = ("drift", "safety", "abuse", "fairness", "quality", "pipeline")
 
 
-class Model(Struct, omit_defaults=True):
+class Model(Struct, omit_defaults=True, gc=False):
     id: Id
     version: Str128 | UnsetType = UNSET
     kind: Literal["llm", "classifier", "regressor", "ranker", "other"] | UnsetType = UNSET
 
 
-class Client(Struct, omit_defaults=True):
+class Client(Struct, omit_defaults=True, gc=False):
     ip_hash: Str128 | UnsetType = UNSET
     user_agent_family: Str128 | UnsetType = UNSET
 
 
-class Request(Struct, omit_defaults=True):
+class Request(Struct, omit_defaults=True, gc=False):
     text: str | UnsetType = UNSET
     tokens: NonNegInt | UnsetType = UNSET
     language: Annotated[str, Meta(max_length=16)] | UnsetType = UNSET
@@ -44,12 +44,12 @@ class Request(Struct, omit_defaults=True):
     embedding: Annotated[list[float], Meta(max_length=4096)] | UnsetType = UNSET
 
 
-class Prediction(Struct, omit_defaults=True):
+class Prediction(Struct, omit_defaults=True, gc=False):
     label: str | None = None
     score: float | None = None
 
 
-class Response(Struct, omit_defaults=True):
+class Response(Struct, omit_defaults=True, gc=False):
     tokens: NonNegInt | UnsetType = UNSET
     latency_ms: NonNegFloat | UnsetType = UNSET
     finish_reason: Str64 | UnsetType = UNSET
@@ -58,17 +58,17 @@ class Response(Struct, omit_defaults=True):
     text: str | UnsetType = UNSET
 
 
-class Safety(Struct, omit_defaults=True):
+class Safety(Struct, omit_defaults=True, gc=False):
     scores: dict[str, Score] | UnsetType = UNSET
     violations: list[str] | UnsetType = UNSET
     action: Literal["allowed", "blocked", "redacted", "escalated"] | UnsetType = UNSET
 
 
-class Outcome(Struct, omit_defaults=True):
+class Outcome(Struct, omit_defaults=True, gc=False):
     favorable: bool | UnsetType = UNSET
 
 
-class TelemetryEvent(Struct, omit_defaults=True):
+class TelemetryEvent(Struct, omit_defaults=True, gc=False):
     """One inference (telemetry-event.v1). Unknown fields are ignored here and kept in the raw bytes."""
 
     schema_version: Literal[1]
@@ -88,7 +88,7 @@ class TelemetryEvent(Struct, omit_defaults=True):
     outcome: Outcome | UnsetType = UNSET
 
 
-class FeedbackEvent(Struct, omit_defaults=True):
+class FeedbackEvent(Struct, omit_defaults=True, gc=False):
     """Delayed ground truth for an earlier inference (feedback-event.v1), joined by event_id."""
 
     schema_version: Literal[1]

@@ -26,12 +26,20 @@ CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "incid
 
 def rule(**kw: Any) -> Rule:
     args: dict[str, Any] = dict(
-        name="ViolationsHigh", signal="safety.violation_rate", group_by=("model_id", "category"),
-        fire_when=parse_condition("lower > 0.05"), clear_when=parse_condition("upper < 0.05"),
-        min_samples=100, severity="critical", runbook="rb.md", for_=timedelta(minutes=3), for_text="3m",
-        keep_firing_for=timedelta(minutes=2), labels={"team": "ts"},
+        name="ViolationsHigh",
+        signal="safety.violation_rate",
+        group_by=("model_id", "category"),
+        fire_when=parse_condition("lower > 0.05"),
+        clear_when=parse_condition("upper < 0.05"),
+        min_samples=100,
+        severity="critical",
+        runbook="rb.md",
+        for_=timedelta(minutes=3),
+        for_text="3m",
+        keep_firing_for=timedelta(minutes=2),
+        labels={"team": "ts"},
         summary="{{ model_id }}: {{ category }} {{ value | pct }} (n={{ n }}) above {{ threshold | pct }} "
-                "for {{ for }}",
+        "for {{ for }}",
     )
     args.update(kw)
     return Rule(**args)
@@ -39,9 +47,17 @@ def rule(**kw: Any) -> Rule:
 
 def sig(minute: int, value: float, n: int = 500, **kw: Any) -> Signal:
     """A 60 s window ending ``minute`` minutes after T0 with a ±0.01 interval around ``value``."""
-    args: dict[str, Any] = dict(ts=T0 + timedelta(minutes=minute), window=60, signal="safety.violation_rate",
-                                model_id="m1", dims={"category": "self_harm"}, value=value, n=n,
-                                lower=value - 0.01, upper=value + 0.01)
+    args: dict[str, Any] = dict(
+        ts=T0 + timedelta(minutes=minute),
+        window=60,
+        signal="safety.violation_rate",
+        model_id="m1",
+        dims={"category": "self_harm"},
+        value=value,
+        n=n,
+        lower=value - 0.01,
+        upper=value + 0.01,
+    )
     return Signal(**{**args, **kw})
 
 
@@ -153,17 +169,25 @@ def test_scope_matching_by_exact_dims_and_match_labels() -> None:
 
 
 def test_inhibited_rule_waits_while_the_wider_rule_fires() -> None:
-    per_tenant = rule(name="TenantHigh", group_by=("model_id", "category", "tenant_id"),
-                      inhibited_by=("ViolationsHigh",), for_=timedelta(0), keep_firing_for=timedelta(0))
+    per_tenant = rule(
+        name="TenantHigh",
+        group_by=("model_id", "category", "tenant_id"),
+        inhibited_by=("ViolationsHigh",),
+        for_=timedelta(0),
+        keep_firing_for=timedelta(0),
+    )
     eng = RuleEngine([rule(for_=timedelta(0), keep_firing_for=timedelta(0)), per_tenant], BASE)
     tenant = {"category": "self_harm", "tenant_id": "globex"}
     other_cat = {"category": "pii", "tenant_id": "globex"}
     changes = eng.evaluate([sig(1, HOT), sig(1, HOT, dims=tenant), sig(1, HOT, dims=other_cat)])
     assert [(c.kind, c.incident.rule, c.incident.labels["category"]) for c in changes] == [
-        ("opened", "ViolationsHigh", "self_harm"), ("opened", "TenantHigh", "pii")]  # pii is not explained
+        ("opened", "ViolationsHigh", "self_harm"),
+        ("opened", "TenantHigh", "pii"),
+    ]  # pii is not explained
     assert eng.state_of("TenantHigh", {"model_id": "m1", **tenant}) == "pending"
     changes = eng.evaluate([sig(2, COLD), sig(2, HOT, dims=tenant)])  # the wide one resolves first
-    assert [(c.kind, c.incident.rule) for c in changes] == [("resolved", "ViolationsHigh"), ("opened", "TenantHigh")]
+    got = [(c.kind, c.incident.rule) for c in changes]
+    assert got == [("resolved", "ViolationsHigh"), ("opened", "TenantHigh")]
 
 
 def test_match_rule_scope_and_labels() -> None:
@@ -206,8 +230,11 @@ def test_summary_threshold_and_runbook_url(base: str) -> None:
 
 
 def test_relative_condition_threshold_and_failing_template() -> None:
-    r = rule(fire_when=parse_condition("value > 2 * baseline and n >= 100"), for_=timedelta(0),
-             summary="{{ (value / baseline) | num }}x, {{ baseline * 100 }}")
+    r = rule(
+        fire_when=parse_condition("value > 2 * baseline and n >= 100"),
+        for_=timedelta(0),
+        summary="{{ (value / baseline) | num }}x, {{ baseline * 100 }}",
+    )
     eng = RuleEngine([r], BASE)
     assert eng.evaluate([sig(1, 0.09)]) == []  # no baseline: the clause is false
     [c] = eng.evaluate([sig(2, 0.09, baseline=0.03)])
@@ -230,16 +257,34 @@ def test_idle_series_are_evicted_but_firing_ones_kept() -> None:
 
 def test_conditions_and_durations() -> None:
     c = parse_condition("ratio >= 1.5 and delta > 0.01 and p_value < 0.001 and upper <= 1e-1")
-    fields = signal_fields(Signal(ts=T0, window=60, signal="drift.psi", model_id="m", value=0.09, n=10,
-                                  baseline=0.03, upper=0.1, p_value=0.0001))
+    fields = signal_fields(
+        Signal(
+            ts=T0,
+            window=60,
+            signal="drift.psi",
+            model_id="m",
+            value=0.09,
+            n=10,
+            baseline=0.03,
+            upper=0.1,
+            p_value=0.0001,
+        )
+    )
     assert c.holds(fields) and c.threshold(fields) == 1.5
-    assert signal_fields(Signal(ts=T0, window=60, signal="x.y", model_id="m", value=0.1, n=1,
-                                baseline=0.0))["ratio"] == float("inf")
+    assert signal_fields(Signal(ts=T0, window=60, signal="x.y", model_id="m", value=0.1, n=1, baseline=0.0))[
+        "ratio"
+    ] == float("inf")
     assert parse_condition("value > lower").threshold(fields) is None
     with pytest.raises(ValueError, match="cannot parse clause 'value > 5%'"):
         parse_condition("lower > 0.05 and value > 5%")
     assert [parse_duration(d).total_seconds() for d in ("30s", "5m", "1h", "1h30m", 0, "0")] == [
-        30, 300, 3600, 5400, 0, 0]
+        30,
+        300,
+        3600,
+        5400,
+        0,
+        0,
+    ]
     for bad in ("", "5", "m", "1.5h", "5 m", 60):
         with pytest.raises(ValueError, match="bad duration"):
             parse_duration(bad)

@@ -82,17 +82,28 @@ BAD = [  # (case, old text, new text, line, phrase)
     ("duplicate key", "for: 3m\n", "for: 3m\n        for: 5m\n", 10, "duplicate key 'for'"),
     ("two runbooks", "runbook: rb.md", "runbook: rb.md\n          runbook_url: https://x/y", 13, "not both"),
     ("label clash", "[model_id, category]", "[model_id, value]", 6, "label 'value' in group_by clashes"),
-    ("static label", "severity: critical", "severity: critical\n        labels: {model_id: x}", 13,
-     "static label 'model_id' would overwrite a scope label"),
-    ("label type", "severity: critical", "severity: critical\n        labels: {team: 7}", 13,
-     "team: 7 is not of type 'string'"),
+    (
+        "static label",
+        "severity: critical",
+        "severity: critical\n        labels: {model_id: x}",
+        13,
+        "static label 'model_id' would overwrite a scope label",
+    ),
+    (
+        "label type",
+        "severity: critical",
+        "severity: critical\n        labels: {team: 7}",
+        13,
+        "team: 7 is not of type 'string'",
+    ),
     ("empty file", GOOD, "", 1, "a rule file is a mapping with a 'groups' list"),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "line", "phrase"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_file_names_file_line_and_reason(tmp_path: Path, old: str, new: str, line: int,
-                                               phrase: str) -> None:
+def test_bad_file_names_file_line_and_reason(
+    tmp_path: Path, old: str, new: str, line: int, phrase: str
+) -> None:
     assert old in GOOD
     path = _write(tmp_path, "bad.yaml", GOOD.replace(old, new, 1))
     problems = lint(path)
@@ -110,8 +121,12 @@ def test_duplicate_alert_names_across_files(tmp_path: Path) -> None:
 
 def test_every_problem_is_reported_in_line_order(tmp_path: Path) -> None:
     bad = GOOD
-    for old, new in [("for: 3m", "for: soon"), ("severity: critical", "severity: urgent"),
-                     ("{{ model_id }}:", "{{ model_id }:"), ("runbook: rb.md", "runbook: nope.md")]:
+    for old, new in [
+        ("for: 3m", "for: soon"),
+        ("severity: critical", "severity: urgent"),
+        ("{{ model_id }}:", "{{ model_id }:"),
+        ("runbook: rb.md", "runbook: nope.md"),
+    ]:
         bad = bad.replace(old, new)
     path = _write(tmp_path, "bad.yaml", bad)
     assert [p.split(": ", 1)[0] for p in lint(path)] == [f"{path}:{n}" for n in (9, 12, 14, 15)]

@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/raiwatch demo
+
+lint: install
+	$(BIN)/ruff check .
+	@if [ -f ../shared/tools/check_layers.py ]; then $(BIN)/python ../shared/tools/check_layers.py .; fi
+
+test: install lint
+	bash deploy/system-deps.sh
+	$(BIN)/raiwatch kafka install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/bench_pipeline.py
+
+clean:
+	rm -rf var replay-out .pytest_cache

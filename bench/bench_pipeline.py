@@ -1,0 +1,139 @@
+"""Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
+
+    .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream]
+
+Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
+embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
+Streaming (needs Java): a worker process draining the topic on a real Apache Kafka broker
+(until its consumer group has committed every offset, i.e. every window closed and written)
+against a bare aiokafka consumer that decodes each message and does nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from raiwatch import localkafka, synth  # noqa: E402
+from raiwatch.codec import telemetry_codec  # noqa: E402
+from tests.harness import lag, start_worker, stop_worker, wait_drained, write_config  # noqa: E402
+
+
+def decode_only_file(path: Path) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    with path.open("rb") as f:
+        batch: list[bytes] = []
+        for line in f:
+            batch.append(line.rstrip(b"\n"))
+            if len(batch) == 20_000:
+                n += len(telemetry_codec.decode_batch(batch).events)
+                batch = []
+        n += len(telemetry_codec.decode_batch(batch).events)
+    return time.perf_counter() - t0
+
+
+def replay_seconds(path: Path, out: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "raiwatch.cli", "replay", str(path), "--out", str(out), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return time.perf_counter() - t0, p.stdout.splitlines()[0]
+
+
+async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-{time.time_ns()}",
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    t0 = time.perf_counter()
+    await c.start()
+    seen = 0
+    try:
+        while seen < total:
+            got = await c.getmany(timeout_ms=1000, max_records=5000)
+            for msgs in got.values():
+                telemetry_codec.decode_batch([m.value for m in msgs])
+                seen += len(msgs)
+    finally:
+        await c.stop()
+    return time.perf_counter() - t0
+
+
+def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
+    from streams.producer import produce
+
+    localkafka.install()
+    with localkafka.LocalKafka(work / "kafka") as broker:
+        bootstrap = broker.start()
+        topic, group = "bench.telemetry", "bench-worker"
+        localkafka.create_topics(bootstrap, {topic: 4})
+        with path.open("rb") as f:
+            produce(f, bootstrap, topic)
+        bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
+        cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=1)
+        log = work / "worker.log"
+        proc = start_worker(cfg, work / "data", log)
+        try:
+            t_deadline = time.monotonic() + 120
+            while "worker ready" not in log.read_text():
+                if time.monotonic() > t_deadline or proc.poll() is not None:
+                    raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.05)
+            t0 = time.perf_counter()
+            wait_drained(bootstrap, group, topic, proc, log, timeout=600)
+            worker = time.perf_counter() - t0
+            assert lag(bootstrap, group, topic) == 0
+        finally:
+            stop_worker(proc)
+    return bare, worker
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--no-stream", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        path = work / "events.jsonl"
+        truth = synth.write(path, synth.default_scenario(args.events))
+        size_mb = path.stat().st_size / 1e6
+        print(f"{args.events:,} events, {size_mb:.0f} MB, {truth['malformed']} malformed")
+        base = decode_only_file(path)
+        full, line = replay_seconds(path, work / "replay")
+        print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
+        print(
+            f"replay      raiwatch replay:      {args.events / full:>9,.0f} events/s ({full:.2f} s incl. "
+            f"process start)  ratio {base / full:.2f}"
+        )
+        print(f"            {line}")
+        if args.no_stream or not localkafka.java_available():
+            return
+        bare, worker = stream(path, args.events, work)
+        print(f"streaming   bare aiokafka+decode: {args.events / bare:>9,.0f} events/s ({bare:.2f} s)")
+        print(
+            f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
+            f"lag 0, group join included)  ratio {bare / worker:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

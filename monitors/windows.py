@@ -1,0 +1,79 @@
+"""Event-time tumbling windows: which window an event belongs to, and when a window closes.
+
+A window ``[start, start + size)`` closes once the watermark passes its end. The watermark is
+the slowest source's newest event time minus the allowed lateness (one source per Kafka
+partition, or the single file in replay), so a partition that is behind does not make the
+others' events late. An event whose window has already closed is *late*: it is stored but
+no longer counted in that window's signals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+
+class WindowClock:
+    """Tracks open windows and the watermark.
+
+    >>> clock = WindowClock(size_s=60, allowed_lateness_s=30)
+    >>> clock.assign(source=0, ts=1000.0), clock.assign(source=0, ts=1010.0)
+    (960, 960)
+    >>> clock.advance()  # watermark 980: window [960, 1020) still open
+    []
+    >>> clock.assign(source=0, ts=1055.0)
+    1020
+    >>> clock.advance()  # watermark 1025 passed 1020
+    [960]
+    >>> clock.assign(source=0, ts=1019.0) is None  # its window is closed: late
+    True
+    """
+
+    def __init__(self, size_s: int, allowed_lateness_s: float):
+        self.size = int(size_s)
+        self.lateness = float(allowed_lateness_s)
+        self._source_max: dict[Hashable, float] = {}
+        self._open: set[int] = set()
+        self._closed_until = -math.inf  # every window ending at or before this is closed
+
+    @property
+    def watermark(self) -> float:
+        if not self._source_max:
+            return self._closed_until
+        return max(self._closed_until, min(self._source_max.values()) - self.lateness)
+
+    def assign(self, source: Hashable, ts: float) -> int | None:
+        """Window start for an event at ``ts`` (epoch seconds), or None when it is late."""
+        start = int(ts // self.size) * self.size
+        if start + self.size <= self._closed_until:
+            return None
+        prev = self._source_max.get(source)
+        if prev is None or ts > prev:
+            self._source_max[source] = ts
+        self._open.add(start)
+        return start
+
+    def advance(self) -> list[int]:
+        """Close and return (oldest first) the windows whose end the watermark has passed."""
+        wm = self.watermark
+        closed = sorted(s for s in self._open if s + self.size <= wm)
+        self._close(closed)
+        return closed
+
+    def close_all(self) -> list[int]:
+        """Close every open window (end of input, or a stream gone idle)."""
+        closed = sorted(self._open)
+        self._close(closed)
+        return closed
+
+    def forget_source(self, source: Hashable) -> None:
+        """Stop waiting for a source (a partition revoked from this worker)."""
+        self._source_max.pop(source, None)
+
+    def open_windows(self) -> set[int]:
+        return set(self._open)
+
+    def _close(self, starts: list[int]) -> None:
+        if starts:
+            self._open.difference_update(starts)
+            self._closed_until = max(self._closed_until, starts[-1] + self.size)

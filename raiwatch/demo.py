@@ -1,0 +1,165 @@
+"""``raiwatch demo``: the streaming path end to end on embedded defaults.
+
+Starts the local Apache Kafka broker (from Maven Central jars, cached under .cache/), a worker
+process, publishes synthetic telemetry with an injected self-harm spike, waits for the
+incident, then shows the signals around the spike and the incident with its runbook. Without
+Java it says so and runs the same pipeline through ``raiwatch replay`` instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from raiwatch import localkafka, synth
+from raiwatch.config import load_config
+from raiwatch.report import print_incidents
+
+console = Console()
+PROGRESS = re.compile(rb"progress events=(\d+) signals=(\d+) .* open_windows=(\d+)")
+
+
+def run_demo(events: int, data_dir: Path) -> int:
+    data_dir = data_dir.resolve()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    events_file = data_dir / "telemetry.jsonl"
+    truth = synth.write(events_file, synth.default_scenario(events, garbage_fraction=0.005))
+    spike = truth["anomalies"][0]
+    console.print(
+        f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "
+        f"from {truth['start']} to {truth['end']}; injected: {spike['category']} spike on "
+        f"{spike['model_id']} at {spike['rate']:.0%} from {spike['start']} to {spike['end']}"
+    )
+    if not localkafka.java_available():
+        console.print(
+            "[yellow]Java not found: no local Apache Kafka broker. Running the same pipeline with "
+            "`raiwatch replay` instead (no broker involved).[/]"
+        )
+        from raiwatch.cli import main
+
+        return main(["replay", str(events_file), "--out", str(data_dir / "replay")])
+    console.print("[bold]2/5[/] starting Apache Kafka (KRaft, single node; first run downloads the jars)")
+    localkafka.install()
+    broker = localkafka.LocalKafka(data_dir / "kafka")
+    bootstrap = broker.start()
+    worker = None
+    try:
+        console.print(f"      broker ready at {bootstrap}")
+        env = dict(os.environ, RAIWATCH_KAFKA_BOOTSTRAP=bootstrap, RAIWATCH_DATA_DIR=str(data_dir))
+        log_path = data_dir / "worker.log"
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "raiwatch.cli", "run", "--config", str(_demo_config(data_dir))],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        console.print(f"[bold]3/5[/] worker started (pid {worker.pid}, log {log_path})")
+        _publish(events_file, bootstrap, events)
+        console.print("[bold]4/5[/] waiting for the worker to drain the topic and close its windows")
+        _wait_drained(log_path, worker, truth["valid"])
+    finally:
+        if worker and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        broker.stop()
+    _show(data_dir, spike)
+    return 0
+
+
+def _demo_config(data_dir: Path) -> Path:
+    path = data_dir / "raiwatch.yaml"
+    path.write_text(
+        "kafka:\n  group_id: raiwatch-demo\n  session_timeout_s: 10\nwindows:\n  idle_close_s: 3\n"
+    )
+    return path
+
+
+def _publish(path: Path, bootstrap: str, total: int) -> None:
+    from streams.producer import produce
+
+    with Progress(console=console, transient=True) as bar, path.open("rb") as f:
+        task = bar.add_task("      publishing to ai.telemetry.v1", total=total)
+        produce(f, bootstrap, "ai.telemetry.v1", progress=lambda n: bar.update(task, completed=n))
+    console.print(f"      published {total:,} messages with kafka-python")
+
+
+def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    seen_incidents: set[bytes] = set()
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("      worker", total=valid)
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
+            text = log_path.read_bytes()
+            for line in text.splitlines():
+                if line.startswith(b"INCIDENT") and line not in seen_incidents:
+                    seen_incidents.add(line)
+                    console.print("      [red]" + line.decode(errors="replace") + "[/]")
+            matches = PROGRESS.findall(text)
+            if matches:
+                done, _, open_windows = (int(x) for x in matches[-1])
+                bar.update(task, completed=done)
+                if done >= valid and open_windows == 0:
+                    return
+            time.sleep(0.2)
+    raise SystemExit(f"the worker did not drain the topic within {timeout_s:.0f}s; see {log_path}")
+
+
+def _show(data_dir: Path, spike: dict) -> None:
+    from storage.clickhouse import connect
+    from storage.incidents import IncidentStore
+
+    cfg = load_config(data_dir=str(data_dir))
+    client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+    rows = client.query(
+        "SELECT ts, value, lower, upper, n, baseline FROM raiwatch.signals FINAL "
+        "WHERE signal = 'safety.violation_rate' AND model_id = {m:String} "
+        "AND dims = map('category', {c:String}) "
+        "ORDER BY ts",
+        parameters={"m": spike["model_id"], "c": spike["category"]},
+    ).result_rows
+    console.print(
+        f"[bold]5/5[/] {spike['category']} violation rate of {spike['model_id']} per 60 s window "
+        "(Wilson 95% interval, n = events with safety data)"
+    )
+    t = Table()
+    for c in ("window end (event time)", "rate", "95% CI", "n", "baseline", ""):
+        t.add_column(c)
+    for ts, v, lo, hi, n, base in rows:
+        hot = lo > 0.05
+        t.add_row(
+            ts.strftime("%H:%M"),
+            f"{v:.1%}",
+            f"{lo:.1%}–{hi:.1%}",
+            str(n),
+            "-" if base is None else f"{base:.1%}",
+            ("[red]" if hot else "") + "█" * round(v * 100),
+        )
+    console.print(t)
+    incidents = IncidentStore(cfg.incident_db_url).list()
+    print_incidents(incidents)
+    console.print(
+        f"Data: ClickHouse (embedded chdb) at {data_dir / 'clickhouse'}, "
+        f"incidents at {data_dir / 'incidents.db'}"
+    )
+    console.print(
+        f'Query: raiwatch query --data-dir {data_dir} "SELECT model_id, signal, dims, count() FROM '
+        'raiwatch.signals GROUP BY ALL ORDER BY ALL"'
+    )

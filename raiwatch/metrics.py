@@ -1,0 +1,25 @@
+"""Prometheus metrics for pipeline health and the headline AI signals (served on /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter("raiwatch_events_total", "Valid telemetry events processed.")
+REJECTED = Counter("raiwatch_rejected_events_total", "Malformed or schema-invalid events sent to the DLQ.")
+LATE = Counter("raiwatch_late_events_total", "Events whose window had closed; stored, not counted.")
+SIGNALS = Counter("raiwatch_signals_total", "Signals emitted, by family.", ["family"])
+INCIDENT_CHANGES = Counter("raiwatch_incident_changes_total", "Incident transitions.", ["kind", "severity"])
+BATCH_SECONDS = Histogram(
+    "raiwatch_batch_seconds",
+    "Wall time to process one batch end to end.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WRITE_FAILURES = Counter("raiwatch_write_failures_total", "Writes that failed after retries.", ["sink"])
+WATERMARK = Gauge("raiwatch_watermark_seconds", "Event-time watermark (epoch seconds).")
+OPEN_WINDOWS = Gauge("raiwatch_open_windows", "Event-time windows still open.")
+SAFETY_RATE = Gauge(
+    "raiwatch_safety_violation_rate",
+    "Latest windowed violation rate per model and category.",
+    ["model_id", "category"],
+)
+FIRING = Gauge("raiwatch_incidents_firing", "Incidents currently open, by severity.", ["severity"])

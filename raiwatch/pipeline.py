@@ -1,0 +1,176 @@
+"""The one pipeline: decode → store raw → window → monitors → signals → rules → incidents.
+
+The faust agent and the replay driver are thin loops around ``Pipeline.process``; nothing
+about statistics, rules or storage lives in them, which is why a stream and a replay of the
+same events open the same incidents. Every write happens before ``process`` returns, so a
+caller may commit input offsets for any event whose window is no longer open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alert_rules import RuleEngine, load_rules
+from monitors.base import Monitor
+from monitors.safety import SafetyMonitor
+from monitors.windows import WindowClock
+from raiwatch import metrics
+from raiwatch.batch import BatchResult
+from raiwatch.codec import telemetry_codec
+from raiwatch.config import Config
+from raiwatch.records import IncidentChange, Signal
+from storage.clickhouse import ClickHouseWriter, connect, migrate, recent_signals
+from storage.incidents import IncidentStore
+
+log = logging.getLogger("raiwatch.pipeline")
+
+Notify = Callable[[list[IncidentChange]], None]
+
+
+def build_monitors(cfg: Config) -> list[Monitor]:
+    """Every monitor the configuration turns on."""
+    return [SafetyMonitor(cfg.windows.size_s, cfg.monitors.safety)]
+
+
+class Pipeline:
+    """Stateful per-worker pipeline; one instance owns its ClickHouse path and incident store."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        monitors: Sequence[Monitor],
+        engine: RuleEngine,
+        writer: ClickHouseWriter,
+        store: IncidentStore,
+        notify: Sequence[Notify] = (),
+    ):
+        self.cfg = cfg
+        self.clock = WindowClock(cfg.windows.size_s, cfg.windows.allowed_lateness_s)
+        self.monitors = list(monitors)
+        self.engine = engine
+        self.writer = writer
+        self.store = store
+        self.notify = list(notify)
+        self.events_in = 0
+        self.signals_out = 0
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, rules_dir: str | Path | None = None, notify: Sequence[Notify] = ()
+    ) -> Pipeline:
+        """Load and lint the rules, migrate both stores, and wire the monitors (refuses bad rules)."""
+        rules = load_rules(rules_dir or cfg.rules_dir or None)
+        client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
+        migrate(client, cfg.clickhouse.database, cfg.clickhouse.cluster, cfg.clickhouse.events_ttl_days)
+        writer = ClickHouseWriter(client, cfg.clickhouse.database, store_text=cfg.clickhouse.store_text)
+        store = IncidentStore(cfg.incident_db_url)
+        engine = RuleEngine(rules, cfg.runbook_base_url)
+        return cls(cfg, build_monitors(cfg), engine, writer, store, notify)
+
+    def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
+        """Restore rule state after a restart: open incidents from the store, then recent signals.
+
+        Re-feeding the last ``lookback`` of stored signals rebuilds pending ``for`` timers that
+        were in memory when the previous worker stopped; changes it yields are idempotent.
+        """
+        self.engine.restore(self.store.open_incidents())
+        lookback = lookback or timedelta(hours=1)
+        latest = recent_signals(self.writer.client, self.cfg.clickhouse.database, None)
+        if not latest:
+            return []
+        since = max(s.ts for s in latest) - lookback
+        signals = recent_signals(self.writer.client, self.cfg.clickhouse.database, since)
+        changes = self.engine.evaluate(signals)
+        self._apply(changes)
+        return changes
+
+    def process(
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origins: Sequence[str] | None = None
+    ) -> BatchResult:
+        with metrics.BATCH_SECONDS.time():
+            decoded = telemetry_codec.decode_batch(raws, origins)
+            result = BatchResult(windows=[None] * len(raws), rejected=decoded.rejected)
+            if decoded.rejected:
+                self.writer.write_rejected([(r.source, r.reason, r.raw) for r in decoded.rejected])
+                metrics.REJECTED.inc(len(decoded.rejected))
+            if decoded.events:
+                self.writer.write_events(decoded.events, decoded.raws)
+            events, starts = [], []
+            assign = self.clock.assign
+            windows = result.windows
+            for ev, i in zip(decoded.events, decoded.indexes, strict=True):
+                start = assign(sources[i], ev.timestamp.timestamp())
+                if start is None:
+                    result.late += 1
+                    continue
+                windows[i] = start
+                events.append(ev)
+                starts.append(start)
+            for m in self.monitors:
+                m.observe(events, starts)
+            self.events_in += len(decoded.events)
+            metrics.EVENTS.inc(len(decoded.events))
+            metrics.LATE.inc(result.late)
+            result.merge(self._close(self.clock.advance()))
+            metrics.WATERMARK.set(max(self.clock.watermark, 0))
+            metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
+        return result
+
+    def close_all(self) -> BatchResult:
+        return self._close(self.clock.close_all())
+
+    def open_windows(self) -> set[int]:
+        return self.clock.open_windows()
+
+    def forget_source(self, source: Hashable) -> None:
+        self.clock.forget_source(source)
+
+    def _close(self, starts: list[int]) -> BatchResult:
+        result = BatchResult()
+        for start in starts:
+            signals: list[Signal] = []
+            for m in self.monitors:
+                signals.extend(m.close(start))
+            if not signals:
+                continue
+            self.writer.write_signals(signals)
+            self.signals_out += len(signals)
+            _export(signals)
+            changes = self.engine.evaluate(signals)
+            self._apply(changes)
+            result.signals += signals
+            result.changes += changes
+        return result
+
+    def _apply(self, changes: list[IncidentChange]) -> None:
+        if not changes:
+            return
+        self.store.apply(changes)
+        self.writer.write_incidents([c.incident for c in changes])
+        for c in changes:
+            metrics.INCIDENT_CHANGES.labels(c.kind, c.incident.severity).inc()
+        for fn in self.notify:
+            try:
+                fn(changes)
+            except Exception:  # a broken notifier must not stop the pipeline
+                log.exception("notifier %r failed", fn)
+        for sev in ("critical", "high", "warning", "info"):
+            metrics.FIRING.labels(sev).set(sum(1 for i in self.engine.firing() if i.severity == sev))
+
+
+def _export(signals: list[Signal]) -> None:
+    """Headline signals on /metrics, per family."""
+    by_family: dict[str, int] = {}
+    for s in signals:
+        by_family[s.family] = by_family.get(s.family, 0) + 1
+        if s.signal == "safety.violation_rate" and len(s.dims) == 1:
+            metrics.SAFETY_RATE.labels(s.model_id, s.dims["category"]).set(s.value)
+    for fam, n in by_family.items():
+        metrics.SIGNALS.labels(fam).inc(n)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,95 @@
+"""The faust worker: batches from ``ai.telemetry.v1`` into a batch handler, bad events to the DLQ.
+
+The agent is the loop and nothing more; the handler (``raiwatch.pipeline.Pipeline``) does the
+work and writes durably before it returns. Offsets advance only for events whose window has
+closed (see ``streams.acks``). An idle timer closes open windows after ``idle_close_s`` of
+silence so the last windows of a burst are not held forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import faust
+
+from raiwatch.batch import BatchHandler, BatchResult
+from raiwatch.codec import Rejected
+from raiwatch.config import Config
+from streams.acks import AckTracker
+
+log = logging.getLogger("raiwatch.worker")
+
+
+def broker_url(bootstrap_servers: str) -> str:
+    """faust's broker URL for a comma-separated bootstrap list."""
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap_servers.split(",") if h.strip())
+
+
+def create_app(
+    cfg: Config, handler: BatchHandler, on_result: Callable[[BatchResult], None] | None = None
+) -> faust.App:
+    """A faust app whose one agent feeds ``handler``; run it with ``faust.Worker(app)``."""
+    k = cfg.kafka
+    app = faust.App(
+        k.group_id,
+        broker=broker_url(k.bootstrap_servers),
+        datadir=str(cfg.data_path / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, k.session_timeout_s / 3),
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    telemetry = app.topic(k.telemetry_topic, partitions=k.partitions)
+    dlq = app.topic(k.dlq_topic, partitions=1)
+    acks = AckTracker()
+    last_batch = [time.monotonic()]
+
+    async def dead_letter(rejected: list[Rejected], keys: dict[str, bytes | None]) -> None:
+        """Send each rejected event with its reason, and wait until the broker has them all."""
+        now = datetime.now(UTC).isoformat().encode()
+        futures = [
+            await dlq.send(
+                key=keys.get(r.source),
+                value=r.raw,
+                headers=[("reason", r.reason.encode()), ("source", r.source.encode()), ("rejected_at", now)],
+            )
+            for r in rejected
+        ]
+        for fut in futures:
+            await fut
+
+    @app.agent(telemetry)
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(k.batch_size, within=k.batch_within_s):
+            msgs = [e.message for e in events]
+            origins = [f"{m.topic}/{m.partition}@{m.offset}" for m in msgs]
+            result = handler.process([m.value or b"" for m in msgs], [m.partition for m in msgs], origins)
+            if result.rejected:
+                await dead_letter(result.rejected, {o: m.key for o, m in zip(origins, msgs, strict=True)})
+            acks.hold(stream, events, result.windows)
+            await acks.release(handler.open_windows())
+            last_batch[0] = time.monotonic()
+            if on_result:
+                on_result(result)
+
+    @app.timer(interval=0.5)
+    async def close_idle_windows() -> None:
+        if time.monotonic() - last_batch[0] < cfg.windows.idle_close_s or not handler.open_windows():
+            return
+        result = handler.close_all()
+        await acks.release(handler.open_windows())
+        if on_result:
+            on_result(result)
+
+    return app

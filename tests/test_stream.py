@@ -1,0 +1,124 @@
+"""The streaming path on a real Apache Kafka broker: worker, DLQ, restart, and agreement with replay."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from raiwatch import synth
+from streams.producer import produce
+from tests.harness import (
+    cli,
+    incidents_jsonl,
+    poll,
+    query,
+    read_topic,
+    start_worker,
+    stop_worker,
+    wait_drained,
+    write_config,
+)
+
+pytestmark = pytest.mark.kafka
+EVENTS = 24_000
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("stream") / "events.jsonl"
+    return path, synth.write(
+        path, synth.default_scenario(EVENTS, seed=5, garbage_fraction=0.01, rate_per_s=15)
+    )
+
+
+@pytest.fixture(scope="module")
+def replay_incidents(scenario, tmp_path_factory) -> list[dict]:
+    events, _ = scenario
+    out = tmp_path_factory.mktemp("replay") / "out"
+    p = cli("replay", str(events), "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    return incidents_jsonl(out / "incidents.jsonl")
+
+
+def _setup(tmp_path: Path, bootstrap: str) -> tuple[Path, Path, str, str]:
+    run = uuid.uuid4().hex[:8]
+    topic, group = f"telemetry-{run}", f"raiwatch-{run}"
+    cfg = write_config(tmp_path / "raiwatch.yaml", bootstrap, topic, group)
+    return cfg, tmp_path / "data", topic, group
+
+
+def _store_incidents(data: Path) -> list[dict]:
+    p = cli("incidents", "list", "--data-dir", str(data), "--json", "--limit", "1000")
+    assert p.returncode == 0, p.stderr
+    return sorted(
+        (orjson.loads(x) for x in p.stdout.splitlines()), key=lambda r: (r["opened_at"], r["incident_id"])
+    )
+
+
+def _key(rows: list[dict]) -> list[tuple]:
+    return [
+        (r["incident_id"], r["dedup_key"], r["rule"], r["opened_at"], r["status"], r["resolved_at"])
+        for r in rows
+    ]
+
+
+def _check_rows(data: Path, valid: int) -> None:
+    (row,) = query(data, "SELECT count() AS n, uniqExact(event_id) AS u FROM raiwatch.telemetry_events FINAL")
+    assert row == {"n": valid, "u": valid}
+    dup = query(
+        data,
+        "SELECT count() AS n FROM (SELECT signal, model_id, dims, ts, count() c "
+        "FROM raiwatch.signals FINAL GROUP BY ALL HAVING c > 1)",
+    )
+    assert dup == [{"n": 0}]
+
+
+def test_stream_spike_dlq_and_agreement_with_replay(kafka_bootstrap, scenario, replay_incidents, tmp_path):
+    events, truth = scenario
+    cfg, data, topic, group = _setup(tmp_path, kafka_bootstrap)
+    log = tmp_path / "worker.log"
+    worker = start_worker(cfg, data, log)
+    try:
+        with events.open("rb") as f:
+            assert produce(f, kafka_bootstrap, topic) == EVENTS
+        wait_drained(kafka_bootstrap, group, topic, worker, log)
+    finally:
+        stop_worker(worker)
+    assert "INCIDENT OPENED [critical]" in log.read_text()
+    dlq = read_topic(kafka_bootstrap, f"{topic}.dlq", truth["malformed"])
+    assert len(dlq) == truth["malformed"] > 0
+    for rec in dlq:
+        headers = dict(rec.headers)
+        assert headers["reason"] and headers["source"].decode().startswith(f"{topic}/")
+    _check_rows(data, truth["valid"])
+    assert _key(_store_incidents(data)) == _key(replay_incidents)
+
+
+def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
+    kafka_bootstrap, scenario, replay_incidents, tmp_path
+):
+    events, truth = scenario
+    cfg, data, topic, group = _setup(tmp_path, kafka_bootstrap)
+    log = tmp_path / "worker.log"
+    with events.open("rb") as f:
+        assert produce(f, kafka_bootstrap, topic) == EVENTS
+    worker = start_worker(cfg, data, log)
+    try:
+        # kill -9 once the worker has written some signals but is far from done
+        poll(lambda: "progress events=" in log.read_text(), 120, "the worker's first closed window")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(30)
+        worker = start_worker(cfg, data, log)
+        wait_drained(kafka_bootstrap, group, topic, worker, log)
+    finally:
+        stop_worker(worker)
+    assert log.read_text().count("worker ready") == 2
+    _check_rows(data, truth["valid"])
+    assert _key(_store_incidents(data)) == _key(replay_incidents)
+    dlq = read_topic(kafka_bootstrap, f"{topic}.dlq", truth["malformed"])
+    assert len({(r.headers and dict(r.headers)["source"]) for r in dlq}) == truth["malformed"]

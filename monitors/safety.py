@@ -98,8 +98,9 @@ class SafetyMonitor:
                 w.tenant_n[tenant] += 1
             if safety.action in ACTIONS:
                 w.actions[safety.action] += 1
-            if safety.scores:
-                for cat in safety.scores:
+            scores = safety.scores
+            if scores and not self._categories.get(model, {}).keys() >= scores.keys():
+                for cat in scores:
                     self._category(model, cat)
             violations = safety.violations
             if violations:

@@ -10,7 +10,7 @@ no longer counted in that window's signals.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 
 class WindowClock:
@@ -44,14 +44,20 @@ class WindowClock:
 
     def assign(self, source: Hashable, ts: float) -> int | None:
         """Window start for an event at ``ts`` (epoch seconds), or None when it is late."""
-        start = int(ts // self.size) * self.size
-        if start + self.size <= self._closed_until:
-            return None
-        prev = self._source_max.get(source)
-        if prev is None or ts > prev:
-            self._source_max[source] = ts
-        self._open.add(start)
-        return start
+        return self.assign_batch([source], [ts])[0]
+
+    def assign_batch(self, sources: Sequence[Hashable], ts: Sequence[float]) -> list[int | None]:
+        """``assign`` for a whole batch (same results: the watermark moves only in ``advance``)."""
+        size, closed = self.size, self._closed_until
+        starts: list[int | None] = [int(t // size) * size for t in ts]
+        smax = self._source_max
+        for i, (src, t, start) in enumerate(zip(sources, ts, starts, strict=True)):
+            if start + size <= closed:
+                starts[i] = None
+            elif t > smax.get(src, -math.inf):
+                smax[src] = t
+        self._open.update(s for s in set(starts) if s is not None)
+        return starts
 
     def advance(self) -> list[int]:
         """Close and return (oldest first) the windows whose end the watermark has passed."""

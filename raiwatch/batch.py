@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,9 +32,10 @@ class BatchHandler(Protocol):
     """Turns raw event bytes into durable rows, signals and incident changes."""
 
     def process(
-        self, raws: Sequence[bytes], sources: Sequence[Hashable], origins: Sequence[str] | None = None
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
     ) -> BatchResult:
-        """Handle a batch; ``sources[i]`` is the partition (watermark source) of ``raws[i]``."""
+        """Handle a batch; ``sources[i]`` is the partition (watermark source) of ``raws[i]``,
+        ``origin(i)`` where it came from (asked only of rejected inputs)."""
         ...
 
     def close_all(self) -> BatchResult:

@@ -6,7 +6,7 @@ reason a person can read, so it can go to the dead-letter topic or ``rejected.js
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import msgspec
@@ -24,6 +24,7 @@ class Rejected(msgspec.Struct):
     raw: bytes
     reason: str
     source: str = ""  # "file:line" in replay, "topic/partition@offset" on Kafka
+    index: int = -1  # position in the batch it came in
 
 
 class Decoded(msgspec.Struct):
@@ -50,7 +51,8 @@ class Codec:
             raise ValueError(d.rejected[0].reason)
         return d.events[0]
 
-    def decode_batch(self, raws: Sequence[bytes], sources: Iterable[str] | None = None) -> Decoded:
+    def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> Decoded:
+        """Split ``raws`` into events and rejections; ``origin(i)`` names where a rejected input came from."""
         events: list = []
         ok_raws: list[bytes] = []
         indexes: list[int] = []
@@ -63,20 +65,17 @@ class Codec:
                     raise ValueError(f"event is {len(raw)} bytes, over the {limit}-byte limit")
                 ev = decode(raw)
             except msgspec.ValidationError as e:
-                rejected.append(Rejected(bytes(raw), f"schema: {e}"))
+                reason = f"schema: {e}"
             except msgspec.DecodeError as e:
-                rejected.append(Rejected(bytes(raw), f"not JSON: {e}"))
+                reason = f"not JSON: {e}"
             except ValueError as e:
-                rejected.append(Rejected(bytes(raw), str(e)))
+                reason = str(e)
             else:
                 events.append(ev)
                 ok_raws.append(raw)
                 indexes.append(i)
-        if sources is not None and rejected:
-            src = list(sources)
-            bad = sorted(set(range(len(raws))) - set(indexes))
-            for r, i in zip(rejected, bad, strict=True):
-                r.source = src[i]
+                continue
+            rejected.append(Rejected(bytes(raw), reason, origin(i) if origin else "", i))
         return Decoded(events, ok_raws, indexes, rejected)
 
 

@@ -60,7 +60,7 @@ class MonitorsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "var"
     rules_dir: str = ""  # "" = the rules shipped in alert_rules/
-    runbook_base_url: str = "https://github.com/raiwatch/raiwatch/blob/main/alert_rules/runbooks/"
+    runbook_base_url: str = ""  # where runbooks are served (wiki, git host); "" = file:// of the shipped ones
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from datetime import UTC, datetime, timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
-from alert_rules import RuleEngine, load_rules
+from alert_rules import RULES_DIR, RuleEngine, load_rules
 from monitors.base import Monitor
 from monitors.safety import SafetyMonitor
 from monitors.windows import WindowClock
@@ -56,6 +57,7 @@ class Pipeline:
         self.notify = list(notify)
         self.events_in = 0
         self.signals_out = 0
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
 
     @classmethod
     def from_config(
@@ -67,7 +69,7 @@ class Pipeline:
         migrate(client, cfg.clickhouse.database, cfg.clickhouse.cluster, cfg.clickhouse.events_ttl_days)
         writer = ClickHouseWriter(client, cfg.clickhouse.database, store_text=cfg.clickhouse.store_text)
         store = IncidentStore(cfg.incident_db_url)
-        engine = RuleEngine(rules, cfg.runbook_base_url)
+        engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
         return cls(cfg, build_monitors(cfg), engine, writer, store, notify)
 
     def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
@@ -88,29 +90,32 @@ class Pipeline:
         return changes
 
     def process(
-        self, raws: Sequence[bytes], sources: Sequence[Hashable], origins: Sequence[str] | None = None
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
     ) -> BatchResult:
         with metrics.BATCH_SECONDS.time():
-            decoded = telemetry_codec.decode_batch(raws, origins)
+            decoded = telemetry_codec.decode_batch(raws, origin)
             result = BatchResult(windows=[None] * len(raws), rejected=decoded.rejected)
             if decoded.rejected:
                 self.writer.write_rejected([(r.source, r.reason, r.raw) for r in decoded.rejected])
                 metrics.REJECTED.inc(len(decoded.rejected))
-            if decoded.events:
-                self.writer.write_events(decoded.events, decoded.raws)
-            events, starts = [], []
-            assign = self.clock.assign
+            events = decoded.events
+            # the insert runs beside the windowing and monitors below (chdb releases the GIL);
+            # a failed write raises here before any window closes, and the worker stops
+            written = self._io.submit(self.writer.write_events, events, decoded.raws) if events else None
+            starts = self.clock.assign_batch(
+                [sources[i] for i in decoded.indexes], [ev.timestamp.timestamp() for ev in events]
+            )
             windows = result.windows
-            for ev, i in zip(decoded.events, decoded.indexes, strict=True):
-                start = assign(sources[i], ev.timestamp.timestamp())
-                if start is None:
-                    result.late += 1
-                    continue
+            for i, start in zip(decoded.indexes, starts, strict=True):
                 windows[i] = start
-                events.append(ev)
-                starts.append(start)
+            if None in starts:  # late events: stored above, counted in no window
+                kept = [(ev, s) for ev, s in zip(events, starts, strict=True) if s is not None]
+                result.late = len(events) - len(kept)
+                events, starts = [k[0] for k in kept], [k[1] for k in kept]
             for m in self.monitors:
                 m.observe(events, starts)
+            if written:
+                written.result()
             self.events_in += len(decoded.events)
             metrics.EVENTS.inc(len(decoded.events))
             metrics.LATE.inc(result.late)
@@ -170,7 +175,3 @@ def _export(signals: list[Signal]) -> None:
             metrics.SAFETY_RATE.labels(s.model_id, s.dims["category"]).set(s.value)
     for fam, n in by_family.items():
         metrics.SIGNALS.labels(fam).inc(n)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -95,13 +95,17 @@ def replay(
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
         for first, lines in _chunks(events_path, BATCH):
-            keep = [(first + i, b) for i, b in enumerate(lines) if b.strip()]
-            raws = [b for _, b in keep]
-            origins = [f"{events_path.name}:{n}" for n, _ in keep]
-            res = pipe.process(raws, [0] * len(raws), origins)
+            numbers = range(first, first + len(lines))
+            if not all(lines):  # blank lines are skipped, not rejected
+                numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
+                lines = [b for b in lines if b.strip()]
+            name = events_path.name
+            res = pipe.process(
+                lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"
+            )
             _collect(res, summary, incidents, rej)
             if progress:
-                progress(sum(len(b) + 1 for b in lines))
+                progress(sum(map(len, lines)) + len(lines))
         _collect(pipe.close_all(), summary, incidents, rej)
         if feedback_path:
             _read_feedback(Path(feedback_path), summary, rej)
@@ -127,8 +131,7 @@ def _collect(res: BatchResult, summary: ReplaySummary, incidents: dict[str, Inci
 def _read_feedback(path: Path, summary: ReplaySummary, rej) -> None:
     """Validate delayed labels; bad lines go to rejected.jsonl like bad events."""
     for first, lines in _chunks(path, BATCH):
-        origins = [f"{path.name}:{first + i}" for i in range(len(lines))]
-        d = feedback_codec.decode_batch(lines, origins)
+        d = feedback_codec.decode_batch(lines, lambda i, first=first: f"{path.name}:{first + i}")
         summary.feedback += len(d.events)
         summary.feedback_rejected += len(d.rejected)
         _write_rejected(rej, d.rejected)

@@ -14,6 +14,7 @@ console = Console()
 
 
 def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> None:
+    """One block per incident: what, how bad, when (event time), the sentence, the runbook."""
     if as_json:
         for inc in incidents:
             print(orjson.dumps(inc.to_contract()).decode())
@@ -21,20 +22,17 @@ def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> Non
     if not incidents:
         console.print("no incidents")
         return
-    t = Table(title=f"{len(incidents)} incident(s)")
-    for col in ("id", "severity", "status", "opened (event time)", "rule", "summary", "runbook"):
-        t.add_column(col, overflow="fold")
+    colour = {"critical": "red", "high": "yellow", "warning": "cyan", "info": "white"}
     for i in incidents:
-        t.add_row(
-            i.incident_id,
-            i.severity,
-            i.status,
-            i.opened_at.isoformat(timespec="seconds"),
-            i.rule,
-            i.summary,
-            i.runbook_url,
+        when = f"opened {i.opened_at:%Y-%m-%d %H:%M:%S}Z"
+        if i.resolved_at:
+            when += f", resolved {i.resolved_at:%H:%M:%S}Z"
+        console.print(
+            f"[bold {colour[i.severity]}]{i.severity.upper()}[/] {i.rule} [dim]{i.incident_id}[/] "
+            f"{i.status}{f' feedback={i.feedback}' if i.feedback else ''}\n"
+            f"  {i.summary}\n  {when} (event time)\n  runbook: {i.runbook_url}",
+            soft_wrap=True,
         )
-    console.print(t)
 
 
 def print_incident(inc: Incident, as_json: bool = False) -> None:

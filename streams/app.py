@@ -55,16 +55,16 @@ def create_app(
     acks = AckTracker()
     last_batch = [time.monotonic()]
 
-    async def dead_letter(rejected: list[Rejected], keys: dict[str, bytes | None]) -> None:
+    async def dead_letter(rejected: list[Rejected], keys: list[bytes | None]) -> None:
         """Send each rejected event with its reason, and wait until the broker has them all."""
         now = datetime.now(UTC).isoformat().encode()
         futures = [
             await dlq.send(
-                key=keys.get(r.source),
+                key=key,
                 value=r.raw,
                 headers=[("reason", r.reason.encode()), ("source", r.source.encode()), ("rejected_at", now)],
             )
-            for r in rejected
+            for r, key in zip(rejected, keys, strict=True)
         ]
         for fut in futures:
             await fut
@@ -73,10 +73,13 @@ def create_app(
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(k.batch_size, within=k.batch_within_s):
             msgs = [e.message for e in events]
-            origins = [f"{m.topic}/{m.partition}@{m.offset}" for m in msgs]
-            result = handler.process([m.value or b"" for m in msgs], [m.partition for m in msgs], origins)
+            result = handler.process(
+                [m.value or b"" for m in msgs],
+                [m.partition for m in msgs],
+                lambda i, msgs=msgs: f"{msgs[i].topic}/{msgs[i].partition}@{msgs[i].offset}",
+            )
             if result.rejected:
-                await dead_letter(result.rejected, {o: m.key for o, m in zip(origins, msgs, strict=True)})
+                await dead_letter(result.rejected, [msgs[r.index].key for r in result.rejected])
             acks.hold(stream, events, result.windows)
             await acks.release(handler.open_windows())
             last_batch[0] = time.monotonic()

@@ -58,7 +58,7 @@ def test_contract_examples_decode():
     ],
 )
 def test_bad_events_are_rejected_with_reason(raw: bytes, phrase: str):
-    d = telemetry_codec.decode_batch([EXAMPLES[0], raw, EXAMPLES[1]], ["f:1", "f:2", "f:3"])
+    d = telemetry_codec.decode_batch([EXAMPLES[0], raw, EXAMPLES[1]], lambda i: f"f:{i + 1}")
     assert [e.event_id for e in d.events] == ["7f1c2a9e-0001", "7f1c2a9e-0002"]
     assert d.indexes == [0, 2]
     (rej,) = d.rejected

@@ -3,14 +3,17 @@
 A window ``[start, start + size)`` closes once the watermark passes its end. The watermark is
 the slowest source's newest event time minus the allowed lateness (one source per Kafka
 partition, or the single file in replay), so a partition that is behind does not make the
-others' events late. An event whose window has already closed is *late*: it is stored but
-no longer counted in that window's signals.
+others' events late. A source that has sent nothing for ``source_idle_s`` of wall time stops
+holding the watermark back (a model that went quiet must not freeze every window). An event
+whose window has already closed is *late*: it is stored but no longer counted in that window's
+signals.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+import time
+from collections.abc import Callable, Hashable, Sequence
 
 
 class WindowClock:
@@ -29,10 +32,19 @@ class WindowClock:
     True
     """
 
-    def __init__(self, size_s: int, allowed_lateness_s: float):
+    def __init__(
+        self,
+        size_s: int,
+        allowed_lateness_s: float,
+        source_idle_s: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.size = int(size_s)
         self.lateness = float(allowed_lateness_s)
+        self.source_idle_s = source_idle_s
+        self._clock = clock
         self._source_max: dict[Hashable, float] = {}
+        self._source_seen: dict[Hashable, float] = {}  # wall time of each source's last event
         self._open: set[int] = set()
         self._closed_until = -math.inf  # every window ending at or before this is closed
 
@@ -40,7 +52,9 @@ class WindowClock:
     def watermark(self) -> float:
         if not self._source_max:
             return self._closed_until
-        return max(self._closed_until, min(self._source_max.values()) - self.lateness)
+        now, seen = self._clock(), self._source_seen
+        active = [m for s, m in self._source_max.items() if now - seen[s] < self.source_idle_s]
+        return max(self._closed_until, min(active or self._source_max.values()) - self.lateness)
 
     def assign(self, source: Hashable, ts: float) -> int | None:
         """Window start for an event at ``ts`` (epoch seconds), or None when it is late."""
@@ -57,6 +71,9 @@ class WindowClock:
             elif t > smax.get(src, -math.inf):
                 smax[src] = t
         self._open.update(s for s in set(starts) if s is not None)
+        now = self._clock()
+        for src in set(sources):
+            self._source_seen[src] = now
         return starts
 
     def advance(self) -> list[int]:
@@ -75,6 +92,7 @@ class WindowClock:
     def forget_source(self, source: Hashable) -> None:
         """Stop waiting for a source (a partition revoked from this worker)."""
         self._source_max.pop(source, None)
+        self._source_seen.pop(source, None)
 
     def open_windows(self) -> set[int]:
         return set(self._open)

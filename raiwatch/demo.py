@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -109,9 +110,11 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
                 raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
             text = log_path.read_bytes()
             for line in text.splitlines():
-                if line.startswith(b"INCIDENT") and line not in seen_incidents:
+                at = line.find(b"INCIDENT ")  # faust prefixes the worker's lines with time and level
+                if at >= 0 and line not in seen_incidents:
                     seen_incidents.add(line)
-                    console.print("      [red]" + line.decode(errors="replace") + "[/]")
+                    text_line = escape(line[at:].decode(errors="replace"))
+                    console.print(f"      [red]{text_line}[/]", soft_wrap=True)
             matches = PROGRESS.findall(text)
             if matches:
                 done, _, open_windows = (int(x) for x in matches[-1])
@@ -159,7 +162,9 @@ def _show(data_dir: Path, spike: dict) -> None:
         f"Data: ClickHouse (embedded chdb) at {data_dir / 'clickhouse'}, "
         f"incidents at {data_dir / 'incidents.db'}"
     )
+    exe = shutil.which("raiwatch") or str(Path(sys.executable).with_name("raiwatch"))
     console.print(
-        f'Query: raiwatch query --data-dir {data_dir} "SELECT model_id, signal, dims, count() FROM '
-        'raiwatch.signals GROUP BY ALL ORDER BY ALL"'
+        f'Query: {exe} query --data-dir {data_dir} "SELECT model_id, signal, dims, count() FROM '
+        'raiwatch.signals FINAL GROUP BY ALL ORDER BY ALL"',
+        soft_wrap=True,
     )

@@ -49,7 +49,7 @@ class Pipeline:
         notify: Sequence[Notify] = (),
     ):
         self.cfg = cfg
-        self.clock = WindowClock(cfg.windows.size_s, cfg.windows.allowed_lateness_s)
+        self.clock = WindowClock(cfg.windows.size_s, cfg.windows.allowed_lateness_s, cfg.windows.idle_close_s)
         self.monitors = list(monitors)
         self.engine = engine
         self.writer = writer

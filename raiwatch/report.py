@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from raiwatch.records import Incident
@@ -36,25 +37,23 @@ def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> Non
 
 
 def print_incident(inc: Incident, as_json: bool = False) -> None:
+    """Every incident.v1 field, one per line."""
     if as_json:
         print(orjson.dumps(inc.to_contract(), option=orjson.OPT_INDENT_2).decode())
         return
-    t = Table(show_header=False, title=inc.incident_id)
     for k, v in inc.to_contract().items():
-        t.add_row(k, str(v))
-    console.print(t)
+        console.print(f"[bold]{k:>16}[/]: {escape(str(v))}", soft_wrap=True)
 
 
 def print_history(rows: Sequence[dict]) -> None:
-    if not rows:
-        return
-    t = Table(title="history")
-    cols = list(rows[0])
-    for c in cols:
-        t.add_column(c)
+    """The audit trail: when, what, who, details."""
+    if rows:
+        console.print("[bold]history[/]")
     for r in rows:
-        t.add_row(*(str(r[c]) for c in cols))
-    console.print(t)
+        detail = r.get("detail") or ""
+        console.print(
+            f"  {r['at']} {r['kind']:<12} {r.get('actor') or '-'} {escape(str(detail))}", soft_wrap=True
+        )
 
 
 def print_frame(df, as_json: bool = False, title: str | None = None) -> None:

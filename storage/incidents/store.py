@@ -178,9 +178,11 @@ class IncidentStore:
             return  # older than what is stored: a replayed window
         if _same(row.value, inc.value) and row.summary == inc.summary and row.updated_at == at:
             return
+        changed = not _same(row.value, inc.value) or row.summary != inc.summary
         row.value, row.summary, row.updated_at = inc.value, inc.summary, at
-        detail = {"value": _jsonable(inc.value), "summary": inc.summary}
-        self._event(s, row.incident_id, "updated", at or _now(), ENGINE_ACTOR, detail)
+        if changed:  # a re-confirmation alone moves updated_at and leaves no history row
+            detail = {"value": _jsonable(inc.value), "summary": inc.summary}
+            self._event(s, row.incident_id, "updated", at or _now(), ENGINE_ACTOR, detail)
 
     def _resolve_by_engine(self, s: Session, row: IncidentRow, inc: Incident) -> None:
         at = to_utc(inc.resolved_at or inc.updated_at) or _now()

@@ -120,8 +120,6 @@ class Pipeline:
             metrics.EVENTS.inc(len(decoded.events))
             metrics.LATE.inc(result.late)
             result.merge(self._close(self.clock.advance()))
-            metrics.WATERMARK.set(max(self.clock.watermark, 0))
-            metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
         return result
 
     def close_all(self) -> BatchResult:
@@ -148,6 +146,8 @@ class Pipeline:
             self._apply(changes)
             result.signals += signals
             result.changes += changes
+        metrics.WATERMARK.set(max(self.clock.watermark, 0))
+        metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
         return result
 
     def _apply(self, changes: list[IncidentChange]) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,19 +51,11 @@ def write_config(path: Path, bootstrap: str, topic: str, group: str, **windows: 
     return path
 
 
-def start_worker(config: Path, data_dir: Path, log: Path) -> subprocess.Popen:
+def start_worker(config: Path, data_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
+    args = ["run", "--config", str(config), "--data-dir", str(data_dir), *extra]
     with log.open("ab") as f:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "raiwatch.cli",
-                "run",
-                "--config",
-                str(config),
-                "--data-dir",
-                str(data_dir),
-            ],
+            [sys.executable, "-m", "raiwatch.cli", *args],
             cwd=ROOT,
             stdout=f,
             stderr=subprocess.STDOUT,
@@ -142,6 +135,17 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -
     finally:
         consumer.close()
     return records
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Unlabelled samples of a Prometheus /metrics page on localhost."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {
+        name: float(value)
+        for name, value in (line.split(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+        if "{" not in name
+    }
 
 
 def incidents_jsonl(path: Path) -> list[dict]:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from raiwatch import synth
+from raiwatch.localkafka import free_port
 from streams.producer import produce
 from tests.harness import (
     cli,
@@ -18,6 +19,7 @@ from tests.harness import (
     poll,
     query,
     read_topic,
+    scrape,
     start_worker,
     stop_worker,
     wait_drained,
@@ -82,11 +84,16 @@ def test_stream_spike_dlq_and_agreement_with_replay(kafka_bootstrap, scenario, r
     events, truth = scenario
     cfg, data, topic, group = _setup(tmp_path, kafka_bootstrap)
     log = tmp_path / "worker.log"
-    worker = start_worker(cfg, data, log)
+    port = free_port()
+    worker = start_worker(cfg, data, log, "--metrics-port", str(port))
     try:
         with events.open("rb") as f:
             assert produce(f, kafka_bootstrap, topic) == EVENTS
         wait_drained(kafka_bootstrap, group, topic, worker, log)
+        metrics = scrape(port)
+        assert metrics["raiwatch_events_total"] == truth["valid"]
+        assert metrics["raiwatch_rejected_events_total"] == truth["malformed"]
+        assert metrics["raiwatch_open_windows"] == 0
     finally:
         stop_worker(worker)
     assert "INCIDENT OPENED [critical]" in log.read_text()

@@ -26,7 +26,7 @@ import orjson
 
 from raiwatch.codec import telemetry_codec
 from storage.clickhouse import ClickHouseWriter, connect, count_events, migrate
-from storage.clickhouse.writer import EPOCH, MS, event_columns, now_ms
+from storage.clickhouse.writer import EPOCH, MS, event_raws
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "examples.jsonl"
 DB = "bench"
@@ -85,7 +85,7 @@ def main() -> None:
             texts += sum(1 for e in evs if e.request and e.request.text)
 
             t0 = time.perf_counter()
-            event_columns(evs, raws, args.store_text, now_ms())
+            event_raws(evs, raws, args.store_text)
             t1 = time.perf_counter()
             writer.write_events(evs, raws)
             t2 = time.perf_counter()

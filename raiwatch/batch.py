@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,6 +20,7 @@ class BatchResult:
     signals: list[Signal] = field(default_factory=list)
     changes: list[IncidentChange] = field(default_factory=list)
     late: int = 0
+    durable: Future | None = None  # done once the batch's raw events are written (None: nothing to write)
 
     def merge(self, other: BatchResult) -> None:
         self.windows += other.windows
@@ -40,6 +42,10 @@ class BatchHandler(Protocol):
 
     def close_all(self) -> BatchResult:
         """Close every open window (end of input, or the stream went idle)."""
+        ...
+
+    def flush(self) -> None:
+        """Wait until every event handed to ``process`` is written."""
         ...
 
     def open_windows(self) -> set[int]: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,9 +20,9 @@ from monitors.safety import SafetyMonitor
 from monitors.windows import WindowClock
 from raiwatch import metrics
 from raiwatch.batch import BatchResult
-from raiwatch.codec import telemetry_codec
+from raiwatch.codec import Rejected, telemetry_codec
 from raiwatch.config import Config
-from raiwatch.records import IncidentChange, Signal
+from raiwatch.records import IncidentChange, Signal, TelemetryEvent
 from storage.clickhouse import ClickHouseWriter, connect, migrate, recent_signals
 from storage.incidents import IncidentStore
 
@@ -58,6 +58,7 @@ class Pipeline:
         self.events_in = 0
         self.signals_out = 0
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
+        self._pending: Future | None = None
 
     @classmethod
     def from_config(
@@ -87,43 +88,61 @@ class Pipeline:
         signals = recent_signals(self.writer.client, self.cfg.clickhouse.database, since)
         changes = self.engine.evaluate(signals)
         self._apply(changes)
+        self.writer.write_incidents([c.incident for c in changes])
         return changes
 
     def process(
         self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
     ) -> BatchResult:
+        """Decode, window and monitor a batch, evaluate the windows it closes, queue its writes.
+
+        The batch's ClickHouse writes (rejects, raw events, signals, incident mirror) run in
+        order on one writer thread, beside the decoding and monitoring of the next batch (chdb
+        parses and inserts without the interpreter lock); ``result.durable`` is done when they
+        are. At most one batch is in flight: a failed write raises from the next call.
+        """
         with metrics.BATCH_SECONDS.time():
             decoded = telemetry_codec.decode_batch(raws, origin)
             result = BatchResult(windows=[None] * len(raws), rejected=decoded.rejected)
-            if decoded.rejected:
-                self.writer.write_rejected([(r.source, r.reason, r.raw) for r in decoded.rejected])
-                metrics.REJECTED.inc(len(decoded.rejected))
             events = decoded.events
-            # the insert runs beside the windowing and monitors below (chdb releases the GIL);
-            # a failed write raises here before any window closes, and the worker stops
-            written = self._io.submit(self.writer.write_events, events, decoded.raws) if events else None
             starts = self.clock.assign_batch(
                 [sources[i] for i in decoded.indexes], [ev.timestamp.timestamp() for ev in events]
             )
             windows = result.windows
             for i, start in zip(decoded.indexes, starts, strict=True):
                 windows[i] = start
-            if None in starts:  # late events: stored above, counted in no window
+            if None in starts:  # late events: stored, counted in no window
                 kept = [(ev, s) for ev, s in zip(events, starts, strict=True) if s is not None]
                 result.late = len(events) - len(kept)
                 events, starts = [k[0] for k in kept], [k[1] for k in kept]
             for m in self.monitors:
                 m.observe(events, starts)
-            if written:
-                written.result()
             self.events_in += len(decoded.events)
             metrics.EVENTS.inc(len(decoded.events))
+            metrics.REJECTED.inc(len(decoded.rejected))
             metrics.LATE.inc(result.late)
             result.merge(self._close(self.clock.advance()))
+            self.flush()
+            result.durable = self._pending = self._io.submit(
+                self._write, decoded.rejected, decoded.events, decoded.raws, result.signals, result.changes
+            )
         return result
 
     def close_all(self) -> BatchResult:
-        return self._close(self.clock.close_all())
+        """Close every open window, write its results, and wait until everything is written."""
+        result = self._close(self.clock.close_all())
+        self.flush()
+        result.durable = self._pending = self._io.submit(
+            self._write, [], [], [], result.signals, result.changes
+        )
+        self.flush()
+        return result
+
+    def flush(self) -> None:
+        """Wait until everything queued for writing is written (raises the writer's error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def open_windows(self) -> set[int]:
         return self.clock.open_windows()
@@ -139,7 +158,6 @@ class Pipeline:
                 signals.extend(m.close(start))
             if not signals:
                 continue
-            self.writer.write_signals(signals)
             self.signals_out += len(signals)
             _export(signals)
             changes = self.engine.evaluate(signals)
@@ -150,11 +168,32 @@ class Pipeline:
         metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
         return result
 
+    def _write(
+        self,
+        rejected: list[Rejected],
+        events: list[TelemetryEvent],
+        raws: list[bytes],
+        signals: list[Signal],
+        changes: list[IncidentChange],
+    ) -> None:
+        """One batch's ClickHouse writes, in order (runs on the writer thread)."""
+        w = self.writer
+        for sink, write, *rows in (
+            ("rejected_events", w.write_rejected, [(r.source, r.reason, r.raw) for r in rejected]),
+            ("telemetry_events", w.write_events, events, raws),
+            ("signals", w.write_signals, signals),
+            ("incidents", w.write_incidents, [c.incident for c in changes]),
+        ):
+            try:
+                write(*rows)
+            except Exception:
+                metrics.WRITE_FAILURES.labels(sink).inc()
+                raise
+
     def _apply(self, changes: list[IncidentChange]) -> None:
         if not changes:
             return
         self.store.apply(changes)
-        self.writer.write_incidents([c.incident for c in changes])
         for c in changes:
             metrics.INCIDENT_CHANGES.labels(c.kind, c.incident.severity).inc()
         for fn in self.notify:

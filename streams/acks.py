@@ -1,42 +1,59 @@
-"""At-least-once: hold each Kafka event until the window it fed has been closed and written.
+"""At-least-once: hold each Kafka event until its row is written and its window closed and written.
 
 faust commits a partition's offset only up to its first unacknowledged message, so acking an
-event here is what lets its offset be committed. An event whose window is still open stays
-unacked; after a crash it is consumed again and its window rebuilt, and idempotent writes
-make the second pass harmless.
+event here is what lets its offset be committed. An event whose window is still open, or whose
+batch is still being written, stays unacked; after a crash it is consumed again and its window
+rebuilt, and idempotent writes make the second pass harmless.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from typing import Any
+
+_Held = tuple[Future | None, Any, Any]  # (batch write, stream, event)
 
 
 class AckTracker:
-    """Events held per window start; ``release`` acks every event of a closed window."""
+    """Events held per window start (None: no window); ``release`` acks what is safe to commit."""
 
     def __init__(self) -> None:
-        self._held: dict[int, list[tuple[Any, Any]]] = {}
-        self._ready: list[tuple[Any, Any]] = []
+        self._held: dict[int | None, list[_Held]] = {}
 
-    def hold(self, stream: Any, events: Sequence[Any], windows: Sequence[int | None]) -> None:
-        """Register a processed batch; events with no window (rejected, late) are ready at once."""
+    def hold(
+        self, stream: Any, events: Sequence[Any], windows: Sequence[int | None], durable: Future | None = None
+    ) -> None:
+        """Register a processed batch: its events, the window each fed, and its pending write."""
+        held = self._held
         for ev, w in zip(events, windows, strict=True):
-            if w is None:
-                self._ready.append((stream, ev))
+            entry = (durable, stream, ev)
+            if w in held:
+                held[w].append(entry)
             else:
-                self._held.setdefault(w, []).append((stream, ev))
+                held[w] = [entry]
 
     async def release(self, open_windows: Iterable[int]) -> int:
-        """Ack the events of every window not in ``open_windows``; return how many were acked."""
+        """Ack the events written and no longer in an open window; return how many were acked.
+
+        A failed write re-raises here, so the worker stops without committing those offsets.
+        """
         still_open = set(open_windows)
-        ready, self._ready = self._ready, []
+        acked = 0
         for w in [w for w in self._held if w not in still_open]:
-            ready += self._held.pop(w)
-        for stream, ev in ready:
-            await stream.ack(ev)
-        return len(ready)
+            keep: list[_Held] = []
+            for fut, stream, ev in self._held.pop(w):
+                if fut is not None and not fut.done():
+                    keep.append((fut, stream, ev))
+                    continue
+                if fut is not None:
+                    fut.result()
+                await stream.ack(ev)
+                acked += 1
+            if keep:
+                self._held[w] = keep
+        return acked
 
     @property
     def held(self) -> int:
-        return sum(len(v) for v in self._held.values()) + len(self._ready)
+        return sum(len(v) for v in self._held.values())

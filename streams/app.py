@@ -80,7 +80,7 @@ def create_app(
             )
             if result.rejected:
                 await dead_letter(result.rejected, [msgs[r.index].key for r in result.rejected])
-            acks.hold(stream, events, result.windows)
+            acks.hold(stream, events, result.windows, result.durable)
             await acks.release(handler.open_windows())
             last_batch[0] = time.monotonic()
             if on_result:
@@ -88,11 +88,14 @@ def create_app(
 
     @app.timer(interval=0.5)
     async def close_idle_windows() -> None:
-        if time.monotonic() - last_batch[0] < cfg.windows.idle_close_s or not handler.open_windows():
+        if time.monotonic() - last_batch[0] < cfg.windows.idle_close_s:
             return
-        result = handler.close_all()
-        await acks.release(handler.open_windows())
-        if on_result:
-            on_result(result)
+        if handler.open_windows():
+            result = handler.close_all()
+            if on_result:
+                on_result(result)
+        if acks.held:
+            handler.flush()
+            await acks.release(handler.open_windows())
 
     return app

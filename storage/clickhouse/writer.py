@@ -33,13 +33,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 
-EVENT_COLUMNS = (
-    "event_id", "ts", "model_id", "model_version", "model_kind", "deployment", "feature", "tenant_id",
-    "user_id", "session_id", "ip_hash", "request_tokens", "response_tokens", "latency_ms",
-    "finish_reason", "error", "language", "prediction_label", "prediction_score", "safety_scores",
-    "violations", "safety_action", "segments", "favorable", "request_text", "response_text", "raw",
-    "ingested_at",
-)  # fmt: skip
+INGEST_COLUMNS = ("raw", "ingested_at")
 SIGNAL_COLUMNS = (
     "ts", "window_s", "signal", "family", "model_id", "model_version", "dims", "dims_key", "value",
     "baseline", "lower", "upper", "p_value", "n", "inserted_at",
@@ -76,8 +70,6 @@ TRANSIENT_CODES = frozenset({
 # insert cost), and accept a batch spanning more than 100 days rather than fail it forever.
 EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0}
 
-UINT32_MAX = 4_294_967_295
-FLOAT32_MAX = 3.4028234663852886e38
 
 
 def now_ms() -> int:
@@ -90,11 +82,6 @@ def _ms(dt: datetime | None) -> int | None:
     if dt is None:
         return None
     return ((dt if dt.tzinfo else dt.replace(tzinfo=UTC)) - EPOCH) // MS
-
-
-# Shared, never mutated: a fresh {} or [] per event would be garbage-collector work on the hot path.
-_EMPTY_MAP: dict = {}
-_EMPTY_LIST: list = []
 
 
 class _TextParts(msgspec.Struct):
@@ -151,79 +138,17 @@ def _strip_text_slow(raw: bytes, request: bool, response: bool) -> bytes:
     return _ENCODE(obj)
 
 
-def event_columns(
-    events: Sequence[TelemetryEvent], raws: Sequence[bytes], store_text: bool, ingested_ms: int
-) -> list[list]:
-    """The ``telemetry_events`` columns of a batch, in ``EVENT_COLUMNS`` order."""
-    n = len(events)
-    none = [None] * n
-    models = [e.model for e in events]
-    clients = [e.client for e in events]
-    reqs = [e.request for e in events]
-    resps = [e.response for e in events]
-    safeties = [e.safety for e in events]
-    outcomes = [e.outcome for e in events]
-    preds = [r.prediction if r else None for r in resps]
+def event_raws(events: Sequence[TelemetryEvent], raws: Sequence[bytes], store_text: bool) -> list[bytes]:
+    """The raw JSON to store per event: as received, minus prompt and response text unless ``store_text``."""
     if store_text:
-        raw_col = list(raws)
-        request_text = [q.text if q and q.text is not UNSET else None for q in reqs]
-        response_text = [r.text if r and r.text is not UNSET else None for r in resps]
-    else:
-        raw_col = list(raws)
-        for i, (q, r) in enumerate(zip(reqs, resps, strict=True)):
-            q_text = bool(q) and q.text is not UNSET
-            r_text = bool(r) and r.text is not UNSET
-            if q_text or r_text:
-                raw_col[i] = strip_text(raw_col[i], q_text, r_text)
-        request_text = response_text = none
-    segments = []
-    for e in events:
-        seg = e.segments
-        if not seg:
-            segments.append(_EMPTY_MAP)
-        elif None in seg.values():  # a null group is an unknown group: leave it out
-            segments.append({k: v for k, v in seg.items() if v is not None})
-        else:
-            segments.append(seg)
-    return [
-        [e.event_id for e in events],
-        [(e.timestamp - EPOCH) // MS for e in events],
-        [m.id for m in models],
-        [m.version or "" for m in models],
-        [m.kind or "" for m in models],
-        [e.deployment or "" for e in events],
-        [e.feature or "" for e in events],
-        [e.tenant_id or "" for e in events],
-        [e.user_id or "" for e in events],
-        [e.session_id or "" for e in events],
-        [(c.ip_hash or "") if c else "" for c in clients],
-        [(None if q.tokens is UNSET else q.tokens) if q else None for q in reqs],
-        [(None if r.tokens is UNSET else r.tokens) if r else None for r in resps],
-        [(None if r.latency_ms is UNSET else r.latency_ms) if r else None for r in resps],
-        [(r.finish_reason or "") if r else "" for r in resps],
-        [r.error if r else None for r in resps],
-        [(q.language or "") if q else "" for q in reqs],
-        [p.label if p else None for p in preds],
-        [p.score if p else None for p in preds],
-        [(s.scores or _EMPTY_MAP) if s else _EMPTY_MAP for s in safeties],
-        [(s.violations or _EMPTY_LIST) if s else _EMPTY_LIST for s in safeties],
-        [(s.action or "") if s else "" for s in safeties],
-        segments,
-        [(None if o.favorable is UNSET else o.favorable) if o else None for o in outcomes],
-        request_text,
-        response_text,
-        raw_col,
-        [ingested_ms] * n,
-    ]
-
-
-def _clamp_numbers(columns: list[list]) -> list[list]:
-    """Clamp the event columns whose ClickHouse type is narrower than the contract allows."""
-    idx = {name: i for i, name in enumerate(EVENT_COLUMNS)}
-    out = list(columns)
-    for name in ("request_tokens", "response_tokens"):
-        out[idx[name]] = [None if v is None else min(v, UINT32_MAX) for v in columns[idx[name]]]
-    out[idx["latency_ms"]] = [None if v is None else min(v, FLOAT32_MAX) for v in columns[idx["latency_ms"]]]
+        return list(raws)
+    out = list(raws)
+    for i, e in enumerate(events):
+        q, r = e.request, e.response
+        q_text = bool(q) and q.text is not UNSET
+        r_text = bool(r) and r.text is not UNSET
+        if q_text or r_text:
+            out[i] = strip_text(out[i], q_text, r_text)
     return out
 
 
@@ -274,19 +199,17 @@ class ClickHouseWriter:
         self._types: dict[str, list] = {}
 
     def write_events(self, events: Sequence[TelemetryEvent], raws: Sequence[bytes]) -> int:
-        """Insert valid events with their original bytes (same order); returns the row count."""
+        """Insert valid events with their original bytes (same order); returns the row count.
+
+        Only the raw JSON crosses over: ``telemetry_events_mv`` parses it once inside ClickHouse
+        into the typed columns, off the Python interpreter's lock.
+        """
         if len(events) != len(raws):
             raise ValueError(f"{len(events)} events but {len(raws)} raw payloads")
         if not events:
             return 0
-        columns = event_columns(events, raws, self.store_text, now_ms())
-        try:
-            return self._insert("telemetry_events", EVENT_COLUMNS, columns, EVENT_INSERT_SETTINGS)
-        except StorageError as e:
-            if not isinstance(e.__cause__, DataError):
-                raise
-        # A value the contract allows but the column cannot hold (tokens >= 2**32): clamp, retry once.
-        return self._insert("telemetry_events", EVENT_COLUMNS, _clamp_numbers(columns), EVENT_INSERT_SETTINGS)
+        columns = [event_raws(events, raws, self.store_text), [now_ms()] * len(events)]
+        return self._insert("telemetry_events_in", INGEST_COLUMNS, columns, EVENT_INSERT_SETTINGS)
 
     def write_signals(self, signals: Sequence[Signal]) -> int:
         """Insert signals; a signal re-written for the same scope and window collapses under FINAL."""

@@ -16,9 +16,9 @@ CREATE TABLE IF NOT EXISTS {{ database }}.telemetry_events {{ on_cluster }}
     user_id          String                      COMMENT 'Pseudonymous account id; empty when absent',
     session_id       String                      COMMENT 'Session id; empty when absent',
     ip_hash          String                      COMMENT 'client.ip_hash; empty when absent',
-    request_tokens   Nullable(UInt32)            COMMENT 'request.tokens; NULL when absent',
-    response_tokens  Nullable(UInt32)            COMMENT 'response.tokens; NULL when absent',
-    latency_ms       Nullable(Float32)           COMMENT 'response.latency_ms; NULL when absent',
+    request_tokens   Nullable(UInt64)            COMMENT 'request.tokens; NULL when absent',
+    response_tokens  Nullable(UInt64)            COMMENT 'response.tokens; NULL when absent',
+    latency_ms       Nullable(Float64)           COMMENT 'response.latency_ms; NULL when absent',
     finish_reason    LowCardinality(String)      COMMENT 'response.finish_reason, e.g. stop, length, content_filter; empty when absent',
     error            Nullable(String)            COMMENT 'response.error; NULL when the inference did not fail',
     language         LowCardinality(String)      COMMENT 'request.language; empty when absent',
@@ -40,6 +40,52 @@ ORDER BY (model_id, ts, event_id)
 TTL toDateTime(ingested_at) + INTERVAL {{ ttl_days }} DAY
 SETTINGS ttl_only_drop_parts = 1
 COMMENT 'One row per valid telemetry event (telemetry-event.v1). A replayed event collapses on (model_id, ts, event_id): count with FINAL. Kept {{ ttl_days }} days after it was written (so replays of old history stay queryable).';
+
+CREATE TABLE IF NOT EXISTS {{ database }}.telemetry_events_in {{ on_cluster }}
+(
+    raw         String               COMMENT 'A valid event as JSON (text already removed unless store_text)',
+    ingested_at DateTime64(3, 'UTC') COMMENT 'When raiwatch wrote it'
+)
+ENGINE = Null
+COMMENT 'Ingest point of telemetry_events: raiwatch inserts the raw JSON here and telemetry_events_mv parses it once, in ClickHouse, into the typed columns. Holds no data.';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.telemetry_events_mv {{ on_cluster }}
+TO {{ database }}.telemetry_events AS
+SELECT
+    j.event_id AS event_id,
+    parseDateTime64BestEffort(j.timestamp, 3, 'UTC') AS ts,
+    j.model.id AS model_id,
+    j.model.version AS model_version,
+    j.model.kind AS model_kind,
+    j.deployment AS deployment,
+    j.feature AS feature,
+    j.tenant_id AS tenant_id,
+    j.user_id AS user_id,
+    j.session_id AS session_id,
+    j.client.ip_hash AS ip_hash,
+    j.request.tokens AS request_tokens,
+    j.response.tokens AS response_tokens,
+    j.response.latency_ms AS latency_ms,
+    j.response.finish_reason AS finish_reason,
+    j.response.error AS error,
+    j.request.language AS language,
+    j.response.prediction.label AS prediction_label,
+    j.response.prediction.score AS prediction_score,
+    j.safety.scores AS safety_scores,
+    j.safety.violations AS violations,
+    j.safety.action AS safety_action,
+    mapFilter((k, v) -> v IS NOT NULL, j.segments) AS segments,
+    j.outcome.favorable AS favorable,
+    j.request.text AS request_text,
+    j.response.text AS response_text,
+    raw,
+    ingested_at
+FROM
+(
+    SELECT raw, ingested_at, JSONExtract(raw, 'Tuple(event_id String, timestamp String, model Tuple(id String, version String, kind String), deployment String, feature String, tenant_id String, user_id String, session_id String, client Tuple(ip_hash String), request Tuple(text Nullable(String), tokens Nullable(UInt64), language String), response Tuple(tokens Nullable(UInt64), latency_ms Nullable(Float64), finish_reason String, error Nullable(String), text Nullable(String), prediction Tuple(label Nullable(String), score Nullable(Float64))), safety Tuple(scores Map(String, Float32), violations Array(String), action String), segments Map(String, Nullable(String)), outcome Tuple(favorable Nullable(UInt8)))') AS j
+    FROM {{ database }}.telemetry_events_in
+)
+COMMENT 'Parses each JSON event inserted into telemetry_events_in, once, into the typed columns of telemetry_events.';
 
 CREATE TABLE IF NOT EXISTS {{ database }}.signals {{ on_cluster }}
 (

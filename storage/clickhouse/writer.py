@@ -71,7 +71,6 @@ TRANSIENT_CODES = frozenset({
 EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0}
 
 
-
 def now_ms() -> int:
     """The current UTC time in milliseconds since the epoch."""
     return (datetime.now(UTC) - EPOCH) // MS

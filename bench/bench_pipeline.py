@@ -6,7 +6,8 @@ Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents 
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
 Streaming (needs Java): a worker process draining the topic on a real Apache Kafka broker
 (until its consumer group has committed every offset, i.e. every window closed and written)
-against a bare aiokafka consumer that decodes each message and does nothing else.
+against a bare aiokafka consumer that decodes each message and does nothing else, and against
+a faust agent that does the same (bench/faust_noop_agent.py): faust's own ceiling here.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
     return time.perf_counter() - t0
 
 
-def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
+def stream(path: Path, total: int, work: Path) -> tuple[float, float, float]:
     from streams.producer import produce
 
     localkafka.install()
@@ -88,6 +89,21 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
         with path.open("rb") as f:
             produce(f, bootstrap, topic)
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
+        noop = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "faust_noop_agent.py"),
+                bootstrap,
+                topic,
+                str(total),
+                "2000",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        faust_s = float(next(ln.split()[1] for ln in noop.stderr.splitlines() if ln.startswith("DONE")))
         cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=1)
         log = work / "worker.log"
         proc = start_worker(cfg, work / "data", log)
@@ -103,7 +119,7 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
             assert lag(bootstrap, group, topic) == 0
         finally:
             stop_worker(proc)
-    return bare, worker
+    return bare, faust_s, worker
 
 
 def main() -> None:
@@ -127,8 +143,12 @@ def main() -> None:
         print(f"            {line}")
         if args.no_stream or not localkafka.java_available():
             return
-        bare, worker = stream(path, args.events, work)
+        bare, noop, worker = stream(path, args.events, work)
         print(f"streaming   bare aiokafka+decode: {args.events / bare:>9,.0f} events/s ({bare:.2f} s)")
+        print(
+            f"streaming   faust no-op agent:    {args.events / noop:>9,.0f} events/s ({noop:.2f} s)  "
+            f"ratio to bare {bare / noop:.2f}"
+        )
         print(
             f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
             f"lag 0, group join included)  ratio {bare / worker:.2f}"

@@ -1,0 +1,43 @@
+"""Configuration: the documented example is the defaults; bad settings name themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raiwatch.config import Config, load_config
+from raiwatch.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "raiwatch.example.yaml"
+
+
+def test_the_example_file_is_exactly_the_defaults():
+    assert load_config(EXAMPLE) == Config()
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("RAIWATCH_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("RAIWATCH_CLICKHOUSE_DSN", "https://u:p@ch:8443")
+    cfg = load_config(EXAMPLE, data_dir=str(tmp_path))
+    assert cfg.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert cfg.clickhouse_dsn == "https://u:p@ch:8443"
+    assert cfg.incident_db_url == f"sqlite:///{tmp_path / 'incidents.db'}"
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("windows:\n  size_s: 0\n", "windows.size_s"),
+        ("kafka:\n  partitions: many\n", "kafka.partitions"),
+        ("clickhouse:\n  store_txt: true\n", "store_txt"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("kafka: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_settings_refuse_to_start_with_the_field_named(tmp_path: Path, text: str, phrase: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="bad.yaml") as err:
+        load_config(path)
+    assert phrase in str(err.value)

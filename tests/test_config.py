@@ -38,6 +38,6 @@ def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_bad_settings_refuse_to_start_with_the_field_named(tmp_path: Path, text: str, phrase: str):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match="bad.yaml") as err:
+    with pytest.raises(ConfigError, match=r"bad\.yaml") as err:
         load_config(path)
     assert phrase in str(err.value)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,7 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float, float]:
             text=True,
             timeout=900,
         )
-        faust_s = float(next(ln.split()[1] for ln in noop.stderr.splitlines() if ln.startswith("DONE")))
+        faust_s = float(re.search(r"DONE (\S+)", noop.stdout + noop.stderr).group(1))  # faust may wrap stderr
         cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=1)
         log = work / "worker.log"
         proc = start_worker(cfg, work / "data", log)

@@ -1,8 +1,9 @@
 """A faust agent that only decodes: the ceiling faust's per-message stream sets on this machine.
 
-    python bench/faust_noop_agent.py BOOTSTRAP TOPIC N BATCH   (prints "DONE <seconds>" on stderr)
+    python bench/faust_noop_agent.py BOOTSTRAP TOPIC N BATCH [FETCH_MAX_WAIT_MS]   (prints "DONE <seconds>")
 
-Same settings as the raiwatch worker (streams/app.py): ``noack_take`` batches, acks after each.
+Same settings as the raiwatch worker (streams/app.py): ``noack_take`` batches, acks after each,
+the fetch wait tuned as the worker tunes it (50 ms unless given).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import time
 import faust
 
 from raiwatch.codec import telemetry_codec
+from streams.app import tune_fetch_wait
 
 
 def main() -> None:
     bootstrap, topic, total, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    tune_fetch_wait(int(sys.argv[5]) if len(sys.argv) > 5 else 50)
     app = faust.App(
         f"noop-{time.time_ns()}", broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
         web_enabled=False, store="memory://", consumer_auto_offset_reset="earliest",

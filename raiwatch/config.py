@@ -31,6 +31,9 @@ class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     batch_size: PosInt = 2000  # events handed to the pipeline at once
     batch_within_s: Annotated[float, Meta(gt=0)] = 0.5  # or fewer, after this long
     session_timeout_s: Annotated[float, Meta(ge=3)] = 30.0
+    fetch_max_wait_ms: Annotated[int, Meta(ge=0)] = (
+        50  # how long the broker may hold a fetch of empty partitions
+    )
 
 
 class WindowConfig(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -1,9 +1,10 @@
-"""The one pipeline: decode → store raw → window → monitors → signals → rules → incidents.
+"""The one pipeline: decode → window → monitors → signals → rules → incidents → storage.
 
 The faust agent and the replay driver are thin loops around ``Pipeline.process``; nothing
 about statistics, rules or storage lives in them, which is why a stream and a replay of the
-same events open the same incidents. Every write happens before ``process`` returns, so a
-caller may commit input offsets for any event whose window is no longer open.
+same events open the same incidents. A batch's writes are queued on one writer thread and
+``BatchResult.durable`` says when they are done: a caller may commit the input offset of an
+event once that is done and the event's window is no longer open.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Batched, column-oriented writes of events, signals, incidents and rejections to ClickHouse.
 
-This is the pipeline's hot path: each batch becomes one list per column, built by a
-comprehension over the batch, and goes out as one insert with column types fetched once per
-table. Timestamps are sent as integer milliseconds. Replays are safe: the tables are
+Events, the hot path, cross as raw JSON only (text removed unless ``store_text``): ClickHouse
+parses each once into the typed columns (``telemetry_events_in`` → ``telemetry_events_mv``).
+Signals, incidents and rejections go as one list per column, with column types fetched once
+per table and timestamps as integer milliseconds. Replays are safe: the tables are
 ReplacingMergeTree, so a re-written event, signal or incident collapses under ``FINAL``.
 
 A failed insert is retried with exponential backoff when the failure can pass (connection

@@ -110,6 +110,13 @@ def create_app(
             if on_result:
                 on_result(result)
 
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(app: faust.App, revoked: set, **kwargs: object) -> None:
+        """A partition handed to another worker must not hold this worker's watermark back."""
+        for tp in revoked:
+            if tp.topic == k.telemetry_topic:
+                handler.forget_source(tp.partition)
+
     @app.timer(interval=0.5)
     async def close_idle_windows() -> None:
         if time.monotonic() - last_batch[0] < cfg.windows.idle_close_s:

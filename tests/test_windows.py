@@ -28,6 +28,14 @@ def test_slow_partition_holds_the_watermark_until_it_goes_idle():
     assert clock.assign(1, 1015.0) is None  # partition 1's late event is late now
 
 
+def test_a_forgotten_source_no_longer_holds_the_watermark():
+    clock = WindowClock(60, 0)
+    clock.assign_batch([0, 1], [1000.0, 1300.0])  # partition 0 is far behind
+    assert clock.advance() == []
+    clock.forget_source(0)  # revoked in a rebalance
+    assert clock.advance() == [960]
+
+
 def test_batch_assignment_marks_late_events_and_keeps_the_watermark():
     clock = WindowClock(60, 0)
     assert clock.assign_batch([0, 0], [70.0, 130.0]) == [60, 120]

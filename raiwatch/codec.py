@@ -44,13 +44,6 @@ class Codec:
         self.kind = kind
         self.max_bytes = max_bytes
 
-    def decode(self, raw: bytes) -> T:
-        """Decode one event; raises ``ValueError`` with the reason."""
-        d = self.decode_batch([raw])
-        if d.rejected:
-            raise ValueError(d.rejected[0].reason)
-        return d.events[0]
-
     def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> Decoded:
         """Split ``raws`` into events and rejections; ``origin(i)`` names where a rejected input came from."""
         events: list = []

@@ -10,6 +10,7 @@ event once that is done and the event's window is no longer open.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -23,7 +24,7 @@ from raiwatch import metrics
 from raiwatch.batch import BatchResult
 from raiwatch.codec import Rejected, telemetry_codec
 from raiwatch.config import Config
-from raiwatch.records import IncidentChange, Signal, TelemetryEvent
+from raiwatch.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
 from storage.clickhouse import ClickHouseWriter, connect, migrate, recent_signals
 from storage.incidents import IncidentStore
 
@@ -202,8 +203,9 @@ class Pipeline:
                 fn(changes)
             except Exception:  # a broken notifier must not stop the pipeline
                 log.exception("notifier %r failed", fn)
-        for sev in ("critical", "high", "warning", "info"):
-            metrics.FIRING.labels(sev).set(sum(1 for i in self.engine.firing() if i.severity == sev))
+        firing = Counter(i.severity for i in self.engine.firing())
+        for sev in SEVERITIES:
+            metrics.FIRING.labels(sev).set(firing[sev])
 
 
 def _export(signals: list[Signal]) -> None:

@@ -30,8 +30,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from raiwatch.records import SEVERITIES
+
 STATUSES = ("open", "acknowledged", "resolved")
-SEVERITIES = ("critical", "high", "warning", "info")
 FEEDBACKS = ("true_positive", "false_positive")
 EVENT_KINDS = ("opened", "updated", "acknowledged", "resolved", "feedback")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from raiwatch.records import Signal, TelemetryEvent
@@ -14,6 +14,12 @@ class Monitor(Protocol):
     ``observe`` gets decoded events with the start of the window each belongs to (epoch
     seconds); ``close`` gets a window start once no more events will arrive for it and returns
     that window's signals for every model seen. State must stay bounded by configuration.
+
+    Lifecycle: what a monitor remembers of a model between windows (baselines, tracked
+    categories, references) is its *state*. ``snapshot_dirty`` returns the state of each model a
+    ``close`` changed since the last call, ``restore`` takes it back (after a restart, or when a
+    model's partition moves to this worker), and ``forget`` drops a model's open windows and state
+    (its partition moved away). The signals after a restore equal those of an uninterrupted run.
     """
 
     family: str
@@ -21,3 +27,9 @@ class Monitor(Protocol):
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None: ...
 
     def close(self, start: int) -> list[Signal]: ...
+
+    def forget(self, models: Collection[str]) -> None: ...
+
+    def snapshot_dirty(self) -> dict[str, bytes]: ...
+
+    def restore(self, model: str, state: bytes) -> None: ...

@@ -10,13 +10,20 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
 - ``safety.action_rate`` {action}: share blocked, redacted or escalated by the policy engine.
 
 ``baseline`` is the pooled rate of the same series over the previous ``baseline_windows``.
+
+Categories and tenants are admitted to a model's tracked set when the window that first shows
+them closes (new names in sorted order, up to the caps; the rest fold into ``other``), so the
+signals of a window depend only on the windows closed up to it, never on how events were
+batched: a restarted worker and a replay emit the same rows.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+
+import msgspec
 
 from detectors.rates import wilson_interval
 from raiwatch.config import SafetyConfig
@@ -24,17 +31,21 @@ from raiwatch.records import Signal, TelemetryEvent
 
 OTHER = "other"
 ACTIONS = ("blocked", "redacted", "escalated")
+STATE_VERSION = 1
+
+Row = tuple[str, str, dict[str, str], int, int]  # model, signal, dims, k, n
 
 
 class _Window:
-    """Counts for one model in one window."""
+    """Counts for one model in one window, by raw category and tenant name (capped)."""
 
-    __slots__ = ("actions", "any", "cats", "n", "tenant_cats", "tenant_n", "version")
+    __slots__ = ("actions", "any", "cats", "n", "seen", "tenant_cats", "tenant_n", "version")
 
     def __init__(self) -> None:
         self.n = 0
         self.any = 0
         self.version = ""
+        self.seen: set[str] = set()  # categories named in scores or violations
         self.cats: Counter[str] = Counter()
         self.actions: Counter[str] = Counter()
         self.tenant_n: Counter[str] = Counter()
@@ -46,10 +57,11 @@ class _Baseline:
 
     __slots__ = ("hist", "k", "n")
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, hist: Sequence[tuple[int, int]] = ()):
         self.hist: deque[tuple[int, int]] = deque(maxlen=size)
-        self.k = 0
-        self.n = 0
+        self.k = self.n = 0
+        for k, n in hist:
+            self.rate_then_push(k, n)
 
     def rate_then_push(self, k: int, n: int) -> float | None:
         rate = self.k / self.n if self.n else None
@@ -63,6 +75,26 @@ class _Baseline:
         return rate
 
 
+class _Model:
+    """What the monitor remembers of one model between windows: the state a snapshot carries."""
+
+    __slots__ = ("baselines", "categories", "series", "tenants")
+
+    def __init__(self) -> None:
+        self.categories: dict[str, None] = {}  # admitted, in order of admission
+        self.tenants: dict[str, None] = {}
+        self.series: dict[tuple[str, str], int] = {}  # (tenant, category) -> last window with a violation
+        self.baselines: dict[tuple, _Baseline] = {}
+
+
+class _State(msgspec.Struct, array_like=True):
+    v: int
+    categories: list[str]
+    tenants: list[str]
+    series: list[tuple[str, str, int]]
+    baselines: list[tuple[str, list[tuple[str, str]], list[tuple[int, int]]]]
+
+
 class SafetyMonitor:
     """Windowed safety-violation rates; memory bounded by the category and tenant caps."""
 
@@ -72,13 +104,12 @@ class SafetyMonitor:
         self.window_s = window_s
         self.cfg = config or SafetyConfig()
         self._windows: dict[int, dict[str, _Window]] = {}
-        self._categories: dict[str, dict[str, None]] = {}  # model -> categories seen (ordered, capped)
-        self._tenants: dict[str, set[str]] = {}  # model -> tenants tracked (capped)
-        self._tenant_series: dict[str, dict[tuple[str, str], int]] = {}  # model -> (tenant, cat) -> last hit
-        self._baselines: dict[tuple, _Baseline] = {}
+        self._models: dict[str, _Model] = {}
+        self._dirty: set[str] = set()
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
         windows = self._windows
+        max_cats, max_tenants = self.cfg.max_categories, self.cfg.max_tenants
         for ev, start in zip(events, starts, strict=True):
             safety = ev.safety
             if not safety:
@@ -93,45 +124,68 @@ class SafetyMonitor:
             w.n += 1
             if ev.model.version:
                 w.version = ev.model.version
-            tenant = self._tenant(model, ev.tenant_id) if ev.tenant_id else ""
+            tenant = ev.tenant_id
             if tenant:
+                if tenant not in w.tenant_n and len(w.tenant_n) >= max_tenants:
+                    tenant = OTHER
                 w.tenant_n[tenant] += 1
             if safety.action in ACTIONS:
                 w.actions[safety.action] += 1
             scores = safety.scores
-            if scores and not self._categories.get(model, {}).keys() >= scores.keys():
+            if scores and not w.seen.issuperset(scores):
                 for cat in scores:
-                    self._category(model, cat)
+                    if cat not in w.seen and len(w.seen) < max_cats:
+                        w.seen.add(cat)
             violations = safety.violations
             if violations:
                 w.any += 1
-                for cat in {self._category(model, c) for c in violations}:
+                for cat in set(violations):
+                    if cat not in w.seen:
+                        if len(w.seen) >= max_cats:
+                            cat = OTHER
+                        w.seen.add(cat)
                     w.cats[cat] += 1
                     if tenant:
                         w.tenant_cats[tenant, cat] += 1
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})
-        rows: list[tuple[str, str, dict[str, str], int, int]] = []  # model, signal, dims, k, n
+        rows: list[Row] = []
         for model, w in sorted(by_model.items()):
             if not w.n:
                 continue
+            st = self._models.get(model)
+            if st is None:
+                st = self._models[model] = _Model()
+            self._dirty.add(model)
+            cat_of = self._admit(st.categories, w.seen, self.cfg.max_categories)
+            tenant_of = self._admit(st.tenants, w.tenant_n, self.cfg.max_tenants)
+            cats: Counter[str] = Counter()
+            for c, k in w.cats.items():
+                cats[cat_of(c)] += k
+            tenant_n: Counter[str] = Counter()
+            for t, k in w.tenant_n.items():
+                tenant_n[tenant_of(t)] += k
+            tenant_cats: Counter[tuple[str, str]] = Counter()
+            for (t, c), k in w.tenant_cats.items():
+                tenant_cats[tenant_of(t), cat_of(c)] += k
             rows.append((model, "safety.any_violation_rate", {}, w.any, w.n))
-            for cat in self._categories.get(model, ()):
-                rows.append((model, "safety.violation_rate", {"category": cat}, w.cats[cat], w.n))
+            for cat in st.categories:
+                rows.append((model, "safety.violation_rate", {"category": cat}, cats[cat], w.n))
             for action in ACTIONS:
                 rows.append((model, "safety.action_rate", {"action": action}, w.actions[action], w.n))
-            rows.extend(self._tenant_rows(model, start, w))
+            rows.extend(self._tenant_rows(model, st, start, tenant_n, tenant_cats))
         if not rows:
             return []
         rate, lo, hi = wilson_interval([r[3] for r in rows], [r[4] for r in rows])
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = []
         for i, (model, name, dims, k, n) in enumerate(rows):
-            key = (model, name, *sorted(dims.items()))
-            base = self._baselines.get(key)
+            baselines = self._models[model].baselines
+            key = (name, *sorted(dims.items()))
+            base = baselines.get(key)
             if base is None:
-                base = self._baselines[key] = _Baseline(self.cfg.baseline_windows)
+                base = baselines[key] = _Baseline(self.cfg.baseline_windows)
             out.append(
                 Signal(
                     ts=ts,
@@ -149,49 +203,87 @@ class SafetyMonitor:
             )
         return out
 
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def forget(self, models: Collection[str]) -> None:
+        """Drop these models' open windows and state (their partition moved away from this worker)."""
+        for by_model in self._windows.values():
+            for m in models:
+                by_model.pop(m, None)
+        for m in models:
+            self._models.pop(m, None)
+            self._dirty.discard(m)
+
+    def snapshot_dirty(self) -> dict[str, bytes]:
+        """The state of each model changed by a close since the last call, as bytes."""
+        out = {m: self._encode(self._models[m]) for m in sorted(self._dirty) if m in self._models}
+        self._dirty.clear()
+        return out
+
+    def restore(self, model: str, state: bytes) -> None:
+        """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
+        s = msgspec.msgpack.decode(state, type=_State)
+        if s.v != STATE_VERSION:
+            return  # an older layout: start the model afresh rather than misread it
+        st = _Model()
+        st.categories = dict.fromkeys(s.categories)
+        st.tenants = dict.fromkeys(s.tenants)
+        st.series = {(t, c): last for t, c, last in s.series}
+        size = self.cfg.baseline_windows
+        st.baselines = {(name, *dims): _Baseline(size, hist) for name, dims, hist in s.baselines}
+        self._models[model] = st
+
+    def models(self) -> set[str]:
+        return set(self._models)
+
+    @staticmethod
+    def _encode(st: _Model) -> bytes:
+        return msgspec.msgpack.encode(
+            _State(
+                STATE_VERSION,
+                list(st.categories),
+                list(st.tenants),
+                [(t, c, last) for (t, c), last in st.series.items()],
+                [(key[0], list(key[1:]), list(b.hist)) for key, b in st.baselines.items()],
+            )
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _admit(tracked: dict[str, None], names: Collection[str], cap: int):
+        """Admit new names (sorted) while under ``cap`` (one place kept for ``other``); return the
+        mapping of a name to its series."""
+        for name in sorted(set(names) - tracked.keys()):
+            if name == OTHER or len(tracked) - (OTHER in tracked) < cap - 1:
+                tracked[name] = None
+            else:
+                tracked[OTHER] = None
+        return lambda name: name if name in tracked else OTHER
+
     def _tenant_rows(
-        self, model: str, start: int, w: _Window
-    ) -> list[tuple[str, str, dict[str, str], int, int]]:
-        series = self._tenant_series.setdefault(model, {})
-        for key in w.tenant_cats:
+        self,
+        model: str,
+        st: _Model,
+        start: int,
+        tenant_n: Counter[str],
+        tenant_cats: Counter[tuple[str, str]],
+    ) -> list[Row]:
+        series = st.series
+        for key in tenant_cats:
             series[key] = start
         horizon = start - self.cfg.baseline_windows * self.window_s
         for key in [k for k, last in series.items() if last < horizon]:
             del series[key]
-            self._baselines.pop(
-                (model, "safety.violation_rate", ("category", key[1]), ("tenant_id", key[0])), None
-            )
+            st.baselines.pop(("safety.violation_rate", ("category", key[1]), ("tenant_id", key[0])), None)
         return [
             (
                 model,
                 "safety.violation_rate",
                 {"category": cat, "tenant_id": tenant},
-                w.tenant_cats[tenant, cat],
-                w.tenant_n[tenant],
+                tenant_cats[tenant, cat],
+                tenant_n[tenant],
             )
             for tenant, cat in sorted(series)
-            if w.tenant_n[tenant]
+            if tenant_n[tenant]
         ]
-
-    def _category(self, model: str, cat: str) -> str:
-        cats = self._categories.get(model)
-        if cats is None:
-            cats = self._categories[model] = {}
-        if cat in cats:
-            return cat
-        if len(cats) < self.cfg.max_categories - 1:
-            cats[cat] = None
-            return cat
-        cats[OTHER] = None
-        return OTHER
-
-    def _tenant(self, model: str, tenant: str) -> str:
-        tenants = self._tenants.get(model)
-        if tenants is None:
-            tenants = self._tenants[model] = set()
-        if tenant in tenants:
-            return tenant
-        if len(tenants) < self.cfg.max_tenants - 1:
-            tenants.add(tenant)
-            return tenant
-        return OTHER

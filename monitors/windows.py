@@ -1,25 +1,34 @@
 """Event-time tumbling windows: which window an event belongs to, and when a window closes.
 
-A window ``[start, start + size)`` closes once the watermark passes its end. The watermark is
-the slowest source's newest event time minus the allowed lateness (one source per Kafka
-partition, or the single file in replay), so a partition that is behind does not make the
-others' events late. A source that has sent nothing for ``source_idle_s`` of wall time stops
-holding the watermark back (a model that went quiet must not freeze every window). An event
-whose window has already closed is *late*: it is stored but no longer counted in that window's
-signals.
+A window ``[start, start + size)`` closes once the watermark passes its end. Each source (a
+Kafka partition, or the one file of a replay) has an event-time position: the ``confirm``-th
+newest timestamp it has sent, so that one or two wild timestamps cannot move it. The watermark
+is the slowest busy source's position minus the allowed lateness: a partition that is behind
+does not make the others' events late. The transport names the *idle* sources (caught up with
+their partition and silent for a while): they stop holding the watermark back, and when every
+source is idle event time advances with the wall clock (``now - lateness``), so the last windows
+of a burst close without waiting for traffic that may never come.
+
+An event whose window has already closed is *late*: stored, not counted. After a restart a
+source can be given the point up to which its windows were already closed and written
+(``restore``): its re-read events in those windows are *replayed* — already counted, so not
+counted again and not late either.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
+
+import numpy as np
+
+OK, LATE, REPLAYED = 0, 1, 2  # what ``assign_batch`` says of each event
 
 
 class WindowClock:
     """Tracks open windows and the watermark.
 
-    >>> clock = WindowClock(size_s=60, allowed_lateness_s=30)
+    >>> clock = WindowClock(size_s=60, allowed_lateness_s=30, confirm=1)
     >>> clock.assign(source=0, ts=1000.0), clock.assign(source=0, ts=1010.0)
     (960, 960)
     >>> clock.advance()  # watermark 980: window [960, 1020) still open
@@ -30,69 +39,94 @@ class WindowClock:
     [960]
     >>> clock.assign(source=0, ts=1019.0) is None  # its window is closed: late
     True
+    >>> clock.advance(idle={0}, now=1200.0)  # the only source is idle: event time follows the wall clock
+    [1020]
     """
 
-    def __init__(
-        self,
-        size_s: int,
-        allowed_lateness_s: float,
-        source_idle_s: float = math.inf,
-        clock: Callable[[], float] = time.monotonic,
-    ):
+    def __init__(self, size_s: int, allowed_lateness_s: float, confirm: int = 3):
         self.size = int(size_s)
         self.lateness = float(allowed_lateness_s)
-        self.source_idle_s = source_idle_s
-        self._clock = clock
-        self._source_max: dict[Hashable, float] = {}
-        self._source_seen: dict[Hashable, float] = {}  # wall time of each source's last event
+        self.confirm = max(1, int(confirm))
+        self._top: dict[Hashable, list[float]] = {}  # per source, its ``confirm`` newest timestamps
+        self._restored: dict[Hashable, float] = {}  # per source, windows ending by this were counted
         self._open: set[int] = set()
         self._closed_until = -math.inf  # every window ending at or before this is closed
 
     @property
-    def watermark(self) -> float:
-        if not self._source_max:
-            return self._closed_until
-        now, seen = self._clock(), self._source_seen
-        active = [m for s, m in self._source_max.items() if now - seen[s] < self.source_idle_s]
-        return max(self._closed_until, min(active or self._source_max.values()) - self.lateness)
+    def closed_until(self) -> float:
+        """Every window ending at or before this is closed."""
+        return self._closed_until
+
+    def position(self, source: Hashable) -> float:
+        """The source's event-time position: its ``confirm``-th newest timestamp (its oldest if fewer)."""
+        top = self._top.get(source)
+        return top[0] if top else -math.inf
+
+    def watermark(self, idle: Collection[Hashable] = (), now: float | None = None) -> float:
+        """Windows ending at or before this may close (see the module docstring)."""
+        busy = [self.position(s) for s in self._top if s not in idle]
+        if busy:
+            wm = min(busy) - self.lateness
+        elif now is not None:
+            wm = now - self.lateness
+        else:
+            wm = -math.inf
+        return max(self._closed_until, wm)
 
     def assign(self, source: Hashable, ts: float) -> int | None:
-        """Window start for an event at ``ts`` (epoch seconds), or None when it is late."""
-        return self.assign_batch([source], [ts])[0]
+        """Window start for an event at ``ts`` (epoch seconds), or None when it is not to be counted."""
+        starts, status = self.assign_batch([source], [ts])
+        return int(starts[0]) if status[0] == OK else None
 
-    def assign_batch(self, sources: Sequence[Hashable], ts: Sequence[float]) -> list[int | None]:
-        """``assign`` for a whole batch (same results: the watermark moves only in ``advance``)."""
-        size, closed = self.size, self._closed_until
-        starts: list[int | None] = [int(t // size) * size for t in ts]
-        smax = self._source_max
-        for i, (src, t, start) in enumerate(zip(sources, ts, starts, strict=True)):
-            if start + size <= closed:
-                starts[i] = None
-            elif t > smax.get(src, -math.inf):
-                smax[src] = t
-        self._open.update(s for s in set(starts) if s is not None)
-        now = self._clock()
-        for src in set(sources):
-            self._source_seen[src] = now
-        return starts
+    def assign_batch(self, sources: Sequence[Hashable], ts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Window start and status (``OK``, ``LATE``, ``REPLAYED``) of each event; positions move here,
+        the watermark only in ``advance``."""
+        t = np.asarray(ts, dtype=np.float64)
+        size = self.size
+        starts = (np.floor_divide(t, size) * size).astype(np.int64)
+        ends = starts + size
+        status = np.where(ends <= self._closed_until, LATE, OK).astype(np.int8)
+        uniq = set(sources)
+        single = len(uniq) == 1
+        src = None if single else np.asarray(sources, dtype=object)
+        for s in uniq:
+            mask = None if single else src == s
+            if s in self._restored:
+                replayed = ends <= self._restored[s] if mask is None else (ends <= self._restored[s]) & mask
+                status[replayed] = REPLAYED
+            mine = t if mask is None else t[mask]
+            k = min(self.confirm, len(mine))
+            newest = np.partition(mine, len(mine) - k)[len(mine) - k :] if k else mine
+            self._top[s] = sorted([*self._top.get(s, ()), *newest.tolist()])[-self.confirm :]
+        self._open.update(np.unique(starts[status == OK]).tolist())
+        return starts, status
 
-    def advance(self) -> list[int]:
+    def advance(self, idle: Collection[Hashable] = (), now: float | None = None) -> list[int]:
         """Close and return (oldest first) the windows whose end the watermark has passed."""
-        wm = self.watermark
+        wm = self.watermark(idle, now)
         closed = sorted(s for s in self._open if s + self.size <= wm)
         self._close(closed)
+        if math.isfinite(wm):  # windows the watermark passed are closed, opened or not
+            self._closed_until = max(self._closed_until, wm - wm % self.size)
         return closed
 
     def close_all(self) -> list[int]:
-        """Close every open window (end of input, or a stream gone idle)."""
+        """Close every open window (end of input)."""
         closed = sorted(self._open)
         self._close(closed)
         return closed
 
+    def restore(self, source: Hashable, closed_until: float) -> None:
+        """A restarted source: its windows ending by ``closed_until`` were already counted and written."""
+        self._restored[source] = closed_until
+
     def forget_source(self, source: Hashable) -> None:
         """Stop waiting for a source (a partition revoked from this worker)."""
-        self._source_max.pop(source, None)
-        self._source_seen.pop(source, None)
+        self._top.pop(source, None)
+        self._restored.pop(source, None)
+
+    def sources(self) -> set[Hashable]:
+        return set(self._top)
 
     def open_windows(self) -> set[int]:
         return set(self._open)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -13,14 +13,22 @@ from raiwatch.records import IncidentChange, Signal
 
 @dataclass
 class BatchResult:
-    """Outcome of one batch: per input, the window holding it (None: nothing left to wait for)."""
+    """Outcome of one batch: per input, the window holding it (None: nothing left to wait for).
+
+    Every input is accounted for: counted in a window, or ``late`` (its window had closed),
+    ``replayed`` (re-read after a restart, already counted), a ``duplicate`` of an event already
+    taken, or ``rejected`` with its reason. ``durable`` is done once the batch's writes are; its
+    result lists the inputs ClickHouse refused to store (normally none), rejected in turn.
+    """
 
     windows: list[int | None] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     changes: list[IncidentChange] = field(default_factory=list)
     late: int = 0
-    durable: Future | None = None  # done once the batch's raw events are written (None: nothing to write)
+    replayed: int = 0
+    duplicates: int = 0
+    durable: Future[list[Rejected]] | None = None  # None: nothing to write
 
     def merge(self, other: BatchResult) -> None:
         self.windows += other.windows
@@ -28,6 +36,8 @@ class BatchResult:
         self.signals += other.signals
         self.changes += other.changes
         self.late += other.late
+        self.replayed += other.replayed
+        self.duplicates += other.duplicates
 
 
 class BatchHandler(Protocol):
@@ -40,14 +50,24 @@ class BatchHandler(Protocol):
         ``origin(i)`` where it came from (asked only of rejected inputs)."""
         ...
 
-    def close_all(self) -> BatchResult:
-        """Close every open window (end of input, or the stream went idle)."""
+    def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
+        """Close what the watermark allows now that ``idle`` sources are caught up and silent."""
         ...
 
-    def flush(self) -> None:
-        """Wait until every event handed to ``process`` is written."""
+    def close_all(self) -> BatchResult:
+        """Close every open window (end of input)."""
+        ...
+
+    def flush(self) -> list[Rejected]:
+        """Wait until everything handed over is written; return what ClickHouse refused."""
         ...
 
     def open_windows(self) -> set[int]: ...
 
-    def forget_source(self, source: Hashable) -> None: ...
+    def assign_sources(self, sources: Collection[Hashable]) -> None:
+        """Sources now read by this worker: continue each from its last checkpoint."""
+        ...
+
+    def revoke_sources(self, sources: Collection[Hashable]) -> None:
+        """Sources no longer read by this worker: drop their partial windows and their models' state."""
+        ...

@@ -34,7 +34,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         s = replay(args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n))
     print(
         f"replayed {s.lines} lines in {s.seconds:.1f}s ({s.events_per_s:,.0f} lines/s): "
-        f"{s.events} events, {s.rejected} rejected, {s.late} late, {s.signals} signals, "
+        f"{s.events} events, {s.rejected} rejected, {s.late} late, {s.duplicates} duplicates, "
+        f"{s.signals} signals, "
         f"{len(s.incidents)} incidents"
     )
     if args.feedback:
@@ -50,8 +51,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from raiwatch.worker import run_worker
 
-    run_worker(_cfg(args), args.rules, args.metrics_port, args.log_level)
-    return 0
+    return run_worker(_cfg(args), args.rules, args.metrics_port, args.log_level)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = cmd("run", "Start a streaming worker that consumes telemetry from Kafka until stopped.", cmd_run)
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
-    sp.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on this port")
+    sp.add_argument(
+        "--metrics-port", type=int, default=0, help="serve /metrics, /healthz and /readyz on this port"
+    )
     sp.add_argument("--log-level", default="WARNING")
 
     sp = cmd("produce", "Publish a JSON-lines telemetry file to Kafka, keyed by model.id.", cmd_produce)

@@ -28,18 +28,25 @@ class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     group_id: str = "raiwatch"
     partitions: PosInt = 4
     replication_factor: PosInt = 1
-    batch_size: PosInt = 2000  # events handed to the pipeline at once
+    batch_size: PosInt = 5000  # most events handed to the pipeline at once
     batch_within_s: Annotated[float, Meta(gt=0)] = 0.5  # or fewer, after this long
     session_timeout_s: Annotated[float, Meta(ge=3)] = 30.0
-    fetch_max_wait_ms: Annotated[int, Meta(ge=0)] = (
-        50  # how long the broker may hold a fetch of empty partitions
-    )
+    fetch_max_wait_ms: Annotated[int, Meta(ge=0)] = 50  # how long the broker may hold an empty fetch
+    commit_interval_s: Annotated[float, Meta(gt=0)] = 1.0  # commit released offsets this often
+    dlq_max_bytes: Annotated[int, Meta(ge=1024)] = 524_288  # larger dead-letter copies are truncated
+
+
+class IngestConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    max_future_s: NonNegFloat = 300.0  # reject events this far ahead of the worker's clock (0 = off)
+    max_age_s: NonNegFloat = 30 * 86_400.0  # streaming: reject events older than this (0 = off)
+    dedup_ids: PosInt = 200_000  # recent event ids remembered per partition to drop redeliveries
 
 
 class WindowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     size_s: PosInt = 60  # tumbling event-time window
     allowed_lateness_s: NonNegFloat = 30.0  # events later than this past the watermark are counted late
-    idle_close_s: Annotated[float, Meta(gt=0)] = 5.0  # stream: close open windows after this much silence
+    idle_close_s: Annotated[float, Meta(gt=0)] = 5.0  # a caught-up partition this silent is idle
+    watermark_confirm: PosInt = 3  # a partition's event time moves once this many events reach it
 
 
 class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -48,6 +55,10 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     cluster: str = ""  # render DDL with ON CLUSTER and Replicated engines when set
     events_ttl_days: PosInt = 30
     store_text: bool = False  # keep prompt/response text in raw events only when True
+    connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0  # server DSN: to open a connection
+    timeout_s: Annotated[float, Meta(gt=0)] = 30.0  # server DSN: to send a request or hear any answer
+    verify_tls: bool = True  # https DSN: check the server's certificate
+    ca_cert: str = ""  # https DSN: CA bundle to check it with ("" = the system's)
 
 
 class SafetyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -66,6 +77,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     runbook_base_url: str = ""  # where runbooks are served (wiki, git host); "" = file:// of the shipped ones
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
+    ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)
     clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
     monitors: MonitorsConfig = msgspec.field(default_factory=MonitorsConfig)

@@ -5,8 +5,24 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter("raiwatch_events_total", "Valid telemetry events processed.")
-REJECTED = Counter("raiwatch_rejected_events_total", "Malformed or schema-invalid events sent to the DLQ.")
+REJECTED = Counter(
+    "raiwatch_rejected_events_total",
+    "Inputs rejected (dead-letter topic, rejected_events), by kind.",
+    ["kind"],
+)
 LATE = Counter("raiwatch_late_events_total", "Events whose window had closed; stored, not counted.")
+REPLAYED = Counter(
+    "raiwatch_replayed_events_total", "Events re-read after a restart whose window was already counted."
+)
+DUPLICATES = Counter(
+    "raiwatch_duplicate_events_total", "Redelivered events (an event_id seen recently); dropped."
+)
+CLICKHOUSE_UP = Gauge(
+    "raiwatch_clickhouse_up", "1 while ClickHouse takes writes, 0 while they wait and retry."
+)
+PAUSED = Gauge("raiwatch_input_paused", "1 while the worker holds back input (writes pending or failing).")
+READY = Gauge("raiwatch_ready", "1 while the worker is consuming and writing.")
+DLQ = Counter("raiwatch_dead_letters_total", "Rejected inputs sent to the dead-letter topic.", ["truncated"])
 SIGNALS = Counter("raiwatch_signals_total", "Signals emitted, by family.", ["family"])
 INCIDENT_CHANGES = Counter("raiwatch_incident_changes_total", "Incident transitions.", ["kind", "severity"])
 BATCH_SECONDS = Histogram(

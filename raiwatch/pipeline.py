@@ -1,41 +1,70 @@
-"""The one pipeline: decode → window → monitors → signals → rules → incidents → storage.
+"""The one pipeline: decode → check time → drop duplicates → window → monitors → signals → rules → storage.
 
-The faust agent and the replay driver are thin loops around ``Pipeline.process``; nothing
+The Kafka worker and the replay driver are thin loops around ``Pipeline.process``; nothing
 about statistics, rules or storage lives in them, which is why a stream and a replay of the
-same events open the same incidents. A batch's writes are queued on one writer thread and
-``BatchResult.durable`` says when they are done: a caller may commit the input offset of an
-event once that is done and the event's window is no longer open.
+same events open the same incidents.
+
+Every input ends in exactly one place: an event counted in a window (or stored as late,
+replayed or duplicate), or a rejection with its reason. A batch's writes run in order on one
+writer thread, beside the decoding and monitoring of the next batch: rejections, raw events,
+signals, incident store, incident mirror, notifiers, and last the checkpoint that says those
+windows are done. ``BatchResult.durable`` is done when they are: a caller may commit the input
+offset of an event once that is done and the event's window is no longer open.
+
+``live`` (the streaming worker) adds what only a long-running process needs: the age check
+against the wall clock, checkpoints of the window clock and of each model's monitor state, and
+their restore when a partition is assigned or a model first seen.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
 from alert_rules import RULES_DIR, RuleEngine, load_rules
 from monitors.base import Monitor
+from monitors.dedup import RecentIds
 from monitors.safety import SafetyMonitor
-from monitors.windows import WindowClock
+from monitors.windows import OK, REPLAYED, WindowClock
 from raiwatch import metrics
 from raiwatch.batch import BatchResult
 from raiwatch.codec import Rejected, telemetry_codec
 from raiwatch.config import Config
 from raiwatch.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
-from storage.clickhouse import ClickHouseWriter, connect, migrate, recent_signals
+from storage.clickhouse import (
+    ClickHouseWriter,
+    ConnectOptions,
+    connect,
+    migrate,
+    read_checkpoints,
+    recent_signals,
+)
 from storage.incidents import IncidentStore
 
 log = logging.getLogger("raiwatch.pipeline")
 
 Notify = Callable[[list[IncidentChange]], None]
+CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 
 
 def build_monitors(cfg: Config) -> list[Monitor]:
     """Every monitor the configuration turns on."""
     return [SafetyMonitor(cfg.windows.size_s, cfg.monitors.safety)]
+
+
+def _span(seconds: float) -> str:
+    """``90061`` -> ``1.0 days``; short spans in s, min or h."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 class Pipeline:
@@ -49,31 +78,60 @@ class Pipeline:
         writer: ClickHouseWriter,
         store: IncidentStore,
         notify: Sequence[Notify] = (),
+        *,
+        live: bool = False,
+        wall: Callable[[], float] = time.time,
     ):
         self.cfg = cfg
-        self.clock = WindowClock(cfg.windows.size_s, cfg.windows.allowed_lateness_s, cfg.windows.idle_close_s)
+        w = cfg.windows
+        self.clock = WindowClock(w.size_s, w.allowed_lateness_s, w.watermark_confirm)
         self.monitors = list(monitors)
         self.engine = engine
         self.writer = writer
         self.store = store
         self.notify = list(notify)
+        self.live = live
+        self.wall = wall
         self.events_in = 0
         self.signals_out = 0
+        self.storage_rejected: list[Rejected] = []  # replay reads these after its last flush
+        self._idle: set[Hashable] = set()
+        self._recent: dict[Hashable, RecentIds] = {}
+        self._models_of: dict[Hashable, set[str]] = {}  # live: models whose events came from each source
+        self._known: set[str] = set()  # live: models whose state is in memory (restored or new)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
         self._pending: Future | None = None
 
     @classmethod
     def from_config(
-        cls, cfg: Config, rules_dir: str | Path | None = None, notify: Sequence[Notify] = ()
+        cls,
+        cfg: Config,
+        rules_dir: str | Path | None = None,
+        notify: Sequence[Notify] = (),
+        *,
+        live: bool = False,
+        stop: threading.Event | None = None,
     ) -> Pipeline:
-        """Load and lint the rules, migrate both stores, and wire the monitors (refuses bad rules)."""
+        """Load and lint the rules, migrate both stores, and wire the monitors (refuses bad rules).
+
+        ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
+        """
         rules = load_rules(rules_dir or cfg.rules_dir or None)
-        client = connect(cfg.clickhouse_dsn, cfg.clickhouse.database)
-        migrate(client, cfg.clickhouse.database, cfg.clickhouse.cluster, cfg.clickhouse.events_ttl_days)
-        writer = ClickHouseWriter(client, cfg.clickhouse.database, store_text=cfg.clickhouse.store_text)
+        ch = cfg.clickhouse
+        options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
+        client = connect(cfg.clickhouse_dsn, ch.database, options)
+        migrate(client, ch.database, ch.cluster, ch.events_ttl_days)
+        writer = ClickHouseWriter(
+            client,
+            ch.database,
+            store_text=ch.store_text,
+            retries=None if live else 5,
+            stop=stop,
+            on_status=_clickhouse_status,
+        )
         store = IncidentStore(cfg.incident_db_url)
         engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
-        return cls(cfg, build_monitors(cfg), engine, writer, store, notify)
+        return cls(cfg, build_monitors(cfg), engine, writer, store, notify, live=live)
 
     def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
         """Restore rule state after a restart: open incidents from the store, then recent signals.
@@ -89,68 +147,177 @@ class Pipeline:
         since = max(s.ts for s in latest) - lookback
         signals = recent_signals(self.writer.client, self.cfg.clickhouse.database, since)
         changes = self.engine.evaluate(signals)
-        self._apply(changes)
-        self.writer.write_incidents([c.incident for c in changes])
+        self._submit([], [], [], [], [], changes, [])
+        self.flush()
         return changes
+
+    # -- the batch path -----------------------------------------------------------------------
 
     def process(
         self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
     ) -> BatchResult:
-        """Decode, window and monitor a batch, evaluate the windows it closes, queue its writes.
+        """Decode, check, window and monitor a batch, evaluate the windows it closes, queue its writes.
 
-        The batch's ClickHouse writes (rejects, raw events, signals, incident mirror) run in
-        order on one writer thread, beside the decoding and monitoring of the next batch (chdb
-        parses and inserts without the interpreter lock); ``result.durable`` is done when they
-        are. At most one batch is in flight: a failed write raises from the next call.
+        At most one batch's writes are in flight: a failed write raises from the next call.
         """
         with metrics.BATCH_SECONDS.time():
             decoded = telemetry_codec.decode_batch(raws, origin)
-            result = BatchResult(windows=[None] * len(raws), rejected=decoded.rejected)
-            events = decoded.events
-            starts = self.clock.assign_batch(
-                [sources[i] for i in decoded.indexes], [ev.timestamp.timestamp() for ev in events]
-            )
-            windows = result.windows
-            for i, start in zip(decoded.indexes, starts, strict=True):
-                windows[i] = start
-            if None in starts:  # late events: stored, counted in no window
-                kept = [(ev, s) for ev, s in zip(events, starts, strict=True) if s is not None]
-                result.late = len(events) - len(kept)
-                events, starts = [k[0] for k in kept], [k[1] for k in kept]
-            for m in self.monitors:
-                m.observe(events, starts)
-            self.events_in += len(decoded.events)
-            metrics.EVENTS.inc(len(decoded.events))
-            metrics.REJECTED.inc(len(decoded.rejected))
+            result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
+            events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
+            srcs = [sources[i] for i in idx]
+            self._idle.difference_update(srcs)
+            if events:
+                events, ev_raws, idx, ts, srcs = self._check_time(
+                    events, ev_raws, idx, ts, srcs, origin, result
+                )
+            stored = (events, ev_raws, ts, idx)
+            if events:
+                fresh = self._first_seen(events, srcs)
+                if not all(fresh):
+                    result.duplicates = fresh.count(False)
+                    keep = [i for i, f in enumerate(fresh) if f]
+                    events, idx, ts, srcs = ([x[i] for i in keep] for x in (events, idx, ts, srcs))
+                    stored = tuple([x[i] for i in keep] for x in stored)
+            if events:
+                if self.live:
+                    self._track_models(events, srcs)
+                starts, status = self.clock.assign_batch(srcs, ts)
+                windows = result.windows
+                counted_events, counted_starts = [], []
+                for i, ev, start, st in zip(idx, events, starts.tolist(), status.tolist(), strict=True):
+                    if st == OK:
+                        windows[i] = start
+                        counted_events.append(ev)
+                        counted_starts.append(start)
+                    elif st == REPLAYED:
+                        result.replayed += 1
+                    else:
+                        result.late += 1
+                for m in self.monitors:
+                    m.observe(counted_events, counted_starts)
+            self.events_in += len(stored[0])
+            metrics.EVENTS.inc(len(stored[0]))
             metrics.LATE.inc(result.late)
-            result.merge(self._close(self.clock.advance()))
-            self.flush()
-            result.durable = self._pending = self._io.submit(
-                self._write, decoded.rejected, decoded.events, decoded.raws, result.signals, result.changes
-            )
+            metrics.REPLAYED.inc(result.replayed)
+            metrics.DUPLICATES.inc(result.duplicates)
+            _count_rejects(result.rejected)
+            result.merge(self._close(self.clock.advance(self._idle, self.wall() if self.live else None)))
+            result.durable = self._submit(result.rejected, *stored, result.signals, result.changes, origin)
+        return result
+
+    def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
+        """Close the windows the watermark passed, given the sources that are idle now."""
+        self._idle = set(idle)
+        result = self._close(self.clock.advance(self._idle, now))
+        if result.signals or result.changes:
+            result.durable = self._submit([], [], [], [], [], result.signals, result.changes)
         return result
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
         result = self._close(self.clock.close_all())
-        self.flush()
-        result.durable = self._pending = self._io.submit(
-            self._write, [], [], [], result.signals, result.changes
-        )
+        result.durable = self._submit([], [], [], [], [], result.signals, result.changes)
         self.flush()
         return result
 
-    def flush(self) -> None:
+    def flush(self) -> list[Rejected]:
         """Wait until everything queued for writing is written (raises the writer's error)."""
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        return pending.result() if pending is not None else []
 
     def open_windows(self) -> set[int]:
         return self.clock.open_windows()
 
-    def forget_source(self, source: Hashable) -> None:
-        self.clock.forget_source(source)
+    # -- sources: partitions coming and going -------------------------------------------------
+
+    def assign_sources(self, sources: Collection[Hashable]) -> None:
+        """Continue each source from its last checkpoint (live only; a replay starts from nothing)."""
+        if not self.live or not sources:
+            return
+        db = self.cfg.clickhouse.database
+        keys = [str(s) for s in sources]
+        found = self._on_writer(lambda: read_checkpoints(self.writer.client, db, CLOCK, keys))
+        for s in sources:
+            if str(s) in found:
+                self.clock.restore(s, found[str(s)][0])
+
+    def revoke_sources(self, sources: Collection[Hashable]) -> None:
+        """Drop what this worker holds of these sources: partial windows, models' state, ids seen.
+
+        Their events are re-read by the next owner from the last committed offset, and that owner
+        restores the models' state from the last checkpoint. Call ``flush`` first.
+        """
+        models: set[str] = set()
+        for s in sources:
+            models |= self._models_of.pop(s, set())
+            self.clock.forget_source(s)
+            self._recent.pop(s, None)
+            self._idle.discard(s)
+        if models:
+            for m in self.monitors:
+                m.forget(models)
+            self._known -= models
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _check_time(self, events, raws, idx, ts, srcs, origin, result: BatchResult):
+        """Reject events dated too far in the future (and, live, too far in the past)."""
+        now = self.wall()
+        ing = self.cfg.ingest
+        latest = now + ing.max_future_s if ing.max_future_s else math.inf
+        earliest = now - ing.max_age_s if self.live and ing.max_age_s else -math.inf
+        if all(earliest <= t <= latest for t in ts):
+            return events, raws, idx, ts, srcs
+        keep = []
+        for j, t in enumerate(ts):
+            if earliest <= t <= latest:
+                keep.append(j)
+                continue
+            when = events[j].timestamp.isoformat()
+            if t > latest:
+                why = (
+                    f"timestamp {when} is {_span(t - now)} ahead of this worker's clock (limit "
+                    f"ingest.max_future_s = {ing.max_future_s:g} s); check the producer's clock"
+                )
+            else:
+                why = (
+                    f"timestamp {when} is {_span(now - t)} old (limit ingest.max_age_s = {ing.max_age_s:g} s)"
+                )
+            i = idx[j]
+            kind = "future" if t > latest else "too_old"
+            result.rejected.append(Rejected(bytes(raws[j]), why, origin(i) if origin else "", i, kind))
+        return tuple([x[j] for j in keep] for x in (events, raws, idx, ts, srcs))
+
+    def _first_seen(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> list[bool]:
+        """Whether each event's id is new to its source (a redelivery is not)."""
+        cap = self.cfg.ingest.dedup_ids
+        if len(set(srcs)) == 1:
+            seen = self._recent.get(srcs[0]) or self._recent.setdefault(srcs[0], RecentIds(cap))
+            return seen.first_seen([e.event_id for e in events])
+        out = [True] * len(events)
+        by_src: dict[Hashable, list[int]] = {}
+        for j, s in enumerate(srcs):
+            by_src.setdefault(s, []).append(j)
+        for s, js in by_src.items():
+            seen = self._recent.get(s) or self._recent.setdefault(s, RecentIds(cap))
+            for j, new in zip(js, seen.first_seen([events[j].event_id for j in js]), strict=True):
+                out[j] = new
+        return out
+
+    def _track_models(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> None:
+        """Remember which source feeds each model, and restore the state of models new to memory."""
+        pairs = set(zip((e.model.id for e in events), srcs, strict=True))
+        for model, src in pairs:
+            self._models_of.setdefault(src, set()).add(model)
+        new = sorted({m for m, _ in pairs} - self._known)
+        if not new:
+            return
+        db = self.cfg.clickhouse.database
+        for m in self.monitors:
+            states = self._on_writer(lambda fam=m.family: read_checkpoints(self.writer.client, db, fam, new))
+            for model, (_, state) in states.items():
+                m.restore(model, state)
+        self._known.update(new)
 
     def _close(self, starts: list[int]) -> BatchResult:
         result = BatchResult()
@@ -163,49 +330,119 @@ class Pipeline:
             self.signals_out += len(signals)
             _export(signals)
             changes = self.engine.evaluate(signals)
-            self._apply(changes)
             result.signals += signals
             result.changes += changes
-        metrics.WATERMARK.set(max(self.clock.watermark, 0))
+        if result.changes:
+            for c in result.changes:
+                metrics.INCIDENT_CHANGES.labels(c.kind, c.incident.severity).inc()
+            firing = Counter(i.severity for i in self.engine.firing())
+            for sev in SEVERITIES:
+                metrics.FIRING.labels(sev).set(firing[sev])
+        metrics.WATERMARK.set(max(self.clock.closed_until, 0))
         metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
         return result
+
+    def _checkpoint_rows(self) -> list[tuple[str, str, float, bytes]]:
+        until = self.clock.closed_until
+        if not self.live or not math.isfinite(until):
+            return []
+        rows = [(CLOCK, str(s), until, b"") for s in sorted(self.clock.sources(), key=str)]
+        for m in self.monitors:
+            rows += [(m.family, model, until, state) for model, state in m.snapshot_dirty().items()]
+        return rows
+
+    def _submit(
+        self,
+        rejected: list[Rejected],
+        events: list[TelemetryEvent],
+        raws: list[bytes],
+        ts: list[float],
+        idx: list[int],
+        signals: list[Signal],
+        changes: list[IncidentChange],
+        origin: Callable[[int], str] | None = None,
+    ) -> Future[list[Rejected]]:
+        """Queue one batch's writes behind the previous batch's (waiting for those first)."""
+        checkpoints = self._checkpoint_rows() if signals else []
+        self.flush()
+        self._pending = self._io.submit(
+            self._write, rejected, events, raws, ts, idx, signals, changes, checkpoints, origin
+        )
+        return self._pending
 
     def _write(
         self,
         rejected: list[Rejected],
         events: list[TelemetryEvent],
         raws: list[bytes],
+        ts: list[float],
+        idx: list[int],
         signals: list[Signal],
         changes: list[IncidentChange],
-    ) -> None:
-        """One batch's ClickHouse writes, in order (runs on the writer thread)."""
+        checkpoints: list[tuple[str, str, float, bytes]],
+        origin: Callable[[int], str] | None,
+    ) -> list[Rejected]:
+        """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
         w = self.writer
-        for sink, write, *rows in (
-            ("rejected_events", w.write_rejected, [(r.source, r.reason, r.raw) for r in rejected]),
-            ("telemetry_events", w.write_events, events, raws),
-            ("signals", w.write_signals, signals),
-            ("incidents", w.write_incidents, [c.incident for c in changes]),
-        ):
-            try:
-                write(*rows)
-            except Exception:
-                metrics.WRITE_FAILURES.labels(sink).inc()
-                raise
+        with _sink("rejected_events"):
+            w.write_rejected([(r.source, r.reason, r.raw) for r in rejected])
+        with _sink("telemetry_events"):
+            refused = w.write_events(events, raws, ts)
+        late_rejects = [
+            Rejected(bytes(raws[i]), reason, origin(idx[i]) if origin else "", idx[i], "storage")
+            for i, reason in refused
+        ]
+        if late_rejects:
+            log.error("ClickHouse refused %d events; sent to the rejected events", len(late_rejects))
+            _count_rejects(late_rejects)
+            with _sink("rejected_events"):
+                w.write_rejected([(r.source, r.reason, r.raw) for r in late_rejects])
+            self.storage_rejected += late_rejects
+        with _sink("signals"):
+            w.write_signals(signals)
+        if changes:
+            with _sink("incident_store"):
+                self.store.apply(changes)
+            with _sink("incidents"):
+                w.write_incidents([c.incident for c in changes])
+            for fn in self.notify:
+                try:
+                    fn(changes)
+                except Exception:  # a broken notifier must not stop the pipeline
+                    log.exception("notifier %r failed", fn)
+        with _sink("checkpoints"):
+            w.write_checkpoints(checkpoints)
+        return late_rejects
 
-    def _apply(self, changes: list[IncidentChange]) -> None:
-        if not changes:
-            return
-        self.store.apply(changes)
-        for c in changes:
-            metrics.INCIDENT_CHANGES.labels(c.kind, c.incident.severity).inc()
-        for fn in self.notify:
-            try:
-                fn(changes)
-            except Exception:  # a broken notifier must not stop the pipeline
-                log.exception("notifier %r failed", fn)
-        firing = Counter(i.severity for i in self.engine.firing())
-        for sev in SEVERITIES:
-            metrics.FIRING.labels(sev).set(firing[sev])
+    def _on_writer(self, fn: Callable[[], object]):
+        """Run a read on the writer thread, after the writes queued before it."""
+        return self._io.submit(fn).result()
+
+
+class _sink:
+    """Count a failed write per sink in ``raiwatch_write_failures_total``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            metrics.WRITE_FAILURES.labels(self.name).inc()
+        return False
+
+
+def _clickhouse_status(ok: bool, detail: str) -> None:
+    metrics.CLICKHOUSE_UP.set(1 if ok else 0)
+    if not ok:
+        log.warning("ClickHouse is unavailable (%s): writes wait and retry; input is paused", detail)
+
+
+def _count_rejects(rejected: Sequence[Rejected]) -> None:
+    for kind, n in Counter(r.kind for r in rejected).items():
+        metrics.REJECTED.labels(kind).inc(n)
 
 
 def _export(signals: list[Signal]) -> None:

@@ -16,7 +16,7 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
 Str128 = Annotated[str, Meta(max_length=128)]
 Str64 = Annotated[str, Meta(max_length=64)]
-NonNegInt = Annotated[int, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]  # what ClickHouse stores exactly
 NonNegFloat = Annotated[float, Meta(ge=0)]
 Score = Annotated[float, Meta(ge=0, le=1)]
 EventTime = Annotated[datetime, Meta(tz=True)]

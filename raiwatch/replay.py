@@ -8,11 +8,13 @@ Writes into OUT: ``incidents.jsonl`` (incident.v1, final state of each incident)
 
 from __future__ import annotations
 
+import base64
 import gc
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 
 import orjson
@@ -34,6 +36,8 @@ class ReplaySummary:
     events: int = 0
     rejected: int = 0
     late: int = 0
+    replayed: int = 0
+    duplicates: int = 0
     signals: int = 0
     feedback: int = 0
     feedback_rejected: int = 0
@@ -107,6 +111,8 @@ def replay(
             if progress:
                 progress(sum(map(len, lines)) + len(lines))
         _collect(pipe.close_all(), summary, incidents, rej)
+        summary.rejected += len(pipe.storage_rejected)
+        _write_rejected(rej, pipe.storage_rejected)
         if feedback_path:
             _read_feedback(Path(feedback_path), summary, rej)
     summary.events = pipe.events_in
@@ -122,6 +128,8 @@ def _collect(res: BatchResult, summary: ReplaySummary, incidents: dict[str, Inci
     summary.lines += len(res.windows)
     summary.rejected += len(res.rejected)
     summary.late += res.late
+    summary.replayed += res.replayed
+    summary.duplicates += res.duplicates
     summary.signals += len(res.signals)
     _write_rejected(rej, res.rejected)
     for c in res.changes:
@@ -138,10 +146,16 @@ def _read_feedback(path: Path, summary: ReplaySummary, rej) -> None:
 
 
 def _write_rejected(rej, rejected: list[Rejected]) -> None:
+    """One JSON line per rejection: source, reason, size, sha256, and the bytes (as text when they
+    are UTF-8, else as ``raw_base64``), whole."""
     for r in rejected:
-        rej.write(
-            orjson.dumps({"source": r.source, "reason": r.reason, "raw": r.raw.decode("utf-8", "replace")})
-        )
+        rec = {"source": r.source, "reason": r.reason, "size": len(r.raw)}
+        rec["sha256"] = sha256(r.raw).hexdigest()
+        try:
+            rec["raw"] = r.raw.decode()
+        except UnicodeDecodeError:
+            rec["raw_base64"] = base64.b64encode(r.raw).decode()
+        rej.write(orjson.dumps(rec))
         rej.write(b"\n")
 
 

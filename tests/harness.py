@@ -138,14 +138,20 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Unlabelled samples of a Prometheus /metrics page on localhost."""
+    """Samples of a Prometheus /metrics page on localhost: each name's value summed over its labels
+    (a labelled counter reads as its total), and each labelled sample under its full name too."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    return {
-        name: float(value)
-        for name, value in (line.split(" ", 1) for line in text.splitlines() if line and line[0] != "#")
-        if "{" not in name
-    }
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name, value = line.rsplit(" ", 1)
+        base = name.split("{", 1)[0]
+        out[base] = out.get(base, 0.0) + float(value)
+        if "{" in name:
+            out[name] = float(value)
+    return out
 
 
 def incidents_jsonl(path: Path) -> list[dict]:

@@ -6,6 +6,7 @@ chdb opens one data path per process, so every ClickHouse test in a pytest run u
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +63,7 @@ def example_lines() -> list[bytes]:
 def decode(lines: list[bytes]):
     decoded = telemetry_codec.decode_batch(lines)
     assert not decoded.rejected, decoded.rejected
-    return decoded.events, decoded.raws
+    return decoded.events, decoded.raws, decoded.ts
 
 
 def rows(client, db: str, table: str = "telemetry_events") -> dict[str, dict]:
@@ -72,8 +73,8 @@ def rows(client, db: str, table: str = "telemetry_events") -> dict[str, dict]:
 
 
 def test_event_columns_are_typed_from_the_contract(client, db):
-    events, raws = decode(example_lines())
-    assert ClickHouseWriter(client, db).write_events(events, raws) == 4
+    events, raws, ts = decode(example_lines())
+    assert ClickHouseWriter(client, db).write_events(events, raws, ts) == []
 
     got = rows(client, db)
     claims, chat, blocked, embedder = (got[f"7f1c2a9e-000{i}"] for i in range(1, 5))
@@ -114,8 +115,8 @@ def test_event_columns_are_typed_from_the_contract(client, db):
 
 
 def test_text_is_kept_out_of_clickhouse_by_default(client, db):
-    events, raws = decode(example_lines())
-    ClickHouseWriter(client, db).write_events(events, raws)
+    events, raws, ts = decode(example_lines())
+    ClickHouseWriter(client, db).write_events(events, raws, ts)
 
     got = rows(client, db)
     chat = got["7f1c2a9e-0002"]
@@ -131,8 +132,8 @@ def test_text_is_kept_out_of_clickhouse_by_default(client, db):
 
 
 def test_text_is_stored_when_store_text(client, db):
-    events, raws = decode(example_lines())
-    ClickHouseWriter(client, db, store_text=True).write_events(events, raws)
+    events, raws, ts = decode(example_lines())
+    ClickHouseWriter(client, db, store_text=True).write_events(events, raws, ts)
 
     chat = rows(client, db)["7f1c2a9e-0002"]
     assert chat["request_text"] == "my export to csv keeps failing"
@@ -163,10 +164,10 @@ def test_strip_text_when_the_same_object_also_appears_elsewhere():
 
 
 def test_replayed_events_count_once(client, db):
-    events, raws = decode(example_lines())
+    events, raws, ts = decode(example_lines())
     writer = ClickHouseWriter(client, db)
-    writer.write_events(events, raws)
-    writer.write_events(events, raws)
+    writer.write_events(events, raws, ts)
+    writer.write_events(events, raws, ts)
 
     assert client.command(f"SELECT count() FROM {db}.telemetry_events") == 8  # until a merge
     assert count_events(client, db) == 4
@@ -184,8 +185,8 @@ def test_extreme_values_the_contract_allows_are_kept(client, db):
         "response": {"latency_ms": 1e300},
         "segments": {"gender": None, "region": "west"},
     }
-    events, raws = decode([orjson.dumps(line)])
-    assert ClickHouseWriter(client, db).write_events(events, raws) == 1
+    events, raws, ts = decode([orjson.dumps(line)])
+    assert ClickHouseWriter(client, db).write_events(events, raws, ts) == []
 
     row = rows(client, db)["huge"]
     assert row["ts"] == datetime(2026, 11, 2, 14, 3, 11, 482000, tzinfo=UTC)  # offset applied
@@ -206,19 +207,19 @@ def test_a_batch_spanning_many_days_of_old_history_is_kept(client, db):
         )
         for i in range(150)  # more days than the default partitions-per-insert limit (100), over a year back
     ]
-    events, raws = decode(lines)
-    assert ClickHouseWriter(client, db).write_events(events, raws) == 150
+    events, raws, ts = decode(lines)
+    assert ClickHouseWriter(client, db).write_events(events, raws, ts) == []
     assert count_events(client, db) == 150  # rows expire ttl_days after they were written, not after ts
 
 
 def test_empty_inputs_write_nothing(client, db):
     writer = ClickHouseWriter(client, db)
-    assert writer.write_events([], []) == 0
+    assert writer.write_events([], [], []) == []
     assert writer.write_signals([]) == writer.write_incidents([]) == writer.write_rejected([]) == 0
     assert client.command(f"SELECT count() FROM {db}.telemetry_events") == 0
-    events, raws = decode(example_lines()[:2])
-    with pytest.raises(ValueError, match="2 events but 1 raw"):
-        writer.write_events(events, raws[:1])
+    events, raws, ts = decode(example_lines()[:2])
+    with pytest.raises(ValueError, match="2 events, 1 raw payloads and 2 timestamps"):
+        writer.write_events(events, raws[:1], ts)
 
 
 def signal(value: float, ts: datetime = T0, **kw) -> Signal:
@@ -312,10 +313,11 @@ def test_incident_updates_win_by_updated_at(client, db):
 def test_rejected_inputs_are_kept_with_their_reason(client, db):
     writer = ClickHouseWriter(client, db)
     assert writer.write_rejected([("file.jsonl:7", "not JSON: truncated", b'{"event_id": ')]) == 1
-    ((source, reason, raw, received_at),) = client.query(
-        f"SELECT source, reason, raw, received_at FROM {db}.rejected_events"
+    ((source, reason, raw, size, sha, received_at),) = client.query(
+        f"SELECT source, reason, raw, size, sha256, received_at FROM {db}.rejected_events"
     ).result_rows
-    assert (source, reason, raw) == ("file.jsonl:7", "not JSON: truncated", '{"event_id": ')
+    assert (source, reason, raw, size) == ("file.jsonl:7", "not JSON: truncated", '{"event_id": ', 13)
+    assert sha == hashlib.sha256(b'{"event_id": ').hexdigest()
     assert abs(received_at - datetime.now(UTC)) < timedelta(minutes=1)
 
 
@@ -338,16 +340,16 @@ class FlakyClient:
 
 def test_transient_failures_are_retried_with_backoff(client, db):
     waits: list[float] = []
-    writer = ClickHouseWriter(FlakyClient(client, 3), db, backoff_s=0.5, sleep=waits.append)
-    events, raws = decode(example_lines())
-    assert writer.write_events(events, raws) == 4
+    writer = ClickHouseWriter(FlakyClient(client, 3), db, backoff_s=0.5, wait=waits.append)
+    events, raws, ts = decode(example_lines())
+    assert writer.write_events(events, raws, ts) == []
     assert waits == [0.5, 1.0, 2.0]
     assert count_events(client, db) == 4
 
 
 def test_a_lasting_outage_raises_storage_error_after_bounded_retries(client, db):
     waits: list[float] = []
-    writer = ClickHouseWriter(FlakyClient(client, 100), db, retries=4, max_backoff_s=2, sleep=waits.append)
+    writer = ClickHouseWriter(FlakyClient(client, 100), db, retries=4, max_backoff_s=2, wait=waits.append)
     with pytest.raises(StorageError, match=rf"writing 1 rows to {db}.signals failed after 5 attempts"):
         writer.write_signals([signal(0.1)])
     assert waits == [0.5, 1.0, 2.0, 2.0]
@@ -356,7 +358,7 @@ def test_a_lasting_outage_raises_storage_error_after_bounded_retries(client, db)
 def test_a_permanent_failure_is_not_retried(chdb_dsn):
     waits: list[float] = []
     client = connect(chdb_dsn, "never_migrated")
-    writer = ClickHouseWriter(client, "never_migrated", sleep=waits.append)
+    writer = ClickHouseWriter(client, "never_migrated", wait=waits.append)
     with pytest.raises(StorageError, match=r"never_migrated\.signals"):
         writer.write_signals([signal(0.1)])
     assert waits == []

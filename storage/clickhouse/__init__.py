@@ -4,20 +4,28 @@ Embedded (``chdb:///abs/path``) or server (``http(s)://...``) through one clickh
 client; the tables are documented in ``migrations/`` and in ClickHouse itself (column comments).
 """
 
-from storage.clickhouse.client import Client, close_all, connect
-from storage.clickhouse.queries import count_events, events_per_model, recent_signals, signals_df
+from storage.clickhouse.client import Client, ConnectOptions, close_all, connect
+from storage.clickhouse.queries import (
+    count_events,
+    events_per_model,
+    read_checkpoints,
+    recent_signals,
+    signals_df,
+)
 from storage.clickhouse.schema import applied_versions, migrate, render_migrations
 from storage.clickhouse.writer import ClickHouseWriter
 
 __all__ = [
     "ClickHouseWriter",
     "Client",
+    "ConnectOptions",
     "applied_versions",
     "close_all",
     "connect",
     "count_events",
     "events_per_model",
     "migrate",
+    "read_checkpoints",
     "recent_signals",
     "render_migrations",
     "signals_df",

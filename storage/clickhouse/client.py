@@ -3,7 +3,9 @@
 ``chdb:///abs/path`` runs the ClickHouse engine in this process on that directory (created if
 missing). chdb allows one data path per process and one process per path, so a second path, or
 a path another process holds, fails here with a ``StorageError`` that says so.
-``http://user:password@host:8123`` or ``https://...:8443`` reach a server or cluster.
+``http://user:password@host:8123`` or ``https://...:8443`` reach a server or cluster: the scheme
+decides TLS whatever the port, and every request is bounded by ``ConnectOptions`` timeouts, so a
+server that accepts connections and never answers is reported within seconds, not minutes.
 
 Query results carry timezone-aware UTC datetimes. Clients are cached per ``(dsn, database)``:
 asking again returns the same client. Several clients on one chdb path are allowed (each has its
@@ -15,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from raiwatch.errors import StorageError
 
-__all__ = ["Client", "close_all", "connect", "redact"]
+__all__ = ["Client", "ConnectOptions", "close_all", "connect", "redact", "scrub"]
 
 _clients: dict[tuple[str, str], Client] = {}
 _lock = threading.Lock()
@@ -40,7 +44,7 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def _open(dsn: str) -> Client:
+def _open(dsn: str, options: ConnectOptions) -> Client:
     parts = urlsplit(dsn)
     if parts.scheme == "chdb":
         path = parts.path
@@ -53,7 +57,19 @@ def _open(dsn: str) -> Client:
     if parts.scheme in ("http", "https"):
         if not parts.hostname:
             raise StorageError(f"ClickHouse DSN {redact(dsn)!r} names no host")
-        return clickhouse_connect.get_client(dsn=dsn, tz_mode="aware")
+        # The scheme decides TLS: clickhouse-connect would infer it from the port (443/8443 only)
+        # and send an https DSN on any other port, credentials included, as plain HTTP.
+        return clickhouse_connect.get_client(
+            dsn=dsn,
+            interface=parts.scheme,
+            secure=parts.scheme == "https",
+            verify=options.verify_tls,
+            ca_cert=options.ca_cert or None,
+            connect_timeout=options.connect_timeout_s,
+            send_receive_timeout=options.send_receive_timeout_s,
+            query_retries=0,
+            tz_mode="aware",
+        )
     raise StorageError(
         f"ClickHouse DSN {redact(dsn)!r}: unknown scheme {parts.scheme!r}; use chdb:///abs/path, "
         "http://host:8123 or https://host:8443"
@@ -76,8 +92,16 @@ def _held_by_other_process(path: str) -> str | None:
     return None
 
 
+def scrub(text: str, dsn: str) -> str:
+    """``text`` without the DSN's password (or any ``scheme://user:password@`` in it)."""
+    password = urlsplit(dsn).password if "://" in dsn else None
+    if password:
+        text = text.replace(password, "***")
+    return re.sub(r"://([^/:@\s]+):[^/@\s]*@", r"://\1:***@", text)
+
+
 def _explain(dsn: str, err: Exception) -> str:
-    msg = str(err)
+    msg = scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, dsn)
     holder = _held_by_other_process(urlsplit(dsn).path) if dsn.startswith("chdb:") else None
     if "already initialized with path" in msg:
         hint = "this process already opened a different chdb path (one path per process)"
@@ -88,7 +112,17 @@ def _explain(dsn: str, err: Exception) -> str:
     return f"ClickHouse at {redact(dsn)}: {hint}: {msg}"
 
 
-def connect(dsn: str, database: str) -> Client:
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach a ClickHouse server (ignored by the embedded engine)."""
+
+    connect_timeout_s: float = 5.0  # to open a connection
+    send_receive_timeout_s: float = 30.0  # to send a request or wait for any answer to it
+    verify_tls: bool = True  # check the server's certificate on https
+    ca_cert: str = ""  # a CA bundle to check it against ("" = the system's)
+
+
+def connect(dsn: str, database: str, options: ConnectOptions | None = None) -> Client:
     """The cached client for ``(dsn, database)``, with ``database`` as its default once it exists.
 
     On chdb the database is created here (no cluster to consider); on a server ``migrate``
@@ -100,7 +134,7 @@ def connect(dsn: str, database: str) -> Client:
         if client is not None:
             return client
         try:
-            client = _open(dsn)
+            client = _open(dsn, options or ConnectOptions())
             if dsn.startswith("chdb:"):
                 client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
             exists = client.command(

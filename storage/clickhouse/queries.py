@@ -98,3 +98,19 @@ def recent_signals(client: Client, database: str, since: datetime | None) -> lis
             result.result_rows
         )
     ]
+
+
+def read_checkpoints(
+    client: Client, database: str, kind: str, keys: list[str]
+) -> dict[str, tuple[float, bytes]]:
+    """The newest checkpoint of each of ``keys`` of this ``kind``: ``key -> (until epoch s, state)``."""
+    if not keys:
+        return {}
+    rows = client.query(
+        "SELECT key, toUnixTimestamp64Milli(max(until)) AS until_ms, argMax(state, until) AS state"
+        f" FROM {database}.checkpoints WHERE kind = {{kind:String}} AND key IN {{keys:Array(String)}}"
+        " GROUP BY key",
+        parameters={"kind": kind, "keys": keys},
+        column_formats={"state": "bytes"},
+    ).result_rows
+    return {key: (until_ms / 1000, bytes(state)) for key, until_ms, state in rows}

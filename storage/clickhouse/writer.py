@@ -7,19 +7,25 @@ per table and timestamps as integer milliseconds. Replays are safe: the tables a
 ReplacingMergeTree, so a re-written event, signal or incident collapses under ``FINAL``.
 
 A failed insert is retried with exponential backoff when the failure can pass (connection
-lost, server overloaded or restarting); a failure that cannot (a bad schema) is raised at once.
-Either way the caller gets a ``StorageError`` and must not commit its input offsets.
+lost, server overloaded or restarting): a bounded number of times, or (streaming) until it
+succeeds or the worker stops. A failure that cannot pass is raised at once as ``Refused``;
+for raw events the batch is bisected so that only the rows ClickHouse refuses are given back
+(as rejections) and the rest are written. The caller must not commit input offsets for a write
+that raised.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import time
+import re
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import msgspec
+import numpy as np
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from msgspec import UNSET
 
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
 
-INGEST_COLUMNS = ("raw", "ingested_at")
+INGEST_COLUMNS = ("event_id", "ts", "model_id", "raw", "ingested_at")
 SIGNAL_COLUMNS = (
     "ts", "window_s", "signal", "family", "model_id", "model_version", "dims", "dims_key", "value",
     "baseline", "lower", "upper", "p_value", "n", "inserted_at",
@@ -43,7 +49,8 @@ INCIDENT_COLUMNS = (
     "incident_id", "dedup_key", "rule", "signal", "severity", "status", "opened_at", "acknowledged_at",
     "resolved_at", "labels", "summary", "runbook_url", "value", "threshold", "feedback", "updated_at",
 )  # fmt: skip
-REJECTED_COLUMNS = ("received_at", "source", "reason", "raw")
+CHECKPOINT_COLUMNS = ("kind", "key", "until", "state", "written_at")
+REJECTED_COLUMNS = ("received_at", "source", "reason", "size", "sha256", "raw")
 
 # ClickHouse error codes worth a retry: the server is busy, short of memory, restarting or unreachable.
 TRANSIENT_CODES = frozenset({
@@ -170,12 +177,23 @@ def _transient(err: Exception) -> bool:
     return isinstance(err, (ConnectionError, TimeoutError))
 
 
+class Refused(StorageError):
+    """ClickHouse refused a write for what it contains (not for its own state): retrying cannot help."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+
+
 class ClickHouseWriter:
-    """Writes record batches to the raiwatch tables of ``database``; every write returns its row count.
+    """Writes record batches to the raiwatch tables of ``database``.
 
     ``store_text=False`` (the default) keeps prompt and response text out of ClickHouse: out of
-    the text columns and out of ``raw``. ``retries`` bounds the retries of a transient failure,
-    waiting ``backoff_s`` doubled each time up to ``max_backoff_s``.
+    the text columns and out of ``raw``. A transient failure (server down, overloaded, timed out)
+    is retried, waiting ``backoff_s`` doubled each time up to ``max_backoff_s``: ``retries``
+    times, or with ``retries=None`` until it succeeds or ``stop`` is set (a streaming worker
+    pauses behind it instead of giving up). ``on_status(ok, detail)`` hears when ClickHouse
+    becomes unavailable and when it is back.
     """
 
     def __init__(
@@ -184,10 +202,12 @@ class ClickHouseWriter:
         database: str,
         store_text: bool = False,
         *,
-        retries: int = 5,
+        retries: int | None = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 8.0,
-        sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
+        on_status: Callable[[bool, str], None] | None = None,
+        wait: Callable[[float], object] | None = None,
     ):
         self.client = client
         self.database = database
@@ -195,21 +215,35 @@ class ClickHouseWriter:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._sleep = sleep
+        self.stop = stop or threading.Event()
+        self.on_status = on_status
+        self.available = True
+        self._wait = wait or self.stop.wait  # wait(seconds) -> True when stopped meanwhile
         self._types: dict[str, list] = {}
 
-    def write_events(self, events: Sequence[TelemetryEvent], raws: Sequence[bytes]) -> int:
-        """Insert valid events with their original bytes (same order); returns the row count.
+    def write_events(
+        self, events: Sequence[TelemetryEvent], raws: Sequence[bytes], ts: Sequence[float]
+    ) -> list[tuple[int, str]]:
+        """Insert valid events with their original bytes and epoch-second timestamps (same order).
 
-        Only the raw JSON crosses over: ``telemetry_events_mv`` parses it once inside ClickHouse
-        into the typed columns, off the Python interpreter's lock.
+        ``event_id``, ``ts`` and ``model_id`` go as validated; ``telemetry_events_mv`` parses the
+        rest of the raw JSON once inside ClickHouse, off the Python interpreter's lock. A batch
+        ClickHouse refuses is split in halves until the refused rows are alone; returns those as
+        ``(index, reason)`` (normally none) and writes the rest.
         """
-        if len(events) != len(raws):
-            raise ValueError(f"{len(events)} events but {len(raws)} raw payloads")
+        if not len(events) == len(raws) == len(ts):
+            raise ValueError(f"{len(events)} events, {len(raws)} raw payloads and {len(ts)} timestamps")
         if not events:
-            return 0
-        columns = [event_raws(events, raws, self.store_text), [now_ms()] * len(events)]
-        return self._insert("telemetry_events_in", INGEST_COLUMNS, columns, EVENT_INSERT_SETTINGS)
+            return []
+        ms = np.floor(np.asarray(ts, dtype=np.float64) * 1000 + 5e-4).astype(np.int64).tolist()
+        columns = [
+            [e.event_id for e in events],
+            ms,
+            [e.model.id for e in events],
+            event_raws(events, raws, self.store_text),
+            [now_ms()] * len(events),
+        ]
+        return self._insert_isolating("telemetry_events_in", INGEST_COLUMNS, columns, EVENT_INSERT_SETTINGS)
 
     def write_signals(self, signals: Sequence[Signal]) -> int:
         """Insert signals; a signal re-written for the same scope and window collapses under FINAL."""
@@ -264,16 +298,32 @@ class ClickHouseWriter:
         return self._insert("incidents", INCIDENT_COLUMNS, columns)
 
     def write_rejected(self, rows: Sequence[tuple[str, str, bytes]]) -> int:
-        """Insert rejected inputs as ``(source, reason, raw)``, stamped with the current time."""
+        """Insert rejected inputs as ``(source, reason, raw)``, stamped with the current time, their
+        size and SHA-256; the bytes are kept whole."""
         if not rows:
             return 0
         columns = [
             [now_ms()] * len(rows),
             [r[0] for r in rows],
             [r[1] for r in rows],
+            [len(r[2]) for r in rows],
+            [hashlib.sha256(r[2]).hexdigest() for r in rows],
             [bytes(r[2]) for r in rows],
         ]
         return self._insert("rejected_events", REJECTED_COLUMNS, columns)
+
+    def write_checkpoints(self, rows: Sequence[tuple[str, str, float, bytes]]) -> int:
+        """Insert ``(kind, key, until_epoch_s, state)`` rows in one block (one atomic insert)."""
+        if not rows:
+            return 0
+        columns = [
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [round(r[2] * 1000) for r in rows],
+            [bytes(r[3]) for r in rows],
+            [now_ms()] * len(rows),
+        ]
+        return self._insert("checkpoints", CHECKPOINT_COLUMNS, columns)
 
     def _column_types(self, table: str, names: Sequence[str]) -> list:
         types = self._types.get(table)
@@ -282,12 +332,29 @@ class ClickHouseWriter:
             types = self._types[table] = list(ctx.column_types)
         return types
 
+    def _insert_isolating(
+        self, table: str, names: Sequence[str], columns: list[list], settings: dict | None, first: int = 0
+    ) -> list[tuple[int, str]]:
+        """Insert; on a refusal, bisect to the refused rows and return them as ``(index, reason)``."""
+        try:
+            self._insert(table, names, columns, settings)
+            return []
+        except Refused as e:
+            n = len(columns[0])
+            if n == 1:
+                return [(first, f"refused by ClickHouse: {e.detail}")]
+            half = n // 2
+            return self._insert_isolating(
+                table, names, [c[:half] for c in columns], settings, first
+            ) + self._insert_isolating(table, names, [c[half:] for c in columns], settings, first + half)
+
     def _insert(
         self, table: str, names: Sequence[str], columns: list[list], settings: dict | None = None
     ) -> int:
         where = f"{self.database}.{table}"
         delay = self.backoff_s
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 self.client.insert(
                     table,
@@ -298,15 +365,34 @@ class ClickHouseWriter:
                     column_oriented=True,
                     settings=settings,
                 )
-                return len(columns[0])
             except Exception as e:
+                detail, rows = _first_line(e), len(columns[0])
                 if not _transient(e):
-                    raise StorageError(f"writing {len(columns[0])} rows to {where} failed: {e}") from e
-                if attempt == self.retries:
+                    raise Refused(f"writing {rows} rows to {where} failed: {detail}", detail) from e
+                attempt += 1
+                if (self.retries is not None and attempt > self.retries) or self.stop.is_set():
                     raise StorageError(
-                        f"writing {len(columns[0])} rows to {where} failed after {attempt + 1} attempts: {e}"
+                        f"writing {rows} rows to {where} failed after {attempt} attempts: {detail}"
                     ) from e
-                log.warning("ClickHouse insert into %s failed (%s); retry in %.1f s", where, e, delay)
-                self._sleep(delay)
+                self._set_available(False, detail)
+                log.warning("ClickHouse insert into %s failed (%s); retry in %.1f s", where, detail, delay)
+                if self._wait(delay) or self.stop.is_set():
+                    raise StorageError(f"stopped while writing to {where}: {detail}") from e
                 delay = min(delay * 2, self.max_backoff_s)
-        raise AssertionError("unreachable")
+                continue
+            self._set_available(True, "")
+            return len(columns[0])
+
+    def _set_available(self, ok: bool, detail: str) -> None:
+        if ok != self.available:
+            self.available = ok
+            if ok:
+                log.warning("ClickHouse is writable again")
+            if self.on_status:
+                self.on_status(ok, detail)
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error, without a URL's credentials."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return re.sub(r"://[^/@\s]+@", "://***@", text)[:500]

@@ -1,0 +1,817 @@
+"""Serve an embedded chdb data path over (enough of) ClickHouse's HTTP interface.
+
+``ClickHouseHTTPServer`` answers the requests the clickhouse-connect HTTP client makes (start-up
+probes, ``command``, ``query``/``query_df`` in Native, ``insert`` in Native, lz4/zstd/gzip/deflate
+on both directions), plain ``curl`` use (``?query=``, SQL in the body, TabSeparated by default,
+``default_format``, ``param_<name>`` parameters, URL settings, multipart forms without files),
+``GET /ping`` and ``GET /``. Errors come back as ClickHouse sends them: ``Code: N. DB::Exception:
+...`` with the ``X-ClickHouse-Exception-Code`` header and ClickHouse's HTTP status for that code.
+
+Every request runs in a chdb connection of its own (chdb runs connections in parallel), set up
+with ``USE <database>`` and one ``SET`` holding the URL settings, then the server's bounds
+(``max_execution_time``, ``max_result_rows`` with ``result_overflow_mode='throw'``; a client may
+lower them, not raise them), then ``readonly``: 1 when the server is read-only (the engine then
+refuses writes, DDL and any later setting change, e.g. a ``SETTINGS`` clause), 2 for GET requests
+as in ClickHouse. Not supported: sessions (``session_id`` is accepted, but each request starts a
+fresh session, so ``SET``/``USE``/temporary tables do not carry over), external data, users and
+passwords (any credentials are accepted: bind to localhost), ClickHouse's own ``compress=1``
+block format, ``client_protocol_version`` (clients fall back to plain Native), progress headers,
+multi-statement requests, ``INTO OUTFILE`` and ``FROM INFILE``. Results are built in memory
+before they are sent.
+
+Run it with ``python -m storage.clickhouse.httpserver --path /abs/dir --port 8123 [--read-write]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import email.policy
+import fcntl
+import gzip
+import io
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import chdb
+import lz4.frame
+
+from raiwatch.errors import StorageError
+
+try:  # a clickhouse-connect dependency before Python 3.14
+    from backports import zstd as _zstd
+except ImportError:  # pragma: no cover - Python 3.14+
+    try:
+        from compression import zstd as _zstd  # type: ignore[no-redef]
+    except ImportError:
+        _zstd = None  # type: ignore[assignment]
+
+__all__ = ["ClickHouseHTTPServer", "main"]
+
+log = logging.getLogger(__name__)
+
+_HEAD_BYTES = 1 << 20  # an INSERT's FORMAT clause must appear within this prefix of the request
+_READ_BYTES = 1 << 20
+_APPEND_BYTES = 4 << 20
+_DRAIN_LIMIT = 256 << 20
+_KEEP_ALIVE_S = 30
+_MAX_URI = 1 << 20  # ClickHouse's http_max_uri_size
+
+# URL parameters that are part of the HTTP protocol, not settings.
+_RESERVED = frozenset(
+    {
+        "query", "database", "default_format", "user", "password", "quota_key", "query_id", "session_id",
+        "session_timeout", "session_check", "close_session", "compress", "decompress", "buffer_size",
+        "wait_end_of_query", "client_protocol_version", "role", "stacktrace",
+    }
+)  # fmt: skip
+
+# ClickHouse's exceptionCodeToHTTPStatus (src/Server/HTTP/exceptionCodeToHTTPStatus.cpp); others are 500.
+_STATUS_OF_CODES: dict[int, str] = {
+    401: "194",  # REQUIRED_PASSWORD
+    403: "192 193 516 512 497",  # UNKNOWN_USER, WRONG_PASSWORD, AUTHENTICATION_FAILED, ACCESS_DENIED, ...
+    # BAD_ARGUMENTS, CANNOT_PARSE_*, SYNTAX_ERROR, TYPE_MISMATCH, ...
+    400: "36 427 6 25 26 38 41 72 441 675 676 27 376 15 44 37 123 8 167 168 223 62 117 53 321",
+    404: "60 46 47 50 56 81 115 152 63 73 336 78 511",  # UNKNOWN_TABLE, UNKNOWN_SETTING, ...
+    413: "229",  # QUERY_IS_TOO_LARGE
+    501: "48",  # NOT_IMPLEMENTED
+    503: "209 76 439",  # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK
+    411: "381",  # HTTP_LENGTH_REQUIRED
+    408: "159",  # TIMEOUT_EXCEEDED
+    415: "779",  # UNSUPPORTED_MEDIA_TYPE
+}
+_HTTP_STATUS = {int(code): status for status, codes in _STATUS_OF_CODES.items() for code in codes.split()}
+
+_GET_IS_READONLY = (
+    "For queries over HTTP, method GET implies readonly. You should use method POST for modifying queries."
+)
+_CODE_RE = re.compile(r"Code: (\d+)\.")
+_SETTING_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN_RE = re.compile(
+    rb"""(?P<ws>\s+)
+    |(?P<comment>--[^\n]*|\#[ !][^\n]*)
+    |(?P<block>/\*)
+    |(?P<str>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`(?:[^`\\]|\\.|``)*`)
+    |(?P<heredoc>\$[A-Za-z0-9_]*\$)
+    |(?P<word>[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)
+    |(?P<num>[0-9][A-Za-z0-9_.]*)
+    |(?P<punct>.)""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+class _ChError(Exception):
+    """A ClickHouse-style exception: numeric code and ``Code: N. DB::Exception: ...`` text."""
+
+    def __init__(self, code: int, text: str):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+    @classmethod
+    def make(cls, code: int, name: str, message: str) -> _ChError:
+        return cls(code, f"Code: {code}. DB::Exception: {message}. ({name})")
+
+    @classmethod
+    def of(cls, exc: BaseException) -> _ChError:
+        """The ClickHouse error inside a chdb exception's message (``Code: N. ...``), else code 1002."""
+        if isinstance(exc, _ChError):
+            return exc
+        text = str(exc)
+        at = text.find("Code: ")
+        match = _CODE_RE.match(text, at) if at >= 0 else None
+        if match is None:
+            return cls.make(1002, "UNKNOWN_EXCEPTION", f"{type(exc).__name__}: {text}")
+        return cls(int(match.group(1)), text[at:].strip())
+
+
+# ---- request body ------------------------------------------------------------------------------
+
+
+class _Body:
+    """The request body as raw chunks (Content-Length or chunked transfer encoding)."""
+
+    def __init__(self, rfile: io.BufferedIOBase, headers: Message):
+        self._rfile = rfile
+        self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+        self._left = 0 if self._chunked else int(headers.get("Content-Length") or 0)
+        self.done = not self._chunked and self._left == 0
+
+    def _read(self, n: int) -> bytes:
+        data = self._rfile.read(n)
+        if len(data) != n:
+            self.done = True
+            raise _ChError.make(33, "CANNOT_READ_ALL_DATA", "The request body ended early")
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        while not self.done:
+            if not self._chunked:
+                n = min(self._left, _READ_BYTES)
+                data = self._read(n)
+                self._left -= n
+                self.done = self._left == 0
+                yield data
+                continue
+            size = int(self._rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                self.done = True
+                return
+            while size:
+                n = min(size, _READ_BYTES)
+                size -= n
+                yield self._read(n)
+            self._rfile.readline(1024)
+
+    def drain(self) -> bool:
+        """Read and drop what is left; False if more than ``_DRAIN_LIMIT`` bytes were left."""
+        total = 0
+        for chunk in self.chunks():
+            total += len(chunk)
+            if total > _DRAIN_LIMIT:
+                return False
+        return True
+
+
+def _lz4_decoder() -> Any:
+    return lz4.frame.LZ4FrameDecompressor()
+
+
+def _zstd_decoder() -> Any:
+    if _zstd is None:
+        raise _ChError.make(89, "UNKNOWN_COMPRESSION_METHOD", "zstd is not available on this server")
+    return _zstd.ZstdDecompressor()
+
+
+_DECODERS: dict[str, Callable[[], Any]] = {
+    "lz4": _lz4_decoder,
+    "zstd": _zstd_decoder,
+    "gzip": lambda: zlib.decompressobj(wbits=31),
+    "deflate": zlib.decompressobj,
+}
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "lz4": lz4.frame.compress,
+    "gzip": lambda data: gzip.compress(data, compresslevel=3),
+    "deflate": zlib.compress,
+}
+if _zstd is not None:
+    _ENCODERS["zstd"] = _zstd.compress
+
+
+def _decoded(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
+    """Decompress a body sent with ``Content-Encoding``; clients may send several frames in a row."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        yield from chunks
+        return
+    factory = _DECODERS.get(encoding)
+    if factory is None:
+        raise _ChError.make(89, "UNKNOWN_COMPRESSION_METHOD", f"Unknown HTTP compression method '{encoding}'")
+    decoder, partial = factory(), False
+    for chunk in chunks:
+        while chunk:
+            try:
+                out = decoder.decompress(chunk)
+            except _ChError:
+                raise
+            except Exception as e:
+                message = f"Cannot decompress the {encoding} body: {e}"
+                raise _ChError.make(271, "CANNOT_DECOMPRESS", message) from e
+            partial = True
+            if out:
+                yield out
+            chunk = b""
+            if decoder.eof:
+                chunk, decoder, partial = decoder.unused_data, factory(), False
+    if partial:
+        raise _ChError.make(271, "CANNOT_DECOMPRESS", f"The {encoding} body ends inside a frame")
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The fields of a ``multipart/form-data`` body; file parts (external data) are refused."""
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    fields: dict[str, str] = {}
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        if part.get_filename() is not None:
+            raise _ChError.make(48, "NOT_IMPLEMENTED", "External data (file parts) is not supported here")
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = payload.decode()
+    return fields
+
+
+# ---- statement shape ---------------------------------------------------------------------------
+
+
+def _tokens(sql: bytes) -> Iterator[tuple[str, bytes, int, int]]:
+    """Significant tokens ``(kind, upper-cased text, start, end)``; comments, strings skipped lazily."""
+    pos, n = 0, len(sql)
+    while pos < n:
+        m = _TOKEN_RE.match(sql, pos)
+        assert m is not None  # the last alternative matches any byte
+        kind, start, pos = m.lastgroup or "punct", m.start(), m.end()
+        if kind == "block":  # ClickHouse block comments nest
+            depth = 1
+            while depth and pos < n:
+                close, opening = sql.find(b"*/", pos), sql.find(b"/*", pos)
+                if close < 0:
+                    pos = n
+                elif 0 <= opening < close:
+                    depth, pos = depth + 1, opening + 2
+                else:
+                    depth, pos = depth - 1, close + 2
+        elif kind == "heredoc":
+            close = sql.find(m.group(), pos)
+            if close < 0:
+                yield "punct", b"$", start, start + 1
+                pos = start + 1
+            else:
+                pos = close + len(m.group())
+                yield "str", b"", start, pos
+        elif kind not in ("ws", "comment"):
+            yield kind, m.group().upper(), start, pos
+
+
+@dataclass
+class _Shape:
+    """What the server needs to know about a statement without parsing it (ClickHouse parses it)."""
+
+    empty: bool = True
+    insert: bool = False
+    fmt: str | None = None  # an explicit FORMAT clause
+    fmt_at: int = -1  # INSERT ... FORMAT: where the statement proper ends
+    data_at: int = -1  # INSERT ... FORMAT: where its data starts
+    multi: bool = False
+    outfile: bool = False
+    infile: bool = False
+
+
+def _shape(sql: bytes) -> _Shape:
+    """Classify ``sql``: INSERT with inline data (and where it starts), explicit output format, ...
+
+    An INSERT's data starts after its ``FORMAT <name>`` and the blanks and one newline that follow,
+    as in ClickHouse's ParserInsertQuery; the data itself is never scanned.
+    """
+    shape = _Shape()
+    depth, prev = 0, b""
+    fmt_at, fmt_name = -1, ""  # a FORMAT keyword at depth 0, and the name after it
+    tokens = _tokens(sql)
+    for kind, text, start, end in tokens:
+        if shape.empty:
+            shape.empty, shape.insert = False, kind == "word" and text == b"INSERT"
+        if fmt_at >= 0:
+            if not fmt_name and kind == "word":
+                if shape.insert:
+                    shape.fmt, shape.fmt_at = sql[start:end].decode(), fmt_at
+                    shape.data_at = _data_start(sql, end)
+                    return shape
+                fmt_name, prev = sql[start:end].decode(), text
+                continue
+            if fmt_name and text in (b";", b"SETTINGS"):  # only these may follow a SELECT's FORMAT <name>
+                shape.fmt = fmt_name
+            fmt_at, fmt_name = -1, ""
+        if kind == "punct":
+            if text in (b"(", b"[", b"{"):
+                depth += 1
+            elif text in (b")", b"]", b"}"):
+                depth = max(depth - 1, 0)
+            elif text == b";" and depth == 0:
+                shape.multi = next(tokens, None) is not None
+                return shape
+        elif kind == "word" and depth == 0:
+            if text == b"OUTFILE" and prev == b"INTO":
+                shape.outfile = True
+            elif text == b"INFILE" and prev == b"FROM":
+                shape.infile = True
+            elif prev in (b".", b"INTO", b"TABLE", b"FUNCTION"):
+                pass  # a name, e.g. a table called "format"
+            elif shape.insert and text in (b"SELECT", b"WITH", b"VALUES"):
+                return shape  # the rows come from the statement itself
+            elif text == b"FORMAT" and not shape.infile:
+                fmt_at = start
+        prev = text
+    if fmt_name:
+        shape.fmt = fmt_name
+    return shape
+
+
+def _data_start(sql: bytes, at: int) -> int:
+    if sql[at : at + 1] == b";":
+        message = "You have excessive ';' symbol before data for INSERT: put whitespace before the data"
+        raise _ChError.make(62, "SYNTAX_ERROR", message)
+    while sql[at : at + 1] in (b" ", b"\t", b"\f"):
+        at += 1
+    if sql[at : at + 1] == b"\r":
+        at += 1
+    if sql[at : at + 1] == b"\n":
+        at += 1
+    return at
+
+
+# ---- execution ---------------------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def _bounded(value: str | None, bound: float) -> float:
+    """``bound``, or the client's smaller positive value."""
+    try:
+        asked = float(value) if value is not None else 0.0
+    except ValueError:
+        asked = 0.0
+    return asked if 0 < asked < bound else bound
+
+
+def _content_type(fmt: str) -> str:
+    f = fmt.lower()
+    if f.startswith(("tabseparated", "tsv")):
+        return "text/tab-separated-values; charset=UTF-8"
+    if f.startswith("csv"):
+        return "text/csv; charset=UTF-8; header=absent"
+    if f.startswith("json"):
+        return "application/json; charset=UTF-8"
+    if f.startswith(("native", "rowbinary", "parquet", "arrow", "orc", "avro", "protobuf", "msgpack")):
+        return "application/octet-stream"
+    return "text/plain; charset=UTF-8"
+
+
+@dataclass
+class _Response:
+    body: bytes = b""
+    fmt: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _locked(path: str) -> bool:
+    """Whether another process holds chdb's lock on ``path`` (its ``status`` file)."""
+    try:
+        with open(os.path.join(path, "status"), "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        pass
+    return False
+
+
+class _Engine:
+    """Runs one HTTP request's statement on chdb, each in a chdb connection of its own."""
+
+    def __init__(self, path: str, readonly: bool, max_execution_time_s: float, max_result_rows: int):
+        self.path = path
+        self.readonly = readonly
+        self.max_execution_time_s = max_execution_time_s
+        self.max_result_rows = max_result_rows
+        self.version = ""
+        self.timezone = "UTC"
+        self._anchor: Any = None
+
+    def open(self) -> None:
+        """Open the anchor connection, which keeps the engine up between requests."""
+        try:
+            self._anchor = chdb.connect(self.path)
+            info = self._anchor.query("SELECT version(), timezone()", "TabSeparated").bytes()
+        except Exception as e:
+            self.close()
+            hint = (
+                "another process has it open (one process per path)"
+                if _locked(self.path)
+                else "cannot open it"
+            )
+            raise StorageError(f"chdb path {self.path}: {hint}: {e}") from e
+        self.version, _, tz = info.decode().strip().partition("\t")
+        self.timezone = tz or "UTC"
+
+    def close(self) -> None:
+        anchor, self._anchor = self._anchor, None
+        if anchor is not None:
+            with contextlib.suppress(Exception):
+                anchor.close()
+
+    def _changes(self, settings: dict[str, str], is_get: bool) -> dict[str, str]:
+        """URL settings, then the server's bounds, then ``readonly`` (applied in one SET)."""
+        changes = dict(settings)
+        asked_readonly = changes.pop("readonly", "0")
+        if self.max_execution_time_s > 0:
+            limit = _bounded(changes.get("max_execution_time"), self.max_execution_time_s)
+            changes["max_execution_time"] = f"{limit:g}"
+        if self.max_result_rows > 0:
+            rows = int(_bounded(changes.get("max_result_rows"), self.max_result_rows))
+            changes["max_result_rows"] = str(rows)
+            changes["result_overflow_mode"] = "throw"
+        if self.readonly or asked_readonly == "1":
+            changes["readonly"] = "1"
+        elif is_get or asked_readonly == "2":
+            changes["readonly"] = "2"
+        return changes
+
+    @contextlib.contextmanager
+    def _session(self, database: str | None, changes: dict[str, str]) -> Iterator[Any]:
+        conn = chdb.connect(self.path)
+        try:
+            if database:
+                conn.query(f"USE {_quote_ident(database)}", "TabSeparated")
+            if changes:
+                for name in changes:
+                    if not _SETTING_RE.fullmatch(name):
+                        raise _ChError.make(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
+                sets = ", ".join(f"{name} = {_quote(value)}" for name, value in changes.items())
+                conn.query(f"SET {sets}", "TabSeparated")
+            yield conn
+        finally:
+            conn.close()
+
+    def handle(self, params: dict[str, str], headers: Message, body: _Body, is_get: bool) -> _Response:
+        """Run the request's statement; raises ``_ChError`` for anything ClickHouse would refuse."""
+        started = time.monotonic()
+        chunks = _decoded(body.chunks(), headers.get("Content-Encoding") or "")
+        content_type = headers.get("Content-Type") or ""
+        if content_type.lower().startswith("multipart/form-data"):
+            params.update(_form_fields(content_type, b"".join(chunks)))
+            chunks = iter(())
+        for name in ("compress", "decompress"):
+            if params.get(name, "0") not in ("", "0"):
+                message = f"{name}=1 (ClickHouse's own block compression) is not supported"
+                raise _ChError.make(48, "NOT_IMPLEMENTED", message)
+        query = params.get("query", "").encode()
+        head = bytearray(query + b"\n" if query and not body.done else query)
+        for chunk in chunks:
+            head += chunk
+            if len(head) >= _HEAD_BYTES:
+                break
+        shape = _shape(bytes(head))
+        if not body.done and not (shape.insert and shape.data_at >= 0):
+            for chunk in chunks:
+                head += chunk
+            shape = _shape(bytes(head))
+        if shape.empty:
+            raise _ChError.make(62, "SYNTAX_ERROR", "Empty query")
+        if shape.multi:
+            raise _ChError.make(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
+        if shape.outfile:
+            raise _ChError.make(358, "INTO_OUTFILE_NOT_ALLOWED", "INTO OUTFILE is not allowed")
+        if shape.infile:
+            raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
+
+        settings = {k: v for k, v in params.items() if k not in _RESERVED and not k.startswith("param_")}
+        binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+        query_id = params.get("query_id") or str(uuid.uuid4())
+        with self._session(params.get("database"), self._changes(settings, is_get)) as conn:
+            if shape.insert and shape.data_at >= 0:
+                assert shape.fmt is not None
+                statement = bytes(head[: shape.fmt_at]).decode(errors="replace").rstrip()
+                inserter = conn.send_insert(statement, shape.fmt)
+                try:
+                    buf = bytearray(head[shape.data_at :])
+                    for chunk in chunks:
+                        buf += chunk
+                        if len(buf) >= _APPEND_BYTES:
+                            inserter.append(bytes(buf))
+                            buf.clear()
+                    if buf:
+                        inserter.append(bytes(buf))
+                    done = inserter.finish()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        inserter.cancel()
+                    raise
+                response = _Response()
+                summary = {"written_rows": done.rows_written, "written_bytes": done.bytes_written}
+            else:
+                default_format = params.get("default_format") or "TabSeparated"
+                response = self._query(conn, bytes(head), shape, default_format, binds)
+                summary = response.headers.pop("summary")  # type: ignore[assignment]
+        summary["elapsed_ns"] = int((time.monotonic() - started) * 1e9)
+        response.headers.update(
+            {
+                "X-ClickHouse-Query-Id": query_id,
+                "X-ClickHouse-Timezone": settings.get("session_timezone") or self.timezone,
+                "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in summary.items()}),
+            }
+        )
+        return response
+
+    def _query(
+        self, conn: Any, sql: bytes, shape: _Shape, default_format: str, binds: dict[str, str]
+    ) -> _Response:
+        fmt = shape.fmt or default_format
+        # With the default TabSeparated, ask for names too: a result set always has that line, a
+        # statement without one (DDL, SET, INSERT ... SELECT) has none. Like ClickHouse, only the
+        # former gets X-ClickHouse-Format (clickhouse-connect's command() tells them apart by it).
+        names = shape.fmt is None and fmt in ("TabSeparated", "TSV")
+        result = conn.query(sql, "TabSeparatedWithNames" if names else fmt, params=binds)
+        data = result.bytes() or b""
+        out_fmt: str | None = fmt
+        if names:
+            out_fmt = fmt if data else None
+            data = data[data.find(b"\n") + 1 :] if data else b""
+        summary = {
+            "read_rows": result.rows_read(),
+            "read_bytes": result.bytes_read(),
+            "written_rows": result.rows_written(),
+            "written_bytes": result.bytes_written(),
+        }
+        return _Response(data, out_fmt, {"summary": summary})  # type: ignore[dict-item]
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], engine: _Engine):
+        super().__init__(address, _Handler)
+        self.engine = engine
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "chdb-http"
+    timeout = _KEEP_ALIVE_S
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    server: _HTTPServer
+    sys_version = ""
+
+    def handle_one_request(self) -> None:
+        """As the base class, with ClickHouse's URI limit (http_max_uri_size, 1 MiB) instead of 64 KiB."""
+        try:
+            self.raw_requestline = self.rfile.readline(_MAX_URI + 1)
+            if len(self.raw_requestline) > _MAX_URI:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            method = getattr(self, f"do_{self.command}", None)
+            if method is None:
+                self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method ({self.command!r})")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        self._serve(is_get=True)
+
+    def do_POST(self) -> None:
+        self._serve(is_get=False)
+
+    def _serve(self, is_get: bool) -> None:
+        engine = self.server.engine
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        body = _Body(self.rfile, self.headers)
+        try:
+            health = url.path in ("/ping", "/replicas_status")
+            if health or (is_get and url.path == "/" and "query" not in params):
+                body.drain()
+                self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
+                return
+            response = engine.handle(params, self.headers, body, is_get)
+        except Exception as e:
+            error = _ChError.of(e)
+            if not isinstance(e, _ChError) and _CODE_RE.search(str(e)) is None:
+                log.warning("unexpected error serving %s", self.path, exc_info=True)
+            text = error.text if "(version " in error.text else f"{error.text} (version {engine.version})"
+            if error.code == 164 and is_get and not engine.readonly:
+                text = text.replace("readonly mode.", f"readonly mode. {_GET_IS_READONLY}", 1)
+            try:
+                drained = body.drain()
+            except Exception:
+                drained = False
+            if not drained:  # unread body bytes would be taken for the next request
+                self.close_connection = True
+            self._send(
+                _HTTP_STATUS.get(error.code, 500),
+                text.encode() + b"\n",
+                {"Content-Type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": str(error.code)},
+            )
+            return
+        headers = dict(response.headers)
+        if response.fmt is not None:
+            headers["X-ClickHouse-Format"] = response.fmt
+            headers["Content-Type"] = _content_type(response.fmt)
+        else:
+            headers["Content-Type"] = "text/plain; charset=UTF-8"
+        data = response.body
+        encoding = self._encoding(params)
+        if encoding is not None:
+            data = _ENCODERS[encoding](data)
+            headers["Content-Encoding"] = encoding
+        self._send(200, data, headers)
+
+    def _encoding(self, params: dict[str, str]) -> str | None:
+        """The client's first accepted encoding this server has (chdb's enable_http_compression is 1)."""
+        if params.get("enable_http_compression", "1") in ("0", "false"):
+            return None
+        for item in (self.headers.get("Accept-Encoding") or "").split(","):
+            name = item.split(";")[0].strip().lower()
+            if name in _ENCODERS:
+                return name
+        return None
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("X-ClickHouse-Server-Display-Name", "chdb")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Keep-Alive", f"timeout={_KEEP_ALIVE_S}")
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class ClickHouseHTTPServer:
+    """ClickHouse's HTTP interface over an embedded chdb data path, served from a background thread.
+
+    ``client_or_path`` is a clickhouse-connect chdb client (``get_client(dsn="chdb:///abs/path")``)
+    or an absolute directory (created if missing). chdb allows one data path per process and one
+    process per path. The socket is bound here (``port=0`` picks a free port); ``start`` opens the
+    path and serves. ``readonly`` refuses writes and DDL with ClickHouse's READONLY error (code 164);
+    ``max_execution_time_s`` and ``max_result_rows`` bound every statement (0 = unbounded).
+    """
+
+    def __init__(
+        self,
+        client_or_path: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        readonly: bool = True,
+        max_execution_time_s: float = 30,
+        max_result_rows: int = 1_000_000,
+    ):
+        if isinstance(client_or_path, str | os.PathLike):
+            path = os.fspath(client_or_path)
+            if not os.path.isabs(path):
+                raise StorageError(f"chdb path {path!r} must be absolute")
+            os.makedirs(path, exist_ok=True)
+            path = os.path.realpath(path)
+        else:
+            path = getattr(client_or_path, "path", None)
+            if not isinstance(path, str):
+                raise TypeError(
+                    "client_or_path must be an absolute path or a clickhouse-connect chdb client "
+                    f"(get_client(dsn='chdb:///abs/path')), not {type(client_or_path).__name__}"
+                )
+            if not path.startswith((":memory:", "file:")):
+                path = os.path.realpath(
+                    path
+                )  # as clickhouse-connect opened it; chdb compares paths literally
+        self._client = client_or_path  # keeps a given client's engine up while serving
+        self.path = path
+        self._engine = _Engine(path, readonly, max_execution_time_s, max_result_rows)
+        self._httpd = _HTTPServer((host, port), self._engine)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the bound socket."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> None:
+        """Open the chdb path and serve requests in a background thread."""
+        if self._thread is not None:
+            return
+        try:
+            self._engine.open()
+        except BaseException:
+            self._httpd.server_close()
+            raise
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="clickhouse-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and release the chdb path (requests in flight may finish)."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+        self._engine.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve ``--path`` until SIGTERM or SIGINT; prints one ``serving ... on ...`` line once ready."""
+    parser = argparse.ArgumentParser(
+        prog="python -m storage.clickhouse.httpserver",
+        description="Serve a chdb data path over ClickHouse's HTTP interface.",
+    )
+    parser.add_argument("--path", required=True, help="absolute chdb data directory (created if missing)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123, help="0 picks a free port")
+    parser.add_argument("--read-write", action="store_true", help="allow inserts and DDL (default read-only)")
+    parser.add_argument("--max-execution-time", type=float, default=30.0, help="seconds per query, 0 = none")
+    parser.add_argument("--max-result-rows", type=int, default=1_000_000, help="rows per result, 0 = none")
+    args = parser.parse_args(argv)
+    if not os.path.isabs(args.path):
+        parser.error(f"--path must be absolute, not {args.path!r}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = ClickHouseHTTPServer(
+            args.path,
+            args.host,
+            args.port,
+            readonly=not args.read_write,
+            max_execution_time_s=args.max_execution_time,
+            max_result_rows=args.max_result_rows,
+        )
+        server.start()
+    except (StorageError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"serving chdb://{server.path} on {server.url}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

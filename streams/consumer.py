@@ -1,0 +1,338 @@
+"""The streaming worker's loop: Kafka batches into a batch handler, bad input to the dead-letter topic.
+
+aiokafka directly (``getmany``), with offsets committed by hand: an offset moves only past
+messages that are durable and whose windows have closed (``streams.offsets``). The handler (the
+pipeline) runs on one worker thread, so the event loop keeps the group membership alive while it
+works. What can stop monitoring is handled here, each in one place:
+
+- **A slow or failing ClickHouse**: at most one batch waits behind the one being written; while
+  it waits every partition is paused and the loop keeps polling (no records, membership kept),
+  so memory stays bounded; ``raiwatch_input_paused`` says so, and it resumes by itself.
+- **A broker outage**: aiokafka reconnects; nothing closes windows meanwhile, because a
+  partition counts as idle only when a *fresh* fetch shows it caught up.
+- **Idle traffic**: a partition caught up and silent for ``idle_close_s`` stops holding the
+  watermark; with all of them idle, event time follows the wall clock.
+- **Rebalances**: a revoked partition's released offsets are committed and its partial windows
+  dropped (the next owner re-reads them); an assigned one continues from its checkpoint.
+- **Crashes**: an unexpected error ends ``run`` with it, so the process exits non-zero and a
+  supervisor sees it; SIGTERM ends it within seconds, committing what is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from raiwatch import metrics
+from raiwatch.batch import BatchHandler, BatchResult
+from raiwatch.codec import Rejected
+from raiwatch.config import Config
+from streams.dlq import DeadLetters, Stopping
+from streams.offsets import OffsetTracker
+
+log = logging.getLogger("raiwatch.worker")
+
+FRESH_S = 3.0  # a fetch answer older than this says nothing about whether a partition is caught up
+TICK_S = 0.5  # how often idle partitions are looked for
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: StreamWorker):
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.worker._assigned(assigned)
+
+
+class StreamWorker:
+    """Consumes ``kafka.telemetry_topic`` into ``handler`` until ``stop()``; ``run`` raises what killed it."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        handler: BatchHandler,
+        on_result: Callable[[BatchResult], None] | None = None,
+        stop_event: threading.Event | None = None,
+        writable: Callable[[], bool] = lambda: True,
+    ):
+        self.cfg = cfg
+        self.writable = writable
+        self.handler = handler
+        self.on_result = on_result
+        self.stop_event = stop_event or threading.Event()  # also stops the writer's retries
+        self.tracker = OffsetTracker()
+        self.ready = False
+        self.paused = False
+        self.last_poll = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-pipeline")
+        self._lock = asyncio.Lock()
+        self._fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+        self._last_record: dict[int, float] = {}  # partition -> monotonic time of its last record
+        self._assigned_at: dict[int, float] = {}
+        self._last_commit = 0.0
+        self._committed: dict[int, int] = {}
+        self._stash: dict[TopicPartition, list[Any]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: DeadLetters | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to finish: stop taking input, commit what is done, leave the group."""
+        self.stop_event.set()
+        self._stop.set()
+
+    async def run(self) -> None:
+        k = self.cfg.kafka
+        consumer = self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=k.bootstrap_servers,
+            group_id=k.group_id,
+            client_id=f"raiwatch-{k.group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=k.fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=int(k.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, k.session_timeout_s / 3) * 1000),
+            max_poll_interval_ms=300_000,
+            request_timeout_ms=max(40_000, int(k.session_timeout_s * 1000) + 5000),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=k.bootstrap_servers,
+            client_id=f"raiwatch-dlq-{k.group_id}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=k.dlq_max_bytes + 256 * 1024,
+        )
+        self._dlq = DeadLetters(producer, k.dlq_topic, k.dlq_max_bytes, self.stop_event.is_set)
+        await producer.start()
+        try:
+            consumer.subscribe([k.telemetry_topic], listener=_Listener(self))
+            await consumer.start()
+            try:
+                await self._loop(consumer)
+            finally:
+                await self._shutdown(consumer)
+        finally:
+            await producer.stop()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._fatal is not None:
+            raise self._fatal
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        k = self.cfg.kafka
+        next_tick = 0.0
+        while not self._stop.is_set() and self._fatal is None:
+            if self._stash:
+                records, self._stash = self._stash, {}
+            else:
+                records = await consumer.getmany(
+                    timeout_ms=int(k.batch_within_s * 1000), max_records=k.batch_size
+                )
+            self.last_poll = time.monotonic()
+            if records:
+                async with self._lock:
+                    try:
+                        await self._process(records)
+                    except Stopping:
+                        break
+                    except Exception as e:
+                        if not self.stop_event.is_set():
+                            raise
+                        log.warning("stopped during a batch (%s); it will be read again", e)
+                        break
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = now + TICK_S
+                async with self._lock:
+                    idle = await self._idle_partitions(consumer)
+                    if idle is not None:
+                        result = await self._blocking(self.handler.tick, idle, time.time())
+                        self._report(result)
+            await self._commit(consumer, force=False)
+            self._set_ready(consumer)
+
+    async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
+        msgs = [m for batch in records.values() for m in batch]
+        now = time.monotonic()
+        for tp in records:
+            self._last_record[tp.partition] = now
+
+        def origin(i: int, msgs: list = msgs) -> str:
+            m = msgs[i]
+            return f"{m.topic}/{m.partition}@{m.offset}"
+
+        result: BatchResult = await self._blocking(
+            self.handler.process, [m.value or b"" for m in msgs], [m.partition for m in msgs], origin
+        )
+        if result.rejected:
+            await self._dlq.send(result.rejected, [msgs[r.index].key for r in result.rejected])
+        settled = asyncio.ensure_future(self._settle(result.durable, msgs)) if result.durable else None
+        start = 0
+        for batch in records.values():
+            part = [(m.offset, result.windows[start + j]) for j, m in enumerate(batch)]
+            self.tracker.hold(batch[0].partition, [o for o, _ in part], [w for _, w in part], settled)
+            start += len(batch)
+        self._report(result)
+
+    async def _settle(self, durable: Future, msgs: list) -> None:
+        """Wait for a batch's writes; send any row ClickHouse refused to the dead-letter topic."""
+        refused: list[Rejected] = await asyncio.wrap_future(durable)
+        if refused:
+            await self._dlq.send(refused, [msgs[r.index].key if r.index >= 0 else None for r in refused])
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` on the pipeline thread; while it works, keep polling with every partition paused."""
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        consumer = self._consumer
+        while True:
+            done, _ = await asyncio.wait({fut}, timeout=1.0)
+            if done:
+                if self.paused:
+                    self._pause(False)
+                return fut.result()
+            self._pause(True)  # every time: a partition assigned meanwhile is paused too
+            try:
+                got = await consumer.getmany(timeout_ms=200)  # paused: nothing comes, the member stays alive
+            except KafkaError:
+                got = {}
+            for tp, batch in got.items():  # should not happen; never drop what was read
+                self._stash.setdefault(tp, []).extend(batch)
+            self.last_poll = time.monotonic()
+
+    def _pause(self, on: bool) -> None:
+        consumer = self._consumer
+        with contextlib.suppress(KafkaError):  # the assignment may be changing under a rebalance
+            parts = consumer.assignment()
+            if on:
+                consumer.pause(*parts)
+            else:
+                consumer.resume(*parts)
+        if on and not self.paused:
+            log.info("input paused: the pipeline is waiting for its writes")
+        self.paused = on
+        metrics.PAUSED.set(1 if on else 0)
+
+    async def _idle_partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:
+        """Assigned partitions caught up (by a fresh fetch) and silent for ``idle_close_s``; None if
+        none are assigned."""
+        parts = consumer.assignment()
+        if not parts:
+            return None
+        now, now_ms = time.monotonic(), time.time() * 1000
+        quiet = self.cfg.windows.idle_close_s
+        idle = set()
+        for tp in parts:
+            last_fetch = consumer.last_poll_timestamp(tp)
+            high = consumer.highwater(tp)
+            if last_fetch is None or high is None or now_ms - last_fetch > FRESH_S * 1000:
+                continue  # no fresh word from the broker: an outage is not idleness
+            if now - self._last_record.get(tp.partition, self._assigned_at.get(tp.partition, now)) < quiet:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:
+                continue
+            if position >= high:
+                idle.add(tp.partition)
+        return idle
+
+    async def _commit(self, consumer: AIOKafkaConsumer, force: bool, only: set[int] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_commit < self.cfg.kafka.commit_interval_s:
+            return
+        self._last_commit = now
+        positions = self.tracker.committable(self.handler.open_windows())
+        moved = {
+            p: off
+            for p, off in positions.items()
+            if self._committed.get(p) != off and (only is None or p in only)
+        }
+        if not moved:
+            return
+        topic = self.cfg.kafka.telemetry_topic
+        try:
+            await consumer.commit({TopicPartition(topic, p): off for p, off in moved.items()})
+        except KafkaError as e:  # the next commit carries it
+            log.warning("offset commit failed (%s); will retry", e)
+            return
+        self._committed.update(moved)
+
+    def _report(self, result: BatchResult) -> None:
+        if self.on_result and (result.signals or result.rejected or result.changes):
+            self.on_result(result)
+
+    def _set_ready(self, consumer: AIOKafkaConsumer) -> None:
+        ready = bool(consumer.assignment()) and not self.paused and self.writable()
+        self.ready = ready
+        metrics.READY.set(1 if ready else 0)
+
+    # -- rebalances and shutdown ----------------------------------------------------------------
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == self.cfg.kafka.telemetry_topic}
+        if not parts:
+            return
+        try:
+            async with self._lock:
+                await self._blocking(self.handler.flush)
+                await self._await_settled()
+                await self._commit(self._consumer, force=True, only=parts)
+                self.tracker.forget(parts)
+                for p in parts:
+                    self._committed.pop(p, None)
+                await self._blocking(self.handler.revoke_sources, parts)
+        except Exception as e:  # aiokafka would only log it: make the worker stop instead
+            self._fatal = e
+            self._stop.set()
+        for p in parts:
+            self._last_record.pop(p, None)
+            self._assigned_at.pop(p, None)
+        log.info("partitions revoked: %s", sorted(parts))
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        parts = {tp.partition for tp in assigned if tp.topic == self.cfg.kafka.telemetry_topic}
+        now = time.monotonic()
+        for p in parts:
+            self._assigned_at[p] = now
+        try:
+            async with self._lock:
+                await self._blocking(self.handler.assign_sources, parts)
+        except Exception as e:
+            self._fatal = e
+            self._stop.set()
+        log.info("partitions assigned: %s", sorted(parts))
+
+    async def _await_settled(self) -> None:
+        """Wait until every held batch's writes (and refused rows' dead letters) are done."""
+        for fut in self.tracker.pending():
+            if isinstance(fut, asyncio.Future):
+                await fut
+
+    async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
+        self.ready = False
+        metrics.READY.set(0)
+        if self._fatal is None:
+            try:
+                async with self._lock:
+                    await self._blocking(self.handler.flush)
+                    await self._await_settled()
+                    await self._commit(consumer, force=True)
+            except Exception as e:  # stopping while ClickHouse is down: the rest is read again next time
+                log.warning("stopped with writes not done (%s); their input will be read again", e)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), timeout=10)

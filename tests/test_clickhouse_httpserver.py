@@ -18,6 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ class Server:
 
 def http(
     url: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any, bytes]:
+) -> tuple[int, Message, bytes]:
     """``(status, headers, body)`` of one plain HTTP request, as curl would make it."""
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:

@@ -11,8 +11,9 @@ Every request runs in a chdb connection of its own (chdb runs connections in par
 with ``USE <database>`` and one ``SET`` holding the URL settings, then the server's bounds
 (``max_execution_time``, ``max_result_rows`` with ``result_overflow_mode='throw'``; a client may
 lower them, not raise them), then ``readonly``: 1 when the server is read-only (the engine then
-refuses writes, DDL and any later setting change, e.g. a ``SETTINGS`` clause), 2 for GET requests
-as in ClickHouse. Not supported: sessions (``session_id`` is accepted, but each request starts a
+refuses writes, DDL and any later setting change, e.g. a ``SETTINGS`` clause; URL settings come
+first, so unlike ClickHouse's readonly users they are accepted), 2 for GET requests as in
+ClickHouse. Not supported: sessions (``session_id`` is accepted, but each request starts a
 fresh session, so ``SET``/``USE``/temporary tables do not carry over), external data, users and
 passwords (any credentials are accepted: bind to localhost), ClickHouse's own ``compress=1``
 block format, ``client_protocol_version`` (clients fall back to plain Native), progress headers,
@@ -46,13 +47,16 @@ from email.message import Message
 from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import chdb
 import lz4.frame
 
 from raiwatch.errors import StorageError
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 try:  # a clickhouse-connect dependency before Python 3.14
     from backports import zstd as _zstd
@@ -150,7 +154,7 @@ class _Body:
     def __init__(self, rfile: io.BufferedIOBase, headers: Message):
         self._rfile = rfile
         self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
-        self._left = 0 if self._chunked else int(headers.get("Content-Length") or 0)
+        self._left = 0 if self._chunked else int(headers.get("Content-Length") or 0)  # in this chunk
         self.done = not self._chunked and self._left == 0
 
     def _read(self, n: int) -> bytes:
@@ -161,25 +165,31 @@ class _Body:
         return data
 
     def chunks(self) -> Iterator[bytes]:
+        """What is left of the body, in pieces of at most ``_READ_BYTES``."""
         while not self.done:
-            if not self._chunked:
-                n = min(self._left, _READ_BYTES)
-                data = self._read(n)
-                self._left -= n
-                self.done = self._left == 0
-                yield data
-                continue
-            size = int(self._rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                self.done = True
-                return
-            while size:
-                n = min(size, _READ_BYTES)
-                size -= n
-                yield self._read(n)
-            self._rfile.readline(1024)
+            if self._chunked and self._left == 0:
+                line = self._rfile.readline(1024)
+                try:
+                    self._left = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    self.done = True
+                    raise _ChError.make(
+                        33, "CANNOT_READ_ALL_DATA", f"Bad chunk size line {line[:40]!r}"
+                    ) from None
+                if self._left == 0:
+                    while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    self.done = True
+                    return
+            n = min(self._left, _READ_BYTES)
+            data = self._read(n)
+            self._left -= n
+            if self._left == 0:
+                if self._chunked:
+                    self._rfile.readline(1024)  # the chunk's CRLF
+                else:
+                    self.done = True
+            yield data
 
     def drain(self) -> bool:
         """Read and drop what is left; False if more than ``_DRAIN_LIMIT`` bytes were left."""
@@ -230,8 +240,6 @@ def _decoded(chunks: Iterator[bytes], encoding: str) -> Iterator[bytes]:
         while chunk:
             try:
                 out = decoder.decompress(chunk)
-            except _ChError:
-                raise
             except Exception as e:
                 message = f"Cannot decompress the {encoding} body: {e}"
                 raise _ChError.make(271, "CANNOT_DECOMPRESS", message) from e
@@ -266,7 +274,10 @@ def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
 
 
 def _tokens(sql: bytes) -> Iterator[tuple[str, bytes, int, int]]:
-    """Significant tokens ``(kind, upper-cased text, start, end)``; comments, strings skipped lazily."""
+    """Tokens ``(kind, text, start, end)`` but blanks and comments; words upper-cased, strings as ``'``.
+
+    Lazy: nothing after the last token taken is scanned.
+    """
     pos, n = 0, len(sql)
     while pos < n:
         m = _TOKEN_RE.match(sql, pos)
@@ -289,9 +300,11 @@ def _tokens(sql: bytes) -> Iterator[tuple[str, bytes, int, int]]:
                 pos = start + 1
             else:
                 pos = close + len(m.group())
-                yield "str", b"", start, pos
+                yield "str", b"'", start, pos
+        elif kind == "str":
+            yield kind, b"'", start, pos
         elif kind not in ("ws", "comment"):
-            yield kind, m.group().upper(), start, pos
+            yield kind, m.group().upper() if kind == "word" else m.group(), start, pos
 
 
 @dataclass
@@ -406,7 +419,8 @@ def _content_type(fmt: str) -> str:
 @dataclass
 class _Response:
     body: bytes = b""
-    fmt: str | None = None
+    fmt: str | None = None  # X-ClickHouse-Format: set for a result set, even an empty one
+    summary: dict[str, int] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -494,94 +508,107 @@ class _Engine:
     def handle(self, params: dict[str, str], headers: Message, body: _Body, is_get: bool) -> _Response:
         """Run the request's statement; raises ``_ChError`` for anything ClickHouse would refuse."""
         started = time.monotonic()
+        for name in ("compress", "decompress"):
+            if params.get(name, "0") not in ("", "0"):
+                message = f"{name}=1 (ClickHouse's own block compression) is not supported"
+                raise _ChError.make(48, "NOT_IMPLEMENTED", message)
         chunks = _decoded(body.chunks(), headers.get("Content-Encoding") or "")
         content_type = headers.get("Content-Type") or ""
         if content_type.lower().startswith("multipart/form-data"):
             params.update(_form_fields(content_type, b"".join(chunks)))
             chunks = iter(())
-        for name in ("compress", "decompress"):
-            if params.get(name, "0") not in ("", "0"):
-                message = f"{name}=1 (ClickHouse's own block compression) is not supported"
-                raise _ChError.make(48, "NOT_IMPLEMENTED", message)
-        query = params.get("query", "").encode()
-        head = bytearray(query + b"\n" if query and not body.done else query)
-        for chunk in chunks:
-            head += chunk
-            if len(head) >= _HEAD_BYTES:
-                break
-        shape = _shape(bytes(head))
-        if not body.done and not (shape.insert and shape.data_at >= 0):
-            for chunk in chunks:
-                head += chunk
-            shape = _shape(bytes(head))
-        if shape.empty:
-            raise _ChError.make(62, "SYNTAX_ERROR", "Empty query")
-        if shape.multi:
-            raise _ChError.make(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
-        if shape.outfile:
-            raise _ChError.make(358, "INTO_OUTFILE_NOT_ALLOWED", "INTO OUTFILE is not allowed")
-        if shape.infile:
-            raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
-
+        head, shape = _statement(params.get("query", "").encode(), chunks, body.done)
         settings = {k: v for k, v in params.items() if k not in _RESERVED and not k.startswith("param_")}
-        binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-        query_id = params.get("query_id") or str(uuid.uuid4())
-        with self._session(params.get("database"), self._changes(settings, is_get)) as conn:
+        database = params.get("database") or headers.get("X-ClickHouse-Database")
+        with self._session(database, self._changes(settings, is_get)) as conn:
             if shape.insert and shape.data_at >= 0:
-                assert shape.fmt is not None
-                statement = bytes(head[: shape.fmt_at]).decode(errors="replace").rstrip()
-                inserter = conn.send_insert(statement, shape.fmt)
-                try:
-                    buf = bytearray(head[shape.data_at :])
-                    for chunk in chunks:
-                        buf += chunk
-                        if len(buf) >= _APPEND_BYTES:
-                            inserter.append(bytes(buf))
-                            buf.clear()
-                    if buf:
-                        inserter.append(bytes(buf))
-                    done = inserter.finish()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        inserter.cancel()
-                    raise
-                response = _Response()
-                summary = {"written_rows": done.rows_written, "written_bytes": done.bytes_written}
+                response = _insert(conn, head, shape, chunks)
             else:
-                default_format = params.get("default_format") or "TabSeparated"
-                response = self._query(conn, bytes(head), shape, default_format, binds)
-                summary = response.headers.pop("summary")  # type: ignore[assignment]
-        summary["elapsed_ns"] = int((time.monotonic() - started) * 1e9)
-        response.headers.update(
-            {
-                "X-ClickHouse-Query-Id": query_id,
-                "X-ClickHouse-Timezone": settings.get("session_timezone") or self.timezone,
-                "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in summary.items()}),
-            }
-        )
+                binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+                default_format = params.get("default_format") or headers.get("X-ClickHouse-Format")
+                response = _query(conn, bytes(head), shape.fmt, default_format or "TabSeparated", binds)
+        response.summary["elapsed_ns"] = int((time.monotonic() - started) * 1e9)
+        response.headers = {
+            "X-ClickHouse-Query-Id": params.get("query_id") or str(uuid.uuid4()),
+            "X-ClickHouse-Timezone": settings.get("session_timezone") or self.timezone,
+            "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in response.summary.items()}),
+        }
         return response
 
-    def _query(
-        self, conn: Any, sql: bytes, shape: _Shape, default_format: str, binds: dict[str, str]
-    ) -> _Response:
-        fmt = shape.fmt or default_format
-        # With the default TabSeparated, ask for names too: a result set always has that line, a
-        # statement without one (DDL, SET, INSERT ... SELECT) has none. Like ClickHouse, only the
-        # former gets X-ClickHouse-Format (clickhouse-connect's command() tells them apart by it).
-        names = shape.fmt is None and fmt in ("TabSeparated", "TSV")
-        result = conn.query(sql, "TabSeparatedWithNames" if names else fmt, params=binds)
-        data = result.bytes() or b""
-        out_fmt: str | None = fmt
-        if names:
-            out_fmt = fmt if data else None
-            data = data[data.find(b"\n") + 1 :] if data else b""
-        summary = {
-            "read_rows": result.rows_read(),
-            "read_bytes": result.bytes_read(),
-            "written_rows": result.rows_written(),
-            "written_bytes": result.bytes_written(),
-        }
-        return _Response(data, out_fmt, {"summary": summary})  # type: ignore[dict-item]
+
+def _statement(query: bytes, chunks: Iterator[bytes], no_body: bool) -> tuple[bytearray, _Shape]:
+    """The ``query`` parameter and body as one text, as ClickHouse joins them, and its shape.
+
+    An INSERT with inline data keeps only the body's first ``_HEAD_BYTES`` (more stays in
+    ``chunks``); anything else is read whole.
+    """
+    head = bytearray(query + b"\n" if query and not no_body else query)
+    complete = True
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= _HEAD_BYTES:
+            complete = False
+            break
+    shape = _shape(bytes(head))
+    if not complete and not (shape.insert and shape.data_at >= 0):
+        for chunk in chunks:
+            head += chunk
+        shape = _shape(bytes(head))
+    if shape.empty:
+        raise _ChError.make(62, "SYNTAX_ERROR", "Empty query")
+    if shape.multi:
+        raise _ChError.make(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
+    if shape.outfile:
+        raise _ChError.make(358, "INTO_OUTFILE_NOT_ALLOWED", "INTO OUTFILE is not allowed")
+    if shape.infile:
+        raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
+    return head, shape
+
+
+def _insert(conn: Any, head: bytearray, shape: _Shape, chunks: Iterator[bytes]) -> _Response:
+    """Stream an INSERT's inline data (the rest of ``head``, then ``chunks``) into chdb."""
+    assert shape.fmt is not None
+    statement = bytes(head[: shape.fmt_at]).decode(errors="replace").rstrip()
+    inserter = conn.send_insert(statement, shape.fmt)
+    try:
+        buf = bytearray(head[shape.data_at :])
+        for chunk in chunks:
+            buf += chunk
+            if len(buf) >= _APPEND_BYTES:
+                inserter.append(bytes(buf))
+                buf.clear()
+        if buf:
+            inserter.append(bytes(buf))
+        done = inserter.finish()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            inserter.cancel()
+        raise
+    return _Response(summary={"written_rows": done.rows_written, "written_bytes": done.bytes_written})
+
+
+def _query(
+    conn: Any, sql: bytes, explicit: str | None, default_format: str, binds: dict[str, str]
+) -> _Response:
+    """Run any other statement, with an explicit FORMAT or the request's default format."""
+    fmt = explicit or default_format
+    # With the default TabSeparated, ask for names too: a result set always has that line, a
+    # statement without one (DDL, SET, INSERT ... SELECT) has none. Like ClickHouse, only the
+    # former gets X-ClickHouse-Format (clickhouse-connect's command() tells them apart by it).
+    names = explicit is None and fmt in ("TabSeparated", "TSV")
+    result = conn.query(sql, "TabSeparatedWithNames" if names else fmt, params=binds)
+    data = result.bytes() or b""
+    out_fmt: str | None = fmt
+    if names:
+        out_fmt = fmt if data else None
+        data = data[data.find(b"\n") + 1 :] if data else b""
+    summary = {
+        "read_rows": result.rows_read(),
+        "read_bytes": result.bytes_read(),
+        "written_rows": result.rows_written(),
+        "written_bytes": result.bytes_written(),
+    }
+    return _Response(data, out_fmt, summary)
 
 
 # ---- HTTP --------------------------------------------------------------------------------------
@@ -715,7 +742,7 @@ class ClickHouseHTTPServer:
 
     def __init__(
         self,
-        client_or_path: Any,
+        client_or_path: Client | str | os.PathLike[str],
         host: str = "127.0.0.1",
         port: int = 0,
         *,
@@ -736,10 +763,8 @@ class ClickHouseHTTPServer:
                     "client_or_path must be an absolute path or a clickhouse-connect chdb client "
                     f"(get_client(dsn='chdb:///abs/path')), not {type(client_or_path).__name__}"
                 )
-            if not path.startswith((":memory:", "file:")):
-                path = os.path.realpath(
-                    path
-                )  # as clickhouse-connect opened it; chdb compares paths literally
+            if not path.startswith((":memory:", "file:")):  # as clickhouse-connect opened it:
+                path = os.path.realpath(path)  # chdb compares engine paths literally
         self._client = client_or_path  # keeps a given client's engine up while serving
         self.path = path
         self._engine = _Engine(path, readonly, max_execution_time_s, max_result_rows)

@@ -4,10 +4,11 @@ A window ``[start, start + size)`` closes once the watermark passes its end. Eac
 Kafka partition, or the one file of a replay) has an event-time position: the ``confirm``-th
 newest timestamp it has sent, so that one or two wild timestamps cannot move it. The watermark
 is the slowest busy source's position minus the allowed lateness: a partition that is behind
-does not make the others' events late. The transport names the *idle* sources (caught up with
-their partition and silent for a while): they stop holding the watermark back, and when every
-source is idle event time advances with the wall clock (``now - lateness``), so the last windows
-of a burst close without waiting for traffic that may never come.
+(or has sent nothing yet) holds it back, so its events are not late for the others. The
+transport names the *idle* sources (caught up with their partition and silent for a while):
+they stop holding the watermark back, and when every source is idle event time advances with
+the wall clock (``now - lateness``), but never past the window of the newest event seen, so the
+last windows of a burst close without waiting for traffic that may never come.
 
 An event whose window has already closed is *late*: stored, not counted. After a restart a
 source can be given the point up to which its windows were already closed and written
@@ -41,6 +42,8 @@ class WindowClock:
     True
     >>> clock.advance(idle={0}, now=1200.0)  # the only source is idle: event time follows the wall clock
     [1020]
+    >>> clock.closed_until  # ... up to the end of the newest event's window, not to the wall clock
+    1080.0
     """
 
     def __init__(self, size_s: int, allowed_lateness_s: float, confirm: int = 3):
@@ -49,6 +52,7 @@ class WindowClock:
         self.confirm = max(1, int(confirm))
         self._top: dict[Hashable, list[float]] = {}  # per source, its ``confirm`` newest timestamps
         self._restored: dict[Hashable, float] = {}  # per source, windows ending by this were counted
+        self._newest = -math.inf  # the newest event time assigned
         self._open: set[int] = set()
         self._closed_until = -math.inf  # every window ending at or before this is closed
 
@@ -67,8 +71,9 @@ class WindowClock:
         busy = [self.position(s) for s in self._top if s not in idle]
         if busy:
             wm = min(busy) - self.lateness
-        elif now is not None:
-            wm = now - self.lateness
+        elif now is not None and self._top:  # all idle: up to the newest event's window, as time allows
+            newest_end = (self._newest // self.size + 1) * self.size
+            wm = min(now - self.lateness, newest_end)
         else:
             wm = -math.inf
         return max(self._closed_until, wm)
@@ -99,6 +104,8 @@ class WindowClock:
             newest = np.partition(mine, len(mine) - k)[len(mine) - k :] if k else mine
             self._top[s] = sorted([*self._top.get(s, ()), *newest.tolist()])[-self.confirm :]
         self._open.update(np.unique(starts[status == OK]).tolist())
+        if len(t):
+            self._newest = max(self._newest, float(t.max()))
         return starts, status
 
     def advance(self, idle: Collection[Hashable] = (), now: float | None = None) -> list[int]:
@@ -107,7 +114,7 @@ class WindowClock:
         closed = sorted(s for s in self._open if s + self.size <= wm)
         self._close(closed)
         if math.isfinite(wm):  # windows the watermark passed are closed, opened or not
-            self._closed_until = max(self._closed_until, wm - wm % self.size)
+            self._closed_until = max(self._closed_until, float(wm - wm % self.size))
         return closed
 
     def close_all(self) -> list[int]:
@@ -115,6 +122,10 @@ class WindowClock:
         closed = sorted(self._open)
         self._close(closed)
         return closed
+
+    def add_source(self, source: Hashable) -> None:
+        """A source to wait for from now on, even before its first event (an assigned partition)."""
+        self._top.setdefault(source, [])
 
     def restore(self, source: Hashable, closed_until: float) -> None:
         """A restarted source: its windows ending by ``closed_until`` were already counted and written."""
@@ -134,4 +145,4 @@ class WindowClock:
     def _close(self, starts: list[int]) -> None:
         if starts:
             self._open.difference_update(starts)
-            self._closed_until = max(self._closed_until, starts[-1] + self.size)
+            self._closed_until = max(self._closed_until, float(starts[-1] + self.size))

@@ -22,6 +22,7 @@ class BatchResult:
     """
 
     windows: list[int | None] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)  # windows this call closed (done once durable is)
     rejected: list[Rejected] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     changes: list[IncidentChange] = field(default_factory=list)
@@ -32,6 +33,7 @@ class BatchResult:
 
     def merge(self, other: BatchResult) -> None:
         self.windows += other.windows
+        self.closed += other.closed
         self.rejected += other.rejected
         self.signals += other.signals
         self.changes += other.changes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -120,19 +121,24 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from storage.clickhouse import connect, migrate
+    from raiwatch.errors import StorageError
+    from storage.clickhouse import ConnectOptions, connect, migrate
+    from storage.clickhouse.client import redact, scrub
     from storage.incidents import migrate as migrate_incidents
+    from storage.incidents.db import safe_url
 
     cfg = _cfg(args)
     head = migrate_incidents(cfg.incident_db_url)
-    print(f"incident store {cfg.incident_db_url}: at revision {head}")
-    applied = migrate(
-        connect(cfg.clickhouse_dsn, cfg.clickhouse.database),
-        cfg.clickhouse.database,
-        cfg.clickhouse.cluster,
-        cfg.clickhouse.events_ttl_days,
-    )
-    print(f"clickhouse {cfg.clickhouse_dsn}: applied {applied or 'nothing (up to date)'}")
+    print(f"incident store {safe_url(cfg.incident_db_url)}: at revision {head}")
+    ch = cfg.clickhouse
+    options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
+    try:
+        applied = migrate(
+            connect(cfg.clickhouse_dsn, ch.database, options), ch.database, ch.cluster, ch.events_ttl_days
+        )
+    except StorageError as e:
+        raise StorageError(scrub(str(e), cfg.clickhouse_dsn)) from None
+    print(f"clickhouse {redact(cfg.clickhouse_dsn)}: applied {applied or 'nothing (up to date)'}")
     return 0
 
 
@@ -291,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka"):  # errors reach users as raiwatch's
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         return args.fn(args)
     except (RaiwatchError, KeyError, ValueError, FileNotFoundError) as e:

@@ -191,7 +191,7 @@ class Codec:
                                 f"timestamp {ev.timestamp.isoformat()} is outside {EARLIEST:%Y}-{LATEST:%Y}"
                             )
             except msgspec.ValidationError as e:
-                reason = f"schema: {e}"
+                reason = _not_storable(raw) or f"schema: {e}"
             except msgspec.DecodeError as e:
                 reason = _describe(raw, e)
             except UnicodeDecodeError:

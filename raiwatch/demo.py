@@ -36,7 +36,8 @@ def run_demo(events: int, data_dir: Path) -> int:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     events_file = data_dir / "telemetry.jsonl"
-    truth = synth.write(events_file, synth.default_scenario(events, garbage_fraction=0.005))
+    start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
+    truth = synth.write(events_file, synth.default_scenario(events, garbage_fraction=0.005, start=start))
     spike = truth["anomalies"][0]
     console.print(
         f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "
@@ -110,7 +111,7 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
                 raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
             text = log_path.read_bytes()
             for line in text.splitlines():
-                at = line.find(b"INCIDENT ")  # faust prefixes the worker's lines with time and level
+                at = line.find(b"INCIDENT ")
                 if at >= 0 and line not in seen_incidents:
                     seen_incidents.add(line)
                     text_line = escape(line[at:].decode(errors="replace"))

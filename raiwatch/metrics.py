@@ -20,6 +20,7 @@ DUPLICATES = Counter(
 CLICKHOUSE_UP = Gauge(
     "raiwatch_clickhouse_up", "1 while ClickHouse takes writes, 0 while they wait and retry."
 )
+KAFKA_UP = Gauge("raiwatch_kafka_up", "1 while fetches from Kafka come back, 0 during an outage.")
 PAUSED = Gauge("raiwatch_input_paused", "1 while the worker holds back input (writes pending or failing).")
 READY = Gauge("raiwatch_ready", "1 while the worker is consuming and writing.")
 DLQ = Counter("raiwatch_dead_letters_total", "Rejected inputs sent to the dead-letter topic.", ["truncated"])

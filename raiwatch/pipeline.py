@@ -209,7 +209,7 @@ class Pipeline:
         """Close the windows the watermark passed, given the sources that are idle now."""
         self._idle = set(idle)
         result = self._close(self.clock.advance(self._idle, now))
-        if result.signals or result.changes:
+        if result.closed:
             result.durable = self._submit([], [], [], [], [], result.signals, result.changes)
         return result
 
@@ -231,12 +231,14 @@ class Pipeline:
     # -- sources: partitions coming and going -------------------------------------------------
 
     def assign_sources(self, sources: Collection[Hashable]) -> None:
-        """Continue each source from its last checkpoint (live only; a replay starts from nothing)."""
+        """Wait for these sources from now on, each continuing from its last checkpoint (live only)."""
+        for s in sources:
+            self.clock.add_source(s)
         if not self.live or not sources:
             return
         db = self.cfg.clickhouse.database
         keys = [str(s) for s in sources]
-        found = self._on_writer(lambda: read_checkpoints(self.writer.client, db, CLOCK, keys))
+        found = self._read(f"reading the clock checkpoints of {keys}", read_checkpoints, db, CLOCK, keys)
         for s in sources:
             if str(s) in found:
                 self.clock.restore(s, found[str(s)][0])
@@ -314,13 +316,15 @@ class Pipeline:
             return
         db = self.cfg.clickhouse.database
         for m in self.monitors:
-            states = self._on_writer(lambda fam=m.family: read_checkpoints(self.writer.client, db, fam, new))
+            states = self._read(
+                f"restoring {m.family} state of {len(new)} models", read_checkpoints, db, m.family, new
+            )
             for model, (_, state) in states.items():
                 m.restore(model, state)
         self._known.update(new)
 
     def _close(self, starts: list[int]) -> BatchResult:
-        result = BatchResult()
+        result = BatchResult(closed=list(starts))
         for start in starts:
             signals: list[Signal] = []
             for m in self.monitors:
@@ -414,9 +418,11 @@ class Pipeline:
             w.write_checkpoints(checkpoints)
         return late_rejects
 
-    def _on_writer(self, fn: Callable[[], object]):
-        """Run a read on the writer thread, after the writes queued before it."""
-        return self._io.submit(fn).result()
+    def _read(self, what: str, query: Callable, *args: object):
+        """Run ``query(client, *args)`` on the writer thread, after the writes queued before it, under
+        the writer's retry policy."""
+        w = self.writer
+        return self._io.submit(w.call, what, lambda: query(w.client, *args)).result()
 
 
 class _sink:

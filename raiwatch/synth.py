@@ -69,11 +69,24 @@ class Scenario:
         return self.start + (self.end - self.start) * f
 
 
+def recent_start(events: int, rate_per_s: float, now: datetime | None = None) -> datetime:
+    """A start time so that the scenario ends a few minutes before ``now`` (whole minutes, UTC)."""
+    now = now or datetime.now(UTC)
+    start = now - timedelta(seconds=events / rate_per_s) - timedelta(minutes=5)
+    return start.replace(second=0, microsecond=0)
+
+
 def default_scenario(
-    events: int = 60_000, seed: int = 7, garbage_fraction: float = 0.0, rate_per_s: float = 40.0
+    events: int = 60_000,
+    seed: int = 7,
+    garbage_fraction: float = 0.0,
+    rate_per_s: float = 40.0,
+    start: datetime | None = None,
 ) -> Scenario:
     """Clean traffic with one 8-minute self-harm spike on the assistant, from 40% of the timeline."""
     sc = Scenario(events=events, seed=seed, garbage_fraction=garbage_fraction, rate_per_s=rate_per_s)
+    if start is not None:
+        sc.start = start
     start = sc.at_fraction(0.40)
     sc.spikes.append(
         SafetySpike("helpdesk-assistant", "self_harm", start, min(sc.end, start + timedelta(minutes=8)), 0.12)

@@ -65,6 +65,10 @@ def run_worker(
 ) -> int:
     """Create topics, restore rule state, then consume until SIGTERM/SIGINT; return the exit status."""
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka"):
+        # their retries and reconnects (aiokafka logs one ERROR per 100 ms of a broker outage) are
+        # reported once by raiwatch, with what it does about them
+        logging.getLogger(noisy).setLevel(max(logging.CRITICAL, logging.getLogger().level))
     try:
         ensure_topics(cfg.kafka)
     except (KafkaError, TimeoutError) as e:
@@ -105,6 +109,8 @@ def run_worker(
 def _readiness(worker: StreamWorker) -> tuple[bool, str]:
     if worker.ready:
         return True, "ready: consuming and writing"
+    if worker.broker_down:
+        return False, "not ready: Kafka does not answer fetches"
     if worker.paused:
         return False, "not ready: input paused while writes wait (is ClickHouse reachable?)"
     if not worker.writable():

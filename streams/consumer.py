@@ -73,8 +73,10 @@ class StreamWorker:
         self.on_result = on_result
         self.stop_event = stop_event or threading.Event()  # also stops the writer's retries
         self.tracker = OffsetTracker()
-        self.ready = False
         self.paused = False
+        self.broker_down = False
+        self._fetch_ok_at = time.monotonic()
+        self.assigned: set[int] = set()
         self.last_poll = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-pipeline")
         self._lock = asyncio.Lock()
@@ -85,6 +87,7 @@ class StreamWorker:
         self._last_commit = 0.0
         self._committed: dict[int, int] = {}
         self._stash: dict[TopicPartition, list[Any]] = {}
+        self._closing: dict[int, asyncio.Future] = {}  # window -> the write of its results
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: DeadLetters | None = None
 
@@ -162,9 +165,10 @@ class StreamWorker:
                     idle = await self._idle_partitions(consumer)
                     if idle is not None:
                         result = await self._blocking(self.handler.tick, idle, time.time())
+                        self._track(result, [])
                         self._report(result)
             await self._commit(consumer, force=False)
-            self._set_ready(consumer)
+            self._set_ready()
 
     async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
         msgs = [m for batch in records.values() for m in batch]
@@ -181,13 +185,29 @@ class StreamWorker:
         )
         if result.rejected:
             await self._dlq.send(result.rejected, [msgs[r.index].key for r in result.rejected])
-        settled = asyncio.ensure_future(self._settle(result.durable, msgs)) if result.durable else None
+        settled = self._track(result, msgs)
         start = 0
         for batch in records.values():
             part = [(m.offset, result.windows[start + j]) for j, m in enumerate(batch)]
             self.tracker.hold(batch[0].partition, [o for o, _ in part], [w for _, w in part], settled)
             start += len(batch)
         self._report(result)
+
+    def _track(self, result: BatchResult, msgs: list) -> asyncio.Future | None:
+        """What a result's input waits for: its writes, and refused rows in the dead-letter topic.
+        The windows it closed count as open until then."""
+        if result.durable is None:
+            return None
+        settled = asyncio.ensure_future(self._settle(result.durable, msgs))
+        for w in result.closed:
+            self._closing[w] = settled
+        return settled
+
+    def _not_done(self) -> set[int]:
+        """Windows whose events may not be committed yet: open, or closed with results not yet written."""
+        for w in [w for w, fut in self._closing.items() if fut.done()]:
+            del self._closing[w]
+        return self.handler.open_windows() | self._closing.keys()
 
     async def _settle(self, durable: Future, msgs: list) -> None:
         """Wait for a batch's writes; send any row ClickHouse refused to the dead-letter topic."""
@@ -226,6 +246,7 @@ class StreamWorker:
             log.info("input paused: the pipeline is waiting for its writes")
         self.paused = on
         metrics.PAUSED.set(1 if on else 0)
+        self._set_ready()
 
     async def _idle_partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:
         """Assigned partitions caught up (by a fresh fetch) and silent for ``idle_close_s``; None if
@@ -236,11 +257,13 @@ class StreamWorker:
         now, now_ms = time.monotonic(), time.time() * 1000
         quiet = self.cfg.windows.idle_close_s
         idle = set()
+        fresh = 0
         for tp in parts:
             last_fetch = consumer.last_poll_timestamp(tp)
             high = consumer.highwater(tp)
             if last_fetch is None or high is None or now_ms - last_fetch > FRESH_S * 1000:
                 continue  # no fresh word from the broker: an outage is not idleness
+            fresh += 1
             if now - self._last_record.get(tp.partition, self._assigned_at.get(tp.partition, now)) < quiet:
                 continue
             try:
@@ -249,14 +272,30 @@ class StreamWorker:
                 continue
             if position >= high:
                 idle.add(tp.partition)
+        self._broker_status(fresh > 0 or self.paused, now)
         return idle
+
+    def _broker_status(self, up: bool, now: float) -> None:
+        """Say once when fetches stop coming back (and once when they resume)."""
+        if up:
+            self._fetch_ok_at = now
+            if self.broker_down:
+                log.warning("Kafka answers again; windows close as its partitions catch up")
+                self.broker_down = False
+        elif not self.broker_down and now - self._fetch_ok_at > 2 * FRESH_S:
+            log.warning(
+                "no fetch answer from Kafka at %s for %.0f s: waiting (no window closes meanwhile)",
+                self.cfg.kafka.bootstrap_servers, now - self._fetch_ok_at,
+            )  # fmt: skip
+            self.broker_down = True
+        metrics.KAFKA_UP.set(0 if self.broker_down else 1)
 
     async def _commit(self, consumer: AIOKafkaConsumer, force: bool, only: set[int] | None = None) -> None:
         now = time.monotonic()
         if not force and now - self._last_commit < self.cfg.kafka.commit_interval_s:
             return
         self._last_commit = now
-        positions = self.tracker.committable(self.handler.open_windows())
+        positions = self.tracker.committable(self._not_done())
         moved = {
             p: off
             for p, off in positions.items()
@@ -276,10 +315,21 @@ class StreamWorker:
         if self.on_result and (result.signals or result.rejected or result.changes):
             self.on_result(result)
 
-    def _set_ready(self, consumer: AIOKafkaConsumer) -> None:
-        ready = bool(consumer.assignment()) and not self.paused and self.writable()
-        self.ready = ready
-        metrics.READY.set(1 if ready else 0)
+    @property
+    def ready(self) -> bool:
+        """Consuming and writing: partitions assigned, Kafka answering, input not paused, ClickHouse
+        taking writes, the loop alive, not stopping."""
+        return (
+            bool(self.assigned)
+            and not self.paused
+            and not self.broker_down
+            and self.writable()
+            and not self.stop_event.is_set()
+            and time.monotonic() - self.last_poll < 30
+        )
+
+    def _set_ready(self) -> None:
+        metrics.READY.set(1 if self.ready else 0)
 
     # -- rebalances and shutdown ----------------------------------------------------------------
 
@@ -297,11 +347,11 @@ class StreamWorker:
                     self._committed.pop(p, None)
                 await self._blocking(self.handler.revoke_sources, parts)
         except Exception as e:  # aiokafka would only log it: make the worker stop instead
-            self._fatal = e
-            self._stop.set()
+            self._fail(e)
         for p in parts:
             self._last_record.pop(p, None)
             self._assigned_at.pop(p, None)
+        self.assigned -= parts
         log.info("partitions revoked: %s", sorted(parts))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
@@ -309,22 +359,27 @@ class StreamWorker:
         now = time.monotonic()
         for p in parts:
             self._assigned_at[p] = now
+        self.assigned |= parts
         try:
             async with self._lock:
                 await self._blocking(self.handler.assign_sources, parts)
         except Exception as e:
-            self._fatal = e
-            self._stop.set()
+            self._fail(e)
         log.info("partitions assigned: %s", sorted(parts))
+
+    def _fail(self, e: BaseException) -> None:
+        """Stop the worker on ``e``, unless it is only the echo of a stop already asked for."""
+        if not self.stop_event.is_set():
+            self._fatal = e
+        self._stop.set()
 
     async def _await_settled(self) -> None:
         """Wait until every held batch's writes (and refused rows' dead letters) are done."""
-        for fut in self.tracker.pending():
+        for fut in [*self.tracker.pending(), *self._closing.values()]:
             if isinstance(fut, asyncio.Future):
                 await fut
 
     async def _shutdown(self, consumer: AIOKafkaConsumer) -> None:
-        self.ready = False
         metrics.READY.set(0)
         if self._fatal is None:
             try:

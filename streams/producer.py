@@ -23,7 +23,7 @@ def model_key(line: bytes) -> bytes | None:
     """The partition key of a telemetry line (its ``model.id``), or None when it has none."""
     try:
         mid = _key_decoder.decode(line).model.get("id")
-    except (msgspec.DecodeError, AttributeError):
+    except Exception:  # any line, however broken, is still sent: the worker judges it
         return None
     return mid.encode() if isinstance(mid, str) else None
 

@@ -41,12 +41,15 @@ def query(data_dir: Path, sql: str) -> list[dict]:
     return [orjson.loads(line) for line in p.stdout.splitlines() if line.strip()]
 
 
-def write_config(path: Path, bootstrap: str, topic: str, group: str, **windows: float) -> Path:
+def write_config(
+    path: Path, bootstrap: str, topic: str, group: str, extra: str = "", **windows: float
+) -> Path:
+    """A worker config for one test: its own topics and group; ``extra`` is more YAML (other sections)."""
     win = "".join(f"  {k}: {v}\n" for k, v in {"idle_close_s": 2, **windows}.items())
     path.write_text(
         f"kafka:\n  bootstrap_servers: '{bootstrap}'\n  telemetry_topic: {topic}\n  dlq_topic: {topic}.dlq\n"
         f"  feedback_topic: {topic}.feedback\n  group_id: {group}\n  session_timeout_s: 10\n"
-        f"windows:\n{win}"
+        f"windows:\n{win}{extra}"
     )
     return path
 
@@ -156,3 +159,92 @@ def scrape(port: int) -> dict[str, float]:
 
 def incidents_jsonl(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+SIGNAL_SQL = (
+    "SELECT toString(ts) AS ts, window_s, signal, model_id, model_version, dims_key, value, n, lower, upper,"
+    " baseline FROM raiwatch.signals FINAL ORDER BY ts, signal, model_id, model_version, dims_key"
+)
+
+
+def signal_rows(data_dir: Path) -> list[tuple]:
+    """Every stored signal of the ClickHouse under ``data_dir`` as comparable tuples, in order."""
+    return [tuple(r.values()) for r in query(data_dir, SIGNAL_SQL)]
+
+
+def incident_keys(rows: list[dict]) -> list[tuple]:
+    """What must agree between two runs of the same events: identity, timing and outcome."""
+    return sorted(
+        (r["incident_id"], r["dedup_key"], r["rule"], r["opened_at"], r["status"], r["resolved_at"])
+        for r in rows
+    )
+
+
+def store_incidents(data_dir: Path) -> list[dict]:
+    """Every incident in the incident store under ``data_dir``."""
+    p = cli("incidents", "list", "--data-dir", str(data_dir), "--json", "--limit", "10000")
+    assert p.returncode == 0, p.stderr
+    return [orjson.loads(x) for x in p.stdout.splitlines() if x.strip()]
+
+
+class ClickHouseServer:
+    """A ClickHouse HTTP server in its own process: ``storage.clickhouse.httpserver`` over a chdb path.
+
+    Stands in for a ClickHouse server (none can run here); killing and restarting it is a real outage.
+    """
+
+    def __init__(self, path: Path, port: int, log: Path):
+        self.path, self.port, self.log = path, port, log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        """Start (or restart) the server and wait for its ready line."""
+        seen = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as f:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "storage.clickhouse.httpserver", "--path", str(self.path),
+                 "--port", str(self.port), "--read-write"],
+                cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+        def ready() -> bool:
+            return b"serving chdb" in self.log.read_bytes()[seen:] or self._died()
+
+        poll(ready, timeout, "the ClickHouse server")
+        assert self.proc.poll() is None, self.log.read_text()[-2000:]
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self):
+        import clickhouse_connect
+
+        return clickhouse_connect.get_client(dsn=self.dsn, tz_mode="aware")
+
+    def signal_rows(self) -> list[tuple]:
+        return [tuple(r) for r in self.client().query(SIGNAL_SQL).result_rows]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

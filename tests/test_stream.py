@@ -34,7 +34,10 @@ EVENTS = 24_000
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("stream") / "events.jsonl"
     return path, synth.write(
-        path, synth.default_scenario(EVENTS, seed=5, garbage_fraction=0.01, rate_per_s=15)
+        path,
+        synth.default_scenario(
+            EVENTS, seed=5, garbage_fraction=0.01, rate_per_s=15, start=synth.recent_start(EVENTS, 15)
+        ),
     )
 
 

@@ -82,3 +82,12 @@ def test_a_restored_source_skips_what_was_already_counted():
     assert starts.tolist() == [960, 1020, 960]
     assert clock.open_windows() == {960, 1020}
     assert clock.closed_until == -math.inf
+
+
+def test_an_assigned_source_holds_the_watermark_before_its_first_event():
+    clock = WindowClock(60, 0, confirm=1)
+    clock.add_source(1)  # assigned, nothing fetched from it yet
+    clock.assign_batch([0], [1000.0])
+    clock.assign_batch([0], [1300.0])
+    assert clock.advance() == []  # partition 1 may still hold events of those windows
+    assert clock.advance(idle={1}) == [960]  # caught up and silent: it had none

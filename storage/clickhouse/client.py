@@ -100,9 +100,17 @@ def scrub(text: str, dsn: str) -> str:
     return re.sub(r"://([^/:@\s]+):[^/@\s]*@", r"://\1:***@", text)
 
 
-def _explain(dsn: str, err: Exception) -> str:
+def _explain(dsn: str, err: Exception, options: ConnectOptions) -> str:
     msg = scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, dsn)
+    msg = re.sub(r"/\?[^\s)'\"]*", "/?...", msg)
     holder = _held_by_other_process(urlsplit(dsn).path) if dsn.startswith("chdb:") else None
+    if "Read timed out" in msg:
+        return (
+            f"ClickHouse at {redact(dsn)}: no answer within {options.send_receive_timeout_s:g} s "
+            "(clickhouse.timeout_s); is it overloaded, or is something else listening there?"
+        )
+    if "Connection refused" in msg or "connect timeout" in msg.lower():
+        return f"ClickHouse at {redact(dsn)}: cannot connect ({msg.split(': ')[-1][:200]}); is the server up?"
     if "already initialized with path" in msg:
         hint = "this process already opened a different chdb path (one path per process)"
     elif (holder and holder != f"PID: {os.getpid()}") or "Cannot lock file" in msg:
@@ -145,7 +153,7 @@ def connect(dsn: str, database: str, options: ConnectOptions | None = None) -> C
         except StorageError:
             raise
         except Exception as e:
-            raise StorageError(_explain(dsn, e)) from e
+            raise StorageError(_explain(dsn, e, options or ConnectOptions())) from e
         _clients[key] = client
         return client
 

@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import numpy as np
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
@@ -351,37 +352,43 @@ class ClickHouseWriter:
     def _insert(
         self, table: str, names: Sequence[str], columns: list[list], settings: dict | None = None
     ) -> int:
-        where = f"{self.database}.{table}"
+        def insert() -> int:
+            self.client.insert(
+                table,
+                columns,
+                column_names=list(names),
+                database=self.database,
+                column_types=self._column_types(table, names),
+                column_oriented=True,
+                settings=settings,
+            )
+            return len(columns[0])
+
+        return self.call(f"writing {len(columns[0])} rows to {self.database}.{table}", insert)
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` under this writer's retry policy: a transient failure is retried with backoff, a
+        refusal raises ``Refused`` at once; ``what`` ("writing 5 rows to db.t") names it in errors."""
         delay = self.backoff_s
         attempt = 0
         while True:
             try:
-                self.client.insert(
-                    table,
-                    columns,
-                    column_names=list(names),
-                    database=self.database,
-                    column_types=self._column_types(table, names),
-                    column_oriented=True,
-                    settings=settings,
-                )
+                out = fn()
             except Exception as e:
-                detail, rows = _first_line(e), len(columns[0])
+                detail = _first_line(e)
                 if not _transient(e):
-                    raise Refused(f"writing {rows} rows to {where} failed: {detail}", detail) from e
+                    raise Refused(f"{what} failed: {detail}", detail) from e
                 attempt += 1
                 if (self.retries is not None and attempt > self.retries) or self.stop.is_set():
-                    raise StorageError(
-                        f"writing {rows} rows to {where} failed after {attempt} attempts: {detail}"
-                    ) from e
+                    raise StorageError(f"{what} failed after {attempt} attempts: {detail}") from e
                 self._set_available(False, detail)
-                log.warning("ClickHouse insert into %s failed (%s); retry in %.1f s", where, detail, delay)
+                log.warning("ClickHouse: %s failed (%s); retry in %.1f s", what, detail, delay)
                 if self._wait(delay) or self.stop.is_set():
-                    raise StorageError(f"stopped while writing to {where}: {detail}") from e
+                    raise StorageError(f"stopped while {what}: {detail}") from e
                 delay = min(delay * 2, self.max_backoff_s)
                 continue
             self._set_available(True, "")
-            return len(columns[0])
+            return out
 
     def _set_available(self, ok: bool, detail: str) -> None:
         if ok != self.available:
@@ -393,6 +400,7 @@ class ClickHouseWriter:
 
 
 def _first_line(err: Exception) -> str:
-    """The first line of an error, without a URL's credentials."""
+    """The first line of an error, without a URL's credentials or query string."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return re.sub(r"://[^/@\s]+@", "://***@", text)[:500]
+    text = re.sub(r"://[^/@\s]+@", "://***@", text)
+    return re.sub(r"/\?[^\s)'\"]*", "/?...", text)[:500]

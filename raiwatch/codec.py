@@ -183,7 +183,8 @@ class Codec:
                     reason = f"nested {depth} levels deep, over the limit of {MAX_DEPTH}"
                 else:
                     ev = decode(raw)
-                    reason = _not_storable(raw)
+                    if not raw.isascii() or b"\\u" in raw:
+                        reason = _not_storable(raw)
                     if reason is None:
                         ts = ev.timestamp.timestamp()
                         if not _EARLIEST_S <= ts < _LATEST_S:

@@ -369,17 +369,17 @@ class Pipeline:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""
         checkpoints = self._checkpoint_rows() if signals else []
         self.flush()
+        columns = self.writer.event_columns(events, raws, ts)  # the Python part, here, beside other work
         self._pending = self._io.submit(
-            self._write, rejected, events, raws, ts, idx, signals, changes, checkpoints, origin
+            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin
         )
         return self._pending
 
     def _write(
         self,
         rejected: list[Rejected],
-        events: list[TelemetryEvent],
+        event_columns: list[list],
         raws: list[bytes],
-        ts: list[float],
         idx: list[int],
         signals: list[Signal],
         changes: list[IncidentChange],
@@ -391,7 +391,7 @@ class Pipeline:
         with _sink("rejected_events"):
             w.write_rejected([(r.source, r.reason, r.raw) for r in rejected])
         with _sink("telemetry_events"):
-            refused = w.write_events(events, raws, ts)
+            refused = w.write_event_columns(event_columns)
         late_rejects = [
             Rejected(bytes(raws[i]), reason, origin(idx[i]) if origin else "", idx[i], "storage")
             for i, reason in refused

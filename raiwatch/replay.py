@@ -63,19 +63,32 @@ def prepare_out(out: Path) -> None:
 
 
 def _chunks(path: Path, size: int) -> Iterator[tuple[int, list[bytes]]]:
-    """Non-blank lines in chunks, each chunk with the 1-based line number of its first line."""
+    """Lines (without their line ends) in chunks of ``size``, each with the 1-based number of its first.
+
+    Reads big blocks and splits them, rather than iterating over the file line by line.
+    """
+    chunk: list[bytes] = []
+    first = 1
+    tail = b""
     with path.open("rb") as f:
-        chunk: list[bytes] = []
-        first = 1
-        for n, line in enumerate(f, 1):
-            if not chunk:
-                first = n
-            chunk.append(line.rstrip(b"\r\n"))
-            if len(chunk) >= size:
-                yield first, chunk
-                chunk = []
-        if chunk:
-            yield first, chunk
+        while block := f.read(8 << 20):
+            data = tail + block
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n")
+            lines = data.split(b"\n")
+            tail = lines.pop()
+            while lines:
+                take = size - len(chunk)
+                chunk += lines[:take]
+                del lines[:take]
+                if len(chunk) == size:
+                    yield first, chunk
+                    first += size
+                    chunk = []
+    if tail:
+        chunk.append(tail.removesuffix(b"\r"))
+    if chunk:
+        yield first, chunk
 
 
 def replay(

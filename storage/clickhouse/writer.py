@@ -77,7 +77,7 @@ TRANSIENT_CODES = frozenset({
 
 # Events: skip the in-block ReplacingMergeTree pass (FINAL collapses copies anyway; it doubled the
 # insert cost), and accept a batch spanning more than 100 days rather than fail it forever.
-EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0}
+EVENT_INSERT_SETTINGS = {"optimize_on_insert": 0, "max_partitions_per_insert_block": 0, "max_threads": 1}
 
 
 def now_ms() -> int:
@@ -232,18 +232,29 @@ class ClickHouseWriter:
         ClickHouse refuses is split in halves until the refused rows are alone; returns those as
         ``(index, reason)`` (normally none) and writes the rest.
         """
+        return self.write_event_columns(self.event_columns(events, raws, ts))
+
+    def event_columns(
+        self, events: Sequence[TelemetryEvent], raws: Sequence[bytes], ts: Sequence[float]
+    ) -> list[list]:
+        """The columns ``write_event_columns`` inserts. Building them is the Python part of writing
+        events (text removal, identity columns): a pipeline does it beside its other Python work,
+        leaving the writer thread only the insert, which runs off the interpreter lock."""
         if not len(events) == len(raws) == len(ts):
             raise ValueError(f"{len(events)} events, {len(raws)} raw payloads and {len(ts)} timestamps")
-        if not events:
-            return []
         ms = np.floor(np.asarray(ts, dtype=np.float64) * 1000 + 5e-4).astype(np.int64).tolist()
-        columns = [
+        return [
             [e.event_id for e in events],
             ms,
             [e.model.id for e in events],
             event_raws(events, raws, self.store_text),
-            [now_ms()] * len(events),
         ]
+
+    def write_event_columns(self, columns: list[list]) -> list[tuple[int, str]]:
+        """Insert columns from ``event_columns``; return the rows ClickHouse refused (as ``write_events``)."""
+        if not columns[0]:
+            return []
+        columns = [*columns, [now_ms()] * len(columns[0])]
         return self._insert_isolating("telemetry_events_in", INGEST_COLUMNS, columns, EVENT_INSERT_SETTINGS)
 
     def write_signals(self, signals: Sequence[Signal]) -> int:

@@ -147,7 +147,7 @@ class Pipeline:
         since = max(s.ts for s in latest) - lookback
         signals = recent_signals(self.writer.client, self.cfg.clickhouse.database, since)
         changes = self.engine.evaluate(signals)
-        self._submit([], [], [], [], [], changes, [])
+        self._submit(changes=changes)
         self.flush()
         return changes
 
@@ -202,7 +202,10 @@ class Pipeline:
             metrics.DUPLICATES.inc(result.duplicates)
             _count_rejects(result.rejected)
             result.merge(self._close(self.clock.advance(self._idle, self.wall() if self.live else None)))
-            result.durable = self._submit(result.rejected, *stored, result.signals, result.changes, origin)
+            events, raws, ts, idx = stored
+            result.durable = self._submit(
+                result.rejected, events, raws, ts, idx, result.signals, result.changes, origin
+            )
         return result
 
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
@@ -210,13 +213,13 @@ class Pipeline:
         self._idle = set(idle)
         result = self._close(self.clock.advance(self._idle, now))
         if result.closed:
-            result.durable = self._submit([], [], [], [], [], result.signals, result.changes)
+            result.durable = self._submit(signals=result.signals, changes=result.changes)
         return result
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
         result = self._close(self.clock.close_all())
-        result.durable = self._submit([], [], [], [], [], result.signals, result.changes)
+        result.durable = self._submit(signals=result.signals, changes=result.changes)
         self.flush()
         return result
 
@@ -357,13 +360,13 @@ class Pipeline:
 
     def _submit(
         self,
-        rejected: list[Rejected],
-        events: list[TelemetryEvent],
-        raws: list[bytes],
-        ts: list[float],
-        idx: list[int],
-        signals: list[Signal],
-        changes: list[IncidentChange],
+        rejected: Sequence[Rejected] = (),
+        events: Sequence[TelemetryEvent] = (),
+        raws: Sequence[bytes] = (),
+        ts: Sequence[float] = (),
+        idx: Sequence[int] = (),
+        signals: Sequence[Signal] = (),
+        changes: Sequence[IncidentChange] = (),
         origin: Callable[[int], str] | None = None,
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""

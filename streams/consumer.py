@@ -10,8 +10,9 @@ works. What can stop monitoring is handled here, each in one place:
   so memory stays bounded; ``raiwatch_input_paused`` says so, and it resumes by itself.
 - **A broker outage**: aiokafka reconnects; nothing closes windows meanwhile, because a
   partition counts as idle only when a *fresh* fetch shows it caught up.
-- **Idle traffic**: a partition caught up and silent for ``idle_close_s`` stops holding the
-  watermark; with all of them idle, event time follows the wall clock.
+- **Idle traffic**: a partition caught up (by fresh fetch answers) and without records for
+  ``idle_close_s`` in a row stops holding the watermark; with all idle, event time follows the
+  wall clock. An outage restarts that count: silence nobody could see is not idleness.
 - **Rebalances**: a revoked partition's released offsets are committed and its partial windows
   dropped (the next owner re-reads them); an assigned one continues from its checkpoint.
 - **Crashes**: an unexpected error ends ``run`` with it, so the process exits non-zero and a
@@ -41,7 +42,7 @@ from streams.offsets import OffsetTracker
 
 log = logging.getLogger("raiwatch.worker")
 
-FRESH_S = 3.0  # a fetch answer older than this says nothing about whether a partition is caught up
+DOWN_S = 5.0  # no fetch answer for this long: say Kafka is away
 TICK_S = 0.5  # how often idle partitions are looked for
 
 
@@ -82,8 +83,9 @@ class StreamWorker:
         self._lock = asyncio.Lock()
         self._fatal: BaseException | None = None
         self._stop = asyncio.Event()
-        self._last_record: dict[int, float] = {}  # partition -> monotonic time of its last record
-        self._assigned_at: dict[int, float] = {}
+        self._quiet_since: dict[int, float] = {}  # partition -> since when caught up without a record
+        # an older fetch answer says nothing of whether a partition is caught up
+        self._fresh_ms = 1000 * min(1.0, cfg.windows.idle_close_s / 4)
         self._last_commit = 0.0
         self._committed: dict[int, int] = {}
         self._stash: dict[TopicPartition, list[Any]] = {}
@@ -124,9 +126,11 @@ class StreamWorker:
         try:
             consumer.subscribe([k.telemetry_topic], listener=_Listener(self))
             await consumer.start()
+            watch = asyncio.ensure_future(self._watch())
             try:
                 await self._loop(consumer)
             finally:
+                watch.cancel()
                 await self._shutdown(consumer)
         finally:
             await producer.stop()
@@ -172,9 +176,8 @@ class StreamWorker:
 
     async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
         msgs = [m for batch in records.values() for m in batch]
-        now = time.monotonic()
         for tp in records:
-            self._last_record[tp.partition] = now
+            self._quiet_since.pop(tp.partition, None)
 
         def origin(i: int, msgs: list = msgs) -> str:
             m = msgs[i]
@@ -249,31 +252,50 @@ class StreamWorker:
         self._set_ready()
 
     async def _idle_partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:
-        """Assigned partitions caught up (by a fresh fetch) and silent for ``idle_close_s``; None if
-        none are assigned."""
+        """Assigned partitions that have been caught up, by fresh fetch answers and with no new
+        record, for ``idle_close_s`` without a break; None if none are assigned.
+
+        Any break restarts a partition's quiet time: a record, a stale fetch answer (the broker is
+        away: silence then says nothing about the producers), or a fetch showing it behind.
+        """
         parts = consumer.assignment()
         if not parts:
             return None
         now, now_ms = time.monotonic(), time.time() * 1000
         quiet = self.cfg.windows.idle_close_s
         idle = set()
-        fresh = 0
         for tp in parts:
+            p = tp.partition
             last_fetch = consumer.last_poll_timestamp(tp)
             high = consumer.highwater(tp)
-            if last_fetch is None or high is None or now_ms - last_fetch > FRESH_S * 1000:
-                continue  # no fresh word from the broker: an outage is not idleness
-            fresh += 1
-            if now - self._last_record.get(tp.partition, self._assigned_at.get(tp.partition, now)) < quiet:
+            caught_up = False
+            if last_fetch is not None and high is not None and now_ms - last_fetch <= self._fresh_ms:
+                with contextlib.suppress(KafkaError, TimeoutError):  # position may wait on the broker
+                    caught_up = await asyncio.wait_for(consumer.position(tp), 0.2) >= high
+            if not caught_up:
+                self._quiet_since.pop(p, None)
                 continue
-            try:
-                position = await consumer.position(tp)
-            except KafkaError:
-                continue
-            if position >= high:
-                idle.add(tp.partition)
-        self._broker_status(fresh > 0 or self.paused, now)
+            since = self._quiet_since.setdefault(p, now)
+            if now - since >= quiet:
+                idle.add(p)
         return idle
+
+    async def _watch(self) -> None:
+        """Beside the loop (which an outage can hold inside a fetch): is Kafka answering, is the
+        worker ready. Updates the log, the metrics and readiness every ``TICK_S``."""
+        while not self._stop.is_set():
+            await asyncio.sleep(TICK_S)
+            consumer = self._consumer
+            parts = consumer.assignment() if consumer is not None else set()
+            if parts:
+                now_ms = time.time() * 1000
+                stamps = {tp.partition: consumer.last_poll_timestamp(tp) for tp in parts}
+                for p, t in stamps.items():
+                    if t is None or now_ms - t > self._fresh_ms:  # silence nobody could see
+                        self._quiet_since.pop(p, None)
+                answering = any(t is not None and now_ms - t <= 1000 for t in stamps.values())
+                self._broker_status(answering or self.paused, time.monotonic())
+            self._set_ready()
 
     def _broker_status(self, up: bool, now: float) -> None:
         """Say once when fetches stop coming back (and once when they resume)."""
@@ -282,7 +304,7 @@ class StreamWorker:
             if self.broker_down:
                 log.warning("Kafka answers again; windows close as its partitions catch up")
                 self.broker_down = False
-        elif not self.broker_down and now - self._fetch_ok_at > 2 * FRESH_S:
+        elif not self.broker_down and now - self._fetch_ok_at > DOWN_S:
             log.warning(
                 "no fetch answer from Kafka at %s for %.0f s: waiting (no window closes meanwhile)",
                 self.cfg.kafka.bootstrap_servers, now - self._fetch_ok_at,
@@ -349,16 +371,12 @@ class StreamWorker:
         except Exception as e:  # aiokafka would only log it: make the worker stop instead
             self._fail(e)
         for p in parts:
-            self._last_record.pop(p, None)
-            self._assigned_at.pop(p, None)
+            self._quiet_since.pop(p, None)
         self.assigned -= parts
         log.info("partitions revoked: %s", sorted(parts))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned if tp.topic == self.cfg.kafka.telemetry_topic}
-        now = time.monotonic()
-        for p in parts:
-            self._assigned_at[p] = now
         self.assigned |= parts
         try:
             async with self._lock:

@@ -372,3 +372,15 @@ def test_serves_a_chdb_client_of_its_own_process(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:3] == ["refused 164", "[1,2]", "2"]
+
+
+def test_an_insert_the_engine_refuses_is_reported_and_writes_nothing(rw: Server) -> None:
+    """chdb's streaming insert reports such rows as written while storing none; the server must not."""
+    client = rw.client()
+    create_table(client, "refusing")
+    client.command("ALTER TABLE refusing ADD CONSTRAINT no_model_3 CHECK model != 'model-3'")
+    with pytest.raises(DatabaseError, match="VIOLATED_CONSTRAINT"):
+        insert(client, "refusing", sample(50))
+    assert client.command("SELECT count() FROM refusing") == 0
+    assert insert(client, "refusing", [col[:3] for col in sample(50)]) == 3  # rows it takes are stored
+    assert client.command("SELECT count() FROM refusing") == 3

@@ -258,3 +258,34 @@ def test_db_migrate_never_prints_a_database_password(tmp_path):
     p = cli("db", "migrate", "--data-dir", str(tmp_path), env=env, timeout=60)
     assert p.returncode == 2 and "pg-s3cret" not in p.stdout + p.stderr, p.stdout + p.stderr
     assert "***" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_warm_start_replays_stored_signals_into_the_rules_and_stores_what_they_open(pipeline_factory):
+    """A worker killed after writing signals but before storing the incident they open."""
+    from raiwatch.records import Signal
+
+    pipe = pipeline_factory(wall=NOW.timestamp())
+    t0 = NOW - timedelta(minutes=30)
+    pipe.writer.write_signals(
+        [
+            Signal(
+                ts=t0 + timedelta(minutes=i),
+                window=60,
+                signal="safety.violation_rate",
+                model_id="bot",
+                dims={"category": "self_harm"},
+                value=0.12,
+                lower=0.10,
+                upper=0.14,
+                n=900,
+            )
+            for i in range(6)
+        ]
+    )
+    changes = pipe.warm_start()
+    assert [c.kind for c in changes] == ["opened", "updated", "updated", "updated"]  # for 3m, re-confirmed
+    (inc,) = pipe.store.open_incidents()
+    assert inc.incident_id == changes[0].incident.incident_id
+    db = pipe.cfg.clickhouse.database
+    assert pipe.writer.client.command(f"SELECT count() FROM {db}.incidents FINAL") == 1
+    assert pipe.warm_start() == []  # again: nothing new

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -24,7 +24,7 @@ from kafka import KafkaProducer
 
 from raiwatch import synth
 from raiwatch.localkafka import free_port
-from streams.producer import produce
+from streams.producer import model_key, produce
 from tests.harness import (
     ClickHouseServer,
     cli,
@@ -52,16 +52,18 @@ def _scenario(path: Path, events: int, rate: float, seed: int) -> dict:
     return synth.write(path, sc)
 
 
-def _replay(events: Path, out: Path) -> tuple[list[tuple], list[tuple]]:
-    p = cli("replay", str(events), "--out", str(out), "--quiet")
+def _replay(events: Path, out: Path, *args: str) -> tuple[list[tuple], list[tuple]]:
+    p = cli("replay", str(events), "--out", str(out), "--quiet", *args)
     assert p.returncode == 0, p.stderr
     return signal_rows(out), incident_keys(incidents_jsonl(out / "incidents.jsonl"))
 
 
-def _setup(tmp_path: Path, bootstrap: str, extra: str = "") -> tuple[Path, Path, str, str, Path]:
+def _setup(
+    tmp_path: Path, bootstrap: str, extra: str = "", **windows: float
+) -> tuple[Path, Path, str, str, Path]:
     run = uuid.uuid4().hex[:8]
     topic, group = f"nb-{run}", f"raiwatch-{run}"
-    cfg = write_config(tmp_path / "raiwatch.yaml", bootstrap, topic, group, extra)
+    cfg = write_config(tmp_path / "raiwatch.yaml", bootstrap, topic, group, extra, **windows)
     return cfg, tmp_path / "data", topic, group, tmp_path / "worker.log"
 
 
@@ -72,18 +74,27 @@ def _progress_events(log: Path) -> int:
     return int(lines[-1].split()[1].split("=")[1]) if lines else 0
 
 
-def _produce_paced(path: Path, bootstrap: str, topic: str, per_s: float) -> threading.Thread:
-    """Publish ``path`` at about ``per_s`` lines per second from a thread (a live producer)."""
+def _produce_paced(
+    path: Path, bootstrap: str, topic: str, per_s: float, start_at: datetime | None = None
+) -> threading.Thread:
+    """Publish ``path`` at about ``per_s`` lines per second from one producer in a thread (a live
+    producer); with ``start_at``, line ``i`` goes out at ``start_at + i / per_s``, as it happens."""
     lines = path.read_bytes().splitlines()
 
     def run() -> None:
+        producer = KafkaProducer(  # a request lost with the broker is resent after 5 s, not 30
+            bootstrap_servers=bootstrap, acks="all", linger_ms=20, request_timeout_ms=5000
+        )
         chunk = max(1, int(per_s / 10))
-        t0 = time.monotonic()
+        t0 = time.monotonic() + ((start_at - datetime.now(UTC)).total_seconds() if start_at else 0)
         for i in range(0, len(lines), chunk):
-            produce(lines[i : i + chunk], bootstrap, topic)
-            ahead = t0 + (i + chunk) / per_s - time.monotonic()
+            ahead = t0 + i / per_s - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)  # pacing a producer, not waiting for a result
+            for line in lines[i : i + chunk]:
+                producer.send(topic, key=model_key(line), value=line)
+        producer.flush()
+        producer.close()
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
@@ -195,30 +206,72 @@ def test_poison_messages_never_stop_the_worker_and_each_lands_in_the_dlq(kafka_b
 # -- a broker outage ----------------------------------------------------------------------------
 
 
-def test_a_broker_outage_mid_stream_changes_no_signal(kafka_broker, tmp_path):
+def _outage(kafka_broker, worker, log: Path, seconds: float) -> None:
+    """Stop the broker for ``seconds``, checking the worker survives it, then start it again."""
+    kafka_broker.stop()
+    end = time.monotonic() + seconds
+    poll(lambda: worker.poll() is not None or time.monotonic() > end, seconds + 10, "the outage to pass")
+    assert worker.poll() is None, log.read_text()[-3000:]
+    kafka_broker.start()
+
+
+def test_a_broker_outage_while_draining_a_backlog_changes_no_signal(kafka_broker, tmp_path):
+    """The probe that once made 151,463 of 199,010 events late: the broker stops mid-backlog."""
     bootstrap = kafka_broker.bootstrap
     events = tmp_path / "events.jsonl"
-    _scenario(events, 20_000, 20, seed=31)
+    _scenario(events, 150_000, 40, seed=31)
     signals, incidents = _replay(events, tmp_path / "replay")
     cfg, data, topic, group, log = _setup(tmp_path, bootstrap)
+    with events.open("rb") as f:
+        produce(f, bootstrap, topic)
     port = free_port()
     worker = start_worker(cfg, data, log, "--metrics-port", str(port))
     try:
-        producer = _produce_paced(events, bootstrap, topic, per_s=2000)
-        poll(lambda: _progress_events(log) >= 4000, 120, "the worker to take 4,000 events")
-        kafka_broker.stop()
-        outage_end = time.monotonic() + 20
-        poll(lambda: worker.poll() is not None or time.monotonic() > outage_end, 30, "20 s of outage")
-        assert worker.poll() is None, log.read_text()[-3000:]
-        kafka_broker.start()
+        poll(lambda: _progress_events(log) >= 30_000, 120, "the worker to take 30,000 events")
+        _outage(kafka_broker, worker, log, 20)
+        wait_drained(bootstrap, group, topic, worker, log, timeout=300)
+        metrics = scrape(port)
+    finally:
+        stop_worker(worker)
+    assert metrics["raiwatch_late_events_total"] == 0 and metrics["raiwatch_events_total"] >= 150_000
+    assert "no fetch answer from Kafka" in log.read_text()  # it said so
+    assert signal_rows(data) == signals
+    assert incident_keys(store_incidents(data)) == incidents
+
+
+def test_a_broker_outage_under_live_traffic_changes_no_signal(kafka_broker, tmp_path):
+    """Producers and worker both lose the broker for 20 s; events dated as they are produced.
+
+    With the broker's own stop and start the outage lasts about 28 s, and the producer needs a few
+    more to resend; with 60 s of allowed lateness no event is really late, so none may be counted
+    late (with the default 30 s, the first events of the outage really are late, and are)."""
+    bootstrap = kafka_broker.bootstrap
+    events, rate = tmp_path / "events.jsonl", 300
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    synth.write(events, synth.default_scenario(9000, seed=33, rate_per_s=rate, start=start))
+    signals, incidents = _replay(events, tmp_path / "replay", "--config", str(_windows_10s(tmp_path)))
+    cfg, data, topic, group, log = _setup(tmp_path, bootstrap, size_s=10, allowed_lateness_s=60)
+    port = free_port()
+    worker = start_worker(cfg, data, log, "--metrics-port", str(port))
+    try:
+        poll(lambda: "worker ready" in log.read_text(), 120, "the worker to start")
+        producer = _produce_paced(events, bootstrap, topic, per_s=rate, start_at=start)
+        poll(lambda: _progress_events(log) >= 3000, 120, "the worker to take 3,000 events")
+        _outage(kafka_broker, worker, log, 20)
         producer.join(300)
         wait_drained(bootstrap, group, topic, worker, log, timeout=300)
         metrics = scrape(port)
     finally:
         stop_worker(worker)
-    assert metrics["raiwatch_late_events_total"] == 0
+    assert metrics["raiwatch_late_events_total"] == 0 and metrics["raiwatch_events_total"] == 9000
     assert signal_rows(data) == signals
     assert incident_keys(store_incidents(data)) == incidents
+
+
+def _windows_10s(tmp_path: Path) -> Path:
+    path = tmp_path / "windows.yaml"
+    path.write_text("windows:\n  size_s: 10\n  allowed_lateness_s: 60\n")
+    return path
 
 
 # -- kill -9 ------------------------------------------------------------------------------------
@@ -367,3 +420,37 @@ def test_sigterm_on_a_healthy_worker_commits_and_exits_zero(kafka_bootstrap, tmp
     finally:
         stop_worker(worker)
     assert "worker stopped" in log.read_text() and truth["valid"] == 3000
+
+
+def test_a_row_clickhouse_refuses_goes_to_the_dlq_and_the_rest_is_stored(kafka_bootstrap, tmp_path):
+    events = tmp_path / "events.jsonl"
+    truth = _scenario(events, 4000, 20, seed=81)
+    server = ClickHouseServer(tmp_path / "clickhouse", free_port(), tmp_path / "clickhouse.log")
+    server.start()
+    cfg, data, topic, group, log = _setup(tmp_path, kafka_bootstrap, f"clickhouse:\n  dsn: '{server.dsn}'\n")
+    worker = start_worker(cfg, data, log)
+    lines = events.read_bytes().splitlines()
+    for i in (100, 2000, 3500):  # valid events a ClickHouse-side rule will refuse to store
+        ev = orjson.loads(lines[i])
+        ev["model"]["id"] = "refused-model"
+        lines[i] = orjson.dumps(ev)
+    try:
+        poll(lambda: "worker ready" in log.read_text(), 120, "the worker to start")
+        server.client().command(
+            "ALTER TABLE raiwatch.telemetry_events "
+            "ADD CONSTRAINT no_refused CHECK model_id != 'refused-model'"
+        )
+        produce(lines, kafka_bootstrap, topic)
+        wait_drained(kafka_bootstrap, group, topic, worker, log)
+        assert worker.poll() is None
+        (n,) = server.client().query("SELECT count() FROM raiwatch.telemetry_events FINAL").result_rows[0]
+    finally:
+        stop_worker(worker)
+        server.stop()
+    assert n == truth["valid"] - 3
+    dlq = read_topic(kafka_bootstrap, f"{topic}.dlq", 3)
+    assert len(dlq) == 3
+    assert all(b"refused by ClickHouse" in dict(r.headers)["reason"] for r in dlq)
+    assert sorted(orjson.loads(r.value)["event_id"] for r in dlq) == sorted(
+        orjson.loads(lines[i])["event_id"] for i in (100, 2000, 3500)
+    )

@@ -70,34 +70,57 @@ class RuleEngine:
         for r in rules:
             self._routes.setdefault(r.signal, []).append((r, r.dims))
         self._runbooks = {r.name: r.runbook_url(runbook_base_url) for r in rules}
+        self._inhibitors = {name for r in rules for name in r.inhibited_by}
         self._series: dict[SeriesKey, _Series] = {}
         self._evict_after = evict_after
         self._now: datetime | None = None  # latest event time seen
         self._swept: datetime | None = None
 
     def evaluate(self, signals: Sequence[Signal]) -> list[IncidentChange]:
-        """Feed signals (any mix of series and rules; stably sorted by ``ts`` here); return the changes."""
+        """Feed signals (any mix of series and rules; stably sorted by ``ts`` here); return the changes.
+
+        Within one window, rules that inhibit others are evaluated first, so whether an inhibited
+        rule opens never depends on the order of the signals (a replay and a restarted worker
+        read them back in another order than the monitors emitted them).
+        """
         changes = []
-        for s in sorted(signals, key=attrgetter("ts")):
-            self._now = s.ts if self._now is None else max(self._now, s.ts)
-            routes = self._routes.get(s.signal)
-            if not routes:
-                continue
-            labels = s.labels()
-            fields = signal_fields(s)
-            for rule, dims in routes:
-                if s.dims.keys() != dims or any(labels.get(k) != v for k, v in rule.match.items()):
-                    continue
-                if any(k not in labels for k in rule.group_by):
-                    continue
-                scope = {k: labels[k] for k in rule.group_by}
-                if s.model_id:
-                    scope.setdefault("model_id", s.model_id)
-                change = self._step(rule, scope, labels, s, fields)
-                if change:
-                    changes.append(change)
+        ordered = sorted(signals, key=attrgetter("ts"))
+        i = 0
+        while i < len(ordered):
+            j = i
+            while j < len(ordered) and ordered[j].ts == ordered[i].ts:
+                j += 1
+            window = ordered[i:j]
+            for inhibitors_pass in (True, False):
+                for s in window:
+                    changes += self._route(s, inhibitors_pass)
+            i = j
         self._evict()
         return changes
+
+    def _route(self, s: Signal, inhibitors: bool) -> list[IncidentChange]:
+        """Step the series ``s`` feeds, of the rules that inhibit others (or of the rest)."""
+        self._now = s.ts if self._now is None else max(self._now, s.ts)
+        routes = self._routes.get(s.signal)
+        if not routes:
+            return []
+        labels = s.labels()
+        fields = signal_fields(s)
+        out = []
+        for rule, dims in routes:
+            if (rule.name in self._inhibitors) != inhibitors:
+                continue
+            if s.dims.keys() != dims or any(labels.get(k) != v for k, v in rule.match.items()):
+                continue
+            if any(k not in labels for k in rule.group_by):
+                continue
+            scope = {k: labels[k] for k in rule.group_by}
+            if s.model_id:
+                scope.setdefault("model_id", s.model_id)
+            change = self._step(rule, scope, labels, s, fields)
+            if change:
+                out.append(change)
+        return out
 
     def _step(
         self,

@@ -299,3 +299,29 @@ def test_incidents_satisfy_the_incident_contract() -> None:
     for c in changes:
         jsonschema.validate(c.incident.to_contract(), schema, format_checker=jsonschema.FormatChecker())
     assert changes[0].incident.to_contract()["opened_at"] == "2026-11-02T09:03:00Z"
+
+
+def test_inhibition_does_not_depend_on_the_order_of_signals_in_a_window():
+    """A restarted worker reads a window's signals back sorted by scope: the tenant row first."""
+    from alert_rules import RuleEngine, load_rules
+
+    rules = load_rules()
+    t0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+    def window(i: int) -> list[Signal]:
+        ts = t0 + timedelta(minutes=i)
+        common = dict(ts=ts, window=60, signal="safety.violation_rate", model_id="m", value=0.2)
+        return [
+            Signal(**common, dims={"category": "self_harm"}, lower=0.15, upper=0.25, n=1000),
+            Signal(**common, dims={"category": "self_harm", "tenant_id": "t"}, lower=0.12, upper=0.3, n=300),
+        ]
+
+    for order in (1, -1):
+        engine = RuleEngine(rules, "file:///runbooks")
+        opened = [
+            c.incident.rule
+            for i in range(6)
+            for c in engine.evaluate(window(i)[::order])
+            if c.kind == "opened"
+        ]
+        assert opened == ["SafetyViolationRateHigh"], order

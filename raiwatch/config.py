@@ -56,7 +56,7 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     events_ttl_days: PosInt = 30
     store_text: bool = False  # keep prompt/response text in raw events only when True
     connect_timeout_s: Annotated[float, Meta(gt=0)] = 5.0  # server DSN: to open a connection
-    timeout_s: Annotated[float, Meta(gt=0)] = 30.0  # server DSN: to send a request or hear any answer
+    timeout_s: Annotated[float, Meta(gt=0)] = 15.0  # server DSN: to send a request or hear any answer
     verify_tls: bool = True  # https DSN: check the server's certificate
     ca_cert: str = ""  # https DSN: CA bundle to check it with ("" = the system's)
 

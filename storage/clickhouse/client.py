@@ -125,7 +125,7 @@ class ConnectOptions:
     """How to reach a ClickHouse server (ignored by the embedded engine)."""
 
     connect_timeout_s: float = 5.0  # to open a connection
-    send_receive_timeout_s: float = 30.0  # to send a request or wait for any answer to it
+    send_receive_timeout_s: float = 15.0  # to send a request or wait for any answer to it
     verify_tls: bool = True  # check the server's certificate on https
     ca_cert: str = ""  # a CA bundle to check it against ("" = the system's)
 

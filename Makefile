@@ -18,7 +18,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
-	@if [ -f ../shared/tools/check_layers.py ]; then $(BIN)/python ../shared/tools/check_layers.py .; fi
+	$(BIN)/lint-imports --no-cache
 
 test: install lint
 	bash deploy/system-deps.sh

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from raiwatch.records import Signal
+from raiwatch.core.records import Signal
 
 FIELDS = ("value", "lower", "upper", "baseline", "p_value", "n", "delta", "ratio")
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}

@@ -31,7 +31,7 @@ from msgspec.structs import replace
 
 from alert_rules.conditions import signal_fields
 from alert_rules.loader import Rule
-from raiwatch.records import Incident, IncidentChange, Signal
+from raiwatch.core.records import Incident, IncidentChange, Signal
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 

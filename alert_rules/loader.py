@@ -20,8 +20,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator, ValidationError
 
 from alert_rules.conditions import FIELDS, Condition, Fields, parse_condition, parse_duration
-from raiwatch.errors import RuleError
-from raiwatch.records import SIGNAL_FAMILIES, Severity
+from raiwatch.core.errors import RuleError
+from raiwatch.core.records import SIGNAL_FAMILIES, Severity
 
 RULES_DIR = Path(__file__).resolve().parent
 SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))

@@ -24,17 +24,17 @@ from pathlib import Path
 
 import orjson
 
-from raiwatch.codec import telemetry_codec
+from raiwatch.core import contracts
+from raiwatch.core.codec import telemetry_codec
 from storage.clickhouse import ClickHouseWriter, connect, count_events, migrate
 from storage.clickhouse.writer import EPOCH, MS, event_raws
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "examples.jsonl"
 DB = "bench"
 
 
 def make_lines(n: int) -> list[bytes]:
     """``n`` JSON events: the examples in turn, with unique ids, advancing times, varied scope."""
-    examples = [orjson.loads(line) for line in EXAMPLES.read_bytes().splitlines() if line.strip()]
+    examples = [orjson.loads(line) for line in contracts.examples()]
     start = datetime.now(UTC) - timedelta(hours=1)  # recent: older events would expire by TTL
     out = []
     for i in range(n):

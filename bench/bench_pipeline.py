@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raiwatch import localkafka, synth  # noqa: E402
-from raiwatch.codec import telemetry_codec  # noqa: E402
+from raiwatch.core.codec import telemetry_codec  # noqa: E402
+from raiwatch.dev import localkafka, synth  # noqa: E402
 from tests.harness import lag, start_worker, stop_worker, wait_drained, write_config  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from raiwatch.records import Signal, TelemetryEvent
+from raiwatch.core.records import Signal, TelemetryEvent
 
 
 class Monitor(Protocol):

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 import msgspec
 
 from detectors.rates import wilson_interval
-from raiwatch.config import SafetyConfig
-from raiwatch.records import Signal, TelemetryEvent
+from raiwatch.core.config import SafetyConfig
+from raiwatch.core.records import Signal, TelemetryEvent
 
 OTHER = "other"
 ACTIONS = ("blocked", "redacted", "escalated")

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from raiwatch.config import Config, load_config
-from raiwatch.errors import RaiwatchError
+from raiwatch.core.config import Config, load_config
+from raiwatch.core.errors import RaiwatchError
 
 
 def _cfg(args: argparse.Namespace) -> Config:
@@ -19,7 +19,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from raiwatch.replay import replay
-    from raiwatch.report import print_incidents
+    from raiwatch.report import print_replay
 
     cfg = _cfg(args)
     size = Path(args.events).stat().st_size if Path(args.events).is_file() else 0
@@ -33,19 +33,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     ) as bar:
         task = bar.add_task("replaying", total=size)
         s = replay(args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n))
-    print(
-        f"replayed {s.lines} lines in {s.seconds:.1f}s ({s.events_per_s:,.0f} lines/s): "
-        f"{s.events} events, {s.rejected} rejected, {s.late} late, {s.duplicates} duplicates, "
-        f"{s.signals} signals, "
-        f"{len(s.incidents)} incidents"
-    )
-    if args.feedback:
-        print(
-            f"feedback: {s.feedback} labels read, {s.feedback_rejected} rejected "
-            "(labels are validated; no monitor consumes them yet)"
-        )
-    print_incidents(s.incidents)
-    print(f"out: {s.out}/incidents.jsonl, {s.out}/rejected.jsonl, ClickHouse at {s.out}/clickhouse")
+    print_replay(s, feedback=bool(args.feedback))
     return 0
 
 
@@ -121,7 +109,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from raiwatch.errors import StorageError
+    from raiwatch.core.errors import StorageError
     from storage.clickhouse import ConnectOptions, connect, migrate
     from storage.clickhouse.client import redact, scrub
     from storage.incidents import migrate as migrate_incidents

@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from raiwatch import localkafka, synth
-from raiwatch.config import load_config
+from raiwatch.core.config import load_config
+from raiwatch.dev import localkafka, synth
 from raiwatch.report import print_incidents
 
 console = Console()
@@ -49,9 +49,11 @@ def run_demo(events: int, data_dir: Path) -> int:
             "[yellow]Java not found: no local Apache Kafka broker. Running the same pipeline with "
             "`raiwatch replay` instead (no broker involved).[/]"
         )
-        from raiwatch.cli import main
+        from raiwatch.replay import replay
+        from raiwatch.report import print_replay
 
-        return main(["replay", str(events_file), "--out", str(data_dir / "replay")])
+        print_replay(replay(events_file, load_config(), data_dir / "replay"))
+        return 0
     console.print("[bold]2/5[/] starting Apache Kafka (KRaft, single node; first run downloads the jars)")
     localkafka.install()
     broker = localkafka.LocalKafka(data_dir / "kafka")

@@ -33,11 +33,11 @@ from monitors.base import Monitor
 from monitors.dedup import RecentIds
 from monitors.safety import SafetyMonitor
 from monitors.windows import OK, REPLAYED, WindowClock
-from raiwatch import metrics
-from raiwatch.batch import BatchResult
-from raiwatch.codec import Rejected, telemetry_codec
-from raiwatch.config import Config
-from raiwatch.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
+from raiwatch.core import metrics
+from raiwatch.core.batch import BatchResult
+from raiwatch.core.codec import Rejected, telemetry_codec
+from raiwatch.core.config import Config
+from raiwatch.core.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
 from storage.clickhouse import (
     ClickHouseWriter,
     ConnectOptions,

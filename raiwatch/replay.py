@@ -19,12 +19,12 @@ from pathlib import Path
 
 import orjson
 
-from raiwatch.batch import BatchResult
-from raiwatch.codec import Rejected, feedback_codec
-from raiwatch.config import Config
-from raiwatch.errors import RaiwatchError
+from raiwatch.core.batch import BatchResult
+from raiwatch.core.codec import Rejected, feedback_codec
+from raiwatch.core.config import Config
+from raiwatch.core.errors import RaiwatchError
+from raiwatch.core.records import Incident
 from raiwatch.pipeline import Pipeline
-from raiwatch.records import Incident
 
 MARKER = ".raiwatch-replay"
 BATCH = 20_000

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from raiwatch.records import Incident
+from raiwatch.core.records import Incident
 
 console = Console()
 
@@ -34,6 +34,19 @@ def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> Non
             f"  {i.summary}\n  {when} (event time)\n  runbook: {i.runbook_url}",
             soft_wrap=True,
         )
+
+
+def print_replay(s, feedback: bool = False) -> None:
+    """What a replay did (a ``raiwatch.replay.ReplaySummary``): counts, incidents, where the output is."""
+    print(
+        f"replayed {s.lines} lines in {s.seconds:.1f}s ({s.events_per_s:,.0f} lines/s): "
+        f"{s.events} events, {s.rejected} rejected, {s.late} late, {s.duplicates} duplicates, "
+        f"{s.signals} signals, {len(s.incidents)} incidents"
+    )
+    if feedback:
+        print(f"feedback: {s.feedback} labels read, {s.feedback_rejected} rejected")
+    print_incidents(s.incidents)
+    print(f"out: {s.out}/incidents.jsonl, {s.out}/rejected.jsonl, ClickHouse at {s.out}/clickhouse")
 
 
 def print_incident(inc: Incident, as_json: bool = False) -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from raiwatch import health
-from raiwatch.batch import BatchResult
-from raiwatch.config import Config
-from raiwatch.errors import RaiwatchError
+from raiwatch.core.batch import BatchResult
+from raiwatch.core.config import Config
+from raiwatch.core.errors import RaiwatchError
+from raiwatch.core.records import IncidentChange
 from raiwatch.pipeline import Pipeline
-from raiwatch.records import IncidentChange
 from streams.consumer import StreamWorker
 from streams.topics import ensure_topics
 

@@ -33,10 +33,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from raiwatch import metrics
-from raiwatch.batch import BatchHandler, BatchResult
-from raiwatch.codec import Rejected
-from raiwatch.config import Config
+from raiwatch.core import metrics
+from raiwatch.core.batch import BatchHandler, BatchResult
+from raiwatch.core.codec import Rejected
+from raiwatch.core.config import Config
 from streams.dlq import DeadLetters, Stopping
 from streams.offsets import OffsetTracker
 

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from raiwatch import metrics
-from raiwatch.codec import Rejected
+from raiwatch.core import metrics
+from raiwatch.core.codec import Rejected
 
 log = logging.getLogger("raiwatch.dlq")
 

@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from raiwatch.config import KafkaConfig
+from raiwatch.core.config import KafkaConfig
 
 
 def ensure_topics(cfg: KafkaConfig, timeout_s: float = 30.0) -> None:

@@ -2,7 +2,7 @@
 
 Kafka
     ``kafka_bootstrap`` (session): bootstrap address of a real Apache Kafka broker. By default one
-    ``raiwatch.localkafka.LocalKafka`` is installed (jars cached in ``.cache/kafka``) and started on
+    ``raiwatch.dev.localkafka.LocalKafka`` is installed (jars cached in ``.cache/kafka``) and started on
     free ports in a temp dir for the whole session; set ``RAIWATCH_TEST_KAFKA_BOOTSTRAP=host:port``
     to use an existing broker instead. Tests that use it should carry ``@pytest.mark.kafka``.
     ``kafka_broker`` (function): the session's ``LocalKafka`` itself, for tests that stop, kill or
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from raiwatch.localkafka import LocalKafka, install, java_available
+from raiwatch.dev.localkafka import LocalKafka, install, java_available
 
 KAFKA_BOOTSTRAP_ENV = "RAIWATCH_TEST_KAFKA_BOOTSTRAP"
 NO_JAVA_REASON = "java not found on PATH: the Kafka tests start a real broker and need a Java 17+ runtime"

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from raiwatch import synth
+from raiwatch.dev import synth
 from tests.harness import cli
 
 COMMANDS = [

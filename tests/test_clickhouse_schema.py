@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from raiwatch.errors import ConfigError, StorageError
+from raiwatch.core.errors import ConfigError, StorageError
 from storage.clickhouse import applied_versions, connect, migrate, render_migrations
 from storage.clickhouse.schema import split_statements
 

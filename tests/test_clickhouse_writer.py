@@ -9,15 +9,15 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 
-from raiwatch.codec import telemetry_codec
-from raiwatch.errors import StorageError
-from raiwatch.records import Incident, Signal
+from raiwatch.core import contracts
+from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.errors import StorageError
+from raiwatch.core.records import Incident, Signal
 from storage.clickhouse import (
     ClickHouseWriter,
     connect,
@@ -29,7 +29,6 @@ from storage.clickhouse import (
 )
 from storage.clickhouse.writer import strip_text
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "shared" / "contracts" / "examples.jsonl"
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 
 
@@ -52,7 +51,7 @@ def client(chdb_dsn, db):
 
 def example_lines() -> list[bytes]:
     """The contract examples; the LLM one also gets a response text and an unknown field."""
-    lines = [ln for ln in EXAMPLES.read_bytes().splitlines() if ln.strip()]
+    lines = contracts.examples()
     ev = orjson.loads(lines[1])
     ev["response"]["text"] = "Try exporting smaller ranges."
     ev["experiment"] = {"arm": "B", "weights": [1, 2]}

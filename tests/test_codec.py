@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import jsonschema
 import orjson
 import pytest
 
-from raiwatch.codec import MAX_EVENT_BYTES, feedback_codec, telemetry_codec
+from raiwatch.core import contracts
+from raiwatch.core.codec import MAX_EVENT_BYTES, feedback_codec, telemetry_codec
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "contracts"  # ../shared beside the clone
-EXAMPLES = (CONTRACTS / "examples.jsonl").read_bytes().splitlines()
-SCHEMA = json.loads((CONTRACTS / "telemetry-event.v1.schema.json").read_text())
+EXAMPLES = contracts.examples()
+SCHEMA = contracts.schema("telemetry-event.v1")
 
 
 def _base(**extra: object) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from raiwatch.config import Config, load_config
-from raiwatch.errors import ConfigError
+from raiwatch.core.config import Config, load_config
+from raiwatch.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "raiwatch.example.yaml"
 

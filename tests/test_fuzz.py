@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raiwatch.codec import KINDS, telemetry_codec
-from raiwatch.config import load_config
+from raiwatch.core.codec import KINDS, telemetry_codec
+from raiwatch.core.config import load_config
 from raiwatch.pipeline import Pipeline
 
 NOW = datetime.now(UTC)

@@ -32,8 +32,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from raiwatch.errors import ConfigError, StorageError
-from raiwatch.records import Incident, IncidentChange
+from raiwatch.core.errors import ConfigError, StorageError
+from raiwatch.core.records import Incident, IncidentChange
 from storage.incidents import Base, IncidentStore, head_revision, migrate
 from storage.incidents.models import VERSION_TABLE
 

@@ -17,9 +17,9 @@ import msgspec
 import orjson
 import pytest
 
-from raiwatch.codec import telemetry_codec
-from raiwatch.config import load_config
-from raiwatch.localkafka import free_port
+from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.config import load_config
+from raiwatch.dev.localkafka import free_port
 from raiwatch.pipeline import Pipeline
 from tests.harness import cli
 
@@ -262,7 +262,7 @@ def test_db_migrate_never_prints_a_database_password(tmp_path):
 
 def test_warm_start_replays_stored_signals_into_the_rules_and_stores_what_they_open(pipeline_factory):
     """A worker killed after writing signals but before storing the incident they open."""
-    from raiwatch.records import Signal
+    from raiwatch.core.records import Signal
 
     pipe = pipeline_factory(wall=NOW.timestamp())
     t0 = NOW - timedelta(minutes=30)

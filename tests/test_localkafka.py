@@ -1,4 +1,4 @@
-"""The local Apache Kafka broker (raiwatch.localkafka) against kafka-python and aiokafka clients."""
+"""The local Apache Kafka broker (raiwatch.dev.localkafka) against kafka-python and aiokafka clients."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from raiwatch.localkafka import (
+from raiwatch.dev.localkafka import (
     PROJECT_ROOT,
     LocalKafka,
     create_topics,
@@ -227,7 +227,7 @@ def test_cli_start_detaches_and_stop_uses_the_pid_file(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "raiwatch.localkafka", *args, "--data", str(data)],
+            [sys.executable, "-m", "raiwatch.dev.localkafka", *args, "--data", str(data)],
             capture_output=True, text=True, timeout=180, cwd=PROJECT_ROOT, check=False,
         )  # fmt: skip
 

@@ -22,8 +22,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from raiwatch import synth
-from raiwatch.localkafka import free_port
+from raiwatch.dev import synth
+from raiwatch.dev.localkafka import free_port
 from streams.producer import model_key, produce
 from tests.harness import (
     ClickHouseServer,

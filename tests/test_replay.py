@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import jsonschema
 import orjson
 import pytest
 
-from raiwatch import synth
+from raiwatch.core import contracts
+from raiwatch.dev import synth
 from tests.harness import cli, incidents_jsonl, query
-
-CONTRACTS = Path(__file__).resolve().parents[2] / "shared" / "contracts"
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +38,9 @@ def test_spike_opens_one_critical_incident_with_runbook(scenario, replayed):
     _, truth = scenario
     spike = truth["anomalies"][0]
     rows = incidents_jsonl(replayed / "incidents.jsonl")
-    schema = json.loads((CONTRACTS / "incident.v1.schema.json").read_text())
+    check = contracts.validator("incident.v1")
     for r in rows:
-        jsonschema.validate(r, schema)
+        check.validate(r)
         assert r["signal"].startswith("safety.") and r["labels"]["model_id"] == "helpdesk-assistant"
     (inc,) = _model_incidents(rows)
     assert inc["severity"] == "critical" and inc["labels"]["category"] == spike["category"]

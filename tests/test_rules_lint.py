@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from alert_rules.loader import RULES_DIR, lint, load_rules
-from raiwatch.errors import RuleError
-from raiwatch.records import SEVERITIES
+from raiwatch.core.errors import RuleError
+from raiwatch.core.records import SEVERITIES
 
 GOOD = """\
 groups:

@@ -8,8 +8,8 @@ import orjson
 
 from monitors.safety import SafetyMonitor
 from monitors.windows import WindowClock
-from raiwatch.codec import telemetry_codec
-from raiwatch.config import SafetyConfig
+from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.config import SafetyConfig
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

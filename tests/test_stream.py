@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from raiwatch import synth
-from raiwatch.localkafka import free_port
+from raiwatch.dev import synth
+from raiwatch.dev.localkafka import free_port
 from streams.producer import produce
 from tests.harness import (
     cli,

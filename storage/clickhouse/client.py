@@ -27,7 +27,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 
-from raiwatch.errors import StorageError
+from raiwatch.core.errors import StorageError
 
 __all__ = ["Client", "ConnectOptions", "close_all", "connect", "redact", "scrub"]
 

@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl, urlsplit
 import chdb
 import lz4.frame
 
-from raiwatch.errors import StorageError
+from raiwatch.core.errors import StorageError
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

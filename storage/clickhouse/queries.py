@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from raiwatch.records import Signal
+from raiwatch.core.records import Signal
 from storage.clickhouse.writer import EPOCH, MS
 
 if TYPE_CHECKING:

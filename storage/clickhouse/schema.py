@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
-from raiwatch.errors import ConfigError, StorageError
+from raiwatch.core.errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

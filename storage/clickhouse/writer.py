@@ -29,8 +29,8 @@ import numpy as np
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 from msgspec import UNSET
 
-from raiwatch.errors import StorageError
-from raiwatch.records import Incident, Signal, TelemetryEvent
+from raiwatch.core.errors import StorageError
+from raiwatch.core.records import Incident, Signal, TelemetryEvent
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from raiwatch.errors import ConfigError, StorageError
+from raiwatch.core.errors import ConfigError, StorageError
 from storage.incidents.models import VERSION_TABLE
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

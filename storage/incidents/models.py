@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from raiwatch.records import SEVERITIES
+from raiwatch.core.records import SEVERITIES
 
 STATUSES = ("open", "acknowledged", "resolved")
 FEEDBACKS = ("true_positive", "false_positive")

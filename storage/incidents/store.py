@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from raiwatch.errors import StorageError
-from raiwatch.records import Incident, IncidentChange
+from raiwatch.core.errors import StorageError
+from raiwatch.core.records import Incident, IncidentChange
 from storage.incidents.db import WRITE, make_engine, safe_url, upgrade
 from storage.incidents.models import (
     FEEDBACKS,

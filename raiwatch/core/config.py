@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta, Struct
 
-from raiwatch.errors import ConfigError
+from raiwatch.core.errors import ConfigError
 
 PosInt = Annotated[int, Meta(gt=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]

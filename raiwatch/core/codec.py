@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import msgspec
 
-from raiwatch.records import FeedbackEvent, TelemetryEvent
+from raiwatch.core.records import FeedbackEvent, TelemetryEvent
 
 MAX_EVENT_BYTES = 1_048_576  # Kafka's default message.max.bytes; larger events are rejected
 MAX_DEPTH = 64  # nesting of objects and arrays; telemetry needs about 4

@@ -6,10 +6,10 @@ process group with all its files (config, data, logs, pid) under one data direct
 
 Command line::
 
-    python -m raiwatch.localkafka install
-    python -m raiwatch.localkafka start [--data DIR] [--port N] [--controller-port N]
-    python -m raiwatch.localkafka status [--data DIR]
-    python -m raiwatch.localkafka stop [--data DIR]
+    python -m raiwatch.dev.localkafka install
+    python -m raiwatch.dev.localkafka start [--data DIR] [--port N] [--controller-port N]
+    python -m raiwatch.dev.localkafka status [--data DIR]
+    python -m raiwatch.dev.localkafka stop [--data DIR]
 
 ``start`` detaches: the broker keeps running after the command exits, ``DIR/broker.pid`` and
 ``DIR/bootstrap`` say where it is, and ``stop`` reads them. Only stdlib and kafka-python are used here.
@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_DEPLOY_DIR = PROJECT_ROOT / "deploy" / "kafka"
 POM = KAFKA_DEPLOY_DIR / "pom.xml"
 SERVER_PROPERTIES_TEMPLATE = KAFKA_DEPLOY_DIR / "server.properties.template"
@@ -411,7 +411,7 @@ class LocalKafka:
         if other is not None:
             raise RuntimeError(
                 f"a broker (pid {other.pid}, {other.bootstrap}) already runs on {self.data_dir}; "
-                "stop it first (`python -m raiwatch.localkafka stop --data DIR`)"
+                "stop it first (`python -m raiwatch.dev.localkafka stop --data DIR`)"
             )
         for p in (self.port, self.controller_port):
             if not _port_free(p):
@@ -565,8 +565,8 @@ def create_topics(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m raiwatch.localkafka install|start|stop|status``; returns the exit code."""
-    ap = argparse.ArgumentParser(prog="python -m raiwatch.localkafka", description=__doc__.split("\n")[0])
+    """``python -m raiwatch.dev.localkafka install|start|stop|status``; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="python -m raiwatch.dev.localkafka", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_install = sub.add_parser("install", help="fetch the broker jars into the cache (once)")
     p_install.add_argument("--cache", type=Path, default=None, help=f"default {DEFAULT_CACHE_ROOT}")

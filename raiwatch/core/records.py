@@ -1,8 +1,9 @@
 """Record types shared by every layer: telemetry and feedback events, signals, incidents.
 
-The telemetry and feedback structs mirror ../shared/contracts exactly; msgspec decodes and
-validates them in C. Optional fields that the contract does not allow to be null default to
-``UNSET`` (falsy), so ``if ev.safety:`` reads naturally and a JSON ``null`` is a type error.
+The telemetry and feedback structs mirror the contracts (``raiwatch/core/contracts``) exactly;
+msgspec decodes and validates them in C. Optional fields that the contract does not allow to be
+null default to ``UNSET`` (falsy), so ``if ev.safety:`` reads naturally and a JSON ``null`` is a
+type error.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from raiwatch.codec import Rejected
-from raiwatch.records import IncidentChange, Signal
+from raiwatch.core.codec import Rejected
+from raiwatch.core.records import IncidentChange, Signal
 
 
 @dataclass

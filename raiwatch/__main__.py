@@ -1,0 +1,7 @@
+"""``python -m raiwatch``: the command line."""
+
+import sys
+
+from raiwatch.cli import main
+
+sys.exit(main())

@@ -20,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator, ValidationError
 
 from alert_rules.conditions import FIELDS, Condition, Fields, parse_condition, parse_duration
+from raiwatch.core.catalogue import Catalogue, SignalSpec
 from raiwatch.core.errors import RuleError
 from raiwatch.core.records import SIGNAL_FAMILIES, Severity
 
@@ -123,23 +124,29 @@ class Rule:
             )
 
 
-def load_rules(path_or_dir: Path | str | None = None) -> list[Rule]:
+def load_rules(path_or_dir: Path | str | None = None, catalogue: Catalogue | None = None) -> list[Rule]:
     """Rules from a file or a folder's ``*.yaml`` (None: the shipped ones).
 
-    Raises ``RuleError`` listing every problem, so an engine never starts on rules that do not lint.
+    With the ``catalogue`` of signals the monitors emit, a rule must name one of them, with dims
+    it carries and thresholds inside its range. Raises ``RuleError`` listing every problem, so an
+    engine never starts on rules that do not lint.
     """
-    rules, problems = _check(path_or_dir)
+    rules, problems = _check(path_or_dir, catalogue)
     if problems:
         raise RuleError(problems)
     return rules
 
 
-def lint(paths: Path | str | Iterable[Path | str] | None = None) -> list[str]:
+def lint(
+    paths: Path | str | Iterable[Path | str] | None = None, catalogue: Catalogue | None = None
+) -> list[str]:
     """Every problem in these files or folders as ``FILE:LINE: reason``; empty when they are good."""
-    return _check(paths)[1]
+    return _check(paths, catalogue)[1]
 
 
-def _check(paths: Path | str | Iterable[Path | str] | None) -> tuple[list[Rule], list[str]]:
+def _check(
+    paths: Path | str | Iterable[Path | str] | None, catalogue: Catalogue | None
+) -> tuple[list[Rule], list[str]]:
     if paths is None or isinstance(paths, str | Path):
         paths = [RULES_DIR if paths is None else paths]
     files: list[Path] = []
@@ -157,7 +164,7 @@ def _check(paths: Path | str | Iterable[Path | str] | None) -> tuple[list[Rule],
     rules: list[Rule] = []
     first: dict[str, str] = {}
     for f in files:
-        file_rules, file_problems = _check_file(f)
+        file_rules, file_problems = _check_file(f, catalogue)
         problems += file_problems
         for r in file_rules:
             if r.name in first:
@@ -174,7 +181,7 @@ def _check(paths: Path | str | Iterable[Path | str] | None) -> tuple[list[Rule],
     return rules, problems
 
 
-def _check_file(f: Path) -> tuple[list[Rule], list[str]]:
+def _check_file(f: Path, catalogue: Catalogue | None) -> tuple[list[Rule], list[str]]:
     try:
         loader = yaml.SafeLoader(f.read_text(encoding="utf-8"))
         try:
@@ -196,7 +203,7 @@ def _check_file(f: Path) -> tuple[list[Rule], list[str]]:
 
     rules = []
     for at, r in _rule_items(data):
-        if rule := _check_rule(f, r, root, at, probs, schema_ok=tuple(at) not in broken):
+        if rule := _check_rule(f, r, root, at, probs, tuple(at) not in broken, catalogue):
             rules.append(rule)
     probs.sort(key=lambda p: p[0])
     return rules, [f"{f}:{line}: {msg}" for line, msg in dict.fromkeys(probs)]
@@ -213,7 +220,13 @@ def _rule_items(data: Any) -> Iterator[tuple[list, dict]]:
 
 
 def _check_rule(
-    f: Path, r: dict, root: yaml.Node, at: list, probs: list[tuple[int, str]], schema_ok: bool
+    f: Path,
+    r: dict,
+    root: yaml.Node,
+    at: list,
+    probs: list[tuple[int, str]],
+    schema_ok: bool,
+    catalogue: Catalogue | None,
 ) -> Rule | None:
     """Semantic checks of the rule at path ``at`` (of each field whose type is right); the ``Rule``
     if neither they nor the schema found a problem."""
@@ -262,6 +275,24 @@ def _check_rule(
             bad(f"label {name!r} in {key} clashes with the summary variable {name!r}", key)
     for name in sorted(set(names["labels"]) & (SCOPE_LABELS | {*names["group_by"], *names["match"]})):
         bad(f"static label {name!r} would overwrite a scope label", "labels", name)
+    if catalogue is not None and isinstance(signal, str):
+        spec = catalogue.get(signal)
+        if spec is None:
+            close = catalogue.closest(signal)
+            hint = f"did you mean {close!r}?" if close else f"emitted: {', '.join(sorted(catalogue))}"
+            bad(f"signal {signal!r} is emitted by no monitor: this rule could never fire ({hint})", "signal")
+        else:
+            dims = frozenset(names["group_by"]).union(names["match"]) - SCOPE_LABELS
+            if dims not in {frozenset(d) for d in spec.dims}:
+                carried = " or ".join("{" + ", ".join(d) + "}" if d else "{}" for d in spec.dims)
+                bad(
+                    f"{signal} comes with dims {carried}; group_by and match name "
+                    f"{{{', '.join(sorted(dims))}}}, so this rule would see none of its series",
+                    "group_by",
+                )
+            for key, cond in conditions.items():
+                for why in _outside_range(cond, spec):
+                    bad(f"{key}: {why}", key)
     if len(probs) > before or not schema_ok:
         return None
     match, static = r.get("match", {}), r.get("labels", {})
@@ -290,6 +321,27 @@ def _check_rule(
         bad(f"summary: {e} (rendered with sample values)", "annotations", "summary")
         return None
     return rule
+
+
+def _outside_range(cond: Condition, spec: SignalSpec) -> Iterator[str]:
+    """Clauses comparing a field with a number it can never reach (a percent written for a ratio)."""
+    if spec.range is None:
+        return
+    lo, hi = spec.range
+    span = hi - lo
+    bounds = {f: (lo, hi) for f in ("value", "lower", "upper", "baseline")} | {"delta": (-span, span)}
+    for c in cond.clauses:
+        if c.ref is not None or c.field not in bounds:
+            continue
+        f_lo, f_hi = bounds[c.field]
+        if f_lo <= c.coef <= f_hi:
+            continue
+        pct = spec.unit == "ratio" and 1 < c.coef <= 100
+        hint = f" (write {c.coef / 100:g} for {c.coef:g}%)" if pct else ""
+        yield (
+            f"`{c.field} {c.op} {c.coef:g}` compares {spec.name}, a {spec.unit} in [{lo:g}, {hi:g}], "
+            f"with {c.coef:g}: it is always or never true{hint}"
+        )
 
 
 def _explain(err: ValidationError) -> Iterator[tuple[list, str]]:

@@ -22,11 +22,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
 from detectors.rates import wilson_interval
-from raiwatch.core.config import SafetyConfig
+from monitors.registry import register
+from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
 OTHER = "other"
@@ -95,10 +97,54 @@ class _State(msgspec.Struct, array_like=True):
     baselines: list[tuple[str, list[tuple[str, str]], list[tuple[int, int]]]]
 
 
+class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``monitors.safety`` in the config file."""
+
+    max_categories: Annotated[int, msgspec.Meta(gt=1)] = 64  # per model; more fold into "other"
+    max_tenants: Annotated[int, msgspec.Meta(gt=1)] = 200  # per model; more fold into "other"
+    baseline_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # trailing windows that make the baseline
+
+
+_RATE = dict(
+    family="safety",
+    unit="ratio",
+    range=(0.0, 1.0),
+    n="events with safety data in the window",
+    interval="Wilson 95% interval",
+    baseline="pooled rate of the same series over the previous baseline_windows",
+)
+SIGNALS = (
+    SignalSpec(
+        name="safety.violation_rate",
+        dims=(("category",), ("category", "tenant_id")),
+        value="share of events whose safety.violations name the category",
+        export=("category",),
+        **_RATE,
+    ),
+    SignalSpec(
+        name="safety.any_violation_rate",
+        dims=((),),
+        value="share of events with at least one violation",
+        export=(),
+        **_RATE,
+    ),
+    SignalSpec(
+        name="safety.action_rate",
+        dims=(("action",),),
+        value="share of events the policy engine blocked, redacted or escalated (dim action)",
+        export=("action",),
+        **_RATE,
+    ),
+)
+
+
+@register
 class SafetyMonitor:
     """Windowed safety-violation rates; memory bounded by the category and tenant caps."""
 
     family = "safety"
+    Config = SafetyConfig
+    SIGNALS = SIGNALS
 
     def __init__(self, window_s: int, config: SafetyConfig | None = None):
         self.window_s = window_s

@@ -1,4 +1,8 @@
-"""The ``raiwatch`` command line."""
+"""The ``raiwatch`` command line.
+
+A mistake of the user's (a bad path, bad SQL, no broker, a bad config) ends in one line on stderr
+that says what is wrong and what to do, and exit status 2; never in a traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import RaiwatchError
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
 
 
 def _cfg(args: argparse.Namespace) -> Config:
@@ -40,23 +46,26 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from raiwatch.worker import run_worker
 
-    return run_worker(_cfg(args), args.rules, args.metrics_port, args.log_level)
+    return run_worker(_cfg(args), args.rules, args.metrics_port, args.log_level, args.json_logs)
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from streams.producer import produce
 
     cfg = _cfg(args)
+    path = _input_file(args.file, "telemetry events")
     bootstrap = args.bootstrap or cfg.kafka.bootstrap_servers
     topic = args.topic or cfg.kafka.telemetry_topic
-    with open(args.file, "rb") as f:
-        n = produce(f, bootstrap, topic)
-    print(f"published {n} messages to {topic} on {bootstrap}")
-    return 0
+    with path.open("rb") as f:
+        report = produce(f, bootstrap, topic, max_bytes=cfg.kafka.max_message_bytes)
+    print(f"published {report.sent} messages to {topic} on {bootstrap}")
+    for line, why in report.skipped:
+        print(f"{path}:{line}: not sent: {why}", file=sys.stderr)
+    return 1 if report.skipped else 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from raiwatch import synth
+    from raiwatch.dev import synth
 
     truth = synth.write(args.out, synth.default_scenario(args.events, args.seed, args.garbage, args.rate))
     print(
@@ -68,35 +77,35 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from alert_rules import lint, load_rules
+    from monitors.registry import catalogue
 
-    paths = args.paths or [Path(args.rules_default)]
-    problems = lint(paths)
+    signals = catalogue()
+    paths = args.paths or [RULES_DIR]
+    problems = lint(paths, signals)
     for p in problems:
         print(p)
     if problems:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
-    n = sum(len(load_rules(p)) for p in paths)
+    n = sum(len(load_rules(p, signals)) for p in paths)
     print(f"ok: {n} rules")
     return 0
 
 
-def _store(args: argparse.Namespace):
-    from storage.incidents import IncidentStore
-
-    return IncidentStore(_cfg(args).incident_db_url)
-
-
 def cmd_incidents(args: argparse.Namespace) -> int:
     from raiwatch.report import print_history, print_incident, print_incidents
+    from storage.incidents import IncidentStore
 
-    store = _store(args)
+    cfg = _cfg(args)
+    store = IncidentStore(cfg.incident_db_url)
     if args.action == "list":
         print_incidents(store.list(status=args.status, rule=args.rule, limit=args.limit), as_json=args.json)
         return 0
     if args.action == "show":
-        print_incident(store.get(args.id), as_json=args.json)
-        print_history(store.history(store.get(args.id).incident_id))
+        inc = store.get(args.id)
+        print_incident(inc, as_json=args.json)
+        if not args.json:
+            print_history(store.history(inc.incident_id))
         return 0
     if args.action == "ack":
         inc = store.acknowledge(args.id, actor=args.by)
@@ -105,13 +114,28 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     else:
         inc = store.set_feedback(args.id, args.verdict, actor=args.by, note=args.note)
     print(f"{inc.incident_id}: status={inc.status} feedback={inc.feedback or '-'}")
+    print(_mirror(cfg, inc))
     return 0
 
 
+def _mirror(cfg: Config, inc) -> str:
+    """Copy an incident on-call changed to the ClickHouse mirror now, or say who will."""
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import ClickHouseWriter
+    from storage.clickhouse.client import held_by_another_process
+
+    if held_by_another_process(cfg.clickhouse_dsn):
+        return "ClickHouse copy: the running worker updates it within seconds"
+    if cfg.clickhouse_dsn.startswith("chdb:") and not Path(cfg.clickhouse_dsn[len("chdb://") :]).is_dir():
+        return "ClickHouse copy: none yet (no trend tables under this data dir)"
+    ClickHouseWriter(clickhouse_client(cfg), cfg.clickhouse.database).write_incidents([inc])
+    return "ClickHouse copy: updated"
+
+
 def cmd_db_migrate(args: argparse.Namespace) -> int:
-    from raiwatch.core.errors import StorageError
-    from storage.clickhouse import ConnectOptions, connect, migrate
-    from storage.clickhouse.client import redact, scrub
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import migrate
+    from storage.clickhouse.client import redact
     from storage.incidents import migrate as migrate_incidents
     from storage.incidents.db import safe_url
 
@@ -119,23 +143,34 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     head = migrate_incidents(cfg.incident_db_url)
     print(f"incident store {safe_url(cfg.incident_db_url)}: at revision {head}")
     ch = cfg.clickhouse
-    options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
-    try:
-        applied = migrate(
-            connect(cfg.clickhouse_dsn, ch.database, options), ch.database, ch.cluster, ch.events_ttl_days
-        )
-    except StorageError as e:
-        raise StorageError(scrub(str(e), cfg.clickhouse_dsn)) from None
+    applied = migrate(clickhouse_client(cfg), ch.database, ch.cluster, ch.events_ttl_days)
     print(f"clickhouse {redact(cfg.clickhouse_dsn)}: applied {applied or 'nothing (up to date)'}")
     return 0
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from raiwatch.report import print_frame
-    from storage.clickhouse import connect
+    from clickhouse_connect.driver.exceptions import DatabaseError
 
+    from raiwatch.report import print_frame
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse.client import query_error
+
+    sql = args.sql.strip().rstrip(";").strip()
+    if not sql:
+        raise RaiwatchError(
+            'nothing to run: give one SQL query, e.g. raiwatch query "SELECT count() FROM raiwatch.signals"'
+        )
     cfg = _cfg(args)
-    df = connect(cfg.clickhouse_dsn, cfg.clickhouse.database).query_df(args.sql)
+    dsn = cfg.clickhouse_dsn
+    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
+        raise RaiwatchError(
+            f"no raiwatch data under {cfg.data_path} (no clickhouse/ folder there): check --data-dir "
+            "(a replay's data is in its --out folder), or run a replay or a worker first"
+        )
+    try:
+        df = clickhouse_client(cfg).query_df(sql)
+    except DatabaseError as e:
+        raise RaiwatchError(f"ClickHouse refused the query: {query_error(e)}") from None
     print_frame(df, as_json=args.json)
     return 0
 
@@ -147,10 +182,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from raiwatch import localkafka
+    from raiwatch.dev import localkafka
 
     argv = [args.action, "--data", args.data] + (["--port", str(args.port)] if args.port else [])
     return localkafka.main(argv if args.action != "install" else ["install"])
+
+
+def _input_file(path: str, what: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        raise RaiwatchError(f"{p} is a folder; give a JSON-lines file of {what}")
+    if not p.is_file():
+        raise RaiwatchError(f"{p}: no such file")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,8 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def cmd(name: str, help: str, fn, config: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+    def cmd(name: str, help: str, fn, config: bool = True, parent=sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
         if config:
             sp.add_argument("--config", help="YAML config file (default: built-in defaults)")
@@ -173,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_replay,
     )
     sp.add_argument("events", help="telemetry-event.v1 JSON lines")
-    sp.add_argument("--feedback", help="feedback-event.v1 JSON lines")
+    sp.add_argument("--feedback", help="feedback-event.v1 JSON lines (delayed labels)")
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
     sp.add_argument("--out", default="replay-out", help="output folder (default: ./replay-out)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -183,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--metrics-port", type=int, default=0, help="serve /metrics, /healthz and /readyz on this port"
     )
-    sp.add_argument("--log-level", default="WARNING")
+    sp.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    sp.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
 
     sp = cmd("produce", "Publish a JSON-lines telemetry file to Kafka, keyed by model.id.", cmd_produce)
     sp.add_argument("file")
@@ -206,15 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
         "rules", help="Work with alert rule files.", description="Work with alert rule files."
     )
     rsub = rules.add_subparsers(dest="rules_command", required=True)
-    sp = rsub.add_parser(
-        "lint",
-        help="Check rule files; print FILE:LINE: problem for each problem found.",
-        description="Check rule files; print FILE:LINE: problem for each problem found.",
-    )
+    sp = cmd(
+        "lint", "Check rule files; print FILE:LINE: problem for each problem found.", cmd_rules_lint,
+        config=False, parent=rsub,
+    )  # fmt: skip
     sp.add_argument("paths", nargs="*", type=Path, help="rule files or folders (default: the shipped rules)")
-    sp.set_defaults(
-        fn=cmd_rules_lint, rules_default=str(Path(__file__).resolve().parent.parent / "alert_rules")
-    )
 
     inc = sub.add_parser(
         "incidents",
@@ -229,10 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("resolve", "Resolve an incident by hand."),
         ("feedback", "Mark an incident a true or false positive (feeds rule precision)."),
     ]:
-        sp = isub.add_parser(name, help=help, description=help)
-        sp.set_defaults(fn=cmd_incidents)
-        sp.add_argument("--config")
-        sp.add_argument("--data-dir")
+        sp = cmd(name, help, cmd_incidents, parent=isub)
         if name == "list":
             sp.add_argument("--status", choices=["open", "acknowledged", "resolved"])
             sp.add_argument("--rule")
@@ -240,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("id", help="incident id (a unique prefix is enough)")
         if name in ("list", "show"):
-            sp.add_argument("--json", action="store_true")
+            sp.add_argument("--json", action="store_true", help="incident.v1 JSON (one object per line)")
         if name in ("ack", "resolve", "feedback"):
             sp.add_argument("--by", default="", help="who did it")
         if name == "feedback":
@@ -249,14 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="Database schema tasks.", description="Database schema tasks.")
     dsub = db.add_subparsers(dest="db_command", required=True)
-    sp = dsub.add_parser(
-        "migrate",
-        help="Apply pending ClickHouse and incident-store migrations.",
-        description="Apply pending ClickHouse and incident-store migrations.",
-    )
-    sp.set_defaults(fn=cmd_db_migrate)
-    sp.add_argument("--config")
-    sp.add_argument("--data-dir")
+    cmd("migrate", "Apply pending ClickHouse and incident-store migrations.", cmd_db_migrate, parent=dsub)
 
     sp = cmd("query", "Run one SQL query on the ClickHouse trend tables and print the result.", cmd_query)
     sp.add_argument("sql")
@@ -271,15 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--events", type=int, default=60_000)
     sp.add_argument("--data-dir", help="where the demo keeps its data (default: ./var/demo)")
 
-    sp = sub.add_parser(
-        "kafka",
-        help="Install, start, stop the local Apache Kafka broker used by the demo and tests.",
-        description="Install, start, stop the local Apache Kafka broker used by the demo and tests.",
-    )
+    sp = cmd(
+        "kafka", "Install, start, stop the local Apache Kafka broker used by the demo and tests.", cmd_kafka,
+        config=False,
+    )  # fmt: skip
     sp.add_argument("action", choices=["install", "start", "stop", "status"])
     sp.add_argument("--data", default="var/kafka")
     sp.add_argument("--port", type=int)
-    sp.set_defaults(fn=cmd_kafka)
     return p
 
 
@@ -289,12 +318,19 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         return args.fn(args)
-    except (RaiwatchError, KeyError, ValueError, FileNotFoundError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"raiwatch: error: {msg}", file=sys.stderr)
-        return 2
+    except RaiwatchError as e:
+        return _fail(str(e))
+    except KeyError as e:  # an incident id that is not there
+        return _fail(str(e.args[0]) if e.args else "not found")
+    except (ValueError, OSError) as e:  # a path that is not there, a value out of range
+        return _fail(str(e))
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(message: str) -> int:
+    print(f"raiwatch: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

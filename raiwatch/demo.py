@@ -23,6 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from raiwatch.core.config import load_config
+from raiwatch.core.errors import RaiwatchError
 from raiwatch.dev import localkafka, synth
 from raiwatch.report import print_incidents
 
@@ -30,11 +31,12 @@ console = Console()
 PROGRESS = re.compile(rb"progress events=(\d+) signals=(\d+) .* open_windows=(\d+)")
 
 
+MARKER = ".raiwatch-demo"
+
+
 def run_demo(events: int, data_dir: Path) -> int:
     data_dir = data_dir.resolve()
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+    _prepare(data_dir)
     events_file = data_dir / "telemetry.jsonl"
     start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
     truth = synth.write(events_file, synth.default_scenario(events, garbage_fraction=0.005, start=start))
@@ -86,6 +88,20 @@ def run_demo(events: int, data_dir: Path) -> int:
     return 0
 
 
+def _prepare(data_dir: Path) -> None:
+    """An empty folder for this run; a folder an earlier demo made is replaced, nothing else is touched."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise RaiwatchError(f"--data-dir {data_dir} is a file; give a folder for the demo's data")
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / MARKER).exists():
+            raise RaiwatchError(
+                f"{data_dir} is not empty and was not made by raiwatch demo; choose another --data-dir"
+            )
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / MARKER).write_text("made by raiwatch demo; the next demo into this folder replaces it\n")
+
+
 def _demo_config(data_dir: Path) -> Path:
     path = data_dir / "raiwatch.yaml"
     path.write_text(
@@ -110,7 +126,7 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
         task = bar.add_task("      worker", total=valid)
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                raise SystemExit(f"the worker exited with {worker.returncode}; see {log_path}")
+                raise RaiwatchError(f"the demo worker exited with {worker.returncode}; see {log_path}")
             text = log_path.read_bytes()
             for line in text.splitlines():
                 at = line.find(b"INCIDENT ")
@@ -125,7 +141,7 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
                 if done >= valid and open_windows == 0:
                     return
             time.sleep(0.2)
-    raise SystemExit(f"the worker did not drain the topic within {timeout_s:.0f}s; see {log_path}")
+    raise RaiwatchError(f"the demo worker did not drain the topic within {timeout_s:.0f}s; see {log_path}")
 
 
 def _show(data_dir: Path, spike: dict) -> None:

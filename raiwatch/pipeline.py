@@ -20,43 +20,30 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
-from alert_rules import RULES_DIR, RuleEngine, load_rules
+from alert_rules import RuleEngine
 from monitors.base import Monitor
 from monitors.dedup import RecentIds
-from monitors.safety import SafetyMonitor
 from monitors.windows import OK, REPLAYED, WindowClock
 from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
+from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, telemetry_codec
 from raiwatch.core.config import Config
 from raiwatch.core.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
-from storage.clickhouse import (
-    ClickHouseWriter,
-    ConnectOptions,
-    connect,
-    migrate,
-    read_checkpoints,
-    recent_signals,
-)
+from storage.clickhouse import ClickHouseWriter, read_checkpoints, recent_signals
 from storage.incidents import IncidentStore
 
 log = logging.getLogger("raiwatch.pipeline")
 
 Notify = Callable[[list[IncidentChange]], None]
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
-
-
-def build_monitors(cfg: Config) -> list[Monitor]:
-    """Every monitor the configuration turns on."""
-    return [SafetyMonitor(cfg.windows.size_s, cfg.monitors.safety)]
+MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
 
 
 def _span(seconds: float) -> str:
@@ -81,8 +68,10 @@ class Pipeline:
         *,
         live: bool = False,
         wall: Callable[[], float] = time.time,
+        catalogue: Catalogue | None = None,
     ):
         self.cfg = cfg
+        self.export = metrics.SignalExport(catalogue or Catalogue([]))
         w = cfg.windows
         self.clock = WindowClock(w.size_s, w.allowed_lateness_s, w.watermark_confirm)
         self.monitors = list(monitors)
@@ -100,38 +89,9 @@ class Pipeline:
         self._models_of: dict[Hashable, set[str]] = {}  # live: models whose events came from each source
         self._known: set[str] = set()  # live: models whose state is in memory (restored or new)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
+        self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
+        self._next_mirror = 0.0
         self._pending: Future | None = None
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        rules_dir: str | Path | None = None,
-        notify: Sequence[Notify] = (),
-        *,
-        live: bool = False,
-        stop: threading.Event | None = None,
-    ) -> Pipeline:
-        """Load and lint the rules, migrate both stores, and wire the monitors (refuses bad rules).
-
-        ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
-        """
-        rules = load_rules(rules_dir or cfg.rules_dir or None)
-        ch = cfg.clickhouse
-        options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
-        client = connect(cfg.clickhouse_dsn, ch.database, options)
-        migrate(client, ch.database, ch.cluster, ch.events_ttl_days)
-        writer = ClickHouseWriter(
-            client,
-            ch.database,
-            store_text=ch.store_text,
-            retries=None if live else 5,
-            stop=stop,
-            on_status=_clickhouse_status,
-        )
-        store = IncidentStore(cfg.incident_db_url)
-        engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
-        return cls(cfg, build_monitors(cfg), engine, writer, store, notify, live=live)
 
     def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
         """Restore rule state after a restart: open incidents from the store, then recent signals.
@@ -209,12 +169,28 @@ class Pipeline:
         return result
 
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
-        """Close the windows the watermark passed, given the sources that are idle now."""
+        """Close the windows the watermark passed, given the sources that are idle now; now and then,
+        copy what on-call changed in the incident store to the ClickHouse mirror."""
         self._idle = set(idle)
         result = self._close(self.clock.advance(self._idle, now))
         if result.closed:
             result.durable = self._submit(signals=result.signals, changes=result.changes)
+        if time.monotonic() >= self._next_mirror:
+            self._next_mirror = time.monotonic() + MIRROR_EVERY_S
+            self._io.submit(self._mirror_store)
         return result
+
+    def _mirror_store(self) -> None:
+        """Copy incidents changed in the store (acks, feedback, manual resolves) to ClickHouse."""
+        try:
+            while True:
+                changed, cursor = self.store.changed_since(self._mirror_cursor)
+                if not changed:
+                    return
+                self.writer.write_incidents(changed)
+                self._mirror_cursor = cursor
+        except Exception as e:  # the next round tries again; the mirror only lags meanwhile
+            log.warning("copying incident changes to ClickHouse failed (%s); will retry", e)
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
@@ -335,7 +311,7 @@ class Pipeline:
             if not signals:
                 continue
             self.signals_out += len(signals)
-            _export(signals)
+            self.export(signals)
             changes = self.engine.evaluate(signals)
             result.signals += signals
             result.changes += changes
@@ -409,9 +385,9 @@ class Pipeline:
             w.write_signals(signals)
         if changes:
             with _sink("incident_store"):
-                self.store.apply(changes)
+                stored = self.store.apply(changes)
             with _sink("incidents"):
-                w.write_incidents([c.incident for c in changes])
+                w.write_incidents(stored)  # as stored: with on-call's acks, which the engine never sees
             for fn in self.notify:
                 try:
                     fn(changes)
@@ -443,23 +419,6 @@ class _sink:
         return False
 
 
-def _clickhouse_status(ok: bool, detail: str) -> None:
-    metrics.CLICKHOUSE_UP.set(1 if ok else 0)
-    if not ok:
-        log.warning("ClickHouse is unavailable (%s): writes wait and retry; input is paused", detail)
-
-
 def _count_rejects(rejected: Sequence[Rejected]) -> None:
     for kind, n in Counter(r.kind for r in rejected).items():
         metrics.REJECTED.labels(kind).inc(n)
-
-
-def _export(signals: list[Signal]) -> None:
-    """Headline signals on /metrics, per family."""
-    by_family: dict[str, int] = {}
-    for s in signals:
-        by_family[s.family] = by_family.get(s.family, 0) + 1
-        if s.signal == "safety.violation_rate" and len(s.dims) == 1:
-            metrics.SAFETY_RATE.labels(s.model_id, s.dims["category"]).set(s.value)
-    for fam, n in by_family.items():
-        metrics.SIGNALS.labels(fam).inc(n)

@@ -24,7 +24,7 @@ from raiwatch.core.codec import Rejected, feedback_codec
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import Incident
-from raiwatch.pipeline import Pipeline
+from raiwatch.wiring import build_pipeline
 
 MARKER = ".raiwatch-replay"
 BATCH = 20_000
@@ -52,6 +52,8 @@ class ReplaySummary:
 
 def prepare_out(out: Path) -> None:
     """Make OUT empty for a new run; refuse a non-empty folder that a replay did not create."""
+    if out.exists() and not out.is_dir():
+        raise RaiwatchError(f"--out {out} is a file; give a folder (it is created if missing)")
     if out.exists() and any(out.iterdir()):
         if not (out / MARKER).exists():
             raise RaiwatchError(
@@ -101,11 +103,16 @@ def replay(
 ) -> ReplaySummary:
     """Run the pipeline over ``events_path``; ``progress`` is called with bytes read so far."""
     events_path, out = Path(events_path), Path(out).resolve()
-    if not events_path.is_file():
-        raise RaiwatchError(f"{events_path}: no such file")
+    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events")):
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise RaiwatchError(f"{path} is a folder; give a JSON-lines file of {what}")
+        if not Path(path).is_file():
+            raise RaiwatchError(f"{path}: no such file")
     prepare_out(out)
     cfg = _replay_config(cfg, out)
-    pipe = Pipeline.from_config(cfg, rules_dir)
+    pipe = build_pipeline(cfg, rules_dir)
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
     summary = ReplaySummary(out=out)
     incidents: dict[str, Incident] = {}

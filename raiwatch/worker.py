@@ -10,10 +10,12 @@ import asyncio
 import gc
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from kafka.errors import KafkaError
+from pythonjsonlogger.json import JsonFormatter
 
 from raiwatch import health
 from raiwatch.core.batch import BatchResult
@@ -21,6 +23,7 @@ from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
 from raiwatch.pipeline import Pipeline
+from raiwatch.wiring import build_pipeline
 from streams.consumer import StreamWorker
 from streams.topics import ensure_topics
 
@@ -28,17 +31,17 @@ log = logging.getLogger("raiwatch.worker")
 
 
 def log_changes(changes: list[IncidentChange]) -> None:
-    """Print each incident opened or resolved (updates are quiet), with its runbook."""
+    """Log each incident opened or resolved (updates are quiet), with its runbook."""
     for c in changes:
         inc = c.incident
+        fields = {"incident_id": inc.incident_id, "rule": inc.rule, "severity": inc.severity, **inc.labels}
         if c.kind == "opened":
-            print(
-                f"INCIDENT OPENED [{inc.severity}] {inc.incident_id} {inc.summary} "
-                f"runbook: {inc.runbook_url}",
-                flush=True,
-            )
+            log.info(
+                "INCIDENT OPENED [%s] %s %s runbook: %s",
+                inc.severity, inc.incident_id, inc.summary, inc.runbook_url, extra=fields,
+            )  # fmt: skip
         elif c.kind == "resolved":
-            print(f"INCIDENT RESOLVED {inc.incident_id} ({inc.rule} {inc.labels})", flush=True)
+            log.info("INCIDENT RESOLVED %s (%s %s)", inc.incident_id, inc.rule, inc.labels, extra=fields)
 
 
 class _Progress:
@@ -48,27 +51,57 @@ class _Progress:
         self.pipe = pipe
 
     def __call__(self, result: BatchResult) -> None:
-        print(
-            f"progress events={self.pipe.events_in} signals={self.pipe.signals_out} "
-            f"rejected+={len(result.rejected)} late+={result.late} replayed+={result.replayed} "
-            f"duplicates+={result.duplicates} open_windows={len(self.pipe.open_windows())}",
-            flush=True,
+        counts = {
+            "events": self.pipe.events_in,
+            "signals": self.pipe.signals_out,
+            "rejected": len(result.rejected),
+            "late": result.late,
+            "replayed": result.replayed,
+            "duplicates": result.duplicates,
+            "open_windows": len(self.pipe.open_windows()),
+        }
+        log.info(
+            "progress events=%(events)d signals=%(signals)d rejected+=%(rejected)d late+=%(late)d "
+            "replayed+=%(replayed)d duplicates+=%(duplicates)d open_windows=%(open_windows)d",
+            counts,
+            extra=counts,
         )
+
+
+def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
+    """Log lines to stdout, plain (time, level, logger, message) or one JSON object each, with the
+    fields a line carries (incident and model ids, counts); libraries' retry noise held back."""
+    handler = logging.StreamHandler(sys.stdout)
+    if json_lines:
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    try:
+        root.setLevel(level.upper())
+    except ValueError:
+        raise RaiwatchError(f"log level {level!r} is not one of DEBUG, INFO, WARNING, ERROR") from None
+    for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka", "alembic"):
+        # aiokafka logs one ERROR per 100 ms of a broker outage; raiwatch says once what happens
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if noisy != "alembic" else logging.WARNING)
 
 
 def run_worker(
     cfg: Config,
     rules_dir: str | Path | None = None,
     metrics_port: int = 0,
-    loglevel: str = "WARNING",
+    loglevel: str = "INFO",
+    json_logs: bool = False,
     metrics_host: str = "127.0.0.1",
 ) -> int:
     """Create topics, restore rule state, then consume until SIGTERM/SIGINT; return the exit status."""
-    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka"):
-        # their retries and reconnects (aiokafka logs one ERROR per 100 ms of a broker outage) are
-        # reported once by raiwatch, with what it does about them
-        logging.getLogger(noisy).setLevel(max(logging.CRITICAL, logging.getLogger().level))
+    setup_logging(loglevel, json_logs)
     try:
         ensure_topics(cfg.kafka)
     except (KafkaError, TimeoutError) as e:
@@ -77,18 +110,17 @@ def run_worker(
             "(`raiwatch kafka start`) or set kafka.bootstrap_servers / RAIWATCH_KAFKA_BOOTSTRAP"
         ) from None
     stop = threading.Event()
-    pipe = Pipeline.from_config(cfg, rules_dir, notify=[log_changes], live=True, stop=stop)
+    pipe = build_pipeline(cfg, rules_dir, notify=[log_changes], live=True, stop=stop)
     restored = pipe.warm_start()
     worker = StreamWorker(
         cfg, pipe, on_result=_Progress(pipe), stop_event=stop, writable=lambda: pipe.writer.available
     )
     if metrics_port:
         health.serve(metrics_host, metrics_port, lambda: _readiness(worker))
-    print(
-        f"worker ready: {len(pipe.engine.firing())} incidents firing, {len(restored)} changes on warm start; "
-        f"consuming {cfg.kafka.telemetry_topic} from {cfg.kafka.bootstrap_servers}",
-        flush=True,
-    )
+    log.info(
+        "worker ready: %d incidents firing, %d changes on warm start; consuming %s from %s",
+        len(pipe.engine.firing()), len(restored), cfg.kafka.telemetry_topic, cfg.kafka.bootstrap_servers,
+    )  # fmt: skip
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
 
     async def main() -> None:
@@ -102,7 +134,7 @@ def run_worker(
     except Exception:
         log.exception("the worker stopped on an error; its uncommitted input will be read again")
         return 1
-    print("worker stopped", flush=True)
+    log.info("worker stopped")
     return 0
 
 

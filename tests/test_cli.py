@@ -31,13 +31,51 @@ def test_lint_the_shipped_rules_and_a_bad_file(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: safety.violation_rate\n"
-        "        group_by: [model_id]\n        fire_when: lower > 0.05\n        min_samples: 10\n"
+        "        group_by: [model_id, category]\n        fire_when: lower > 0.05\n        min_samples: 10\n"
         "        clear_when: value < 0.05\n        severity: critical\n        inhibited_by: [Nope]\n"
         "        annotations: {summary: x, runbook: safety-violation-rate.md}\n"
     )
     p = cli("rules", "lint", str(bad))
     assert p.returncode == 1
     assert f"{bad}:4: inhibited_by names 'Nope', which is no loaded alert" in p.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "reason"),
+    [
+        (
+            ("signal: safety.violation_rate", "signal: safety.violaton_rate"),
+            5,
+            "signal 'safety.violaton_rate' is emitted by no monitor: this rule could never fire "
+            "(did you mean 'safety.violation_rate'?)",
+        ),
+        (
+            ("fire_when: lower > 0.05", "fire_when: lower > 5"),
+            7,
+            "fire_when: `lower > 5` compares safety.violation_rate, a ratio in [0, 1], with 5: it is "
+            "always or never true (write 0.05 for 5%)",
+        ),
+        (
+            ("group_by: [model_id, category]", "group_by: [model_id, tenant_id]"),
+            6,
+            "safety.violation_rate comes with dims {category} or {category, tenant_id}; group_by and "
+            "match name {tenant_id}",
+        ),
+    ],
+)
+def test_lint_knows_the_signals_the_monitors_emit(tmp_path: Path, change, line: int, reason: str):
+    good = (
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: safety.violation_rate\n"
+        "        group_by: [model_id, category]\n        fire_when: lower > 0.05\n        min_samples: 10\n"
+        "        clear_when: value < 0.05\n        severity: critical\n"
+        "        annotations: {summary: x, runbook: safety-violation-rate.md}\n"
+    )
+    path = tmp_path / "rule.yaml"
+    path.write_text(good)
+    assert cli("rules", "lint", str(path)).returncode == 0
+    path.write_text(good.replace(*change))
+    p = cli("rules", "lint", str(path))
+    assert p.returncode == 1 and f"{path}:{line}: {reason}" in p.stdout, p.stdout
 
 
 def test_a_bad_config_refuses_to_start_and_says_why(tmp_path: Path):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from monitors.registry import monitor_classes, monitor_configs
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import ConfigError
 
@@ -13,7 +16,24 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "raiwatch.example.yam
 
 
 def test_the_example_file_is_exactly_the_defaults():
-    assert load_config(EXAMPLE) == Config()
+    example = load_config(EXAMPLE)
+    assert msgspec.structs.replace(example, monitors={}) == Config()
+    assert monitor_configs(example.monitors) == monitor_configs({})  # every family, every default
+    assert set(example.monitors) == set(monitor_classes())  # and no family left out of the example
+
+
+@pytest.mark.parametrize(
+    ("sections", "phrase"),
+    [
+        ({"safty": {}}, "monitors.safty is no monitor family (did you mean 'safety'?)"),
+        ({"safety": {"max_tenants": 0}}, "monitors.safety.max_tenants"),
+        ({"safety": {"max_tennants": 5}}, "max_tennants"),
+        ({"safety": 3}, "monitors.safety must be a mapping"),
+    ],
+)
+def test_bad_monitor_settings_name_the_family_and_field(sections: dict, phrase: str):
+    with pytest.raises(ConfigError, match=re.escape(phrase)):
+        monitor_configs(sections)
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

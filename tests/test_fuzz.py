@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from raiwatch.core.codec import KINDS, telemetry_codec
 from raiwatch.core.config import load_config
 from raiwatch.pipeline import Pipeline
+from raiwatch.wiring import build_pipeline
 
 NOW = datetime.now(UTC)
 
@@ -116,7 +117,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
     import msgspec
 
     ch = msgspec.structs.replace(cfg.clickhouse, dsn=f"chdb://{base / 'chdb'}", database="fuzz")
-    return Pipeline.from_config(msgspec.structs.replace(cfg, clickhouse=ch))
+    return build_pipeline(msgspec.structs.replace(cfg, clickhouse=ch))
 
 
 @given(data=st.data())

@@ -21,6 +21,7 @@ from raiwatch.core.codec import telemetry_codec
 from raiwatch.core.config import load_config
 from raiwatch.dev.localkafka import free_port
 from raiwatch.pipeline import Pipeline
+from raiwatch.wiring import build_pipeline
 from tests.harness import cli
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -71,7 +72,7 @@ def pipeline_factory(tmp_path_factory):
         cfg = msgspec.structs.replace(
             cfg, clickhouse=ch, ingest=msgspec.structs.replace(cfg.ingest, **ingest)
         )
-        pipe = Pipeline.from_config(cfg, live=live)
+        pipe = build_pipeline(cfg, live=live)
         if wall is not None:
             pipe.wall = lambda: wall
         return pipe

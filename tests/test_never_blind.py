@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import threading
 import time
@@ -70,8 +71,8 @@ def _setup(
 def _progress_events(log: Path) -> int:
     """Events the worker process started last has taken so far (by its progress lines)."""
     text = log.read_text(errors="replace").rpartition("worker ready")[2]
-    lines = [ln for ln in text.splitlines() if ln.startswith("progress events=")]
-    return int(lines[-1].split()[1].split("=")[1]) if lines else 0
+    counts = re.findall(r"progress events=(\d+)", text)
+    return int(counts[-1]) if counts else 0
 
 
 def _produce_paced(

@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from monitors.safety import SafetyMonitor
+from monitors.safety import SafetyConfig, SafetyMonitor
 from monitors.windows import WindowClock
 from raiwatch.core.codec import telemetry_codec
-from raiwatch.core.config import SafetyConfig
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

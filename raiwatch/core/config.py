@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
@@ -34,6 +34,7 @@ class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     fetch_max_wait_ms: Annotated[int, Meta(ge=0)] = 50  # how long the broker may hold an empty fetch
     commit_interval_s: Annotated[float, Meta(gt=0)] = 1.0  # commit released offsets this often
     dlq_max_bytes: Annotated[int, Meta(ge=1024)] = 524_288  # larger dead-letter copies are truncated
+    max_message_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576  # the broker's limit (message.max.bytes)
 
 
 class IngestConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -61,16 +62,6 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     ca_cert: str = ""  # https DSN: CA bundle to check it with ("" = the system's)
 
 
-class SafetyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
-    max_categories: PosInt = 64  # per model; further categories are folded into "other"
-    max_tenants: PosInt = 200  # per model; further tenants are folded into "other"
-    baseline_windows: PosInt = 60  # trailing windows that make the baseline rate
-
-
-class MonitorsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
-    safety: SafetyConfig = msgspec.field(default_factory=SafetyConfig)
-
-
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "var"
     rules_dir: str = ""  # "" = the rules shipped in alert_rules/
@@ -80,7 +71,8 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)
     clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
-    monitors: MonitorsConfig = msgspec.field(default_factory=MonitorsConfig)
+    # per monitor family, its own settings (validated by monitors.registry against each monitor's Config)
+    monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
     @property
     def data_path(self) -> Path:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from raiwatch.core.catalogue import Catalogue
+from raiwatch.core.records import Signal
 
 EVENTS = Counter("raiwatch_events_total", "Valid telemetry events processed.")
 REJECTED = Counter(
@@ -34,9 +40,33 @@ BATCH_SECONDS = Histogram(
 WRITE_FAILURES = Counter("raiwatch_write_failures_total", "Writes that failed after retries.", ["sink"])
 WATERMARK = Gauge("raiwatch_watermark_seconds", "Event-time watermark (epoch seconds).")
 OPEN_WINDOWS = Gauge("raiwatch_open_windows", "Event-time windows still open.")
-SAFETY_RATE = Gauge(
-    "raiwatch_safety_violation_rate",
-    "Latest windowed violation rate per model and category.",
-    ["model_id", "category"],
-)
 FIRING = Gauge("raiwatch_incidents_firing", "Incidents currently open, by severity.", ["severity"])
+
+
+class SignalExport:
+    """The headline signals on /metrics: each catalogued signal with ``export`` dims becomes a gauge
+    ``raiwatch_<family>_<name>{model_id, <export dims>}`` holding its latest window's value, and
+    every signal counts in ``raiwatch_signals_total{family}``. Only the series whose dims are exactly
+    the export dims are exported, which keeps label cardinality bounded by the monitors' caps."""
+
+    _gauges: ClassVar[dict[str, Gauge]] = {}  # one per metric name per process (registered globally)
+
+    def __init__(self, catalogue: Catalogue):
+        self._specs = {name: s for name, s in catalogue.items() if s.export is not None}
+        for spec in self._specs.values():
+            if spec.metric_name not in self._gauges:
+                self._gauges[spec.metric_name] = Gauge(
+                    spec.metric_name, f"{spec.value} (latest window)", ["model_id", *spec.export]
+                )
+
+    def __call__(self, signals: Sequence[Signal]) -> None:
+        by_family: dict[str, int] = {}
+        for s in signals:
+            by_family[s.family] = by_family.get(s.family, 0) + 1
+            spec = self._specs.get(s.signal)
+            if spec is None or len(s.dims) != len(spec.export) or any(k not in s.dims for k in spec.export):
+                continue
+            labels = (s.model_id, *(s.dims[k] for k in spec.export))
+            self._gauges[spec.metric_name].labels(*labels).set(s.value)
+        for fam, n in by_family.items():
+            SIGNALS.labels(fam).inc(n)

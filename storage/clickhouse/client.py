@@ -29,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from raiwatch.core.errors import StorageError
 
-__all__ = ["Client", "ConnectOptions", "close_all", "connect", "redact", "scrub"]
+__all__ = ["Client", "ConnectOptions", "close_all", "connect", "query_error", "redact", "scrub"]
 
 _clients: dict[tuple[str, str], Client] = {}
 _lock = threading.Lock()
@@ -100,6 +100,14 @@ def scrub(text: str, dsn: str) -> str:
     return re.sub(r"://([^/:@\s]+):[^/@\s]*@", r"://\1:***@", text)
 
 
+def held_by_another_process(dsn: str) -> bool:
+    """Whether another process has this embedded chdb path open (a worker, say); False for a server."""
+    if not dsn.startswith("chdb:"):
+        return False
+    holder = _held_by_other_process(urlsplit(dsn).path)
+    return holder is not None and holder != f"PID: {os.getpid()}"
+
+
 def _explain(dsn: str, err: Exception, options: ConnectOptions) -> str:
     msg = scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, dsn)
     msg = re.sub(r"/\?[^\s)'\"]*", "/?...", msg)
@@ -165,3 +173,23 @@ def close_all() -> None:
             with contextlib.suppress(Exception):  # closing is best effort
                 client.close()
         _clients.clear()
+
+
+def query_error(err: Exception) -> str:
+    """A ClickHouse error about a query, in one line a person can act on (no client-added SQL).
+
+    >>> query_error(Exception("Code: 60. DB::Exception: Unknown table expression identifier 'x'. "
+    ...     "In scope SELECT * FROM x FORMAT Native. (UNKNOWN_TABLE)"))
+    "Unknown table expression identifier 'x'. In scope SELECT * FROM x. (UNKNOWN_TABLE)"
+    """
+    text = str(err)
+    body = text.split("DB::Exception: ", 1)[-1]
+    name = re.search(r"\(([A-Z_]+)\)\s*$", body)
+    body = re.sub(r"\s*\n?\s*FORMAT Native\b", "", body)
+    body = body.split(". Expected one of:", 1)[0]
+    body = re.sub(r"\s+", " ", body).strip()
+    if len(body) > 300:
+        body = body[:300] + "..."
+    if name and name.group(1) not in body:
+        body += f" ({name.group(1)})"
+    return body

@@ -114,19 +114,46 @@ class IncidentStore:
 
     # -- rule engine -----------------------------------------------------------------------------
 
-    def apply(self, changes: Sequence[IncidentChange]) -> None:
-        """Store the rule engine's changes, all or none; re-applying the same changes is a no-op."""
+    def apply(self, changes: Sequence[IncidentChange]) -> builtins.list[Incident]:
+        """Store the rule engine's changes, all or none; re-applying the same changes is a no-op.
+
+        Returns the stored incidents the changes touched, as the store now has them (with what
+        on-call did to them, which the rule engine does not know): what the ClickHouse mirror and
+        notifiers should see.
+        """
         for change in changes:
             _check(change)
 
-        def run(s: Session) -> None:
-            for change in changes:
-                self._apply_one(s, change)
+        def run(s: Session) -> builtins.list[Incident]:
+            rows = [self._apply_one(s, change) for change in changes]
+            s.flush()
+            return [_record(r) for r in dict.fromkeys(r for r in rows if r is not None)]
 
-        if changes:
-            self._transact(run, write=True)
+        return self._transact(run, write=True) if changes else []
 
-    def _apply_one(self, s: Session, change: IncidentChange) -> None:
+    def changed_since(self, cursor: int = 0, limit: int = 1000) -> tuple[builtins.list[Incident], int]:
+        """Incidents with a history line newer than ``cursor`` (0: all), and the cursor to pass next.
+
+        What a mirror polls to follow the store, on-call's acknowledgements and feedback included.
+        """
+
+        def read(s: Session) -> tuple[builtins.list[Incident], int]:
+            q = (
+                select(IncidentEventRow.id, IncidentEventRow.incident_id)
+                .where(IncidentEventRow.id > cursor)
+                .order_by(IncidentEventRow.id)
+                .limit(limit)
+            )
+            rows = s.execute(q).all()
+            if not rows:
+                return [], cursor
+            ids = list(dict.fromkeys(i for _, i in rows))
+            found = s.scalars(select(IncidentRow).where(IncidentRow.incident_id.in_(ids))).all()
+            return [_record(r) for r in found], rows[-1][0]
+
+        return self._transact(read)
+
+    def _apply_one(self, s: Session, change: IncidentChange) -> IncidentRow | None:
         inc = change.incident
         row = s.get(IncidentRow, inc.incident_id, with_for_update=True)
         if row is None:
@@ -136,33 +163,34 @@ class IncidentStore:
                 .with_for_update()
             ).one_or_none()
         if row is None and change.kind == "opened":
-            self._insert(s, inc)
-        elif row is None or row.status == "resolved":
+            return self._insert(s, inc)
+        if row is None or row.status == "resolved":
             log.debug("incident change %s for %s: no open incident, skipped", change.kind, inc.dedup_key)
-        elif change.kind == "resolved":
+            return row
+        if change.kind == "resolved":
             self._resolve_by_engine(s, row, inc)
         else:
             self._refresh(s, row, inc)
+        return row
 
-    def _insert(self, s: Session, inc: Incident) -> None:
+    def _insert(self, s: Session, inc: Incident) -> IncidentRow:
         opened_at = to_utc(inc.opened_at)
-        s.add(
-            IncidentRow(
-                incident_id=inc.incident_id,
-                dedup_key=inc.dedup_key,
-                rule=inc.rule,
-                signal=inc.signal,
-                severity=inc.severity,
-                status="open",
-                opened_at=opened_at,
-                labels=dict(inc.labels),
-                summary=inc.summary,
-                runbook_url=inc.runbook_url,
-                value=inc.value,
-                threshold=inc.threshold,
-                updated_at=to_utc(inc.updated_at) or opened_at,
-            )
+        row = IncidentRow(
+            incident_id=inc.incident_id,
+            dedup_key=inc.dedup_key,
+            rule=inc.rule,
+            signal=inc.signal,
+            severity=inc.severity,
+            status="open",
+            opened_at=opened_at,
+            labels=dict(inc.labels),
+            summary=inc.summary,
+            runbook_url=inc.runbook_url,
+            value=inc.value,
+            threshold=inc.threshold,
+            updated_at=to_utc(inc.updated_at) or opened_at,
         )
+        s.add(row)
         detail = {
             "severity": inc.severity,
             "value": _jsonable(inc.value),
@@ -171,6 +199,7 @@ class IncidentStore:
         }
         self._event(s, inc.incident_id, "opened", opened_at, ENGINE_ACTOR, detail)
         s.flush()  # a concurrent open of the same dedup_key fails here, and the retry updates it
+        return row
 
     def _refresh(self, s: Session, row: IncidentRow, inc: Incident) -> None:
         at = to_utc(inc.updated_at or inc.opened_at)

@@ -1,0 +1,67 @@
+"""Wiring from config: the rules, both stores and the monitors, put together into a ``Pipeline``.
+
+The one place that turns settings into parts; the pipeline itself only takes parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from alert_rules import RULES_DIR, RuleEngine, load_rules
+from monitors.registry import build_monitors, catalogue
+from raiwatch.core import metrics
+from raiwatch.core.config import Config
+from raiwatch.pipeline import Notify, Pipeline
+from storage.clickhouse import ClickHouseWriter, Client, ConnectOptions, connect, migrate
+from storage.incidents import IncidentStore
+
+log = logging.getLogger("raiwatch.pipeline")
+
+
+def clickhouse_client(cfg: Config) -> Client:
+    """The ClickHouse client the settings name (embedded chdb by default), with their timeouts."""
+    ch = cfg.clickhouse
+    options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
+    return connect(cfg.clickhouse_dsn, ch.database, options)
+
+
+def build_pipeline(
+    cfg: Config,
+    rules_dir: str | Path | None = None,
+    notify: Sequence[Notify] = (),
+    *,
+    live: bool = False,
+    stop: threading.Event | None = None,
+) -> Pipeline:
+    """Check the monitor settings and the rules, migrate both stores, and wire the pipeline.
+
+    Refuses (``ConfigError``, ``RuleError``) before touching any store when the settings or the
+    rules are bad. ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
+    """
+    monitors = build_monitors(cfg.windows.size_s, cfg.monitors)
+    signals = catalogue()
+    rules = load_rules(rules_dir or cfg.rules_dir or None, signals)
+    ch = cfg.clickhouse
+    client = clickhouse_client(cfg)
+    migrate(client, ch.database, ch.cluster, ch.events_ttl_days)
+    metrics.CLICKHOUSE_UP.set(1)
+    writer = ClickHouseWriter(
+        client,
+        ch.database,
+        store_text=ch.store_text,
+        retries=None if live else 5,
+        stop=stop,
+        on_status=_clickhouse_status,
+    )
+    store = IncidentStore(cfg.incident_db_url)
+    engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
+    return Pipeline(cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals)
+
+
+def _clickhouse_status(ok: bool, detail: str) -> None:
+    metrics.CLICKHOUSE_UP.set(1 if ok else 0)
+    if not ok:
+        log.warning("ClickHouse is unavailable (%s): writes wait and retry; input is paused", detail)

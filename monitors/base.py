@@ -20,6 +20,9 @@ class Monitor(Protocol):
     ``close`` changed since the last call, ``restore`` takes it back (after a restart, or when a
     model's partition moves to this worker), and ``forget`` drops a model's open windows and state
     (its partition moved away). The signals after a restore equal those of an uninterrupted run.
+
+    A monitor that joins delayed ground truth also defines ``observe_feedback(events)``: it gets
+    every valid feedback event (feedback-event.v1) as it arrives, in no window.
     """
 
     family: str

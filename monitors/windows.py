@@ -57,6 +57,11 @@ class WindowClock:
         self._closed_until = -math.inf  # every window ending at or before this is closed
 
     @property
+    def newest(self) -> float:
+        """The newest event time assigned so far (-inf before the first)."""
+        return self._newest
+
+    @property
     def closed_until(self) -> float:
         """Every window ending at or before this is closed."""
         return self._closed_until

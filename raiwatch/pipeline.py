@@ -33,9 +33,9 @@ from monitors.windows import OK, REPLAYED, WindowClock
 from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.catalogue import Catalogue
-from raiwatch.core.codec import Rejected, telemetry_codec
+from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
-from raiwatch.core.records import SEVERITIES, IncidentChange, Signal, TelemetryEvent
+from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
 from storage.clickhouse import ClickHouseWriter, read_checkpoints, recent_signals
 from storage.incidents import IncidentStore
 
@@ -82,6 +82,7 @@ class Pipeline:
         self.live = live
         self.wall = wall
         self.events_in = 0
+        self.feedback_in = 0
         self.signals_out = 0
         self.storage_rejected: list[Rejected] = []  # replay reads these after its last flush
         self._idle: set[Hashable] = set()
@@ -180,6 +181,10 @@ class Pipeline:
             self._io.submit(self._mirror_store)
         return result
 
+    def mirror_now(self) -> None:
+        """Copy the incident store's latest changes to ClickHouse and wait (a worker does it on stop)."""
+        self._io.submit(self._mirror_store).result()
+
     def _mirror_store(self) -> None:
         """Copy incidents changed in the store (acks, feedback, manual resolves) to ClickHouse."""
         try:
@@ -191,6 +196,29 @@ class Pipeline:
                 self._mirror_cursor = cursor
         except Exception as e:  # the next round tries again; the mirror only lags meanwhile
             log.warning("copying incident changes to ClickHouse failed (%s); will retry", e)
+
+    def process_feedback(
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
+    ) -> BatchResult:
+        """Decode and check delayed labels (feedback-event.v1), hand them to the monitors that join
+        them, and queue their writes. Labels belong to no window; a late one is not an error."""
+        decoded = feedback_codec.decode_batch(raws, origin)
+        result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
+        events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
+        if events:
+            srcs = [sources[i] for i in idx]
+            events, ev_raws, idx, ts, _ = self._check_time(
+                events, ev_raws, idx, ts, srcs, origin, result, age=False
+            )
+        for m in self.monitors:
+            observe = getattr(m, "observe_feedback", None)
+            if observe is not None and events:
+                observe(events)
+        self.feedback_in += len(events)
+        metrics.FEEDBACK.inc(len(events))
+        _count_rejects(result.rejected)
+        result.durable = self._submit(result.rejected, feedback=(events, ev_raws))
+        return result
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
@@ -241,12 +269,12 @@ class Pipeline:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _check_time(self, events, raws, idx, ts, srcs, origin, result: BatchResult):
-        """Reject events dated too far in the future (and, live, too far in the past)."""
+    def _check_time(self, events, raws, idx, ts, srcs, origin, result: BatchResult, age: bool = True):
+        """Reject events dated too far in the future (and, live and with ``age``, too far in the past)."""
         now = self.wall()
         ing = self.cfg.ingest
         latest = now + ing.max_future_s if ing.max_future_s else math.inf
-        earliest = now - ing.max_age_s if self.live and ing.max_age_s else -math.inf
+        earliest = now - ing.max_age_s if age and self.live and ing.max_age_s else -math.inf
         if all(earliest <= t <= latest for t in ts):
             return events, raws, idx, ts, srcs
         keep = []
@@ -344,13 +372,14 @@ class Pipeline:
         signals: Sequence[Signal] = (),
         changes: Sequence[IncidentChange] = (),
         origin: Callable[[int], str] | None = None,
+        feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]] = ((), ()),
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""
         checkpoints = self._checkpoint_rows() if signals else []
+        columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
         self.flush()
-        columns = self.writer.event_columns(events, raws, ts)  # the Python part, here, beside other work
         self._pending = self._io.submit(
-            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin
+            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback
         )
         return self._pending
 
@@ -364,6 +393,7 @@ class Pipeline:
         changes: list[IncidentChange],
         checkpoints: list[tuple[str, str, float, bytes]],
         origin: Callable[[int], str] | None,
+        feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
     ) -> list[Rejected]:
         """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
         w = self.writer
@@ -381,6 +411,8 @@ class Pipeline:
             with _sink("rejected_events"):
                 w.write_rejected([(r.source, r.reason, r.raw) for r in late_rejects])
             self.storage_rejected += late_rejects
+        with _sink("feedback_events"):
+            w.write_feedback(*feedback)
         with _sink("signals"):
             w.write_signals(signals)
         if changes:

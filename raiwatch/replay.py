@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import base64
 import gc
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from hashlib import sha256
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from raiwatch.core.batch import BatchResult
-from raiwatch.core.codec import Rejected, feedback_codec
+from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import Incident
+from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline
 
 MARKER = ".raiwatch-replay"
@@ -118,6 +122,7 @@ def replay(
     incidents: dict[str, Incident] = {}
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
+        labels = _Labels(Path(feedback_path), pipe, summary, rej) if feedback_path else None
         for first, lines in _chunks(events_path, BATCH):
             numbers = range(first, first + len(lines))
             if not all(lines):  # blank lines are skipped, not rejected
@@ -128,14 +133,17 @@ def replay(
                 lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"
             )
             _collect(res, summary, incidents, rej)
+            if labels:  # labels dated up to the newest event so far: their inferences came before them
+                labels.feed_until(pipe.clock.newest)
             if progress:
                 progress(sum(map(len, lines)) + len(lines))
+        if labels:
+            labels.feed_until(math.inf)
         _collect(pipe.close_all(), summary, incidents, rej)
         summary.rejected += len(pipe.storage_rejected)
         _write_rejected(rej, pipe.storage_rejected)
-        if feedback_path:
-            _read_feedback(Path(feedback_path), summary, rej)
     summary.events = pipe.events_in
+    summary.feedback = pipe.feedback_in
     summary.seconds = time.perf_counter() - t0
     summary.incidents = sorted(incidents.values(), key=lambda i: (i.opened_at, i.incident_id))
     with (out / "incidents.jsonl").open("wb") as f:
@@ -156,13 +164,58 @@ def _collect(res: BatchResult, summary: ReplaySummary, incidents: dict[str, Inci
         incidents[c.incident.incident_id] = c.incident
 
 
-def _read_feedback(path: Path, summary: ReplaySummary, rej) -> None:
-    """Validate delayed labels; bad lines go to rejected.jsonl like bad events."""
-    for first, lines in _chunks(path, BATCH):
-        d = feedback_codec.decode_batch(lines, lambda i, first=first: f"{path.name}:{first + i}")
-        summary.feedback += len(d.events)
-        summary.feedback_rejected += len(d.rejected)
-        _write_rejected(rej, d.rejected)
+class _Stamp(msgspec.Struct):
+    timestamp: datetime
+
+
+_STAMP = msgspec.json.Decoder(_Stamp)
+
+
+class _Labels:
+    """The feedback file, fed to the pipeline in event time beside the events (a label is fed once
+    the events have reached its timestamp); bad lines go to rejected.jsonl like bad events."""
+
+    def __init__(self, path: Path, pipe: Pipeline, summary: ReplaySummary, rej):
+        self.path, self.pipe, self.summary, self.rej = path, pipe, summary, rej
+        self._lines = ((n, ln) for first, chunk in _chunks(path, BATCH) for n, ln in enumerate(chunk, first))
+        self._next: tuple[int, bytes, float] | None = None
+
+    def feed_until(self, until: float) -> None:
+        batch: list[tuple[int, bytes]] = []
+        while True:
+            if self._next is None:
+                got = next(self._lines, None)
+                if got is None:
+                    break
+                self._next = (*got, _stamp(got[1]))
+            number, line, ts = self._next
+            if ts > until:
+                break
+            self._next = None
+            if line.strip():
+                batch.append((number, line))
+            if len(batch) >= BATCH:
+                self._send(batch)
+                batch = []
+        self._send(batch)
+
+    def _send(self, batch: list[tuple[int, bytes]]) -> None:
+        if not batch:
+            return
+        name = self.path.name
+        res = self.pipe.process_feedback(
+            [ln for _, ln in batch], [0] * len(batch), lambda i, batch=batch: f"{name}:{batch[i][0]}"
+        )
+        self.summary.feedback_rejected += len(res.rejected)
+        _write_rejected(self.rej, res.rejected)
+
+
+def _stamp(line: bytes) -> float:
+    """A feedback line's timestamp in epoch seconds; -inf when it has none (fed at once, rejected)."""
+    try:
+        return _STAMP.decode(line).timestamp.timestamp()
+    except Exception:  # a bad line: the codec will say why
+        return -math.inf
 
 
 def _write_rejected(rej, rejected: list[Rejected]) -> None:
@@ -181,8 +234,6 @@ def _write_rejected(rej, rejected: list[Rejected]) -> None:
 
 def _replay_config(cfg: Config, out: Path) -> Config:
     """The same settings, with every store placed inside OUT."""
-    import msgspec
-
     ch = msgspec.structs.replace(cfg.clickhouse, dsn=f"chdb://{out / 'clickhouse'}")
     return msgspec.structs.replace(
         cfg, data_dir=str(out), clickhouse=ch, incident_db=f"sqlite:///{out / 'incidents.db'}"

@@ -134,6 +134,7 @@ def run_worker(
     except Exception:
         log.exception("the worker stopped on an error; its uncommitted input will be read again")
         return 1
+    pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
     log.info("worker stopped")
     return 0
 

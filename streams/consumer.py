@@ -77,7 +77,7 @@ class StreamWorker:
         self.paused = False
         self.broker_down = False
         self._fetch_ok_at = time.monotonic()
-        self.assigned: set[int] = set()
+        self.assigned: set[TopicPartition] = set()
         self.last_poll = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-pipeline")
         self._lock = asyncio.Lock()
@@ -87,7 +87,7 @@ class StreamWorker:
         # an older fetch answer says nothing of whether a partition is caught up
         self._fresh_ms = 1000 * min(1.0, cfg.windows.idle_close_s / 4)
         self._last_commit = 0.0
-        self._committed: dict[int, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
         self._stash: dict[TopicPartition, list[Any]] = {}
         self._closing: dict[int, asyncio.Future] = {}  # window -> the write of its results
         self._consumer: AIOKafkaConsumer | None = None
@@ -124,7 +124,7 @@ class StreamWorker:
         self._dlq = DeadLetters(producer, k.dlq_topic, k.dlq_max_bytes, self.stop_event.is_set)
         await producer.start()
         try:
-            consumer.subscribe([k.telemetry_topic], listener=_Listener(self))
+            consumer.subscribe([k.telemetry_topic, k.feedback_topic], listener=_Listener(self))
             await consumer.start()
             watch = asyncio.ensure_future(self._watch())
             try:
@@ -175,6 +175,19 @@ class StreamWorker:
             self._set_ready()
 
     async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """Telemetry to ``handler.process`` (sources: its partitions), labels to ``process_feedback``."""
+        k = self.cfg.kafka
+        for topic, handle in (
+            (k.telemetry_topic, self.handler.process),
+            (k.feedback_topic, self.handler.process_feedback),
+        ):
+            part = {tp: batch for tp, batch in records.items() if tp.topic == topic}
+            if part:
+                await self._handle(part, handle)
+
+    async def _handle(
+        self, records: dict[TopicPartition, list[Any]], handle: Callable[..., BatchResult]
+    ) -> None:
         msgs = [m for batch in records.values() for m in batch]
         for tp in records:
             self._quiet_since.pop(tp.partition, None)
@@ -184,15 +197,15 @@ class StreamWorker:
             return f"{m.topic}/{m.partition}@{m.offset}"
 
         result: BatchResult = await self._blocking(
-            self.handler.process, [m.value or b"" for m in msgs], [m.partition for m in msgs], origin
+            handle, [m.value or b"" for m in msgs], [m.partition for m in msgs], origin
         )
         if result.rejected:
             await self._dlq.send(result.rejected, [msgs[r.index].key for r in result.rejected])
         settled = self._track(result, msgs)
         start = 0
-        for batch in records.values():
+        for tp, batch in records.items():
             part = [(m.offset, result.windows[start + j]) for j, m in enumerate(batch)]
-            self.tracker.hold(batch[0].partition, [o for o, _ in part], [w for _, w in part], settled)
+            self.tracker.hold(tp, [o for o, _ in part], [w for _, w in part], settled)
             start += len(batch)
         self._report(result)
 
@@ -258,7 +271,8 @@ class StreamWorker:
         Any break restarts a partition's quiet time: a record, a stale fetch answer (the broker is
         away: silence then says nothing about the producers), or a fetch showing it behind.
         """
-        parts = consumer.assignment()
+        topic = self.cfg.kafka.telemetry_topic
+        parts = {tp for tp in consumer.assignment() if tp.topic == topic}
         if not parts:
             return None
         now, now_ms = time.monotonic(), time.time() * 1000
@@ -286,7 +300,10 @@ class StreamWorker:
         while not self._stop.is_set():
             await asyncio.sleep(TICK_S)
             consumer = self._consumer
-            parts = consumer.assignment() if consumer is not None else set()
+            topic = self.cfg.kafka.telemetry_topic
+            parts = (
+                {tp for tp in consumer.assignment() if tp.topic == topic} if consumer is not None else set()
+            )
             if parts:
                 now_ms = time.time() * 1000
                 stamps = {tp.partition: consumer.last_poll_timestamp(tp) for tp in parts}
@@ -312,7 +329,9 @@ class StreamWorker:
             self.broker_down = True
         metrics.KAFKA_UP.set(0 if self.broker_down else 1)
 
-    async def _commit(self, consumer: AIOKafkaConsumer, force: bool, only: set[int] | None = None) -> None:
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, force: bool, only: set[TopicPartition] | None = None
+    ) -> None:
         now = time.monotonic()
         if not force and now - self._last_commit < self.cfg.kafka.commit_interval_s:
             return
@@ -325,9 +344,8 @@ class StreamWorker:
         }
         if not moved:
             return
-        topic = self.cfg.kafka.telemetry_topic
         try:
-            await consumer.commit({TopicPartition(topic, p): off for p, off in moved.items()})
+            await consumer.commit(moved)
         except KafkaError as e:  # the next commit carries it
             log.warning("offset commit failed (%s); will retry", e)
             return
@@ -356,34 +374,34 @@ class StreamWorker:
     # -- rebalances and shutdown ----------------------------------------------------------------
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
-        parts = {tp.partition for tp in revoked if tp.topic == self.cfg.kafka.telemetry_topic}
-        if not parts:
+        if not revoked:
             return
+        parts = {tp.partition for tp in revoked if tp.topic == self.cfg.kafka.telemetry_topic}
         try:
             async with self._lock:
                 await self._blocking(self.handler.flush)
                 await self._await_settled()
-                await self._commit(self._consumer, force=True, only=parts)
-                self.tracker.forget(parts)
-                for p in parts:
-                    self._committed.pop(p, None)
+                await self._commit(self._consumer, force=True, only=set(revoked))
+                self.tracker.forget(revoked)
+                for tp in revoked:
+                    self._committed.pop(tp, None)
                 await self._blocking(self.handler.revoke_sources, parts)
         except Exception as e:  # aiokafka would only log it: make the worker stop instead
             self._fail(e)
         for p in parts:
             self._quiet_since.pop(p, None)
-        self.assigned -= parts
-        log.info("partitions revoked: %s", sorted(parts))
+        self.assigned -= set(revoked)
+        log.info("partitions revoked: %s", _names(revoked))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned if tp.topic == self.cfg.kafka.telemetry_topic}
-        self.assigned |= parts
+        self.assigned |= set(assigned)
         try:
             async with self._lock:
                 await self._blocking(self.handler.assign_sources, parts)
         except Exception as e:
             self._fail(e)
-        log.info("partitions assigned: %s", sorted(parts))
+        log.info("partitions assigned: %s", _names(assigned))
 
     def _fail(self, e: BaseException) -> None:
         """Stop the worker on ``e``, unless it is only the echo of a stop already asked for."""
@@ -409,3 +427,7 @@ class StreamWorker:
                 log.warning("stopped with writes not done (%s); their input will be read again", e)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), timeout=10)
+
+
+def _names(tps: set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(tps))

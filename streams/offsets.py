@@ -9,7 +9,7 @@ again, and idempotent writes and the window-clock checkpoint make the second pas
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +31,7 @@ class _Held:
 
 
 class OffsetTracker:
-    """Messages handed to the pipeline, per partition, until they are done.
+    """Messages handed to the pipeline, per partition (any key: a TopicPartition), until they are done.
 
     >>> from concurrent.futures import Future
     >>> t, written = OffsetTracker(), Future()
@@ -46,11 +46,15 @@ class OffsetTracker:
     """
 
     def __init__(self) -> None:
-        self._held: dict[int, deque[_Held]] = {}
-        self._next: dict[int, int] = {}  # partition -> offset to commit (next one not done)
+        self._held: dict[Hashable, deque[_Held]] = {}
+        self._next: dict[Hashable, int] = {}  # partition -> offset to commit (next one not done)
 
     def hold(
-        self, partition: int, offsets: Sequence[int], windows: Sequence[int | None], settled: Settled | None
+        self,
+        partition: Hashable,
+        offsets: Sequence[int],
+        windows: Sequence[int | None],
+        settled: Settled | None,
     ) -> None:
         """Register a batch's messages of one partition (ascending offsets) and the window each fed."""
         if not offsets:
@@ -63,7 +67,7 @@ class OffsetTracker:
         self._held.setdefault(partition, deque()).append(held)
         self._next.setdefault(partition, offsets[0])
 
-    def committable(self, open_windows: Iterable[int]) -> dict[int, int]:
+    def committable(self, open_windows: Iterable[int]) -> dict[Hashable, int]:
         """Every partition held so far with the offset to commit now (raises a failed write)."""
         still_open = set(open_windows)
         for part, queue in self._held.items():
@@ -82,13 +86,13 @@ class OffsetTracker:
                 self._next[part] = h.last + 1
         return dict(self._next)
 
-    def forget(self, partitions: Iterable[int]) -> None:
+    def forget(self, partitions: Iterable[Hashable]) -> None:
         """Drop what is held for partitions this worker no longer reads."""
         for p in partitions:
             self._held.pop(p, None)
             self._next.pop(p, None)
 
-    def position(self, partition: int) -> int | None:
+    def position(self, partition: Hashable) -> int | None:
         """The offset that would be committed for ``partition`` now (None if nothing was held)."""
         return self._next.get(partition)
 

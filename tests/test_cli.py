@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from raiwatch.dev import synth
-from tests.harness import cli
+from storage.clickhouse import render_migrations
+from tests.harness import cli, query
 
 COMMANDS = [
     ["replay"], ["run"], ["produce"], ["generate"], ["rules", "lint"], ["incidents", "list"],
@@ -92,7 +93,8 @@ def test_a_bad_config_refuses_to_start_and_says_why(tmp_path: Path):
 def test_db_migrate_fresh_then_again(tmp_path: Path):
     first = cli("db", "migrate", "--data-dir", str(tmp_path))
     assert first.returncode == 0, first.stderr
-    assert "applied [1, 2]" in first.stdout
+    versions = [v for v, _ in render_migrations("raiwatch")]
+    assert f"applied {versions}" in first.stdout
     again = cli("db", "migrate", "--data-dir", str(tmp_path))
     assert again.returncode == 0 and "nothing (up to date)" in again.stdout
 
@@ -116,3 +118,81 @@ def test_on_call_acknowledges_resolves_and_marks_an_incident(tmp_path: Path):
     assert kinds == ["opened", "resolved", "feedback"]  # re-confirmations leave no history rows
     missing = cli("incidents", "show", "inc-nope", "--data-dir", str(out))
     assert missing.returncode == 2 and "inc-nope" in missing.stderr
+    as_json = cli("incidents", "show", prefix, "--json", "--data-dir", str(out))
+    assert orjson.loads(as_json.stdout)["incident_id"] == inc["incident_id"]  # JSON and nothing else
+    # the analysts' copy in ClickHouse follows on-call's feedback
+    (row,) = query(out, "SELECT status, feedback FROM raiwatch.incidents FINAL")
+    assert row == {"status": "resolved", "feedback": "true_positive"}
+    assert "ClickHouse copy: updated" in fb.stdout
+
+
+def _no_traceback(p) -> None:
+    assert "Traceback" not in p.stderr + p.stdout and p.stderr.count("\n") == 1, p.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "phrase"),
+    [
+        ("SELEC 1", "ClickHouse refused the query: Syntax error"),
+        ("SELECT * FROM raiwatch.nope", "Unknown table expression identifier 'raiwatch.nope'"),
+        ("SELECT nocol FROM raiwatch.signals", "Unknown expression identifier `nocol`"),
+        ("  ;", "nothing to run: give one SQL query"),
+    ],
+)
+def test_query_mistakes_get_one_line(replayed_out: Path, sql: str, phrase: str):
+    p = cli("query", "--data-dir", str(replayed_out), sql)
+    assert p.returncode == 2 and phrase in p.stderr and "FORMAT Native" not in p.stderr, p.stderr
+    _no_traceback(p)
+
+
+@pytest.fixture(scope="module")
+def replayed_out(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("cli")
+    events = work / "events.jsonl"
+    synth.write(events, synth.default_scenario(2000, seed=4, rate_per_s=20))
+    assert cli("replay", str(events), "--out", str(work / "out"), "--quiet").returncode == 0
+    return work / "out"
+
+
+def test_a_mistyped_data_dir_is_said_and_nothing_is_created(tmp_path: Path):
+    wrong = tmp_path / "vra"
+    p = cli("query", "--data-dir", str(wrong), "SELECT 1")
+    assert p.returncode == 2 and f"no raiwatch data under {wrong}" in p.stderr
+    assert not wrong.exists()
+    _no_traceback(p)
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["replay", "{tmp}", "--out", "{tmp}/o"], "is a folder; give a JSON-lines file of telemetry events"),
+        (["replay", "{tmp}/nope.jsonl"], "nope.jsonl: no such file"),
+        (["replay", "{events}", "--out", "{events}"], "is a file; give a folder"),
+        (["replay", "{events}", "--feedback", "{tmp}"], "is a folder; give a JSON-lines file of feedback"),
+        (["produce", "{tmp}"], "is a folder; give a JSON-lines file"),
+        (["produce", "{events}", "--bootstrap", "127.0.0.1:1"], "no Kafka broker answers at 127.0.0.1:1"),
+        (
+            ["run", "--data-dir", "{tmp}/d", "--config", "{nobroker}"],
+            "no Kafka broker answers at 127.0.0.1:1",
+        ),
+        (["incidents", "ack", "inc-x", "--data-dir", "{tmp}/d"], "no incident has the id or id prefix"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_no_traceback(tmp_path: Path, args: list[str], phrase: str):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"{}\n")
+    nobroker = tmp_path / "nobroker.yaml"
+    nobroker.write_text("kafka:\n  bootstrap_servers: 127.0.0.1:1\n")
+    argv = [a.format(tmp=tmp_path, events=events, nobroker=nobroker) for a in args]
+    p = cli(*argv, timeout=60)
+    assert p.returncode == 2 and phrase in p.stderr, p.stderr
+    _no_traceback(p)
+
+
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path):
+    keep = tmp_path / "precious.txt"
+    keep.write_text("mine")
+    p = cli("demo", "--data-dir", str(tmp_path), "--events", "100")
+    assert p.returncode == 2 and "was not made by raiwatch demo" in p.stderr
+    assert keep.read_text() == "mine"
+    _no_traceback(p)

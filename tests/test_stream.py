@@ -97,9 +97,20 @@ def test_stream_spike_dlq_and_agreement_with_replay(kafka_bootstrap, scenario, r
         assert metrics["raiwatch_events_total"] == truth["valid"]
         assert metrics["raiwatch_rejected_events_total"] == truth["malformed"]
         assert metrics["raiwatch_open_windows"] == 0
+        # on-call rates an incident while the worker holds the store: the worker copies it to ClickHouse
+        incident_id = _store_incidents(data)[0]["incident_id"]
+        fb = cli("incidents", "feedback", incident_id, "false_positive", "--data-dir", str(data))
+        assert fb.returncode == 0 and "the running worker updates it" in fb.stdout, fb.stdout + fb.stderr
     finally:
         stop_worker(worker)
-    assert "INCIDENT OPENED [critical]" in log.read_text()
+    mirrored = query(
+        data, f"SELECT feedback FROM raiwatch.incidents FINAL WHERE incident_id = '{incident_id}'"
+    )
+    assert mirrored == [{"feedback": "false_positive"}]
+    text = log.read_text()
+    assert "INCIDENT OPENED [critical]" in text
+    assert " ERROR " not in text and "\x1b[" not in text  # no spurious errors, no terminal colours
+    assert all(" INFO raiwatch." in ln for ln in text.splitlines() if "progress events=" in ln)
     dlq = read_topic(kafka_bootstrap, f"{topic}.dlq", truth["malformed"])
     assert len(dlq) == truth["malformed"] > 0
     for rec in dlq:
@@ -123,11 +134,20 @@ def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
         poll(lambda: "progress events=" in log.read_text(), 120, "the worker's first closed window")
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(30)
-        worker = start_worker(cfg, data, log)
-        wait_drained(kafka_bootstrap, group, topic, worker, log)
+        json_log = tmp_path / "worker.json.log"
+        worker = start_worker(cfg, data, json_log, "--json-logs")
+        wait_drained(kafka_bootstrap, group, topic, worker, json_log)
     finally:
         stop_worker(worker)
-    assert log.read_text().count("worker ready") == 2
+    records = [orjson.loads(line) for line in json_log.read_text().splitlines() if line.strip()]
+    assert [r["message"].split(":")[0] for r in records if r["message"].startswith("worker ")] == [
+        "worker ready",
+        "worker stopped",
+    ]  # every line is one JSON object
+    progress = [r for r in records if r["message"].startswith("progress")]
+    assert progress and all(
+        {"events", "signals", "open_windows", "level", "ts"} <= r.keys() for r in progress
+    )
     _check_rows(data, truth["valid"])
     assert _key(_store_incidents(data)) == _key(replay_incidents)
     dlq = read_topic(kafka_bootstrap, f"{topic}.dlq", truth["malformed"])

@@ -52,6 +52,12 @@ class BatchHandler(Protocol):
         ``origin(i)`` where it came from (asked only of rejected inputs)."""
         ...
 
+    def process_feedback(
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
+    ) -> BatchResult:
+        """Handle a batch of delayed labels (feedback-event.v1); they belong to no window."""
+        ...
+
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
         """Close what the watermark allows now that ``idle`` sources are caught up and silent."""
         ...

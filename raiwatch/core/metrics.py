@@ -11,6 +11,7 @@ from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.records import Signal
 
 EVENTS = Counter("raiwatch_events_total", "Valid telemetry events processed.")
+FEEDBACK = Counter("raiwatch_feedback_events_total", "Valid feedback events (delayed labels) processed.")
 REJECTED = Counter(
     "raiwatch_rejected_events_total",
     "Inputs rejected (dead-letter topic, rejected_events), by kind.",

@@ -9,7 +9,7 @@ type error.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -22,7 +22,6 @@ NonNegFloat = Annotated[float, Meta(ge=0)]
 Score = Annotated[float, Meta(ge=0, le=1)]
 EventTime = Annotated[datetime, Meta(tz=True)]
 
-SEVERITIES = ("critical", "high", "warning", "info")
 SIGNAL_FAMILIES = ("drift", "safety", "abuse", "fairness", "quality", "pipeline")
 
 
@@ -138,6 +137,9 @@ class Signal(Struct, kw_only=True):
 IncidentStatus = Literal["open", "acknowledged", "resolved"]
 Severity = Literal["critical", "high", "warning", "info"]
 Feedback = Literal["true_positive", "false_positive"]
+STATUSES: tuple[str, ...] = get_args(IncidentStatus)
+SEVERITIES: tuple[str, ...] = get_args(Severity)  # most severe first
+FEEDBACKS: tuple[str, ...] = get_args(Feedback)
 
 
 class Incident(Struct, kw_only=True):

@@ -30,7 +30,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from msgspec import UNSET
 
 from raiwatch.core.errors import StorageError
-from raiwatch.core.records import Incident, Signal, TelemetryEvent
+from raiwatch.core.records import FeedbackEvent, Incident, Signal, TelemetryEvent
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -46,11 +46,8 @@ SIGNAL_COLUMNS = (
     "ts", "window_s", "signal", "family", "model_id", "model_version", "dims", "dims_key", "value",
     "baseline", "lower", "upper", "p_value", "n", "inserted_at",
 )  # fmt: skip
-INCIDENT_COLUMNS = (
-    "incident_id", "dedup_key", "rule", "signal", "severity", "status", "opened_at", "acknowledged_at",
-    "resolved_at", "labels", "summary", "runbook_url", "value", "threshold", "feedback", "updated_at",
-)  # fmt: skip
 CHECKPOINT_COLUMNS = ("kind", "key", "until", "state", "written_at")
+FEEDBACK_COLUMNS = ("event_id", "ts", "label", "favorable", "value", "source", "raw", "ingested_at")
 REJECTED_COLUMNS = ("received_at", "source", "reason", "size", "sha256", "raw")
 
 # ClickHouse error codes worth a retry: the server is busy, short of memory, restarting or unreachable.
@@ -90,6 +87,9 @@ def _ms(dt: datetime | None) -> int | None:
     if dt is None:
         return None
     return ((dt if dt.tzinfo else dt.replace(tzinfo=UTC)) - EPOCH) // MS
+
+
+INCIDENT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Incident))  # the record, field by field
 
 
 class _TextParts(msgspec.Struct):
@@ -288,25 +288,17 @@ class ClickHouseWriter:
         """
         if not incidents:
             return 0
-        columns = [
-            [i.incident_id for i in incidents],
-            [i.dedup_key for i in incidents],
-            [i.rule for i in incidents],
-            [i.signal for i in incidents],
-            [i.severity for i in incidents],
-            [i.status for i in incidents],
-            [_ms(i.opened_at) for i in incidents],
-            [_ms(i.acknowledged_at) for i in incidents],
-            [_ms(i.resolved_at) for i in incidents],
-            [i.labels for i in incidents],
-            [i.summary for i in incidents],
-            [i.runbook_url for i in incidents],
-            [i.value for i in incidents],
-            [i.threshold for i in incidents],
-            [i.feedback for i in incidents],
-            [_ms(i.updated_at or max(t for t in (i.opened_at, i.acknowledged_at, i.resolved_at) if t))
-             for i in incidents],
-        ]  # fmt: skip
+        columns = []
+        for name in INCIDENT_COLUMNS:
+            values = [getattr(i, name) for i in incidents]
+            if name == "updated_at":
+                values = [
+                    v or max(t for t in (i.opened_at, i.acknowledged_at, i.resolved_at) if t)
+                    for v, i in zip(values, incidents, strict=True)
+                ]
+            if name.endswith("_at"):
+                values = [_ms(v) for v in values]
+            columns.append(values)
         return self._insert("incidents", INCIDENT_COLUMNS, columns)
 
     def write_rejected(self, rows: Sequence[tuple[str, str, bytes]]) -> int:
@@ -323,6 +315,22 @@ class ClickHouseWriter:
             [bytes(r[2]) for r in rows],
         ]
         return self._insert("rejected_events", REJECTED_COLUMNS, columns)
+
+    def write_feedback(self, events: Sequence[FeedbackEvent], raws: Sequence[bytes]) -> int:
+        """Insert valid feedback events with their original bytes (same order)."""
+        if not events:
+            return 0
+        columns = [
+            [e.event_id for e in events],
+            [_ms(e.timestamp) for e in events],
+            [e.label for e in events],
+            [None if e.favorable is None else int(e.favorable) for e in events],
+            [e.value for e in events],
+            [e.source or "" for e in events],
+            [bytes(r) for r in raws],
+            [now_ms()] * len(events),
+        ]
+        return self._insert("feedback_events", FEEDBACK_COLUMNS, columns)
 
     def write_checkpoints(self, rows: Sequence[tuple[str, str, float, bytes]]) -> int:
         """Insert ``(kind, key, until_epoch_s, state)`` rows in one block (one atomic insert)."""

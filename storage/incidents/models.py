@@ -30,10 +30,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from raiwatch.core.records import SEVERITIES
+from raiwatch.core.records import FEEDBACKS, SEVERITIES, STATUSES
 
-STATUSES = ("open", "acknowledged", "resolved")
-FEEDBACKS = ("true_positive", "false_positive")
 EVENT_KINDS = ("opened", "updated", "acknowledged", "resolved", "feedback")
 
 VERSION_TABLE = "incidents_alembic_version"  # alembic's bookkeeping table for this schema

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
+
+import msgspec
 
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import RaiwatchError
@@ -67,12 +70,45 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from raiwatch.dev import synth
 
-    truth = synth.write(args.out, synth.default_scenario(args.events, args.seed, args.garbage, args.rate))
+    builtin = {"--events": args.events, "--rate": args.rate, "--garbage": args.garbage}
+    if args.scenario:
+        given = [flag for flag, v in builtin.items() if v is not None]
+        if given:
+            flags = ", ".join(given)
+            raise RaiwatchError(f"{flags} shape the built-in scenario; edit {args.scenario} instead")
+        sc = synth.load_scenario(_input_file(args.scenario, "scenario (YAML)"))
+    else:
+        sc = synth.default_scenario(args.events or 60_000, 7, args.garbage or 0.0, args.rate or 40.0)
+    if args.seed is not None:
+        sc = msgspec.structs.replace(sc, seed=args.seed)
+    if args.start:
+        sc = msgspec.structs.replace(sc, start=_start(args.start, sc))
+    out = Path(args.out)
+    if out.is_dir():
+        raise RaiwatchError(f"{out} is a folder; give the events file to write, e.g. {out / 'events.jsonl'}")
+    truth = synth.write(out, sc)
+    extra = f", {truth['labels']} labels to {synth.feedback_path(out)}" if truth["labels"] else ""
     print(
-        f"wrote {truth['events']} lines ({truth['malformed']} malformed) to {args.out}; "
-        f"ground truth in {synth.truth_path(args.out)}"
+        f"wrote {truth['events']} lines ({truth['malformed']} malformed) to {out}{extra}; "
+        f"{len(truth['anomalies'])} anomalies in {synth.truth_path(out)}"
     )
     return 0
+
+
+def _start(text: str, sc) -> datetime:
+    """``--start``: ``recent`` (the scenario ends a few minutes ago) or an ISO time with a zone."""
+    from raiwatch.dev import synth
+
+    if text == "recent":
+        span = synth.seconds(sc.duration)
+        return synth.recent_start(int(span), 1.0)
+    try:
+        start = datetime.fromisoformat(text)
+    except ValueError:
+        raise RaiwatchError(f"--start {text!r}: write recent or a time like 2026-11-02T08:00:00Z") from None
+    if start.tzinfo is None:
+        raise RaiwatchError(f"--start {text!r} needs a time zone, e.g. {text}+00:00")
+    return start
 
 
 def cmd_rules_lint(args: argparse.Namespace) -> int:
@@ -237,15 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = cmd(
         "generate",
-        "Write synthetic telemetry with an injected safety spike, and its ground truth.",
+        "Write synthetic telemetry (and labels) from a scenario, with its ground truth beside it.",
         cmd_generate,
         config=False,
     )
-    sp.add_argument("out")
-    sp.add_argument("--events", type=int, default=60_000)
-    sp.add_argument("--seed", type=int, default=7)
-    sp.add_argument("--garbage", type=float, default=0.0, help="fraction of malformed lines")
-    sp.add_argument("--rate", type=float, default=40.0, help="events per second of event time")
+    sp.add_argument("out", help="events file to write (OUT.truth.json and OUT.feedback.jsonl beside it)")
+    sp.add_argument("--scenario", help="scenario YAML (see bench/scenarios/); default: the demo's traffic")
+    sp.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
+    sp.add_argument("--start", help="'recent' (ends a few minutes ago) or an ISO time; default: as written")
+    sp.add_argument("--events", type=int, help="built-in scenario: number of events (default 60000)")
+    sp.add_argument("--rate", type=float, help="built-in scenario: events per second (default 40)")
+    sp.add_argument("--garbage", type=float, help="built-in scenario: share of malformed lines (default 0)")
 
     rules = sub.add_parser(
         "rules", help="Work with alert rule files.", description="Work with alert rule files."

@@ -1,0 +1,553 @@
+"""Input and prediction drift per model and feature: the last few windows against a reference.
+
+What is compared: every key of ``request.features`` (numeric or categorical), the prediction
+(``prediction.score``, ``prediction.label``), and what an LLM's events carry (``request.tokens``,
+``request.chars``, ``request.language``, ``response.tokens``, ``response.latency_ms``).
+
+**Reference.** Each model learns its reference from its first ``reference_s`` of event time:
+a sample of up to ``reference_sample`` events, chosen by a hash of ``event_id`` (the same events
+whatever the batching or order, so a replay and a restarted worker learn the same reference).
+Numeric features are cut into ``bins`` bins at the sample's quantiles, categorical ones keep
+their ``max_categories`` most common values; one more bin holds what the reference did not have
+(new categories, text in a numeric feature). After that the reference is frozen; a new model
+version starts a new one only with ``new_reference_on_version``.
+
+**Sliding evaluation.** Every window, the counts of the last ``sliding_windows`` windows are
+compared with the reference, so a shift shows after minutes, not after a long window fills.
+Signals (``n`` = values present in the sliding span; ``reference`` = the reference's id):
+
+- ``drift.feature`` {feature, reference}: population stability index (value) with Pearson's
+  chi-square homogeneity p-value; ``drift.prediction`` {output, reference}: the same for the
+  model's score and label.
+- ``drift.missing_rate`` {feature, reference}: share of events without the feature (value)
+  against the reference's share (baseline), two-proportion z-test p-value.
+- ``drift.new_category_share`` {feature, reference}: share of values the reference never had.
+- ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
+  each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
+  standard normal without change, whatever the feature's units), detects a change. Its threshold
+  is set so that all numeric features of a model together raise ``online_false_alarms_per_week``
+  on stationary traffic (``page_hinkley_threshold``, checked by simulation in the tests).
+
+p-values are Bonferroni-adjusted over every test of the model in that window, so a rule's
+``p_value < a`` bounds the chance that any feature of the model crosses it on stationary traffic
+by ``a`` per evaluation: ``a = 1e-4`` at one evaluation a minute is at most one false alarm per
+model-week, before the effect-size floor the default rules add.
+
+State per model is bounded: the reference (bins x features) and ``sliding_windows`` count
+matrices; the learning sample only during the first ``reference_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zlib
+from collections import deque
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+import numpy as np
+from msgspec import UNSET
+from river.drift import PageHinkley
+
+from detectors.drift import chi2_homogeneity, mean_shift_z, page_hinkley_threshold, psi, two_proportions
+from monitors.registry import register
+from raiwatch.core.catalogue import SignalSpec
+from raiwatch.core.records import Signal, TelemetryEvent
+
+STATE_VERSION = 1
+MIN_REFERENCE = 200  # events a reference needs; a model keeps learning until it has them
+_NAN, _INF = math.nan, math.inf
+
+Value = float | int | str | bool | None
+
+
+class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``monitors.drift`` in the config file."""
+
+    reference_s: Annotated[int, msgspec.Meta(gt=0)] = 3600  # each model's first hour is its reference
+    reference_sample: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 4000  # events kept to learn it
+    sliding_windows: Annotated[int, msgspec.Meta(gt=0)] = 5  # windows compared with the reference
+    bins: Annotated[int, msgspec.Meta(ge=2, le=100)] = 20  # quantile bins of a numeric feature
+    max_categories: Annotated[int, msgspec.Meta(ge=2)] = 30  # per categorical feature; more: "other"
+    max_features: Annotated[int, msgspec.Meta(gt=0)] = 200  # per model (by name order); more: ignored
+    new_reference_on_version: bool = False  # a new model.version learns a new reference
+    online_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all features
+    online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
+    online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
+
+
+def features_of(ev: TelemetryEvent) -> dict[str, Value]:
+    """The values drift is measured on, by name.
+
+    >>> from raiwatch.core.codec import telemetry_codec
+    >>> ev = telemetry_codec.decode_batch([b'{"schema_version":1,"event_id":"e","timestamp":'
+    ...     b'"2026-11-02T09:00:00Z","model":{"id":"m"},"request":{"features":{"age":41},"text":"hi"},'
+    ...     b'"response":{"latency_ms":12.5,"prediction":{"score":0.9}}}']).events[0]
+    >>> features_of(ev)
+    {'age': 41.0, 'request.chars': 2, 'response.latency_ms': 12.5, 'prediction.score': 0.9}
+    """
+    out: dict[str, Value] = {}
+    req = ev.request
+    if req:
+        if req.features:
+            out.update(req.features)
+        if req.tokens is not UNSET:
+            out["request.tokens"] = req.tokens
+        if req.text is not UNSET:
+            out["request.chars"] = len(req.text)
+        if req.language:
+            out["request.language"] = req.language
+    resp = ev.response
+    if resp:
+        if resp.tokens is not UNSET:
+            out["response.tokens"] = resp.tokens
+        if resp.latency_ms is not UNSET:
+            out["response.latency_ms"] = resp.latency_ms
+        pred = resp.prediction
+        if pred:
+            if pred.score is not None:
+                out["prediction.score"] = pred.score
+            if pred.label is not None:
+                out["prediction.label"] = pred.label
+    return out
+
+
+def _key(x: Value) -> str:
+    """A categorical value as text (booleans as JSON writes them)."""
+    if x.__class__ is str:
+        return x  # type: ignore[return-value]
+    if x is True or x is False:
+        return "true" if x else "false"
+    return repr(x)
+
+
+class _Feature(msgspec.Struct, array_like=True):
+    """One feature of a reference: its bins and the reference's counts in them."""
+
+    name: str
+    numeric: bool
+    cuts: list[float]  # numeric: interior bin edges (bins = len(cuts) + 1)
+    categories: list[str]  # categorical: tracked values (bins = len(categories))
+    counts: list[int]  # per bin, plus the last bin: values outside the reference's
+    missing: int  # reference events without the feature
+
+    @property
+    def width(self) -> int:
+        return len(self.counts)
+
+
+class _Reference(msgspec.Struct, array_like=True):
+    id: str
+    version: str
+    n: int  # events in the reference sample
+    features: list[_Feature]
+
+
+def build_reference(
+    rows: Sequence[dict[str, Value]], cfg: DriftConfig, ref_id: str, version: str
+) -> _Reference:
+    """Bins and counts of every feature of ``rows`` (the reference sample)."""
+    names = sorted({k for r in rows for k in r})[: cfg.max_features]
+    feats = []
+    for name in names:
+        col = [r.get(name) for r in rows]
+        present = [x for x in col if x is not None]
+        nums = [x for x in present if x.__class__ in (int, float)]
+        missing = len(col) - len(present)
+        if present and len(nums) >= 0.95 * len(present):
+            arr = np.asarray(nums, dtype=np.float64)
+            q = np.quantile(arr, np.linspace(0, 1, cfg.bins + 1)[1:-1])
+            cuts = np.unique(q)
+            f = _Feature(name, True, cuts.tolist(), [], [0] * (len(cuts) + 2), missing)
+        else:
+            values: dict[str, int] = {}
+            for x in present:
+                k = _key(x)
+                values[k] = values.get(k, 0) + 1
+            top = sorted(values, key=lambda k: (-values[k], k))[: cfg.max_categories]
+            f = _Feature(name, False, [], sorted(top), [0] * (len(top) + 1), missing)
+        counts, _ = _count_feature(f, col)
+        f.counts = counts.tolist()
+        feats.append(f)
+    return _Reference(ref_id, version, len(rows), feats)
+
+
+def _count_feature(f: _Feature, col: list[Value]) -> tuple[np.ndarray, int]:
+    """Counts of ``col`` in ``f``'s bins (last bin: values the reference did not have), and missing."""
+    width = f.width
+    if f.numeric:
+        vals = np.array(
+            [
+                x if (x.__class__ is float or x.__class__ is int) else (_NAN if x is None else _INF)
+                for x in col
+            ],
+            dtype=np.float64,
+        )
+        idx = np.searchsorted(np.asarray(f.cuts), vals, side="right")
+        idx[np.isinf(vals)] = width - 1
+        missing = np.isnan(vals)
+        idx = idx[~missing]
+        return np.bincount(idx, minlength=width)[:width], int(missing.sum())
+    index = {c: i for i, c in enumerate(f.categories)}
+    other = width - 1
+    idx_list = [index.get(_key(x), other) for x in col if x is not None]
+    counts = np.bincount(np.asarray(idx_list, dtype=np.int64), minlength=width)[:width]
+    return counts, len(col) - len(idx_list)
+
+
+class _Counts:
+    """One model's counts in one window (or a sum of windows), over its reference's features."""
+
+    __slots__ = ("bins", "missing", "n")
+
+    def __init__(self, ref: _Reference):
+        width = max((f.width for f in ref.features), default=1)
+        self.bins = np.zeros((len(ref.features), width), dtype=np.int64)
+        self.missing = np.zeros(len(ref.features), dtype=np.int64)
+        self.n = 0
+
+    def add_rows(self, ref: _Reference, rows: list[dict[str, Value]]) -> None:
+        for i, f in enumerate(ref.features):
+            counts, missing = _count_feature(f, [r.get(f.name) for r in rows])
+            self.bins[i, : f.width] += counts
+            self.missing[i] += missing
+        self.n += len(rows)
+
+
+class _Model:
+    """What the monitor remembers of one model."""
+
+    __slots__ = ("learn_from", "learn_until", "online", "recent", "ref", "sample", "threshold", "version")
+
+    def __init__(self, start: int, reference_s: int):
+        self.learn_from = start
+        self.learn_until = start + reference_s
+        self.sample: list[tuple[int, str, dict[str, Value]]] = []  # (hash, event_id, values)
+        self.threshold = 1 << 32  # events hashing at or above it are not sampled
+        self.ref: _Reference | None = None
+        self.recent: deque[tuple[np.ndarray, np.ndarray, int]] = deque()  # closed windows' counts
+        self.online: dict[str, PageHinkley] = {}  # per numeric feature, on its window's mean-bin z
+        self.version = ""
+
+
+class _State(msgspec.Struct, array_like=True):
+    v: int
+    learn_from: int
+    learn_until: int
+    threshold: int
+    sample: list[tuple[int, str, dict[str, Value]]]
+    ref: _Reference | None
+    recent: list[tuple[list[list[int]], list[int], int]]
+    version: str
+    online: bytes  # river's detectors, pickled
+
+
+_COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
+SIGNALS = (
+    SignalSpec(
+        name="drift.feature",
+        dims=(("feature", "reference"),),
+        value="population stability index of the feature's binned values against the reference",
+        unit="distance",
+        range=(0.0, math.inf),
+        **_COMMON,
+    ),
+    SignalSpec(
+        name="drift.prediction",
+        dims=(("output", "reference"),),
+        value="population stability index of the model's score or label against the reference",
+        unit="distance",
+        range=(0.0, math.inf),
+        **_COMMON,
+    ),
+    SignalSpec(
+        name="drift.missing_rate",
+        dims=(("feature", "reference"),),
+        value="share of events without the feature",
+        unit="ratio",
+        range=(0.0, 1.0),
+        baseline="share of reference events without the feature",
+        **(_COMMON | {"n": "events in the last sliding_windows windows"}),
+    ),
+    SignalSpec(
+        name="drift.change",
+        dims=(("feature", "reference"),),
+        value=(
+            "1 in the window where the Page-Hinkley test on the feature's mean bin (in standard errors "
+            "from the reference) detects a change, else 0; calibrated to online_false_alarms_per_week"
+        ),
+        unit="score",
+        range=(0.0, 1.0),
+        **(_COMMON | {"n": "values present in the window"}),
+    ),
+    SignalSpec(
+        name="drift.new_category_share",
+        dims=(("feature", "reference"),),
+        value="share of values the reference never had (new categories; text in a numeric feature)",
+        unit="ratio",
+        range=(0.0, 1.0),
+        baseline="share of such values in the reference (categories beyond max_categories)",
+        **_COMMON,
+    ),
+)
+
+
+@register
+class DriftMonitor:
+    """Sliding-window drift against a learned reference; memory bounded per model."""
+
+    family = "drift"
+    Config = DriftConfig
+    SIGNALS = SIGNALS
+
+    def __init__(self, window_s: int, config: DriftConfig | None = None):
+        self.window_s = window_s
+        self.cfg = config or DriftConfig()
+        self._models: dict[str, _Model] = {}
+        self._open: dict[int, dict[str, list[dict[str, Value]]]] = {}  # window -> model -> rows
+        self._ids: dict[int, dict[str, list[str]]] = {}  # their event ids (to choose the reference sample)
+        self._dirty: set[str] = set()
+
+    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
+        opened, ids = self._open, self._ids
+        for ev, start in zip(events, starts, strict=True):
+            model = ev.model.id
+            st = self._models.get(model)
+            if st is None:
+                st = self._models[model] = _Model(start, self.cfg.reference_s)
+            if ev.model.version:
+                st.version = ev.model.version
+            by_model = opened.get(start)
+            if by_model is None:
+                by_model = opened[start] = {}
+                ids[start] = {}
+            rows = by_model.get(model)
+            if rows is None:
+                rows = by_model[model] = []
+                ids[start][model] = []
+            rows.append(features_of(ev))
+            ids[start][model].append(ev.event_id)
+
+    def close(self, start: int) -> list[Signal]:
+        by_model = self._open.pop(start, {})
+        ids = self._ids.pop(start, {})
+        out: list[Signal] = []
+        for model, rows in sorted(by_model.items()):
+            st = self._models.get(model)
+            if st is None:
+                continue
+            self._dirty.add(model)
+            if st.ref is not None and self.cfg.new_reference_on_version and st.version != st.ref.version:
+                self._relearn(st, start)
+            if st.ref is None:
+                self._learn(st, rows, ids.get(model, []))
+                if start + self.window_s >= st.learn_until:
+                    self._freeze(model, st)
+                continue
+            counts = _Counts(st.ref)
+            counts.add_rows(st.ref, rows)
+            st.recent.append((counts.bins, counts.missing, counts.n))
+            while len(st.recent) > self.cfg.sliding_windows:
+                st.recent.popleft()
+            out += self._signals(model, st, start)
+            out += self._online(model, st, start, counts)
+        return out
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def _learn(self, st: _Model, rows: list[dict[str, Value]], ids: list[str]) -> None:
+        cap = self.cfg.reference_sample
+        for eid, row in zip(ids, rows, strict=True):
+            h = zlib.crc32(eid.encode())
+            if h < st.threshold:
+                st.sample.append((h, eid, row))
+        if len(st.sample) > 2 * cap:  # keep the cap smallest hashes: the same set in any order
+            st.sample.sort(key=lambda x: (x[0], x[1]))
+            del st.sample[cap:]
+            st.threshold = st.sample[-1][0]
+
+    def _freeze(self, model: str, st: _Model) -> None:
+        if len(st.sample) < MIN_REFERENCE:
+            st.learn_until += self.window_s  # too little traffic yet: keep learning
+            return
+        st.sample.sort(key=lambda x: (x[0], x[1]))
+        rows = [r for _, _, r in st.sample[: self.cfg.reference_sample]]
+        since = datetime.fromtimestamp(st.learn_from, UTC).strftime("%Y%m%dT%H%M")
+        ref_id = f"{st.version or 'any'}@{since}"
+        st.ref = build_reference(rows, self.cfg, ref_id, st.version)
+        numeric = [f.name for f in st.ref.features if f.numeric]
+        threshold = self._online_threshold(len(numeric))
+        st.online = {
+            name: PageHinkley(
+                min_instances=self.cfg.online_min_windows,
+                delta=self.cfg.online_delta,
+                threshold=threshold,
+                alpha=1.0,
+            )
+            for name in numeric
+        }
+        st.sample = []
+        st.threshold = 1 << 32
+
+    def _online_threshold(self, series: int) -> float:
+        """Page-Hinkley threshold for ``series`` detectors together at the configured false-alarm rate."""
+        windows_per_week = 7 * 86400 / self.window_s
+        arl0 = windows_per_week * max(series, 1) / self.cfg.online_false_alarms_per_week
+        return page_hinkley_threshold(arl0, self.cfg.online_delta)
+
+    def _relearn(self, st: _Model, start: int) -> None:
+        st.ref = None
+        st.online = {}
+        st.recent.clear()
+        st.learn_from, st.learn_until = start, start + self.cfg.reference_s
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _signals(self, model: str, st: _Model, start: int) -> list[Signal]:
+        ref = st.ref
+        assert ref is not None
+        feats = ref.features
+        if not feats:
+            return []
+        bins = sum(r[0] for r in st.recent)
+        missing = sum(r[1] for r in st.recent)
+        n = sum(r[2] for r in st.recent)
+        ref_bins = np.zeros_like(bins)
+        for i, f in enumerate(feats):
+            ref_bins[i, : f.width] = f.counts
+        ref_missing = np.array([f.missing for f in feats])
+        tests = 2 * len(feats)  # distribution and missing rate per feature
+        dist = chi2_homogeneity(ref_bins, bins)
+        shift = psi(ref_bins, bins)
+        miss = two_proportions(ref_missing, ref.n, missing, n)
+        present = bins.sum(axis=1)
+        ts = datetime.fromtimestamp(start + self.window_s, UTC)
+        out = []
+
+        def emit(name: str, dims: dict[str, str], value: float, cnt: int, p: float, base: float | None):
+            out.append(
+                Signal(
+                    ts=ts,
+                    window=self.window_s,
+                    signal=name,
+                    model_id=model,
+                    model_version=st.version,
+                    dims=dims | {"reference": ref.id},
+                    value=value,
+                    n=cnt,
+                    p_value=None if math.isnan(p) else min(1.0, p * tests),
+                    baseline=base,
+                )
+            )
+
+        for i, f in enumerate(feats):
+            cnt = int(present[i])
+            if f.name.startswith("prediction."):
+                dims = {"output": f.name.removeprefix("prediction.")}
+                emit("drift.prediction", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+            else:
+                dims = {"feature": f.name}
+                emit("drift.feature", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+            emit(
+                "drift.missing_rate",
+                {"feature": f.name},
+                float(missing[i] / n) if n else 0.0,
+                n,
+                float(miss.p_value[i]),
+                f.missing / ref.n if ref.n else None,
+            )
+            ref_present = sum(f.counts)
+            emit(
+                "drift.new_category_share",
+                {"feature": f.name},
+                float(bins[i, f.width - 1] / cnt) if cnt else 0.0,
+                cnt,
+                _NAN,
+                f.counts[-1] / ref_present if ref_present else None,
+            )
+        return out
+
+    def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
+        """Step each numeric feature's Page-Hinkley test with this window's mean-bin z."""
+        ref = st.ref
+        assert ref is not None
+        out = []
+        ts = datetime.fromtimestamp(start + self.window_s, UTC)
+        for i, f in enumerate(ref.features):
+            det = st.online.get(f.name)
+            if det is None:
+                continue
+            ordered = f.width - 1  # the last bin (values the reference never had) has no order
+            z = mean_shift_z(f.counts[:ordered], counts.bins[i, :ordered])
+            n = int(z.n[0])
+            if not n or not math.isfinite(z.effect[0]):
+                continue
+            det.update(float(z.effect[0]))
+            name = "drift.change"
+            out.append(
+                Signal(
+                    ts=ts,
+                    window=self.window_s,
+                    signal=name,
+                    model_id=model,
+                    model_version=st.version,
+                    dims={"feature": f.name, "reference": ref.id},
+                    value=1.0 if det.drift_detected else 0.0,
+                    n=n,
+                )
+            )
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def forget(self, models: Collection[str]) -> None:
+        """Drop these models' open windows and state (their partition moved away from this worker)."""
+        for table in (self._open, self._ids):
+            for by_model in table.values():
+                for m in models:
+                    by_model.pop(m, None)
+        for m in models:
+            self._models.pop(m, None)
+            self._dirty.discard(m)
+
+    def snapshot_dirty(self) -> dict[str, bytes]:
+        """The state of each model changed by a close since the last call, as bytes."""
+        out = {m: self._encode(self._models[m]) for m in sorted(self._dirty) if m in self._models}
+        self._dirty.clear()
+        return out
+
+    def restore(self, model: str, state: bytes) -> None:
+        """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
+        s = msgspec.msgpack.decode(state, type=_State)
+        if s.v != STATE_VERSION:
+            return
+        st = _Model(s.learn_from, 0)
+        st.learn_until, st.threshold, st.version, st.ref = s.learn_until, s.threshold, s.version, s.ref
+        st.sample = [(h, eid, row) for h, eid, row in s.sample]
+        st.online = pickle.loads(s.online) if s.online else {}  # raiwatch wrote it: its own checkpoint
+        st.recent = deque(
+            (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
+        )
+        self._models[model] = st
+
+    def models(self) -> set[str]:
+        return set(self._models)
+
+    @staticmethod
+    def _encode(st: _Model) -> bytes:
+        return msgspec.msgpack.encode(
+            _State(
+                STATE_VERSION,
+                st.learn_from,
+                st.learn_until,
+                st.threshold,
+                st.sample,
+                st.ref,
+                [(b.tolist(), m.tolist(), n) for b, m, n in st.recent],
+                st.version,
+                pickle.dumps(st.online) if st.online else b"",
+            )
+        )

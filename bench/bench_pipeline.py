@@ -51,7 +51,8 @@ def replay_seconds(path: Path, out: Path) -> tuple[float, str]:
         text=True,
         check=True,
     )
-    return time.perf_counter() - t0, p.stdout.splitlines()[0]
+    cost = [x for x in p.stdout.splitlines() if x.startswith("monitor cost")]
+    return time.perf_counter() - t0, p.stdout.splitlines()[0] + ("\n" + cost[0] if cost else "")
 
 
 async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
@@ -127,6 +128,7 @@ def main() -> None:
             f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "
             f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
         )
+        print(f"replay      {line.splitlines()[-1]}")
         if args.no_stream or not localkafka.java_available():
             return
         bare, worker = stream(path, args.events, work)

@@ -108,7 +108,9 @@ def main() -> int:
     console.print(table)
 
     table = Table(title="Per scenario")
-    for col in ("scenario", "events", "model-days", "incidents", "detected", "false alarms", "per model-day"):
+    cols = ("scenario", "events", "model-days", "incidents", "detected", "related", "false alarms")
+    cols += ("per model-day",)
+    for col in cols:
         table.add_column(col, justify="left" if col == "scenario" else "right")
     total_fa = total_md = 0.0
     for f, s in zip(files, scores, strict=True):
@@ -121,10 +123,11 @@ def main() -> int:
             f"{s.model_days:.2f}",
             str(len(r["incidents"])),
             f"{sum(a.detected for a in s.anomalies)} / {len(s.anomalies)}",
+            str(len(s.related)),
             str(len(s.false_alarms)),
             f"{s.false_alarms_per_model_day:.2f}",
         )
-    table.add_row("all", "", f"{total_md:.2f}", "", "", str(int(total_fa)), f"{total_fa / total_md:.2f}")
+    table.add_row("all", "", f"{total_md:.2f}", "", "", "", str(int(total_fa)), f"{total_fa / total_md:.2f}")
     console.print(table)
 
     table = Table(title="Every anomaly")

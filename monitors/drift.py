@@ -45,6 +45,7 @@ import zlib
 from collections import deque
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -55,6 +56,7 @@ from river.drift import PageHinkley
 from detectors.drift import chi2_homogeneity, mean_shift_z, page_hinkley_threshold, psi, two_proportions
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
+from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
 
 STATE_VERSION = 1
@@ -74,6 +76,7 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_categories: Annotated[int, msgspec.Meta(ge=2)] = 30  # per categorical feature; more: "other"
     max_features: Annotated[int, msgspec.Meta(gt=0)] = 200  # per model (by name order); more: ignored
     new_reference_on_version: bool = False  # a new model.version learns a new reference
+    reference_file: str = ""  # from `raiwatch reference build`: models in it start with that reference
     online_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all features
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
@@ -198,6 +201,88 @@ def _count_feature(f: _Feature, col: list[Value]) -> tuple[np.ndarray, int]:
     return counts, len(col) - len(idx_list)
 
 
+def _sample_add(
+    sample: list[tuple[int, str, dict[str, Value]]], threshold: int, ids: list[str], rows: list, cap: int
+) -> int:
+    """Add the rows whose event id hashes under ``threshold``; past ``2 * cap`` rows keep the ``cap``
+    smallest hashes (the same set whatever the order events came in). Returns the new threshold."""
+    for eid, row in zip(ids, rows, strict=True):
+        h = zlib.crc32(eid.encode())
+        if h < threshold:
+            sample.append((h, eid, row))
+    if len(sample) > 2 * cap:
+        sample.sort(key=lambda x: (x[0], x[1]))
+        del sample[cap:]
+        threshold = sample[-1][0]
+    return threshold
+
+
+def _sample_rows(sample: list[tuple[int, str, dict[str, Value]]], cap: int) -> list[dict[str, Value]]:
+    return [r for _, _, r in sorted(sample, key=lambda x: (x[0], x[1]))[:cap]]
+
+
+class ReferenceFile(msgspec.Struct):
+    """What ``raiwatch reference build`` writes and ``monitors.drift.reference_file`` reads."""
+
+    v: int
+    references: dict[str, _Reference]  # by model id
+
+
+def load_references(path: str) -> dict[str, _Reference]:
+    """The references of a file ``raiwatch reference build`` wrote; ``ConfigError`` if it cannot be read."""
+    try:
+        f = msgspec.msgpack.decode(Path(path).read_bytes(), type=ReferenceFile)
+    except FileNotFoundError:
+        raise ConfigError(f"bad setting: monitors.drift.reference_file {path} does not exist") from None
+    except (msgspec.DecodeError, msgspec.ValidationError, IsADirectoryError):
+        raise ConfigError(
+            f"bad setting: monitors.drift.reference_file {path} is not a file raiwatch reference build wrote"
+        ) from None
+    if f.v != STATE_VERSION:
+        raise ConfigError(f"{path}: written by another raiwatch version; build it again")
+    return f.references
+
+
+class ReferenceBuilder:
+    """References per model from a file of events, with the same sampling and bins as learning."""
+
+    def __init__(self, cfg: DriftConfig | None = None):
+        self.cfg = cfg or DriftConfig()
+        self._sample: dict[str, list] = {}
+        self._threshold: dict[str, int] = {}
+        self._seen: dict[str, tuple[int, str, float]] = {}  # model -> events, version, first time
+
+    def add(self, events: Sequence[TelemetryEvent]) -> None:
+        by_model: dict[str, tuple[list[str], list[dict[str, Value]]]] = {}
+        for ev in events:
+            ids, rows = by_model.setdefault(ev.model.id, ([], []))
+            ids.append(ev.event_id)
+            rows.append(features_of(ev))
+            n, version, first = self._seen.get(ev.model.id, (0, "", math.inf))
+            self._seen[ev.model.id] = (
+                n + 1,
+                ev.model.version or version,
+                min(first, ev.timestamp.timestamp()),
+            )
+        for model, (ids, rows) in by_model.items():
+            sample = self._sample.setdefault(model, [])
+            self._threshold[model] = _sample_add(
+                sample, self._threshold.get(model, 1 << 32), ids, rows, self.cfg.reference_sample
+            )
+
+    def build(self) -> dict[str, tuple[_Reference, int]]:
+        """Each model's reference and how many of its events were read (models under 200 left out)."""
+        out = {}
+        for model, sample in sorted(self._sample.items()):
+            n, version, first = self._seen[model]
+            if len(sample) < MIN_REFERENCE:
+                continue
+            since = datetime.fromtimestamp(first, UTC).strftime("%Y%m%dT%H%M")
+            rows = _sample_rows(sample, self.cfg.reference_sample)
+            out[model] = (build_reference(rows, self.cfg, f"{version or 'any'}@file-{since}", version), n)
+        return out
+
+
 class _Counts:
     """One model's counts in one window (or a sum of windows), over its reference's features."""
 
@@ -310,6 +395,7 @@ class DriftMonitor:
         self._open: dict[int, dict[str, list[dict[str, Value]]]] = {}  # window -> model -> rows
         self._ids: dict[int, dict[str, list[str]]] = {}  # their event ids (to choose the reference sample)
         self._dirty: set[str] = set()
+        self._file_refs = load_references(self.cfg.reference_file) if self.cfg.reference_file else {}
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
         opened, ids = self._open, self._ids
@@ -318,6 +404,8 @@ class DriftMonitor:
             st = self._models.get(model)
             if st is None:
                 st = self._models[model] = _Model(start, self.cfg.reference_s)
+                if model in self._file_refs:
+                    self._use(st, self._file_refs[model])
             if ev.model.version:
                 st.version = ev.model.version
             by_model = opened.get(start)
@@ -359,26 +447,20 @@ class DriftMonitor:
     # -- learning ------------------------------------------------------------------------------
 
     def _learn(self, st: _Model, rows: list[dict[str, Value]], ids: list[str]) -> None:
-        cap = self.cfg.reference_sample
-        for eid, row in zip(ids, rows, strict=True):
-            h = zlib.crc32(eid.encode())
-            if h < st.threshold:
-                st.sample.append((h, eid, row))
-        if len(st.sample) > 2 * cap:  # keep the cap smallest hashes: the same set in any order
-            st.sample.sort(key=lambda x: (x[0], x[1]))
-            del st.sample[cap:]
-            st.threshold = st.sample[-1][0]
+        st.threshold = _sample_add(st.sample, st.threshold, ids, rows, self.cfg.reference_sample)
 
     def _freeze(self, model: str, st: _Model) -> None:
         if len(st.sample) < MIN_REFERENCE:
             st.learn_until += self.window_s  # too little traffic yet: keep learning
             return
-        st.sample.sort(key=lambda x: (x[0], x[1]))
-        rows = [r for _, _, r in st.sample[: self.cfg.reference_sample]]
         since = datetime.fromtimestamp(st.learn_from, UTC).strftime("%Y%m%dT%H%M")
-        ref_id = f"{st.version or 'any'}@{since}"
-        st.ref = build_reference(rows, self.cfg, ref_id, st.version)
-        numeric = [f.name for f in st.ref.features if f.numeric]
+        rows = _sample_rows(st.sample, self.cfg.reference_sample)
+        self._use(st, build_reference(rows, self.cfg, f"{st.version or 'any'}@{since}", st.version))
+
+    def _use(self, st: _Model, ref: _Reference) -> None:
+        """Compare from now on with ``ref`` (learned, or from the reference file)."""
+        st.ref = ref
+        numeric = [f.name for f in ref.features if f.numeric]
         threshold = self._online_threshold(len(numeric))
         st.online = {
             name: PageHinkley(

@@ -111,6 +111,44 @@ def _start(text: str, sc) -> datetime:
     return start
 
 
+def cmd_reference_build(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from monitors.drift import STATE_VERSION, ReferenceBuilder, ReferenceFile
+    from monitors.registry import monitor_configs
+    from raiwatch.core.codec import telemetry_codec
+    from raiwatch.replay import _chunks
+
+    cfg = _cfg(args)
+    path = _input_file(args.events, "telemetry events")
+    out = Path(args.out)
+    if out.is_dir():
+        raise RaiwatchError(f"--out {out} is a folder; give the reference file to write")
+    builder = ReferenceBuilder(monitor_configs(cfg.monitors)["drift"])
+    bad = 0
+    for _, lines in _chunks(path, 20_000):
+        res = telemetry_codec.decode_batch([b for b in lines if b.strip()])
+        builder.add(res.events)
+        bad += len(res.rejected)
+    refs = builder.build()
+    if not refs:
+        raise RaiwatchError(f"{path}: no model has the 200 valid events a reference needs")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(
+        msgspec.msgpack.encode(ReferenceFile(STATE_VERSION, {m: r for m, (r, _) in refs.items()}))
+    )
+    t = Table(title=f"drift references in {out} ({bad} invalid lines skipped)")
+    for c in ("model", "events read", "sample", "features", "numeric", "reference id"):
+        t.add_column(c)
+    for m, (r, n) in refs.items():
+        numeric = sum(f.numeric for f in r.features)
+        t.add_row(m, f"{n:,}", f"{r.n:,}", str(len(r.features)), str(numeric), r.id)
+    Console().print(t)
+    print(f"use it: monitors: {{drift: {{reference_file: {out.resolve()}}}}} in the config file")
+    return 0
+
+
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from alert_rules import lint, load_rules
     from monitors.registry import catalogue
@@ -294,6 +332,22 @@ def build_parser() -> argparse.ArgumentParser:
         config=False, parent=rsub,
     )  # fmt: skip
     sp.add_argument("paths", nargs="*", type=Path, help="rule files or folders (default: the shipped rules)")
+
+    ref = sub.add_parser(
+        "reference",
+        help="Build drift references from a file of events.",
+        description="Build drift references from a file of events.",
+    )
+    refsub = ref.add_subparsers(dest="reference_command", required=True)
+    sp = cmd(
+        "build",
+        "Learn each model's drift reference from EVENTS.jsonl (e.g. its validation traffic) and write "
+        "it to OUT; set monitors.drift.reference_file: OUT to compare with it from the first event.",
+        cmd_reference_build,
+        parent=refsub,
+    )
+    sp.add_argument("events", help="telemetry-event.v1 JSON lines")
+    sp.add_argument("--out", required=True, help="reference file to write")
 
     inc = sub.add_parser(
         "incidents",

@@ -39,12 +39,15 @@ def run_demo(events: int, data_dir: Path) -> int:
     _prepare(data_dir)
     events_file = data_dir / "telemetry.jsonl"
     start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
-    truth = synth.write(events_file, synth.default_scenario(events, garbage_fraction=0.005, start=start))
-    spike = truth["anomalies"][0]
+    sc = synth.default_scenario(events, garbage_fraction=0.005, start=start, drift=True)
+    truth = synth.write(events_file, sc)
+    spike, drift = truth["anomalies"]
     console.print(
         f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "
         f"from {truth['start']} to {truth['end']}; injected: {spike['category']} spike on "
-        f"{spike['model_id']} at {spike['rate']:.0%} from {spike['start']} to {spike['end']}"
+        f"{spike['model_id']} at {spike['rate']:.0%} from {spike['start']} to {spike['end']}; "
+        f"{drift['feature']} of {drift['model_id']} x{drift['factor']} "
+        f"from {drift['start']} to {drift['end']}"
     )
     if not localkafka.java_available():
         console.print(
@@ -54,7 +57,7 @@ def run_demo(events: int, data_dir: Path) -> int:
         from raiwatch.replay import replay
         from raiwatch.report import print_replay
 
-        print_replay(replay(events_file, load_config(), data_dir / "replay"))
+        print_replay(replay(events_file, load_config(str(_demo_config(data_dir))), data_dir / "replay"))
         return 0
     console.print("[bold]2/5[/] starting Apache Kafka (KRaft, single node; first run downloads the jars)")
     localkafka.install()
@@ -84,7 +87,7 @@ def run_demo(events: int, data_dir: Path) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
         broker.stop()
-    _show(data_dir, spike)
+    _show(data_dir, spike, drift)
     return 0
 
 
@@ -106,8 +109,36 @@ def _demo_config(data_dir: Path) -> Path:
     path = data_dir / "raiwatch.yaml"
     path.write_text(
         "kafka:\n  group_id: raiwatch-demo\n  session_timeout_s: 10\nwindows:\n  idle_close_s: 3\n"
+        "monitors:\n  drift:\n    reference_s: 600  # a 25-minute demo: learn the reference from 10 minutes\n"
     )
     return path
+
+
+def _show_drift(client, drift: dict) -> None:
+    rows = client.query(
+        "SELECT ts, value, p_value, n FROM raiwatch.signals FINAL "
+        "WHERE signal = 'drift.feature' AND model_id = {m:String} AND dims['feature'] = {f:String} "
+        "ORDER BY ts",
+        parameters={"m": drift["model_id"], "f": drift["feature"]},
+    ).result_rows
+    console.print(
+        f"      drift of {drift['feature']} ({drift['model_id']}): the last 5 windows against the "
+        "reference learned from the first 10 minutes (PSI; p-value adjusted over the model's tests)"
+    )
+    t = Table()
+    for c in ("window end", "PSI", "p-value", "n", ""):
+        t.add_column(c)
+    for ts, v, p, n in rows:
+        hot = v > 0.1 and p is not None and p < 1e-4
+        pv = "-" if p is None else f"{p:.1e}"
+        t.add_row(
+            ts.strftime("%H:%M"),
+            f"{v:.3f}",
+            pv,
+            str(n),
+            ("[red]" if hot else "") + "█" * min(60, round(v * 50)),
+        )
+    console.print(t)
 
 
 def _publish(path: Path, bootstrap: str, total: int) -> None:
@@ -144,7 +175,7 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
     raise RaiwatchError(f"the demo worker did not drain the topic within {timeout_s:.0f}s; see {log_path}")
 
 
-def _show(data_dir: Path, spike: dict) -> None:
+def _show(data_dir: Path, spike: dict, drift: dict) -> None:
     from storage.clickhouse import connect
     from storage.incidents import IncidentStore
 
@@ -175,6 +206,7 @@ def _show(data_dir: Path, spike: dict) -> None:
             ("[red]" if hot else "") + "█" * round(v * 100),
         )
     console.print(t)
+    _show_drift(client, drift)
     incidents = IncidentStore(cfg.incident_db_url).list()
     print_incidents(incidents)
     console.print(

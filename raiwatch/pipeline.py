@@ -75,6 +75,7 @@ class Pipeline:
         w = cfg.windows
         self.clock = WindowClock(w.size_s, w.allowed_lateness_s, w.watermark_confirm)
         self.monitors = list(monitors)
+        self.monitor_seconds = dict.fromkeys((m.family for m in self.monitors), 0.0)  # observe + close
         self.engine = engine
         self.writer = writer
         self.store = store
@@ -155,7 +156,9 @@ class Pipeline:
                     else:
                         result.late += 1
                 for m in self.monitors:
+                    t0 = time.perf_counter()
                     m.observe(counted_events, counted_starts)
+                    self.monitor_seconds[m.family] += time.perf_counter() - t0
             self.events_in += len(stored[0])
             metrics.EVENTS.inc(len(stored[0]))
             metrics.LATE.inc(result.late)
@@ -335,7 +338,9 @@ class Pipeline:
         for start in starts:
             signals: list[Signal] = []
             for m in self.monitors:
+                t0 = time.perf_counter()
                 signals.extend(m.close(start))
+                self.monitor_seconds[m.family] += time.perf_counter() - t0
             if not signals:
                 continue
             self.signals_out += len(signals)

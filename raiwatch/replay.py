@@ -47,6 +47,7 @@ class ReplaySummary:
     feedback_rejected: int = 0
     seconds: float = 0.0
     incidents: list[Incident] = field(default_factory=list)
+    monitor_seconds: dict[str, float] = field(default_factory=dict)  # per family: observe + close
     out: Path = Path()
 
     @property
@@ -145,6 +146,7 @@ def replay(
     summary.events = pipe.events_in
     summary.feedback = pipe.feedback_in
     summary.seconds = time.perf_counter() - t0
+    summary.monitor_seconds = dict(pipe.monitor_seconds)
     summary.incidents = sorted(incidents.values(), key=lambda i: (i.opened_at, i.incident_id))
     with (out / "incidents.jsonl").open("wb") as f:
         for inc in summary.incidents:

@@ -45,6 +45,9 @@ def print_replay(s, feedback: bool = False) -> None:
     )
     if feedback:
         print(f"feedback: {s.feedback} labels read, {s.feedback_rejected} rejected")
+    if s.events and s.monitor_seconds:
+        cost = ", ".join(f"{k} {v / s.events * 1e6:.1f}" for k, v in s.monitor_seconds.items())
+        print(f"monitor cost, microseconds per event: {cost}")
     print_incidents(s.incidents)
     print(f"out: {s.out}/incidents.jsonl, {s.out}/rejected.jsonl, ClickHouse at {s.out}/clickhouse")
 

@@ -199,9 +199,17 @@ FAMILY = {
     "label_quality_drop": "quality",
 }
 # families an anomaly may also, legitimately, show up in (incidents there are neither false alarms
-# nor detections of it): over-blocking is safety classifier output too; a campaign is mostly
-# violations; a moved score is a moved prediction
-ALSO = {"block_rate_shift": ("safety",), "abuse_campaign": ("safety",), "prediction_drift": ("fairness",)}
+# nor detections of it): over-blocking is safety classifier output too, and blocked responses are
+# empty (response length drifts); a campaign is mostly violations and its prompts are not the
+# usual ones; a safety spike blocks responses (their length drifts); a moved score moves the
+# favourable rates; withheld approvals move the score
+ALSO = {
+    "safety_spike": ("drift",),
+    "block_rate_shift": ("safety", "drift"),
+    "abuse_campaign": ("safety", "drift"),
+    "prediction_drift": ("fairness",),
+    "fairness_shift": ("drift",),
+}
 
 
 class Diurnal(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -835,11 +843,24 @@ def default_scenario(
     garbage_fraction: float = 0.0,
     rate_per_s: float = 40.0,
     start: datetime | None = None,
+    drift: bool = False,
 ) -> Scenario:
     """The demo's traffic: ``events`` events at ``rate_per_s`` (60% assistant, 30% classifier, 10%
-    embedder), with an 8-minute 12% self-harm spike on the assistant from 40% of the timeline."""
+    embedder), with an 8-minute 12% self-harm spike on the assistant from 40% of the timeline;
+    with ``drift``, also the classifier's claim amounts x1.5 for 8 minutes from 60%."""
     duration = events / rate_per_s
     spike_at = int(duration * 0.4)
+    drift_at = int(duration * 0.6)
+    drifts = [
+        FeatureDrift(
+            model="claims-triage",
+            feature="claim_amount",
+            mode="scale",
+            factor=1.5,
+            start=f"{drift_at}s",
+            duration=f"{min(480, int(duration) - drift_at)}s",
+        )
+    ]
     return Scenario(
         name="demo",
         seed=seed,
@@ -856,6 +877,7 @@ def default_scenario(
                 start=f"{spike_at}s",
                 duration=f"{min(480, int(duration) - spike_at)}s",
                 rate=0.12,
-            )
+            ),
+            *(drifts if drift else []),
         ],
     )

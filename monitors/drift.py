@@ -53,7 +53,15 @@ import numpy as np
 from msgspec import UNSET
 from river.drift import PageHinkley
 
-from detectors.drift import chi2_homogeneity, mean_shift_z, page_hinkley_threshold, psi, two_proportions
+from detectors.drift import (
+    chi2_homogeneity,
+    embedding_mean_shift,
+    mean_shift_z,
+    mmd_rbf,
+    page_hinkley_threshold,
+    psi,
+    two_proportions,
+)
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
@@ -63,7 +71,9 @@ STATE_VERSION = 1
 MIN_REFERENCE = 200  # events a reference needs; a model keeps learning until it has them
 _NAN, _INF = math.nan, math.inf
 
-Value = float | int | str | bool | None
+Value = float | int | str | bool | None | list[float]
+EMBEDDING = "request.embedding"  # kept in the rows beside the scalar values, compared on its own
+EMBEDDING_SAMPLE = 200  # embeddings kept of the reference, and of the sliding span, for the MMD test
 
 
 class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -97,6 +107,8 @@ def features_of(ev: TelemetryEvent) -> dict[str, Value]:
     if req:
         if req.features:
             out.update(req.features)
+        if req.embedding:
+            out[EMBEDDING] = req.embedding
         if req.tokens is not UNSET:
             out["request.tokens"] = req.tokens
         if req.text is not UNSET:
@@ -142,18 +154,40 @@ class _Feature(msgspec.Struct, array_like=True):
         return len(self.counts)
 
 
+class _EmbeddingRef(msgspec.Struct, array_like=True):
+    """The reference's embeddings: per-dimension mean and variance, and a sample for the MMD test."""
+
+    n: int
+    mean: list[float]
+    var: list[float]
+    sample: list[list[float]]
+
+
 class _Reference(msgspec.Struct, array_like=True):
     id: str
     version: str
     n: int  # events in the reference sample
     features: list[_Feature]
+    embedding: _EmbeddingRef | None = None
+
+
+def _embeddings(rows: Sequence[dict[str, Value]], dim: int | None = None) -> np.ndarray:
+    """The rows' embeddings of the most common length (or of ``dim``), as a matrix."""
+    vecs = [r[EMBEDDING] for r in rows if isinstance(r.get(EMBEDDING), list)]
+    if dim is None and vecs:
+        lengths: dict[int, int] = {}
+        for v in vecs:
+            lengths[len(v)] = lengths.get(len(v), 0) + 1
+        dim = max(lengths, key=lambda k: (lengths[k], k))
+    good = [v for v in vecs if len(v) == dim]
+    return np.asarray(good, dtype=np.float64).reshape(len(good), dim or 0)
 
 
 def build_reference(
     rows: Sequence[dict[str, Value]], cfg: DriftConfig, ref_id: str, version: str
 ) -> _Reference:
     """Bins and counts of every feature of ``rows`` (the reference sample)."""
-    names = sorted({k for r in rows for k in r})[: cfg.max_features]
+    names = sorted({k for r in rows for k in r} - {EMBEDDING})[: cfg.max_features]
     feats = []
     for name in names:
         col = [r.get(name) for r in rows]
@@ -175,7 +209,12 @@ def build_reference(
         counts, _ = _count_feature(f, col)
         f.counts = counts.tolist()
         feats.append(f)
-    return _Reference(ref_id, version, len(rows), feats)
+    emb = _embeddings(rows)
+    emb_ref = None
+    if len(emb) >= MIN_REFERENCE:
+        sample = emb[:EMBEDDING_SAMPLE].tolist()
+        emb_ref = _EmbeddingRef(len(emb), emb.mean(0).tolist(), emb.var(0, ddof=1).tolist(), sample)
+    return _Reference(ref_id, version, len(rows), feats, emb_ref)
 
 
 def _count_feature(f: _Feature, col: list[Value]) -> tuple[np.ndarray, int]:
@@ -283,6 +322,24 @@ class ReferenceBuilder:
         return out
 
 
+_WindowEmbeddings = tuple[np.ndarray, int, list[tuple[int, list[float]]]]  # sum, n, (hash, vector)
+
+
+def _window_embeddings(ref: _EmbeddingRef, rows: list[dict[str, Value]], ids: list[str]) -> _WindowEmbeddings:
+    """One window's embeddings of the reference's length: their sum, count, and the
+    ``EMBEDDING_SAMPLE`` with the smallest event-id hashes (the same whatever the batching)."""
+    dim = len(ref.mean)
+    total, n, sample = np.zeros(dim), 0, []
+    for eid, r in zip(ids, rows, strict=True):
+        v = r.get(EMBEDDING)
+        if isinstance(v, list) and len(v) == dim:
+            total += v
+            n += 1
+            sample.append((zlib.crc32(eid.encode()), v))
+    sample.sort(key=lambda x: x[0])
+    return total, n, sample[:EMBEDDING_SAMPLE]
+
+
 class _Counts:
     """One model's counts in one window (or a sum of windows), over its reference's features."""
 
@@ -305,7 +362,9 @@ class _Counts:
 class _Model:
     """What the monitor remembers of one model."""
 
-    __slots__ = ("learn_from", "learn_until", "online", "recent", "ref", "sample", "threshold", "version")
+    __slots__ = (
+        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "sample", "threshold", "version"
+    )  # fmt: skip
 
     def __init__(self, start: int, reference_s: int):
         self.learn_from = start
@@ -315,6 +374,7 @@ class _Model:
         self.ref: _Reference | None = None
         self.recent: deque[tuple[np.ndarray, np.ndarray, int]] = deque()  # closed windows' counts
         self.online: dict[str, PageHinkley] = {}  # per numeric feature, on its window's mean-bin z
+        self.recent_emb: deque[_WindowEmbeddings] = deque()  # closed windows' embedding sums and samples
         self.version = ""
 
 
@@ -328,6 +388,7 @@ class _State(msgspec.Struct, array_like=True):
     recent: list[tuple[list[list[int]], list[int], int]]
     version: str
     online: bytes  # river's detectors, pickled
+    recent_emb: list[tuple[list[float], int, list[tuple[int, list[float]]]]] = []
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
@@ -356,6 +417,22 @@ SIGNALS = (
         range=(0.0, 1.0),
         baseline="share of reference events without the feature",
         **(_COMMON | {"n": "events in the last sliding_windows windows"}),
+    ),
+    SignalSpec(
+        name="drift.embedding",
+        dims=(("reference",),),
+        value="distance of the mean embedding from the reference's, over its total standard deviation",
+        unit="distance",
+        range=(0.0, math.inf),
+        **(_COMMON | {"n": "embeddings in the last sliding_windows windows"}),
+    ),
+    SignalSpec(
+        name="drift.embedding_mmd",
+        dims=(("reference",),),
+        value="maximum mean discrepancy (Gaussian kernel) of 200 recent embeddings and 200 reference ones",
+        unit="distance",
+        range=(0.0, math.inf),
+        **(_COMMON | {"n": "recent embeddings in the test"}),
     ),
     SignalSpec(
         name="drift.change",
@@ -440,6 +517,10 @@ class DriftMonitor:
             st.recent.append((counts.bins, counts.missing, counts.n))
             while len(st.recent) > self.cfg.sliding_windows:
                 st.recent.popleft()
+            if st.ref.embedding is not None:
+                st.recent_emb.append(_window_embeddings(st.ref.embedding, rows, ids.get(model, [])))
+                while len(st.recent_emb) > self.cfg.sliding_windows:
+                    st.recent_emb.popleft()
             out += self._signals(model, st, start)
             out += self._online(model, st, start, counts)
         return out
@@ -484,6 +565,7 @@ class DriftMonitor:
         st.ref = None
         st.online = {}
         st.recent.clear()
+        st.recent_emb.clear()
         st.learn_from, st.learn_until = start, start + self.cfg.reference_s
 
     # -- signals -------------------------------------------------------------------------------
@@ -492,7 +574,7 @@ class DriftMonitor:
         ref = st.ref
         assert ref is not None
         feats = ref.features
-        if not feats:
+        if not feats and ref.embedding is None:
             return []
         bins = sum(r[0] for r in st.recent)
         missing = sum(r[1] for r in st.recent)
@@ -501,7 +583,8 @@ class DriftMonitor:
         for i, f in enumerate(feats):
             ref_bins[i, : f.width] = f.counts
         ref_missing = np.array([f.missing for f in feats])
-        tests = 2 * len(feats)  # distribution and missing rate per feature
+        emb = ref.embedding
+        tests = 2 * len(feats) + (2 if emb is not None else 0)  # distribution and missing rate per feature
         dist = chi2_homogeneity(ref_bins, bins)
         shift = psi(ref_bins, bins)
         miss = two_proportions(ref_missing, ref.n, missing, n)
@@ -550,6 +633,25 @@ class DriftMonitor:
                 _NAN,
                 f.counts[-1] / ref_present if ref_present else None,
             )
+        if emb is not None and st.recent_emb:
+            total = sum(w[0] for w in st.recent_emb)
+            count = sum(w[1] for w in st.recent_emb)
+            if count:
+                shift = embedding_mean_shift(emb.mean, emb.var, emb.n, total / count, count)
+                emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None)
+                pooled = sorted((x for w in st.recent_emb for x in w[2]), key=lambda x: x[0])[
+                    :EMBEDDING_SAMPLE
+                ]
+                if len(pooled) >= 20:
+                    mmd = mmd_rbf(emb.sample, [v for _, v in pooled], permutations=200, seed=start)
+                    emit(
+                        "drift.embedding_mmd",
+                        {},
+                        float(mmd.effect[0]),
+                        len(pooled),
+                        float(mmd.p_value[0]),
+                        None,
+                    )
         return out
 
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
@@ -610,6 +712,7 @@ class DriftMonitor:
         st.learn_until, st.threshold, st.version, st.ref = s.learn_until, s.threshold, s.version, s.ref
         st.sample = [(h, eid, row) for h, eid, row in s.sample]
         st.online = pickle.loads(s.online) if s.online else {}  # raiwatch wrote it: its own checkpoint
+        st.recent_emb = deque((np.array(t), n, [(h, v) for h, v in smp]) for t, n, smp in s.recent_emb)
         st.recent = deque(
             (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
         )
@@ -631,5 +734,6 @@ class DriftMonitor:
                 [(b.tolist(), m.tolist(), n) for b, m, n in st.recent],
                 st.version,
                 pickle.dumps(st.online) if st.online else b"",
+                [(t.tolist(), n, smp) for t, n, smp in st.recent_emb],
             )
         )

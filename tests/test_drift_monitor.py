@@ -34,7 +34,8 @@ def scenario(hours: float, anomalies: list | None = None, seed: int = 3, rate: f
                 },
                 more_features=20,
                 prediction=synth.Prediction(score=synth.Dist(type="normal", mean=0.6, sd=0.2)),
-            )
+            ),
+            synth.Model(id="embedder", kind="other", rate=3, embedding_dim=8),
         ],
         anomalies=anomalies or [],
     )
@@ -62,11 +63,8 @@ def run(evs: list, mon: DriftMonitor, batch: int = 1000, upto: int | None = None
 
 
 def fired(signals: list, psi: float = 0.1, p: float = 1e-4) -> list:
-    return [
-        s
-        for s in signals
-        if s.signal in ("drift.feature", "drift.prediction") and s.value > psi and (s.p_value or 1) < p
-    ]
+    names = ("drift.feature", "drift.prediction", "drift.embedding")
+    return [s for s in signals if s.signal in names and s.value > psi and (s.p_value or 1) < p]
 
 
 @pytest.fixture(scope="module")
@@ -81,22 +79,28 @@ def test_learns_then_compares(stationary):
     feats = {s.dims["feature"] for s in sig if s.signal == "drift.feature"}
     assert {"income", "job", "x01", "x20", "response.latency_ms"} <= feats and len(feats) == 23
     assert {s.dims["output"] for s in sig if s.signal == "drift.prediction"} == {"score", "label"}
-    assert {s.dims["reference"] for s in sig} == {"1@20261102T0800"}
+    assert {s.dims["reference"] for s in sig if s.model_id == "loans"} == {"1@20261102T0800"}
+    assert {s.dims["reference"] for s in sig if s.model_id == "embedder"} == {"any@20261102T0800"}
     income = [s for s in sig if s.signal == "drift.feature" and s.dims["feature"] == "income"]
     assert all(1500 < s.n < 2300 for s in income[5:])  # 5 windows x 60 s x 6 events/s
 
 
 def test_stationary_traffic_calibration(stationary):
-    """Six hours, 24 features and outputs, 300 evaluations: no evaluation passes the default rule's
-    bar, and adjusted p-values below 0.01 are no more frequent than 1% of evaluations."""
+    """Six hours; a tabular model with 24 features and outputs and an embedding model; 300
+    evaluations each: no evaluation passes a default rule's bar, no Page-Hinkley alarm, and
+    adjusted p-values below 0.01 come in no more than about 1% of a model's evaluations."""
     sig = run(stationary, DriftMonitor(WINDOW))
     assert fired(sig) == []
     by_window: dict = {}
     for s in sig:
-        if s.p_value is not None:
-            by_window[s.ts] = min(by_window.get(s.ts, 1.0), s.p_value)
-    low = sum(p < 0.01 for p in by_window.values())
-    assert len(by_window) == 300 and low <= 3 + 0.01 * len(by_window)
+        if s.p_value is not None and s.signal != "drift.embedding_mmd":  # permutation p: below
+            key = (s.model_id, s.ts)
+            by_window[key] = min(by_window.get(key, 1.0), s.p_value)
+    for model in ("loans", "embedder"):
+        ps = [p for (m, _), p in by_window.items() if m == model]
+        assert len(ps) == 300 and sum(p < 0.01 for p in ps) <= 3 + 0.01 * len(ps)
+    mmd = [s.p_value for s in sig if s.signal == "drift.embedding_mmd"]
+    assert len(mmd) == 300 and sum(p < 0.01 for p in mmd) <= 15  # overlapping windows repeat a chance
     changes = [s for s in sig if s.signal == "drift.change"]
     assert len(changes) == 300 * 15 and not any(s.value for s in changes)  # 13 numeric, latency, score
     psis = [s.value for s in sig if s.signal == "drift.feature"]
@@ -133,6 +137,18 @@ def test_online_detector_sees_a_scaled_feature():
     onset = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
     assert hits and {s.dims["feature"] for s in hits} == {"income"}
     assert 0 < (min(s.ts for s in hits) - onset).total_seconds() <= 180
+
+
+def test_embedding_shift():
+    a = synth.EmbeddingDrift(model="embedder", shift=0.5, dims=2, start="90m", duration="30m")
+    sig = run(events(scenario(2.5, [a])), DriftMonitor(WINDOW))
+    hits = [s for s in fired(sig) if s.model_id == "embedder"]
+    onset = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+    assert hits and {s.signal for s in hits} == {"drift.embedding"}
+    assert 0 < (min(s.ts for s in hits) - onset).total_seconds() <= 300
+    mmd = [s for s in sig if s.signal == "drift.embedding_mmd" and onset.replace(minute=40) <= s.ts]
+    assert min(s.p_value for s in mmd[:20]) < 0.01  # the kernel test sees it too
+    assert not [s for s in fired(sig) if s.ts < onset]
 
 
 def test_prediction_shift():

@@ -144,6 +144,14 @@ class PredictionDrift(_Anomaly, tag="prediction_drift"):
     shift: float
 
 
+class EmbeddingDrift(_Anomaly, tag="embedding_drift"):
+    """The first ``dims`` dimensions of the request embedding (all, if 0) moved by ``shift``
+    standard deviations."""
+
+    shift: float
+    dims: int = 0
+
+
 class AbuseCampaign(_Anomaly, tag="abuse_campaign"):
     """``accounts`` new accounts sending ``per_minute`` near-identical prompts in total; with
     ``paraphrase`` each prompt is reworded; ``violation_share`` of them flagged ``category``."""
@@ -184,6 +192,7 @@ Anomaly = (
     SafetySpike
     | FeatureDrift
     | PredictionDrift
+    | EmbeddingDrift
     | AbuseCampaign
     | FairnessShift
     | BlockRateShift
@@ -193,6 +202,7 @@ FAMILY = {
     "safety_spike": "safety",
     "feature_drift": "drift",
     "prediction_drift": "drift",
+    "embedding_drift": "drift",
     "abuse_campaign": "abuse",
     "fairness_shift": "fairness",
     "block_rate_shift": "fairness",
@@ -286,6 +296,10 @@ def _unfit(a: Anomaly, m: Model) -> str | None:
         return f"model {m.id!r} has no segment {a.attribute!r}"
     if isinstance(a, LabelQualityDrop) and m.labels is None:
         return f"model {m.id!r} has no labels"
+    if isinstance(a, EmbeddingDrift) and not m.embedding_dim:
+        return f"model {m.id!r} sends no embeddings (embedding_dim)"
+    if isinstance(a, EmbeddingDrift) and a.dims > m.embedding_dim:
+        return f"model {m.id!r} has {m.embedding_dim} embedding dimensions, not {a.dims}"
     return None
 
 
@@ -482,9 +496,11 @@ class _ModelStream:
         elif m.kind in ("classifier", "ranker", "regressor"):
             self._tabular(ev, ts, segments)
         if m.embedding_dim:
-            ev.setdefault("request", {})["embedding"] = [
-                round(rng.gauss(0, 0.3), 3) for _ in range(m.embedding_dim)
-            ]
+            vec = [rng.gauss(0, EMBEDDING_SD) for _ in range(m.embedding_dim)]
+            for a in self._active(ts, EmbeddingDrift):
+                for j in range(a.dims or m.embedding_dim):
+                    vec[j] += a.shift * EMBEDDING_SD
+            ev.setdefault("request", {})["embedding"] = [round(x, 3) for x in vec]
         if segments:
             ev["segments"] = segments
         return ev
@@ -618,6 +634,8 @@ class _ModelStream:
             return rng.random() < d.p
         return (self.cats.get(name) or _Picker(d.values))(rng)
 
+
+EMBEDDING_SD = 0.3  # each embedding dimension is normal(0, 0.3)
 
 GARBAGE_KINDS = ("truncated", "not_json", "missing_model", "wrong_type", "naive_timestamp", "bad_score")
 

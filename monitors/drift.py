@@ -45,8 +45,9 @@ import zlib
 from collections import deque
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -221,43 +222,59 @@ def _count_feature(f: _Feature, col: list[Value]) -> tuple[np.ndarray, int]:
     """Counts of ``col`` in ``f``'s bins (last bin: values the reference did not have), and missing."""
     width = f.width
     if f.numeric:
-        vals = np.array(
-            [
-                x if (x.__class__ is float or x.__class__ is int) else (_NAN if x is None else _INF)
-                for x in col
-            ],
-            dtype=np.float64,
-        )
+        try:  # numbers and None (as NaN) only: numpy converts in C
+            vals = np.array(col, dtype=np.float64)
+            if any(x is True or x is False for x in col[:1]):
+                raise TypeError
+        except (TypeError, ValueError):
+            vals = np.array(
+                [
+                    x if (x.__class__ is float or x.__class__ is int) else (_NAN if x is None else _INF)
+                    for x in col
+                ],
+                dtype=np.float64,
+            )
         idx = np.searchsorted(np.asarray(f.cuts), vals, side="right")
         idx[np.isinf(vals)] = width - 1
         missing = np.isnan(vals)
         idx = idx[~missing]
         return np.bincount(idx, minlength=width)[:width], int(missing.sum())
-    index = {c: i for i, c in enumerate(f.categories)}
+    index: dict[Any, int] = {c: i for i, c in enumerate(f.categories)}
+    for b, k in ((True, "true"), (False, "false")):
+        if k in index:
+            index[b] = index[k]
     other = width - 1
-    idx_list = [index.get(_key(x), other) for x in col if x is not None]
+    idx_list = [
+        index.get(x, other) if x.__class__ is str or x is True or x is False else index.get(_key(x), other)
+        for x in col
+        if x is not None
+    ]
     counts = np.bincount(np.asarray(idx_list, dtype=np.int64), minlength=width)[:width]
     return counts, len(col) - len(idx_list)
 
 
-def _sample_add(
-    sample: list[tuple[int, str, dict[str, Value]]], threshold: int, ids: list[str], rows: list, cap: int
-) -> int:
-    """Add the rows whose event id hashes under ``threshold``; past ``2 * cap`` rows keep the ``cap``
-    smallest hashes (the same set whatever the order events came in). Returns the new threshold."""
-    for eid, row in zip(ids, rows, strict=True):
+Sample = list[tuple[int, str, dict[str, Value]]]  # (hash of event_id, event_id, values)
+_BY_HASH = itemgetter(0, 1)  # never compares the values (a repeated event id would)
+
+
+def _sample_add(sample: Sample, threshold: int, events: Sequence[TelemetryEvent], cap: int) -> int:
+    """Add the values of the events whose id hashes under ``threshold``; past ``2 * cap`` rows keep
+    the ``cap`` smallest hashes (the same set whatever the order events came in). Returns the new
+    threshold."""
+    for ev in events:
+        eid = ev.event_id
         h = zlib.crc32(eid.encode())
         if h < threshold:
-            sample.append((h, eid, row))
+            sample.append((h, eid, features_of(ev)))
     if len(sample) > 2 * cap:
-        sample.sort(key=lambda x: (x[0], x[1]))
+        sample.sort(key=_BY_HASH)
         del sample[cap:]
         threshold = sample[-1][0]
     return threshold
 
 
-def _sample_rows(sample: list[tuple[int, str, dict[str, Value]]], cap: int) -> list[dict[str, Value]]:
-    return [r for _, _, r in sorted(sample, key=lambda x: (x[0], x[1]))[:cap]]
+def _sample_rows(sample: Sample, cap: int) -> list[dict[str, Value]]:
+    return [r for _, _, r in sorted(sample, key=_BY_HASH)[:cap]]
 
 
 class ReferenceFile(msgspec.Struct):
@@ -292,22 +309,16 @@ class ReferenceBuilder:
         self._seen: dict[str, tuple[int, str, float]] = {}  # model -> events, version, first time
 
     def add(self, events: Sequence[TelemetryEvent]) -> None:
-        by_model: dict[str, tuple[list[str], list[dict[str, Value]]]] = {}
+        by_model: dict[str, list[TelemetryEvent]] = {}
         for ev in events:
-            ids, rows = by_model.setdefault(ev.model.id, ([], []))
-            ids.append(ev.event_id)
-            rows.append(features_of(ev))
+            by_model.setdefault(ev.model.id, []).append(ev)
             n, version, first = self._seen.get(ev.model.id, (0, "", math.inf))
-            self._seen[ev.model.id] = (
-                n + 1,
-                ev.model.version or version,
-                min(first, ev.timestamp.timestamp()),
-            )
-        for model, (ids, rows) in by_model.items():
+            when = min(first, ev.timestamp.timestamp())
+            self._seen[ev.model.id] = (n + 1, ev.model.version or version, when)
+        for model, evs in by_model.items():
             sample = self._sample.setdefault(model, [])
-            self._threshold[model] = _sample_add(
-                sample, self._threshold.get(model, 1 << 32), ids, rows, self.cfg.reference_sample
-            )
+            threshold = self._threshold.get(model, 1 << 32)
+            self._threshold[model] = _sample_add(sample, threshold, evs, self.cfg.reference_sample)
 
     def build(self) -> dict[str, tuple[_Reference, int]]:
         """Each model's reference and how many of its events were read (models under 200 left out)."""
@@ -325,19 +336,71 @@ class ReferenceBuilder:
 _WindowEmbeddings = tuple[np.ndarray, int, list[tuple[int, list[float]]]]  # sum, n, (hash, vector)
 
 
-def _window_embeddings(ref: _EmbeddingRef, rows: list[dict[str, Value]], ids: list[str]) -> _WindowEmbeddings:
+def _window_embeddings(ref: _EmbeddingRef, events: Sequence[TelemetryEvent]) -> _WindowEmbeddings:
     """One window's embeddings of the reference's length: their sum, count, and the
     ``EMBEDDING_SAMPLE`` with the smallest event-id hashes (the same whatever the batching)."""
     dim = len(ref.mean)
     total, n, sample = np.zeros(dim), 0, []
-    for eid, r in zip(ids, rows, strict=True):
-        v = r.get(EMBEDDING)
+    for ev in events:
+        v = _request(ev, "embedding")
         if isinstance(v, list) and len(v) == dim:
             total += v
             n += 1
-            sample.append((zlib.crc32(eid.encode()), v))
-    sample.sort(key=lambda x: x[0])
+            sample.append((zlib.crc32(ev.event_id.encode()), v))
+    sample.sort(key=itemgetter(0))
     return total, n, sample[:EMBEDDING_SAMPLE]
+
+
+def _request(ev: TelemetryEvent, attr: str) -> Value:
+    r = ev.request
+    v = getattr(r, attr) if r else UNSET
+    return None if v is UNSET or v == "" else v
+
+
+def _tokens(evs: Sequence[TelemetryEvent], part: str) -> list[Value]:
+    out: list[Value] = []
+    for ev in evs:
+        r = getattr(ev, part)
+        t = r.tokens if r else UNSET
+        out.append(None if t is UNSET else t)
+    return out
+
+
+def _chars(evs: Sequence[TelemetryEvent]) -> list[Value]:
+    return [len(t) if (r := ev.request) and (t := r.text) is not UNSET else None for ev in evs]  # type: ignore[arg-type]
+
+
+def _latency(evs: Sequence[TelemetryEvent]) -> list[Value]:
+    return [None if not (r := ev.response) or (v := r.latency_ms) is UNSET else v for ev in evs]
+
+
+def _prediction(evs: Sequence[TelemetryEvent], attr: str) -> list[Value]:
+    return [getattr(p, attr) if (r := ev.response) and (p := r.prediction) else None for ev in evs]
+
+
+DERIVED = {  # what features_of adds beside request.features, read from a window's events at once
+    "request.tokens": lambda evs: _tokens(evs, "request"),
+    "request.chars": _chars,
+    "request.language": lambda evs: [(r.language or None) if (r := ev.request) else None for ev in evs],
+    "response.tokens": lambda evs: _tokens(evs, "response"),
+    "response.latency_ms": _latency,
+    "prediction.score": lambda evs: _prediction(evs, "score"),
+    "prediction.label": lambda evs: _prediction(evs, "label"),
+}
+
+
+def _columns(ref: _Reference, events: Sequence[TelemetryEvent]) -> list[list[Value]]:
+    """Each reference feature's values in ``events`` (as ``features_of`` would give them)."""
+    feats = [(ev.request.features or None) if ev.request else None for ev in events]
+    out = []
+    for f in ref.features:
+        column = DERIVED.get(f.name)
+        if column is not None:
+            out.append(column(events))
+        else:
+            name = f.name
+            out.append([x.get(name) if x else None for x in feats])
+    return out
 
 
 class _Counts:
@@ -351,12 +414,12 @@ class _Counts:
         self.missing = np.zeros(len(ref.features), dtype=np.int64)
         self.n = 0
 
-    def add_rows(self, ref: _Reference, rows: list[dict[str, Value]]) -> None:
-        for i, f in enumerate(ref.features):
-            counts, missing = _count_feature(f, [r.get(f.name) for r in rows])
+    def add_events(self, ref: _Reference, events: Sequence[TelemetryEvent]) -> None:
+        for i, (f, col) in enumerate(zip(ref.features, _columns(ref, events), strict=True)):
+            counts, missing = _count_feature(f, col)
             self.bins[i, : f.width] += counts
             self.missing[i] += missing
-        self.n += len(rows)
+        self.n += len(events)
 
 
 class _Model:
@@ -469,38 +532,40 @@ class DriftMonitor:
         self.window_s = window_s
         self.cfg = config or DriftConfig()
         self._models: dict[str, _Model] = {}
-        self._open: dict[int, dict[str, list[dict[str, Value]]]] = {}  # window -> model -> rows
-        self._ids: dict[int, dict[str, list[str]]] = {}  # their event ids (to choose the reference sample)
+        self._open: dict[int, dict[str, list[TelemetryEvent]]] = {}  # window -> model -> its events
         self._dirty: set[str] = set()
         self._file_refs = load_references(self.cfg.reference_file) if self.cfg.reference_file else {}
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        opened, ids = self._open, self._ids
+        opened, models = self._open, self._models
+        last_start: int | None = None
+        last_model = ""
+        bucket: list[TelemetryEvent] = []
+        st: _Model | None = None
         for ev, start in zip(events, starts, strict=True):
-            model = ev.model.id
-            st = self._models.get(model)
-            if st is None:
-                st = self._models[model] = _Model(start, self.cfg.reference_s)
-                if model in self._file_refs:
-                    self._use(st, self._file_refs[model])
-            if ev.model.version:
-                st.version = ev.model.version
-            by_model = opened.get(start)
-            if by_model is None:
-                by_model = opened[start] = {}
-                ids[start] = {}
-            rows = by_model.get(model)
-            if rows is None:
-                rows = by_model[model] = []
-                ids[start][model] = []
-            rows.append(features_of(ev))
-            ids[start][model].append(ev.event_id)
+            m = ev.model
+            model = m.id
+            if start != last_start or model != last_model:
+                by_model = opened.get(start)
+                if by_model is None:
+                    by_model = opened[start] = {}
+                bucket = by_model.get(model)  # type: ignore[assignment]
+                if bucket is None:
+                    bucket = by_model[model] = []
+                st = models.get(model)
+                if st is None:
+                    st = models[model] = _Model(start, self.cfg.reference_s)
+                    if model in self._file_refs:
+                        self._use(st, self._file_refs[model])
+                last_start, last_model = start, model
+            bucket.append(ev)
+            if m.version:
+                st.version = m.version  # type: ignore[union-attr]
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._open.pop(start, {})
-        ids = self._ids.pop(start, {})
         out: list[Signal] = []
-        for model, rows in sorted(by_model.items()):
+        for model, events in sorted(by_model.items()):
             st = self._models.get(model)
             if st is None:
                 continue
@@ -508,17 +573,17 @@ class DriftMonitor:
             if st.ref is not None and self.cfg.new_reference_on_version and st.version != st.ref.version:
                 self._relearn(st, start)
             if st.ref is None:
-                self._learn(st, rows, ids.get(model, []))
+                self._learn(st, events)
                 if start + self.window_s >= st.learn_until:
                     self._freeze(model, st)
                 continue
             counts = _Counts(st.ref)
-            counts.add_rows(st.ref, rows)
+            counts.add_events(st.ref, events)
             st.recent.append((counts.bins, counts.missing, counts.n))
             while len(st.recent) > self.cfg.sliding_windows:
                 st.recent.popleft()
             if st.ref.embedding is not None:
-                st.recent_emb.append(_window_embeddings(st.ref.embedding, rows, ids.get(model, [])))
+                st.recent_emb.append(_window_embeddings(st.ref.embedding, events))
                 while len(st.recent_emb) > self.cfg.sliding_windows:
                     st.recent_emb.popleft()
             out += self._signals(model, st, start)
@@ -527,8 +592,8 @@ class DriftMonitor:
 
     # -- learning ------------------------------------------------------------------------------
 
-    def _learn(self, st: _Model, rows: list[dict[str, Value]], ids: list[str]) -> None:
-        st.threshold = _sample_add(st.sample, st.threshold, ids, rows, self.cfg.reference_sample)
+    def _learn(self, st: _Model, events: Sequence[TelemetryEvent]) -> None:
+        st.threshold = _sample_add(st.sample, st.threshold, events, self.cfg.reference_sample)
 
     def _freeze(self, model: str, st: _Model) -> None:
         if len(st.sample) < MIN_REFERENCE:
@@ -639,11 +704,11 @@ class DriftMonitor:
             if count:
                 shift = embedding_mean_shift(emb.mean, emb.var, emb.n, total / count, count)
                 emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None)
-                pooled = sorted((x for w in st.recent_emb for x in w[2]), key=lambda x: x[0])[
+                pooled = sorted((x for w in st.recent_emb for x in w[2]), key=itemgetter(0))[
                     :EMBEDDING_SAMPLE
                 ]
                 if len(pooled) >= 20:
-                    mmd = mmd_rbf(emb.sample, [v for _, v in pooled], permutations=200, seed=start)
+                    mmd = mmd_rbf(emb.sample, [v for _, v in pooled], permutations=100, seed=start)
                     emit(
                         "drift.embedding_mmd",
                         {},
@@ -689,10 +754,9 @@ class DriftMonitor:
 
     def forget(self, models: Collection[str]) -> None:
         """Drop these models' open windows and state (their partition moved away from this worker)."""
-        for table in (self._open, self._ids):
-            for by_model in table.values():
-                for m in models:
-                    by_model.pop(m, None)
+        for by_model in self._open.values():
+            for m in models:
+                by_model.pop(m, None)
         for m in models:
             self._models.pop(m, None)
             self._dirty.discard(m)

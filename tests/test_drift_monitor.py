@@ -100,7 +100,7 @@ def test_stationary_traffic_calibration(stationary):
         ps = [p for (m, _), p in by_window.items() if m == model]
         assert len(ps) == 300 and sum(p < 0.01 for p in ps) <= 3 + 0.01 * len(ps)
     mmd = [s.p_value for s in sig if s.signal == "drift.embedding_mmd"]
-    assert len(mmd) == 300 and sum(p < 0.01 for p in mmd) <= 15  # overlapping windows repeat a chance
+    assert len(mmd) == 300 and sum(p < 0.05 for p in mmd) <= 45  # overlapping windows repeat a chance
     changes = [s for s in sig if s.signal == "drift.change"]
     assert len(changes) == 300 * 15 and not any(s.value for s in changes)  # 13 numeric, latency, score
     psis = [s.value for s in sig if s.signal == "drift.feature"]
@@ -147,7 +147,7 @@ def test_embedding_shift():
     assert hits and {s.signal for s in hits} == {"drift.embedding"}
     assert 0 < (min(s.ts for s in hits) - onset).total_seconds() <= 300
     mmd = [s for s in sig if s.signal == "drift.embedding_mmd" and onset.replace(minute=40) <= s.ts]
-    assert min(s.p_value for s in mmd[:20]) < 0.01  # the kernel test sees it too
+    assert min(s.p_value for s in mmd[:20]) < 0.05  # the kernel test sees it too (floor 2/101)
     assert not [s for s in fired(sig) if s.ts < onset]
 
 
@@ -199,3 +199,18 @@ def test_state_stays_bounded():
     half = len(mon._encode(mon._models["loans"]))
     run(evs[len(evs) // 2 // 1000 * 1000 :], mon)
     assert len(mon._encode(mon._models["loans"])) <= half * 1.05
+
+
+def test_columns_read_the_same_values_as_features_of():
+    """The counting path reads events column by column; the learning path builds per-event rows."""
+    from monitors.drift import _columns, build_reference, features_of
+
+    sc = synth.default_scenario(3000, seed=2, garbage_fraction=0.0)
+    evs = events(sc)
+    for model in ("helpdesk-assistant", "claims-triage", "doc-embedder"):
+        mine = [e for e in evs if e.model.id == model]
+        rows = [features_of(e) for e in mine]
+        ref = build_reference(rows, DriftConfig(), "r", "")
+        assert ref.features or model == "doc-embedder"
+        for f, col in zip(ref.features, _columns(ref, mine), strict=True):
+            assert col == [r.get(f.name) for r in rows], f.name

@@ -1,8 +1,9 @@
 """Input and prediction drift per model and feature: the last few windows against a reference.
 
 What is compared: every key of ``request.features`` (numeric or categorical), the prediction
-(``prediction.score``, ``prediction.label``), and what an LLM's events carry (``request.tokens``,
-``request.chars``, ``request.language``, ``response.tokens``, ``response.latency_ms``).
+(``prediction.score``, ``prediction.label``), what an LLM's events carry (``request.tokens``,
+``request.chars``, ``request.language``, ``response.tokens``, ``response.latency_ms``), and
+``request.embedding``.
 
 **Reference.** Each model learns its reference from its first ``reference_s`` of event time:
 a sample of up to ``reference_sample`` events, chosen by a hash of ``event_id`` (the same events
@@ -10,7 +11,8 @@ whatever the batching or order, so a replay and a restarted worker learn the sam
 Numeric features are cut into ``bins`` bins at the sample's quantiles, categorical ones keep
 their ``max_categories`` most common values; one more bin holds what the reference did not have
 (new categories, text in a numeric feature). After that the reference is frozen; a new model
-version starts a new one only with ``new_reference_on_version``.
+version starts a new one only with ``new_reference_on_version``. A model found in
+``reference_file`` (written by ``raiwatch reference build``) starts with that reference instead.
 
 **Sliding evaluation.** Every window, the counts of the last ``sliding_windows`` windows are
 compared with the reference, so a shift shows after minutes, not after a long window fills.
@@ -22,6 +24,9 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
 - ``drift.missing_rate`` {feature, reference}: share of events without the feature (value)
   against the reference's share (baseline), two-proportion z-test p-value.
 - ``drift.new_category_share`` {feature, reference}: share of values the reference never had.
+- ``drift.embedding`` {reference}: distance of the mean embedding from the reference's over the
+  reference's total standard deviation, diagonal chi-square p-value; ``drift.embedding_mmd``
+  {reference}: MMD of 200 recent against 200 reference embeddings, permutation p-value.
 - ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
   each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
   standard normal without change, whatever the feature's units), detects a change. Its threshold
@@ -33,8 +38,9 @@ p-values are Bonferroni-adjusted over every test of the model in that window, so
 by ``a`` per evaluation: ``a = 1e-4`` at one evaluation a minute is at most one false alarm per
 model-week, before the effect-size floor the default rules add.
 
-State per model is bounded: the reference (bins x features) and ``sliding_windows`` count
-matrices; the learning sample only during the first ``reference_s``.
+State per model is bounded: the reference (bins x features, 200 embeddings) and
+``sliding_windows`` count matrices and embedding samples; the learning sample only during the
+first ``reference_s`` (checkpointed with it: about 1 MB per model and window while learning).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     from monitors.drift import STATE_VERSION, ReferenceBuilder, ReferenceFile
     from monitors.registry import monitor_configs
     from raiwatch.core.codec import telemetry_codec
-    from raiwatch.replay import _chunks
+    from raiwatch.replay import read_chunks
 
     cfg = _cfg(args)
     path = _input_file(args.events, "telemetry events")
@@ -127,7 +127,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         raise RaiwatchError(f"--out {out} is a folder; give the reference file to write")
     builder = ReferenceBuilder(monitor_configs(cfg.monitors)["drift"])
     bad = 0
-    for _, lines in _chunks(path, 20_000):
+    for _, lines in read_chunks(path, 20_000):
         res = telemetry_codec.decode_batch([b for b in lines if b.strip()])
         builder.add(res.events)
         bad += len(res.rejected)

@@ -69,7 +69,7 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("made by raiwatch replay; the next replay into this folder replaces it\n")
 
 
-def _chunks(path: Path, size: int) -> Iterator[tuple[int, list[bytes]]]:
+def read_chunks(path: Path, size: int) -> Iterator[tuple[int, list[bytes]]]:
     """Lines (without their line ends) in chunks of ``size``, each with the 1-based number of its first.
 
     Reads big blocks and splits them, rather than iterating over the file line by line.
@@ -124,7 +124,7 @@ def replay(
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
         labels = _Labels(Path(feedback_path), pipe, summary, rej) if feedback_path else None
-        for first, lines in _chunks(events_path, BATCH):
+        for first, lines in read_chunks(events_path, BATCH):
             numbers = range(first, first + len(lines))
             if not all(lines):  # blank lines are skipped, not rejected
                 numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
@@ -179,7 +179,9 @@ class _Labels:
 
     def __init__(self, path: Path, pipe: Pipeline, summary: ReplaySummary, rej):
         self.path, self.pipe, self.summary, self.rej = path, pipe, summary, rej
-        self._lines = ((n, ln) for first, chunk in _chunks(path, BATCH) for n, ln in enumerate(chunk, first))
+        self._lines = (
+            (n, ln) for first, chunk in read_chunks(path, BATCH) for n, ln in enumerate(chunk, first)
+        )
         self._next: tuple[int, bytes, float] | None = None
 
     def feed_until(self, until: float) -> None:

@@ -140,7 +140,7 @@ def test_online_detector_sees_a_scaled_feature():
 
 
 def test_embedding_shift():
-    a = synth.EmbeddingDrift(model="embedder", shift=0.5, dims=2, start="90m", duration="30m")
+    a = synth.EmbeddingDrift(model="embedder", shift=0.5, dimensions=2, start="90m", duration="30m")
     sig = run(events(scenario(2.5, [a])), DriftMonitor(WINDOW))
     hits = [s for s in fired(sig) if s.model_id == "embedder"]
     onset = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)

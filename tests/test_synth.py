@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import orjson
 import pytest
 
@@ -205,3 +206,30 @@ def test_generate_command(small: Path, tmp_path: Path):
     assert p.returncode == 2 and "is a folder" in p.stderr
     p = cli("generate", str(out), "--scenario", str(tmp_path / "nope.yaml"))
     assert p.returncode == 2 and "nope.yaml" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_embedding_drift_truth_keeps_its_scope(tmp_path: Path):
+    sc = synth.Scenario(
+        name="emb",
+        start=synth.datetime(2026, 11, 2, tzinfo=synth.UTC),
+        duration="10m",
+        models=[synth.Model(id="emb", kind="other", rate=5, embedding_dim=4)],
+        anomalies=[synth.EmbeddingDrift(model="emb", shift=3, dimensions=2, start="5m", duration="5m")],
+    )
+    truth = synth.write(tmp_path / "e.jsonl", sc)
+    (a,) = truth["anomalies"]
+    assert a["dims"] == {} and a["dimensions"] == 2 and a["family"] == "drift"
+    vecs = [orjson.loads(x)["request"]["embedding"] for x in (tmp_path / "e.jsonl").read_bytes().splitlines()]
+    late = np.array(vecs[len(vecs) // 2 + 100 :])
+    assert late[:, 0].mean() > 0.6 and late[:, 1].mean() > 0.6 and abs(late[:, 3].mean()) < 0.1  # 3 x 0.3
+
+
+def test_the_annotated_example_in_the_scenarios_readme_is_a_valid_scenario(tmp_path: Path):
+    import re
+
+    text = (ROOT / "bench" / "scenarios" / "README.md").read_text()
+    example = tmp_path / "example.yaml"
+    example.write_text(re.search(r"```yaml\n(.*?)```", text, re.S).group(1))
+    sc = synth.load_scenario(example)
+    kinds = {a.__struct_config__.tag for a in sc.anomalies}
+    assert kinds == set(synth.FAMILY)  # the example shows every kind of anomaly

@@ -145,11 +145,11 @@ class PredictionDrift(_Anomaly, tag="prediction_drift"):
 
 
 class EmbeddingDrift(_Anomaly, tag="embedding_drift"):
-    """The first ``dims`` dimensions of the request embedding (all, if 0) moved by ``shift``
+    """The first ``dimensions`` dimensions of the request embedding (all, if 0) moved by ``shift``
     standard deviations."""
 
     shift: float
-    dims: int = 0
+    dimensions: int = 0
 
 
 class AbuseCampaign(_Anomaly, tag="abuse_campaign"):
@@ -298,8 +298,8 @@ def _unfit(a: Anomaly, m: Model) -> str | None:
         return f"model {m.id!r} has no labels"
     if isinstance(a, EmbeddingDrift) and not m.embedding_dim:
         return f"model {m.id!r} sends no embeddings (embedding_dim)"
-    if isinstance(a, EmbeddingDrift) and a.dims > m.embedding_dim:
-        return f"model {m.id!r} has {m.embedding_dim} embedding dimensions, not {a.dims}"
+    if isinstance(a, EmbeddingDrift) and a.dimensions > m.embedding_dim:
+        return f"model {m.id!r} has {m.embedding_dim} embedding dimensions, not {a.dimensions}"
     return None
 
 
@@ -498,7 +498,7 @@ class _ModelStream:
         if m.embedding_dim:
             vec = [rng.gauss(0, EMBEDDING_SD) for _ in range(m.embedding_dim)]
             for a in self._active(ts, EmbeddingDrift):
-                for j in range(a.dims or m.embedding_dim):
+                for j in range(a.dimensions or m.embedding_dim):
                     vec[j] += a.shift * EMBEDDING_SD
             ev.setdefault("request", {})["embedding"] = [round(x, 3) for x in vec]
         if segments:
@@ -726,20 +726,20 @@ def truth(sc: Scenario) -> list[dict]:
             dims = {"feature": a.feature}
         elif isinstance(a, FairnessShift | BlockRateShift):
             dims = {"attribute": a.attribute, "group": a.group}
-        out.append(
-            {
-                "id": f"a{i}",
-                "kind": kind,
-                "family": FAMILY[kind],
-                "also": list(ALSO.get(kind, ())),
-                "model_id": a.model,
-                "dims": dims,
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-                "match_until": (end + timedelta(seconds=grace)).isoformat(),
-                **params,
-            }
-        )
+        record = {
+            "id": f"a{i}",
+            "kind": kind,
+            "family": FAMILY[kind],
+            "also": list(ALSO.get(kind, ())),
+            "model_id": a.model,
+            "dims": dims,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "match_until": (end + timedelta(seconds=grace)).isoformat(),
+        }
+        clash = record.keys() & params.keys()
+        assert not clash, f"anomaly parameters may not reuse the truth's keys: {clash}"
+        out.append(record | params)
     return out
 
 

@@ -28,6 +28,7 @@ from tests.harness import (
 
 pytestmark = pytest.mark.kafka
 EVENTS = 24_000
+DRIFT = "monitors:\n  drift:\n    reference_s: 600\n"  # a 27-minute stream: learn from its first 10 minutes
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return path, synth.write(
         path,
         synth.default_scenario(
-            EVENTS, seed=5, garbage_fraction=0.01, rate_per_s=15, start=synth.recent_start(EVENTS, 15)
+            EVENTS,
+            seed=5,
+            garbage_fraction=0.01,
+            rate_per_s=15,
+            start=synth.recent_start(EVENTS, 15),
+            drift=True,
         ),
     )
 
@@ -45,15 +51,20 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 def replay_incidents(scenario, tmp_path_factory) -> list[dict]:
     events, _ = scenario
     out = tmp_path_factory.mktemp("replay") / "out"
-    p = cli("replay", str(events), "--out", str(out), "--quiet")
+    config = out.parent / "raiwatch.yaml"
+    config.write_text(DRIFT)
+    p = cli("replay", str(events), "--out", str(out), "--quiet", "--config", str(config))
     assert p.returncode == 0, p.stderr
-    return incidents_jsonl(out / "incidents.jsonl")
+    incidents = incidents_jsonl(out / "incidents.jsonl")
+    rules = {i["rule"] for i in incidents}
+    assert {"SafetyViolationRateHigh", "FeatureDrift"} <= rules  # the stream is compared on both families
+    return incidents
 
 
 def _setup(tmp_path: Path, bootstrap: str) -> tuple[Path, Path, str, str]:
     run = uuid.uuid4().hex[:8]
     topic, group = f"telemetry-{run}", f"raiwatch-{run}"
-    cfg = write_config(tmp_path / "raiwatch.yaml", bootstrap, topic, group)
+    cfg = write_config(tmp_path / "raiwatch.yaml", bootstrap, topic, group, extra=DRIFT)
     return cfg, tmp_path / "data", topic, group
 
 

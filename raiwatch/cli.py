@@ -180,7 +180,12 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         print_incident(inc, as_json=args.json)
         if not args.json:
             print_history(store.history(inc.incident_id))
+            report = cfg.data_path / "reports" / f"{inc.incident_id}.html"
+            if report.is_file():
+                print(f"drift report: file://{report.resolve()}")
         return 0
+    if args.action == "report":
+        return _drift_report(cfg, store, args)
     if args.action == "ack":
         inc = store.acknowledge(args.id, actor=args.by)
     elif args.action == "resolve":
@@ -189,6 +194,27 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         inc = store.set_feedback(args.id, args.verdict, actor=args.by, note=args.note)
     print(f"{inc.incident_id}: status={inc.status} feedback={inc.feedback or '-'}")
     print(_mirror(cfg, inc))
+    return 0
+
+
+def _drift_report(cfg: Config, store, args: argparse.Namespace) -> int:
+    from monitors.registry import monitor_configs
+    from raiwatch.drift_report import write_report
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse.client import held_by_another_process
+
+    inc = store.get(args.id)
+    if held_by_another_process(cfg.clickhouse_dsn):
+        raise RaiwatchError(
+            "a running worker holds the embedded ClickHouse store: stop it, or use a server DSN"
+        )
+    drift = monitor_configs(cfg.monitors)["drift"]
+    recent_s = drift.sliding_windows * cfg.windows.size_s
+    out = cfg.data_path / "reports"
+    report = write_report(
+        clickhouse_client(cfg), cfg.clickhouse.database, inc, drift.reference_s, recent_s, out
+    )
+    print(f"{inc.incident_id}: {report.summary()}")
     return 0
 
 
@@ -361,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ack", "Acknowledge an incident."),
         ("resolve", "Resolve an incident by hand."),
         ("feedback", "Mark an incident a true or false positive (feeds rule precision)."),
+        ("report", "Write Evidently's drift report of a drift incident to DATA_DIR/reports; show links it."),
     ]:
         sp = cmd(name, help, cmd_incidents, parent=isub)
         if name == "list":

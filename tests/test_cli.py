@@ -14,7 +14,7 @@ from tests.harness import cli, query
 COMMANDS = [
     ["replay"], ["run"], ["produce"], ["generate"], ["rules", "lint"], ["incidents", "list"],
     ["incidents", "show"], ["incidents", "ack"], ["incidents", "resolve"], ["incidents", "feedback"],
-    ["db", "migrate"], ["query"], ["demo"], ["kafka"], ["reference", "build"],
+    ["db", "migrate"], ["query"], ["demo"], ["kafka"], ["reference", "build"], ["incidents", "report"],
 ]  # fmt: skip
 
 

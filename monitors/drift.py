@@ -15,7 +15,9 @@ version starts a new one only with ``new_reference_on_version``. A model found i
 ``reference_file`` (written by ``raiwatch reference build``) starts with that reference instead.
 
 **Sliding evaluation.** Every window, the counts of the last ``sliding_windows`` windows are
-compared with the reference, so a shift shows after minutes, not after a long window fills.
+compared with the reference, so a shift shows after minutes, not after a long window fills. A
+window counts at most ``max_events_per_window`` events of a model (those with the smallest
+event-id hashes), so the cost per window is bounded whatever the traffic; ``n`` says how many.
 Signals (``n`` = values present in the sliding span; ``reference`` = the reference's id):
 
 - ``drift.feature`` {feature, reference}: population stability index (value) with Pearson's
@@ -26,7 +28,8 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
 - ``drift.new_category_share`` {feature, reference}: share of values the reference never had.
 - ``drift.embedding`` {reference}: distance of the mean embedding from the reference's over the
   reference's total standard deviation, diagonal chi-square p-value; ``drift.embedding_mmd``
-  {reference}: MMD of 200 recent against 200 reference embeddings, permutation p-value.
+  {reference}: MMD of 200 recent against 200 reference embeddings, permutation p-value (100
+  permutations), once every ``sliding_windows`` windows.
 - ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
   each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
   standard normal without change, whatever the feature's units), detects a change. Its threshold
@@ -97,6 +100,7 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     online_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all features
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
+    max_events_per_window: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 600  # per model, by hash
 
 
 def features_of(ev: TelemetryEvent) -> dict[str, Value]:
@@ -409,6 +413,16 @@ def _columns(ref: _Reference, events: Sequence[TelemetryEvent]) -> list[list[Val
     return out
 
 
+def _cap(events: list[TelemetryEvent], cap: int) -> list[TelemetryEvent]:
+    """At most ``cap`` of a window's events: those with the smallest event-id hashes (the same
+    ones whatever the batching), in their order. Keeps the cost per window bounded."""
+    if len(events) <= cap:
+        return events
+    h = np.fromiter((zlib.crc32(ev.event_id.encode()) for ev in events), dtype=np.uint32, count=len(events))
+    keep = np.sort(np.argsort(h, kind="stable")[:cap])
+    return [events[i] for i in keep.tolist()]
+
+
 class _Counts:
     """One model's counts in one window (or a sum of windows), over its reference's features."""
 
@@ -583,6 +597,7 @@ class DriftMonitor:
                 if start + self.window_s >= st.learn_until:
                     self._freeze(model, st)
                 continue
+            events = _cap(events, self.cfg.max_events_per_window)
             counts = _Counts(st.ref)
             counts.add_events(st.ref, events)
             st.recent.append((counts.bins, counts.missing, counts.n))
@@ -710,19 +725,13 @@ class DriftMonitor:
             if count:
                 shift = embedding_mean_shift(emb.mean, emb.var, emb.n, total / count, count)
                 emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None)
-                pooled = sorted((x for w in st.recent_emb for x in w[2]), key=itemgetter(0))[
-                    :EMBEDDING_SAMPLE
-                ]
+            if count and (start // self.window_s) % self.cfg.sliding_windows == 0:  # once per span
+                recent = sorted((x for w in st.recent_emb for x in w[2]), key=itemgetter(0))
+                pooled = [v for _, v in recent[:EMBEDDING_SAMPLE]]
                 if len(pooled) >= 20:
-                    mmd = mmd_rbf(emb.sample, [v for _, v in pooled], permutations=100, seed=start)
-                    emit(
-                        "drift.embedding_mmd",
-                        {},
-                        float(mmd.effect[0]),
-                        len(pooled),
-                        float(mmd.p_value[0]),
-                        None,
-                    )
+                    mmd = mmd_rbf(emb.sample, pooled, permutations=100, seed=start)
+                    p = float(mmd.p_value[0])
+                    emit("drift.embedding_mmd", {}, float(mmd.effect[0]), len(pooled), p, None)
         return out
 
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:

@@ -100,7 +100,7 @@ def test_stationary_traffic_calibration(stationary):
         ps = [p for (m, _), p in by_window.items() if m == model]
         assert len(ps) == 300 and sum(p < 0.01 for p in ps) <= 3 + 0.01 * len(ps)
     mmd = [s.p_value for s in sig if s.signal == "drift.embedding_mmd"]
-    assert len(mmd) == 300 and sum(p < 0.05 for p in mmd) <= 45  # overlapping windows repeat a chance
+    assert len(mmd) == 60 and sum(p < 0.05 for p in mmd) <= 9  # once per 5 windows
     changes = [s for s in sig if s.signal == "drift.change"]
     assert len(changes) == 300 * 15 and not any(s.value for s in changes)  # 13 numeric, latency, score
     psis = [s.value for s in sig if s.signal == "drift.feature"]
@@ -147,7 +147,7 @@ def test_embedding_shift():
     assert hits and {s.signal for s in hits} == {"drift.embedding"}
     assert 0 < (min(s.ts for s in hits) - onset).total_seconds() <= 300
     mmd = [s for s in sig if s.signal == "drift.embedding_mmd" and onset.replace(minute=40) <= s.ts]
-    assert min(s.p_value for s in mmd[:20]) < 0.05  # the kernel test sees it too (floor 2/101)
+    assert min(s.p_value for s in mmd[:4]) < 0.05  # the kernel test sees it too (floor 2/101)
     assert not [s for s in fired(sig) if s.ts < onset]
 
 
@@ -214,3 +214,13 @@ def test_columns_read_the_same_values_as_features_of():
         assert ref.features or model == "doc-embedder"
         for f, col in zip(ref.features, _columns(ref, mine), strict=True):
             assert col == [r.get(f.name) for r in rows], f.name
+
+
+def test_a_busy_model_is_counted_on_a_bounded_sample():
+    """15 events/s = 900 a window: 600 are counted (smallest event-id hashes), whatever the batching."""
+    evs = events(scenario(1.25, seed=4, rate=15))
+    a = run(evs, DriftMonitor(WINDOW), batch=700)
+    b = run(evs, DriftMonitor(WINDOW), batch=4000)
+    assert msgspec.json.encode(a) == msgspec.json.encode(b)
+    income = [s for s in a if s.signal == "drift.feature" and s.dims["feature"] == "income"]
+    assert income and all(s.n <= 5 * 600 for s in income) and max(s.n for s in income) == 5 * 600

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from raiwatch.core.records import Signal, TelemetryEvent
 
@@ -36,3 +36,37 @@ class Monitor(Protocol):
     def snapshot_dirty(self) -> dict[str, bytes]: ...
 
     def restore(self, model: str, state: bytes) -> None: ...
+
+
+class PerModelState:
+    """The lifecycle of a monitor whose state is kept per model.
+
+    A subclass holds ``_windows`` (window start -> model -> what the open window collected),
+    ``_models`` (model -> its state), ``_dirty`` (models a close changed since the last
+    snapshot) and implements ``_encode(state) -> bytes`` and ``restore``.
+    """
+
+    _windows: dict[int, dict[str, Any]]
+    _models: dict[str, Any]
+    _dirty: set[str]
+
+    def _encode(self, state: Any) -> bytes:
+        raise NotImplementedError
+
+    def forget(self, models: Collection[str]) -> None:
+        """Drop these models' open windows and state (their partition moved away from this worker)."""
+        for by_model in self._windows.values():
+            for m in models:
+                by_model.pop(m, None)
+        for m in models:
+            self._models.pop(m, None)
+            self._dirty.discard(m)
+
+    def snapshot_dirty(self) -> dict[str, bytes]:
+        """The state of each model changed by a close since the last call, as bytes."""
+        out = {m: self._encode(self._models[m]) for m in sorted(self._dirty) if m in self._models}
+        self._dirty.clear()
+        return out
+
+    def models(self) -> set[str]:
+        return set(self._models)

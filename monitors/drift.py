@@ -52,7 +52,7 @@ import math
 import pickle
 import zlib
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -72,6 +72,7 @@ from detectors.drift import (
     psi,
     two_proportions,
 )
+from monitors.base import PerModelState
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
@@ -541,7 +542,7 @@ SIGNALS = (
 
 
 @register
-class DriftMonitor:
+class DriftMonitor(PerModelState):
     """Sliding-window drift against a learned reference; memory bounded per model."""
 
     family = "drift"
@@ -552,12 +553,12 @@ class DriftMonitor:
         self.window_s = window_s
         self.cfg = config or DriftConfig()
         self._models: dict[str, _Model] = {}
-        self._open: dict[int, dict[str, list[TelemetryEvent]]] = {}  # window -> model -> its events
+        self._windows: dict[int, dict[str, list[TelemetryEvent]]] = {}  # window -> model -> its events
         self._dirty: set[str] = set()
         self._file_refs = load_references(self.cfg.reference_file) if self.cfg.reference_file else {}
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        opened, models = self._open, self._models
+        opened, models = self._windows, self._models
         last_start: int | None = None
         last_model = ""
         bucket: list[TelemetryEvent] = []
@@ -583,7 +584,7 @@ class DriftMonitor:
                 st.version = m.version  # type: ignore[union-attr]
 
     def close(self, start: int) -> list[Signal]:
-        by_model = self._open.pop(start, {})
+        by_model = self._windows.pop(start, {})
         out: list[Signal] = []
         for model, events in sorted(by_model.items()):
             st = self._models.get(model)
@@ -767,21 +768,6 @@ class DriftMonitor:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def forget(self, models: Collection[str]) -> None:
-        """Drop these models' open windows and state (their partition moved away from this worker)."""
-        for by_model in self._open.values():
-            for m in models:
-                by_model.pop(m, None)
-        for m in models:
-            self._models.pop(m, None)
-            self._dirty.discard(m)
-
-    def snapshot_dirty(self) -> dict[str, bytes]:
-        """The state of each model changed by a close since the last call, as bytes."""
-        out = {m: self._encode(self._models[m]) for m in sorted(self._dirty) if m in self._models}
-        self._dirty.clear()
-        return out
-
     def restore(self, model: str, state: bytes) -> None:
         """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
         s = msgspec.msgpack.decode(state, type=_State)
@@ -796,9 +782,6 @@ class DriftMonitor:
             (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
         )
         self._models[model] = st
-
-    def models(self) -> set[str]:
-        return set(self._models)
 
     @staticmethod
     def _encode(st: _Model) -> bytes:

@@ -27,6 +27,7 @@ from typing import Annotated
 import msgspec
 
 from detectors.rates import wilson_interval
+from monitors.base import PerModelState
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
@@ -139,7 +140,7 @@ SIGNALS = (
 
 
 @register
-class SafetyMonitor:
+class SafetyMonitor(PerModelState):
     """Windowed safety-violation rates; memory bounded by the category and tenant caps."""
 
     family = "safety"
@@ -251,21 +252,6 @@ class SafetyMonitor:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def forget(self, models: Collection[str]) -> None:
-        """Drop these models' open windows and state (their partition moved away from this worker)."""
-        for by_model in self._windows.values():
-            for m in models:
-                by_model.pop(m, None)
-        for m in models:
-            self._models.pop(m, None)
-            self._dirty.discard(m)
-
-    def snapshot_dirty(self) -> dict[str, bytes]:
-        """The state of each model changed by a close since the last call, as bytes."""
-        out = {m: self._encode(self._models[m]) for m in sorted(self._dirty) if m in self._models}
-        self._dirty.clear()
-        return out
-
     def restore(self, model: str, state: bytes) -> None:
         """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
         s = msgspec.msgpack.decode(state, type=_State)
@@ -278,9 +264,6 @@ class SafetyMonitor:
         size = self.cfg.baseline_windows
         st.baselines = {(name, *dims): _Baseline(size, hist) for name, dims, hist in s.baselines}
         self._models[model] = st
-
-    def models(self) -> set[str]:
-        return set(self._models)
 
     @staticmethod
     def _encode(st: _Model) -> bytes:

@@ -102,6 +102,10 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
     max_events_per_window: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 600  # per model, by hash
+    # Evidently reports, written by a streaming worker (raiwatch/drift_reporter.py):
+    report_on_incident: bool = True  # when a drift incident opens: its model's sliding span
+    report_every_s: Annotated[int, msgspec.Meta(ge=0)] = 86400  # per model, of event time; 0: never
+    report_rows: Annotated[int, msgspec.Meta(ge=100)] = 5000  # events of each side, by event-id hash
 
 
 def features_of(ev: TelemetryEvent) -> dict[str, Value]:

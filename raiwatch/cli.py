@@ -199,8 +199,10 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 def _drift_report(cfg: Config, store, args: argparse.Namespace) -> int:
     from monitors.registry import monitor_configs
-    from raiwatch.drift_report import write_report
+    from raiwatch.drift_report import incident_report
+    from raiwatch.drift_reporter import report_row
     from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import ClickHouseWriter
     from storage.clickhouse.client import held_by_another_process
 
     inc = store.get(args.id)
@@ -211,9 +213,10 @@ def _drift_report(cfg: Config, store, args: argparse.Namespace) -> int:
     drift = monitor_configs(cfg.monitors)["drift"]
     recent_s = drift.sliding_windows * cfg.windows.size_s
     out = cfg.data_path / "reports"
-    report = write_report(
-        clickhouse_client(cfg), cfg.clickhouse.database, inc, drift.reference_s, recent_s, out
-    )
+    client = clickhouse_client(cfg)
+    report = incident_report(client, cfg.clickhouse.database, inc, drift.reference_s, recent_s, out)
+    row = report_row(report, "manual", inc.incident_id)
+    ClickHouseWriter(client, cfg.clickhouse.database).write_drift_report(row)
     print(f"{inc.incident_id}: {report.summary()}")
     return 0
 

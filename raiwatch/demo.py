@@ -141,6 +141,21 @@ def _show_drift(client, drift: dict) -> None:
     console.print(t)
 
 
+def _show_reports(client) -> None:
+    rows = client.query(
+        "SELECT trigger, if(incident_id = '', model_id, incident_id), drifted, columns, "
+        "drifted_columns, path FROM raiwatch.drift_reports ORDER BY created_at"
+    ).result_rows
+    if not rows:
+        return
+    t = Table(title="Evidently drift reports the worker wrote (drift incident opened, or scheduled)")
+    for c in ("trigger", "incident / model", "drifted", "report"):
+        t.add_column(c, overflow="fold")
+    for trigger, what, drifted, columns, names, path in rows:
+        t.add_row(trigger, what, f"{drifted} of {columns}: {', '.join(names)}", f"file://{path}")
+    console.print(t)
+
+
 def _publish(path: Path, bootstrap: str, total: int) -> None:
     from streams.producer import produce
 
@@ -209,6 +224,7 @@ def _show(data_dir: Path, spike: dict, drift: dict) -> None:
     _show_drift(client, drift)
     incidents = IncidentStore(cfg.incident_db_url).list()
     print_incidents(incidents)
+    _show_reports(client)
     console.print(
         f"Data: ClickHouse (embedded chdb) at {data_dir / 'clickhouse'}, "
         f"incidents at {data_dir / 'incidents.db'}"

@@ -30,15 +30,27 @@ SAMPLE_SQL = (
 
 @dataclass
 class DriftReport:
+    """One Evidently report written: where, on what, and what it found."""
+
     path: Path
+    model_id: str
+    reference: str
+    current_from: datetime
+    current_to: datetime
     reference_rows: int
     current_rows: int
     columns: int
-    drifted: int
+    drifted_columns: list[str]
+
+    @property
+    def drifted(self) -> int:
+        return len(self.drifted_columns)
 
     def summary(self) -> str:
+        moved = f": {', '.join(self.drifted_columns[:8])}" if self.drifted_columns else ""
+        more = f" and {self.drifted - 8} more" if self.drifted > 8 else ""
         return (
-            f"Evidently: {self.drifted} of {self.columns} columns drifted "
+            f"Evidently: {self.drifted} of {self.columns} columns drifted{moved}{more} "
             f"({self.current_rows} recent events against {self.reference_rows} of the reference); "
             f"report: file://{self.path}"
         )
@@ -78,36 +90,74 @@ def _frame(client, database: str, model: str, start: datetime, end: datetime, ro
 def write_report(
     client,
     database: str,
+    model: str,
+    reference: str,
+    reference_s: int,
+    current: tuple[datetime, datetime],
+    path: Path,
+    rows: int = 5000,
+) -> DriftReport:
+    """Evidently's DataDriftPreset on ``model``'s events in ``current`` against those its
+    ``reference`` was learned from (a sample of ``rows`` of each); the HTML in ``path``."""
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    ref_start, ref_end = reference_span(reference, reference_s)
+    ref_frame = _frame(client, database, model, ref_start, ref_end, rows)
+    cur_frame = _frame(client, database, model, current[0], current[1], rows)
+    if ref_frame.empty or cur_frame.empty:
+        which = "reference" if ref_frame.empty else "recent"
+        raise RaiwatchError(
+            f"no {which} events of {model} in telemetry_events "
+            "(expired by events_ttl_days, or another data dir?)"
+        )
+    columns = [c for c in ref_frame.columns if c in cur_frame.columns and ref_frame[c].notna().any()]
+    snap = Report([DataDriftPreset()]).run(current_data=cur_frame[columns], reference_data=ref_frame[columns])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snap.save_html(str(path))
+    return DriftReport(
+        path.resolve(), model, reference, current[0], current[1],
+        len(ref_frame), len(cur_frame), len(columns), drifted_columns(snap.dict()["metrics"]),
+    )  # fmt: skip
+
+
+def drifted_columns(metrics: list[dict]) -> list[str]:
+    """The columns Evidently's per-column drift tests flagged: a p-value under its threshold, or a
+    distance at or over it.
+
+    >>> drifted_columns([{"config": {"type": "evidently:metric_v2:ValueDrift", "column": "x",
+    ...     "method": "K-S p_value", "threshold": 0.05}, "value": 1e-9},
+    ...     {"config": {"type": "evidently:metric_v2:ValueDrift", "column": "y",
+    ...     "method": "Wasserstein distance (normed)", "threshold": 0.1}, "value": 0.02}])
+    ['x']
+    """
+    out = []
+    for m in metrics:
+        cfg = m.get("config", {})
+        if not cfg.get("type", "").endswith(":ValueDrift") or not isinstance(m.get("value"), int | float):
+            continue
+        value, threshold = float(m["value"]), float(cfg.get("threshold", 0.05))
+        p_value = "p_value" in cfg.get("method", "")
+        if (value < threshold) if p_value else (value >= threshold):
+            out.append(str(cfg["column"]))
+    return out
+
+
+def incident_report(
+    client,
+    database: str,
     incident: Incident,
     reference_s: int,
     recent_s: int,
     out_dir: Path,
     rows: int = 5000,
 ) -> DriftReport:
-    """Evidently's DataDriftPreset on the incident's model: ``recent_s`` before it opened against
-    its reference; the HTML in ``out_dir/<incident_id>.html``."""
-    from evidently import Report
-    from evidently.presets import DataDriftPreset
-
+    """The report of a drift incident: its model's last ``recent_s`` before it opened against its
+    reference, in ``out_dir/<incident_id>.html``."""
     if not incident.signal.startswith("drift."):
         raise RaiwatchError(f"{incident.incident_id} is a {incident.signal} incident; reports are for drift")
-    model = incident.labels.get("model_id", "")
-    ref_start, ref_end = reference_span(incident.labels.get("reference", ""), reference_s)
-    reference = _frame(client, database, model, ref_start, ref_end, rows)
-    current = _frame(
-        client, database, model, incident.opened_at - timedelta(seconds=recent_s), incident.opened_at, rows
-    )
-    if reference.empty or current.empty:
-        which = "reference" if reference.empty else "recent"
-        raise RaiwatchError(
-            f"no {which} events of {model} in telemetry_events "
-            "(expired by events_ttl_days, or another data dir?)"
-        )
-    columns = [c for c in reference.columns if c in current.columns and reference[c].notna().any()]
-    snap = Report([DataDriftPreset()]).run(current_data=current[columns], reference_data=reference[columns])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = (out_dir / f"{incident.incident_id}.html").resolve()
-    snap.save_html(str(path))
-    counts = [m for m in snap.dict()["metrics"] if m["metric_name"].startswith("DriftedColumnsCount")]
-    drifted = int(counts[0]["value"]["count"]) if counts else 0
-    return DriftReport(path, len(reference), len(current), len(columns), drifted)
+    current = (incident.opened_at - timedelta(seconds=recent_s), incident.opened_at)
+    return write_report(
+        client, database, incident.labels.get("model_id", ""), incident.labels.get("reference", ""),
+        reference_s, current, out_dir / f"{incident.incident_id}.html", rows,
+    )  # fmt: skip

@@ -7,9 +7,10 @@ same events open the same incidents.
 Every input ends in exactly one place: an event counted in a window (or stored as late,
 replayed or duplicate), or a rejection with its reason. A batch's writes run in order on one
 writer thread, beside the decoding and monitoring of the next batch: rejections, raw events,
-signals, incident store, incident mirror, notifiers, and last the checkpoint that says those
-windows are done. ``BatchResult.durable`` is done when they are: a caller may commit the input
-offset of an event once that is done and the event's window is no longer open.
+signals, incident store, incident mirror, notifiers, the checkpoint that says those windows are
+done, and last the observers (the drift reporter), which see the written signals and changes.
+``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
+once that is done and the event's window is no longer open.
 
 ``live`` (the streaming worker) adds what only a long-running process needs: the age check
 against the wall clock, checkpoints of the window clock and of each model's monitor state, and
@@ -42,6 +43,7 @@ from storage.incidents import IncidentStore
 log = logging.getLogger("raiwatch.pipeline")
 
 Notify = Callable[[list[IncidentChange]], None]
+Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees each written batch
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
 
@@ -69,6 +71,7 @@ class Pipeline:
         live: bool = False,
         wall: Callable[[], float] = time.time,
         catalogue: Catalogue | None = None,
+        observers: Sequence[Observe] = (),
     ):
         self.cfg = cfg
         self.export = metrics.SignalExport(catalogue or Catalogue([]))
@@ -80,6 +83,7 @@ class Pipeline:
         self.writer = writer
         self.store = store
         self.notify = list(notify)
+        self.observers = list(observers)
         self.live = live
         self.wall = wall
         self.events_in = 0
@@ -432,6 +436,12 @@ class Pipeline:
                     log.exception("notifier %r failed", fn)
         with _sink("checkpoints"):
             w.write_checkpoints(checkpoints)
+        if signals or changes:
+            for obs in self.observers:
+                try:
+                    obs(signals, changes)
+                except Exception:  # an observer (a report queue) must not stop the pipeline
+                    log.exception("observer %r failed", obs)
         return late_rejects
 
     def _read(self, what: str, query: Callable, *args: object):

@@ -11,21 +11,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alert_rules import RULES_DIR, RuleEngine, load_rules
-from monitors.registry import build_monitors, catalogue
+from monitors.registry import build_monitors, catalogue, monitor_configs
 from raiwatch.core import metrics
 from raiwatch.core.config import Config
-from raiwatch.pipeline import Notify, Pipeline
+from raiwatch.drift_reporter import DriftReporter
+from raiwatch.pipeline import Notify, Observe, Pipeline
 from storage.clickhouse import ClickHouseWriter, Client, ConnectOptions, connect, migrate
 from storage.incidents import IncidentStore
 
 log = logging.getLogger("raiwatch.pipeline")
 
 
-def clickhouse_client(cfg: Config) -> Client:
-    """The ClickHouse client the settings name (embedded chdb by default), with their timeouts."""
+def clickhouse_client(cfg: Config, name: str = "") -> Client:
+    """The ClickHouse client the settings name (embedded chdb by default), with their timeouts;
+    ``name`` one of its own for a thread that queries beside the writer."""
     ch = cfg.clickhouse
     options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
-    return connect(cfg.clickhouse_dsn, ch.database, options)
+    return connect(cfg.clickhouse_dsn, ch.database, options, name)
 
 
 def build_pipeline(
@@ -35,6 +37,7 @@ def build_pipeline(
     *,
     live: bool = False,
     stop: threading.Event | None = None,
+    observers: Sequence[Observe] = (),
 ) -> Pipeline:
     """Check the monitor settings and the rules, migrate both stores, and wire the pipeline.
 
@@ -58,7 +61,26 @@ def build_pipeline(
     )
     store = IncidentStore(cfg.incident_db_url)
     engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
-    return Pipeline(cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals)
+    return Pipeline(
+        cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers
+    )
+
+
+def drift_reporter(cfg: Config) -> DriftReporter | None:
+    """The worker's Evidently reporter from ``monitors.drift`` (None when both triggers are off)."""
+    drift = monitor_configs(cfg.monitors)["drift"]
+    if not drift.report_on_incident and not drift.report_every_s:
+        return None
+    return DriftReporter(
+        lambda: clickhouse_client(cfg, "reports"),
+        cfg.clickhouse.database,
+        cfg.data_path / "reports",
+        reference_s=drift.reference_s,
+        recent_s=drift.sliding_windows * cfg.windows.size_s,
+        every_s=drift.report_every_s,
+        on_incident=drift.report_on_incident,
+        rows=drift.report_rows,
+    )
 
 
 def _clickhouse_status(ok: bool, detail: str) -> None:

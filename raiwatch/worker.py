@@ -23,7 +23,7 @@ from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
 from raiwatch.pipeline import Pipeline
-from raiwatch.wiring import build_pipeline
+from raiwatch.wiring import build_pipeline, drift_reporter
 from streams.consumer import StreamWorker
 from streams.topics import ensure_topics
 
@@ -110,7 +110,9 @@ def run_worker(
             "(`raiwatch kafka start`) or set kafka.bootstrap_servers / RAIWATCH_KAFKA_BOOTSTRAP"
         ) from None
     stop = threading.Event()
-    pipe = build_pipeline(cfg, rules_dir, notify=[log_changes], live=True, stop=stop)
+    reporter = drift_reporter(cfg)
+    observers = [reporter] if reporter else []
+    pipe = build_pipeline(cfg, rules_dir, notify=[log_changes], live=True, stop=stop, observers=observers)
     restored = pipe.warm_start()
     worker = StreamWorker(
         cfg, pipe, on_result=_Progress(pipe), stop_event=stop, writable=lambda: pipe.writer.available
@@ -134,6 +136,9 @@ def run_worker(
     except Exception:
         log.exception("the worker stopped on an error; its uncommitted input will be read again")
         return 1
+    finally:
+        if reporter:
+            reporter.close()
     pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
     log.info("worker stopped")
     return 0

@@ -19,7 +19,7 @@ from storage.clickhouse.schema import split_statements
 
 TABLES = {
     "telemetry_events", "telemetry_events_in", "telemetry_events_mv", "signals", "incidents",
-    "rejected_events", "schema_migrations", "checkpoints", "feedback_events",
+    "rejected_events", "schema_migrations", "checkpoints", "feedback_events", "drift_reports",
 }  # fmt: skip
 
 
@@ -37,7 +37,7 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
     client = connect(chdb_dsn, db)
     applied = migrate(client, db, ttl_days=30)
 
-    assert applied == [v for v, _ in render_migrations(db)] == [1, 2, 3]
+    assert applied == [v for v, _ in render_migrations(db)] == [1, 2, 3, 4]
     tables = dict(
         client.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'").result_rows
     )
@@ -48,7 +48,7 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
         "AND table != 'telemetry_events_mv'"  # a view's columns are the query's; the view has a comment
     ).result_rows
     assert undocumented == []
-    assert applied_versions(client, db).keys() == {1, 2, 3}
+    assert applied_versions(client, db).keys() == {1, 2, 3, 4}
     engines = dict(
         client.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'").result_rows
     )
@@ -57,10 +57,10 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
 
 def test_migrate_again_applies_nothing(chdb_dsn, db):
     client = connect(chdb_dsn, db)
-    assert migrate(client, db) == [1, 2, 3]
+    assert migrate(client, db) == [1, 2, 3, 4]
     assert migrate(client, db) == []
     assert migrate(client, db) == []
-    assert client.command(f"SELECT count() FROM {db}.schema_migrations") == 3
+    assert client.command(f"SELECT count() FROM {db}.schema_migrations") == 4
 
 
 def test_editing_an_applied_migration_is_refused(chdb_dsn, db):

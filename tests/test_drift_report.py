@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 
+from raiwatch.core.records import Signal
 from raiwatch.dev import synth
+from raiwatch.drift_reporter import DriftReporter
 from tests.harness import cli
 
 
@@ -34,3 +37,33 @@ def test_evidently_report_of_a_drift_incident(tmp_path: Path):
 
     p = cli("incidents", "report", safety["incident_id"], *where)
     assert p.returncode == 2 and "reports are for drift" in p.stderr and "Traceback" not in p.stderr
+
+
+def _feature_signals(model: str, minutes: range, start: datetime) -> list[Signal]:
+    return [
+        Signal(
+            ts=start + timedelta(minutes=k),
+            window=60,
+            signal="drift.feature",
+            model_id=model,
+            value=0.01,
+            n=500,
+            dims={"feature": "age", "reference": "1@20261102T0900"},
+        )
+        for k in minutes
+    ]
+
+
+def test_scheduled_reports_come_once_per_boundary_however_the_windows_are_batched():
+    start = datetime(2026, 11, 2, 10, 3, tzinfo=UTC)
+    one_by_one = [range(k, k + 1) for k in range(40)]
+    for batches in ([range(0, 40)], [range(0, 7), range(7, 8), range(8, 40)], one_by_one):
+        reporter = DriftReporter(
+            lambda: None, "raiwatch", Path("/nonexistent"), reference_s=600, recent_s=300, every_s=600
+        )
+        queued: list[str] = []
+        reporter._queue = lambda trigger, job, q=queued: q.append(trigger)  # record instead of running
+        for minutes in batches:
+            reporter(_feature_signals("m", minutes, start) + _feature_signals("n", minutes, start), [])
+        # windows end 10:03..10:42: boundaries 10:10, 10:20, 10:30, 10:40 crossed by each of two models
+        assert queued == ["schedule"] * 8, batches

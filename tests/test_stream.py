@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import uuid
 from pathlib import Path
@@ -28,7 +29,8 @@ from tests.harness import (
 
 pytestmark = pytest.mark.kafka
 EVENTS = 24_000
-DRIFT = "monitors:\n  drift:\n    reference_s: 600\n"  # a 27-minute stream: learn from its first 10 minutes
+# a 27-minute stream: learn from its first 10 minutes; a worker's scheduled Evidently report every 10
+DRIFT = "monitors:\n  drift:\n    reference_s: 600\n    report_every_s: 600\n"
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +114,22 @@ def test_stream_spike_dlq_and_agreement_with_replay(kafka_bootstrap, scenario, r
         incident_id = _store_incidents(data)[0]["incident_id"]
         fb = cli("incidents", "feedback", incident_id, "false_positive", "--data-dir", str(data))
         assert fb.returncode == 0 and "the running worker updates it" in fb.stdout, fb.stdout + fb.stderr
+        # Evidently reports: one per drift incident opened, and the scheduled ones, off the stream's path
+        drift_ids = {i["incident_id"] for i in _store_incidents(data) if i["signal"].startswith("drift.")}
+        assert drift_ids
+        reports = data / "reports"
+        expected = {f"{i}.html" for i in drift_ids}
+        written = lambda: {p.name for p in reports.glob("*.html")}  # noqa: E731
+        poll(lambda: expected <= written(), 180, "the incidents' drift reports")
+        scheduled = poll(lambda: sorted(written() - expected), 60, "a scheduled drift report")
+        assert all(re.fullmatch(r"[\w.-]+-\d{8}T\d{4}\.html", name) for name in scheduled)
     finally:
         stop_worker(worker)
+    rows = query(data, "SELECT trigger, incident_id, drifted_columns, path FROM raiwatch.drift_reports")
+    assert {r["incident_id"] for r in rows if r["trigger"] == "incident"} == drift_ids
+    assert any("claim_amount" in r["drifted_columns"] for r in rows if r["trigger"] == "incident")
+    assert any(r["trigger"] == "schedule" for r in rows)
+    assert all(Path(r["path"]).is_file() for r in rows)
     mirrored = query(
         data, f"SELECT feedback FROM raiwatch.incidents FINAL WHERE incident_id = '{incident_id}'"
     )

@@ -41,6 +41,9 @@ BATCH_SECONDS = Histogram(
 WRITE_FAILURES = Counter("raiwatch_write_failures_total", "Writes that failed after retries.", ["sink"])
 WATERMARK = Gauge("raiwatch_watermark_seconds", "Event-time watermark (epoch seconds).")
 OPEN_WINDOWS = Gauge("raiwatch_open_windows", "Event-time windows still open.")
+DRIFT_REPORTS = Counter(
+    "raiwatch_drift_reports_total", "Evidently drift reports, by trigger and outcome.", ["trigger", "outcome"]
+)
 FIRING = Gauge("raiwatch_incidents_firing", "Incidents currently open, by severity.", ["severity"])
 
 

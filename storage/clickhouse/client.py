@@ -31,7 +31,7 @@ from raiwatch.core.errors import StorageError
 
 __all__ = ["Client", "ConnectOptions", "close_all", "connect", "query_error", "redact", "scrub"]
 
-_clients: dict[tuple[str, str], Client] = {}
+_clients: dict[tuple[str, str, str], Client] = {}
 _lock = threading.Lock()
 
 
@@ -138,13 +138,15 @@ class ConnectOptions:
     ca_cert: str = ""  # a CA bundle to check it against ("" = the system's)
 
 
-def connect(dsn: str, database: str, options: ConnectOptions | None = None) -> Client:
-    """The cached client for ``(dsn, database)``, with ``database`` as its default once it exists.
+def connect(dsn: str, database: str, options: ConnectOptions | None = None, name: str = "") -> Client:
+    """The cached client for ``(dsn, database, name)``, with ``database`` as its default once it
+    exists. A thread that queries beside the writer asks for a ``name`` of its own: a client is not
+    shared between threads that use it at once.
 
     On chdb the database is created here (no cluster to consider); on a server ``migrate``
     creates it. raiwatch code names the database in every statement either way.
     """
-    key = (dsn, database)
+    key = (dsn, database, name)
     with _lock:
         client = _clients.get(key)
         if client is not None:

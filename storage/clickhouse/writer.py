@@ -20,9 +20,9 @@ import hashlib
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -48,6 +48,10 @@ SIGNAL_COLUMNS = (
 )  # fmt: skip
 CHECKPOINT_COLUMNS = ("kind", "key", "until", "state", "written_at")
 FEEDBACK_COLUMNS = ("event_id", "ts", "label", "favorable", "value", "source", "raw", "ingested_at")
+DRIFT_REPORT_COLUMNS = (
+    "created_at", "model_id", "reference", "trigger", "incident_id", "current_from", "current_to",
+    "reference_rows", "current_rows", "columns", "drifted", "drifted_columns", "path",
+)  # fmt: skip
 REJECTED_COLUMNS = ("received_at", "source", "reason", "size", "sha256", "raw")
 
 # ClickHouse error codes worth a retry: the server is busy, short of memory, restarting or unreachable.
@@ -331,6 +335,14 @@ class ClickHouseWriter:
             [now_ms()] * len(events),
         ]
         return self._insert("feedback_events", FEEDBACK_COLUMNS, columns)
+
+    def write_drift_report(self, row: Mapping[str, Any]) -> int:
+        """Insert one ``drift_reports`` row (``DRIFT_REPORT_COLUMNS`` by name; ``created_at`` now)."""
+        values = {**row, "created_at": now_ms()}
+        for k in ("current_from", "current_to"):
+            values[k] = _ms(values[k])
+        columns = [[values[c]] for c in DRIFT_REPORT_COLUMNS]
+        return self._insert("drift_reports", DRIFT_REPORT_COLUMNS, columns)
 
     def write_checkpoints(self, rows: Sequence[tuple[str, str, float, bytes]]) -> int:
         """Insert ``(kind, key, until_epoch_s, state)`` rows in one block (one atomic insert)."""

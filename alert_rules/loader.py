@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -75,7 +75,9 @@ class Rule:
     severity: Severity
     summary: str
     runbook: str
-    match: Mapping[str, str] = field(default_factory=dict)
+    match: Mapping[str, str | Sequence[str]] = field(
+        default_factory=dict
+    )  # dim -> value(s); tuples after init
     for_: timedelta = timedelta(0)
     keep_firing_for: timedelta = timedelta(0)
     labels: Mapping[str, str] = field(default_factory=dict)  # static labels added to incidents
@@ -86,6 +88,8 @@ class Rule:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "template", TEMPLATES.from_string(self.summary))
+        match = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
+        object.__setattr__(self, "match", match)
 
     @property
     def dims(self) -> frozenset[str]:
@@ -314,7 +318,8 @@ def _check_rule(
         source=f"{f}:{line('alert')}",
         inhibited_by=tuple(r.get("inhibited_by", ())),
     )
-    labels = {"model_id": "<model_id>", **{k: f"<{k}>" for k in rule.group_by}, **match, **static}
+    one = {k: v if isinstance(v, str) else v[0] for k, v in match.items()}
+    labels = {"model_id": "<model_id>", **{k: f"<{k}>" for k in rule.group_by}, **one, **static}
     try:
         rule.template.render(rule.summary_vars(labels, _SAMPLE_FIELDS, 0.05, 60))
     except Exception as e:

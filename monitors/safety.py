@@ -11,6 +11,22 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
 
 ``baseline`` is the pooled rate of the same series over the previous ``baseline_windows``.
 
+- ``safety.violation_rate_5m`` / ``safety.violation_rate_1h`` {category}: the model-wide rates
+  over the last 5 and 60 windows (at 60 s windows), beside the per-window ones.
+- ``safety.rate_change`` {category}, {category, tenant_id}, {action}: a Bernoulli CUSUM
+  (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value`` is
+  the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline rate
+  it tests against, ``lower``/``upper`` the Wilson interval of the rate since the statistic last
+  left zero and ``n`` the events since then. The limit gives at most
+  ``change_false_alarms_per_week`` false alarms per model-week over all its series (Lorden's
+  bound, ``ARL0 >= e^h``). The baseline is an exponentially weighted rate (half-life
+  ``change_half_life_windows``), taken at its upper 95% bound so a thin baseline errs towards
+  quiet, and frozen while the statistic is above half its limit, so a regression cannot become
+  its own baseline. A tenant's baseline starts from the model-wide rate of the category, worth
+  ``change_prior_events`` events, so a small or new tenant is judged against the model until its
+  own traffic says otherwise. A series is tested once its baseline holds ``change_min_baseline``
+  events (the model-wide one, for a tenant).
+
 Categories and tenants are admitted to a model's tracked set when the window that first shows
 them closes (new names in sorted order, up to the caps; the rest fold into ``other``), so the
 signals of a window depend only on the windows closed up to it, never on how events were
@@ -25,7 +41,9 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
+import numpy as np
 
+from detectors.cusum import llr, threshold
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
@@ -34,9 +52,11 @@ from raiwatch.core.records import Signal, TelemetryEvent
 
 OTHER = "other"
 ACTIONS = ("blocked", "redacted", "escalated")
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: change-detector state
 
 Row = tuple[str, str, dict[str, str], int, int]  # model, signal, dims, k, n
+MULTI_WINDOW = {"5m": 300, "1h": 3600}  # longer views of the model-wide category rates
+CHANGE_OF = {"safety.violation_rate", "safety.action_rate"}  # series the change test runs on
 
 
 class _Window:
@@ -81,13 +101,14 @@ class _Baseline:
 class _Model:
     """What the monitor remembers of one model between windows: the state a snapshot carries."""
 
-    __slots__ = ("baselines", "categories", "series", "tenants")
+    __slots__ = ("baselines", "categories", "changes", "series", "tenants")
 
     def __init__(self) -> None:
         self.categories: dict[str, None] = {}  # admitted, in order of admission
         self.tenants: dict[str, None] = {}
         self.series: dict[tuple[str, str], int] = {}  # (tenant, category) -> last window with a violation
         self.baselines: dict[tuple, _Baseline] = {}
+        self.changes: dict[tuple, list[float]] = {}  # series key -> [s, k_ew, n_ew, run_k, run_n]
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -96,6 +117,7 @@ class _State(msgspec.Struct, array_like=True):
     tenants: list[str]
     series: list[tuple[str, str, int]]
     baselines: list[tuple[str, list[tuple[str, str]], list[tuple[int, int]]]]
+    changes: list[tuple[str, list[tuple[str, str]], list[float]]] = []
 
 
 class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -104,6 +126,11 @@ class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_categories: Annotated[int, msgspec.Meta(gt=1)] = 64  # per model; more fold into "other"
     max_tenants: Annotated[int, msgspec.Meta(gt=1)] = 200  # per model; more fold into "other"
     baseline_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # trailing windows that make the baseline
+    change_ratio: Annotated[float, msgspec.Meta(gt=1)] = 3.0  # the rise the change test is tuned to
+    change_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all series
+    change_half_life_windows: Annotated[int, msgspec.Meta(gt=0)] = 360  # of the change baseline
+    change_prior_events: Annotated[int, msgspec.Meta(ge=0)] = 2000  # model-wide rate's weight, tenants
+    change_min_baseline: Annotated[int, msgspec.Meta(ge=0)] = 2000  # events before a series is tested
 
 
 _RATE = dict(
@@ -135,6 +162,31 @@ SIGNALS = (
         value="share of events the policy engine blocked, redacted or escalated (dim action)",
         export=("action",),
         **_RATE,
+    ),
+    *(
+        SignalSpec(
+            name=f"safety.violation_rate_{span}",
+            dims=(("category",),),
+            value=f"share of events whose safety.violations name the category, over the last {span}",
+            family="safety",
+            unit="ratio",
+            range=(0.0, 1.0),
+            n=f"events with safety data in the last {span}",
+            interval="Wilson 95% interval",
+        )
+        for span in MULTI_WINDOW
+    ),
+    SignalSpec(
+        name="safety.rate_change",
+        dims=(("category",), ("category", "tenant_id"), ("action",)),
+        value="Bernoulli CUSUM statistic over its decision limit (1 = a rise to change_ratio x baseline)",
+        family="safety",
+        unit="statistic",
+        range=(0.0, 1.0),
+        n="events since the statistic last left zero (this window's when it is zero)",
+        interval="Wilson 95% interval of the rate over those events",
+        baseline="baseline rate tested against: upper 95% bound of the exponentially weighted rate",
+        export=("category", "action"),
     ),
 )
 
@@ -248,6 +300,115 @@ class SafetyMonitor(PerModelState):
                     baseline=base.rate_then_push(k, n),
                 )
             )
+        versions = {model: w.version for model, w in by_model.items()}
+        out += self._multi_window(ts, rows, versions)
+        out += self._change(ts, rows, versions)
+        return out
+
+    def _multi_window(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
+        """The model-wide category rates over the last 5 min and 1 h (from the baselines' windows)."""
+        spans = [(name, s // self.window_s) for name, s in MULTI_WINDOW.items()]
+        spans = [(name, w) for name, w in spans if 1 < w <= self.cfg.baseline_windows]
+        wide: list[Row] = []
+        for model, name, dims, _, _ in rows:
+            if name != "safety.violation_rate" or "tenant_id" in dims:
+                continue
+            hist = self._models[model].baselines[(name, *dims.items())].hist
+            for span, w in spans:
+                recent = list(hist)[-w:]
+                wide.append(
+                    (model, f"{name}_{span}", dims, sum(k for k, _ in recent), sum(n for _, n in recent))
+                )
+        if not wide:
+            return []
+        rate, lo, hi = wilson_interval([r[3] for r in wide], [r[4] for r in wide])
+        return [
+            Signal(
+                ts=ts,
+                window=self.window_s,
+                signal=name,
+                model_id=model,
+                model_version=versions[model],
+                dims=dims,
+                value=float(rate[i]),
+                n=n,
+                lower=float(lo[i]),
+                upper=float(hi[i]),
+            )
+            for i, (model, name, dims, _, n) in enumerate(wide)
+        ]
+
+    def _change(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
+        """Step each series' CUSUM with its window; the signals of the series it tests."""
+        cfg = self.cfg
+        decay = 0.5 ** (1 / cfg.change_half_life_windows)
+        per_week = 7 * 86400 / self.window_s
+        out: list[Signal] = []
+        by_model: dict[str, list[Row]] = {}
+        for r in rows:
+            if r[1] in CHANGE_OF:
+                by_model.setdefault(r[0], []).append(r)
+        for model, mrows in by_model.items():
+            changes = self._models[model].changes
+            states, base_k, base_n, tested = [], [], [], []
+            for _, name, dims, _, _ in mrows:
+                key = (name, *sorted(dims.items()))
+                ch = changes.get(key)
+                if ch is None:
+                    ch = changes[key] = [0.0, 0.0, 0.0, 0.0, 0.0]
+                kb, nb = ch[1], ch[2]
+                if "tenant_id" in dims:  # shrunk towards the model-wide rate of the category
+                    wide = changes.get(("safety.violation_rate", ("category", dims["category"])))
+                    ok = wide is not None and wide[2] >= cfg.change_min_baseline
+                    if ok:
+                        kb += cfg.change_prior_events * wide[1] / wide[2]  # type: ignore[index]
+                        nb += cfg.change_prior_events
+                else:
+                    ok = nb >= cfg.change_min_baseline
+                states.append(ch)
+                base_k.append(kb)
+                base_n.append(max(nb, 1.0))
+                tested.append(ok)
+            if not any(tested):
+                p0 = np.zeros(len(mrows))
+            else:
+                p0 = wilson_interval(base_k, base_n, confidence=0.90)[2]  # one-sided upper 95%
+            h = threshold(per_week * max(sum(tested), 1) / cfg.change_false_alarms_per_week)
+            inc = llr([r[3] for r in mrows], [r[4] for r in mrows], p0, cfg.change_ratio)
+            runs: list[tuple[int, float, float]] = []
+            for i, ((_, _, _, k, n), ch, ok) in enumerate(zip(mrows, states, tested, strict=True)):
+                s_new = max(0.0, ch[0] + float(inc[i])) if ok else 0.0
+                if s_new > 0:
+                    ch[3] += k
+                    ch[4] += n
+                else:
+                    ch[3] = ch[4] = 0.0
+                if s_new < h / 2:  # frozen while the statistic is high: a regression is no baseline
+                    ch[1] = decay * ch[1] + k
+                    ch[2] = decay * ch[2] + n
+                ch[0] = min(s_new, h)
+                if ok:
+                    runs.append((i, ch[3] or k, ch[4] or n))
+            if not runs:
+                continue
+            _, lo, hi = wilson_interval([r[1] for r in runs], [r[2] for r in runs])
+            for j, (i, _, run_n) in enumerate(runs):
+                _, _, dims, _, _ = mrows[i]
+                out.append(
+                    Signal(
+                        ts=ts,
+                        window=self.window_s,
+                        signal="safety.rate_change",
+                        model_id=model,
+                        model_version=versions[model],
+                        dims=dims,
+                        value=states[i][0] / h,
+                        n=int(run_n),
+                        lower=float(lo[j]),
+                        upper=float(hi[j]),
+                        baseline=float(p0[i]),
+                    )
+                )
         return out
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -263,6 +424,7 @@ class SafetyMonitor(PerModelState):
         st.series = {(t, c): last for t, c, last in s.series}
         size = self.cfg.baseline_windows
         st.baselines = {(name, *dims): _Baseline(size, hist) for name, dims, hist in s.baselines}
+        st.changes = {(name, *(tuple(d) for d in dims)): list(ch) for name, dims, ch in s.changes}
         self._models[model] = st
 
     @staticmethod
@@ -274,6 +436,7 @@ class SafetyMonitor(PerModelState):
                 list(st.tenants),
                 [(t, c, last) for (t, c), last in st.series.items()],
                 [(key[0], list(key[1:]), list(b.hist)) for key, b in st.baselines.items()],
+                [(key[0], list(key[1:]), ch) for key, ch in st.changes.items()],
             )
         )
 
@@ -305,6 +468,7 @@ class SafetyMonitor(PerModelState):
         for key in [k for k, last in series.items() if last < horizon]:
             del series[key]
             st.baselines.pop(("safety.violation_rate", ("category", key[1]), ("tenant_id", key[0])), None)
+            st.changes.pop(("safety.violation_rate", ("category", key[1]), ("tenant_id", key[0])), None)
         return [
             (
                 model,

@@ -31,7 +31,9 @@ def replayed(scenario, tmp_path_factory) -> Path:
 
 
 def _model_incidents(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["rule"] == "SafetyViolationRateHigh"]
+    """Model-wide safety incidents: the regression test pages first; the absolute rule, held back
+    while it fires, must not page again."""
+    return [r for r in rows if r["rule"] in ("SafetyViolationRateHigh", "SafetyRegressionCritical")]
 
 
 def test_spike_opens_one_critical_incident_with_runbook(scenario, replayed):
@@ -44,11 +46,11 @@ def test_spike_opens_one_critical_incident_with_runbook(scenario, replayed):
         assert r["signal"].startswith("safety.") and r["labels"]["model_id"] == "helpdesk-assistant"
     (inc,) = _model_incidents(rows)
     assert inc["severity"] == "critical" and inc["labels"]["category"] == spike["category"]
-    assert inc["runbook_url"].endswith("safety-violation-rate.md")
+    assert inc["rule"] == "SafetyRegressionCritical" and inc["runbook_url"].endswith("safety-regression.md")
     opened = datetime.fromisoformat(inc["opened_at"])
     start, end = datetime.fromisoformat(spike["start"]), datetime.fromisoformat(spike["end"])
-    # `for: 3m` over 60 s windows: the window the spike starts in may already count
-    assert start + timedelta(minutes=2) <= opened <= start + timedelta(minutes=6), (opened, start)
+    # the CUSUM needs no `for`: a tenfold spike at ~540 events a window crosses in a window or two
+    assert start <= opened <= start + timedelta(minutes=3), (opened, start)
     assert inc["status"] == "resolved" and datetime.fromisoformat(inc["resolved_at"]) > end
     assert "self_harm" in inc["summary"] and "%" in inc["summary"]
 

@@ -196,6 +196,19 @@ def test_match_rule_scope_and_labels() -> None:
     assert "violence" in c.incident.summary  # every signal label is a template variable
 
 
+def test_match_on_a_list_of_values_and_never_on_a_substring() -> None:
+    grave = rule(
+        name="GraveHigh", group_by=("model_id", "category"), match={"category": ["self_harm", "csam"]}
+    )
+    exact = rule(name="HarmHigh", group_by=("model_id", "category"), match={"category": "self_harm_x"})
+    eng = RuleEngine([grave, exact], BASE)
+    assert eng.evaluate([sig(m, HOT, dims={"category": "self"}) for m in (1, 2, 3)]) == []
+    [c] = eng.evaluate([sig(m, HOT, dims={"category": "csam"}) for m in (4, 5, 6)])
+    assert (c.incident.rule, c.incident.labels["category"]) == ("GraveHigh", "csam")
+    [c] = eng.evaluate([sig(m, HOT, dims={"category": "self_harm"}) for m in (7, 8, 9)])
+    assert c.incident.rule == "GraveHigh"  # "self_harm" is no match for "self_harm_x"
+
+
 def test_model_id_is_always_a_label_of_per_model_signals() -> None:
     eng = RuleEngine([rule(group_by=("category",))], BASE)
     a, b = eng.evaluate([sig(m, HOT, model_id=mid) for m in (1, 2, 3) for mid in ("m1", "m2")])

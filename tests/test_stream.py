@@ -59,7 +59,7 @@ def replay_incidents(scenario, tmp_path_factory) -> list[dict]:
     assert p.returncode == 0, p.stderr
     incidents = incidents_jsonl(out / "incidents.jsonl")
     rules = {i["rule"] for i in incidents}
-    assert {"SafetyViolationRateHigh", "FeatureDrift"} <= rules  # the stream is compared on both families
+    assert {"SafetyRegressionCritical", "FeatureDrift"} <= rules  # the stream is compared on both families
     return incidents
 
 

@@ -22,7 +22,10 @@ class Monitor(Protocol):
     (its partition moved away). The signals after a restore equal those of an uninterrupted run.
 
     A monitor that joins delayed ground truth also defines ``observe_feedback(events)``: it gets
-    every valid feedback event (feedback-event.v1) as it arrives, in no window.
+    every valid feedback event (feedback-event.v1) as it arrives, in no window. A monitor with
+    tables of its own (a migration in ``storage/clickhouse/migrations``) defines ``drain_rows()``:
+    the ``(table, columns, rows)`` its closes produced since the last call, written with the
+    window's signals.
     """
 
     family: str

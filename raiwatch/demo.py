@@ -39,15 +39,16 @@ def run_demo(events: int, data_dir: Path) -> int:
     _prepare(data_dir)
     events_file = data_dir / "telemetry.jsonl"
     start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
-    sc = synth.default_scenario(events, garbage_fraction=0.005, start=start, drift=True)
+    sc = synth.default_scenario(events, garbage_fraction=0.005, start=start, drift=True, abuse=True)
     truth = synth.write(events_file, sc)
-    spike, drift = truth["anomalies"]
+    spike, drift, campaign = truth["anomalies"]
     console.print(
         f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "
         f"from {truth['start']} to {truth['end']}; injected: {spike['category']} spike on "
         f"{spike['model_id']} at {spike['rate']:.0%} from {spike['start']} to {spike['end']}; "
         f"{drift['feature']} of {drift['model_id']} x{drift['factor']} "
-        f"from {drift['start']} to {drift['end']}"
+        f"from {drift['start']} to {drift['end']}; {campaign['accounts']} new accounts sending "
+        f"paraphrased jailbreaks to {campaign['model_id']} from {campaign['start']} to {campaign['end']}"
     )
     if not localkafka.java_available():
         console.print(
@@ -110,6 +111,7 @@ def _demo_config(data_dir: Path) -> Path:
     path.write_text(
         "kafka:\n  group_id: raiwatch-demo\n  session_timeout_s: 10\nwindows:\n  idle_close_s: 3\n"
         "monitors:\n  drift:\n    reference_s: 600  # a 25-minute demo: learn the reference from 10 minutes\n"
+        "  abuse:\n    warmup_s: 600  # ... and know the regular accounts after 10 minutes\n"
     )
     return path
 
@@ -138,6 +140,30 @@ def _show_drift(client, drift: dict) -> None:
             str(n),
             ("[red]" if hot else "") + "█" * min(60, round(v * 50)),
         )
+    console.print(t)
+
+
+def _show_clusters(client) -> None:
+    rows = client.query(
+        "SELECT cluster_id, first_seen, last_seen, prompts_total, new_accounts, accounts, ip_hashes, "
+        "violation_share, sample FROM raiwatch.abuse_clusters FINAL ORDER BY first_seen"
+    ).result_rows
+    if not rows:
+        return
+    t = Table(title="Prompt clusters the abuse monitor reported (abuse_clusters)")
+    for c in (
+        "cluster",
+        "seen (event time)",
+        "prompts",
+        "new / all accounts (10 min)",
+        "IPs",
+        "flagged",
+        "sample",
+    ):
+        t.add_column(c, overflow="fold")
+    for cid, first, last, total, new, accounts, ips, flagged, sample in rows:
+        seen = f"{first:%H:%M}-{last:%H:%M}"
+        t.add_row(cid, seen, str(total), f"{new} / {accounts}", str(ips), f"{flagged:.0%}", sample[:60])
     console.print(t)
 
 
@@ -225,6 +251,7 @@ def _show(data_dir: Path, spike: dict, drift: dict) -> None:
     incidents = IncidentStore(cfg.incident_db_url).list()
     print_incidents(incidents)
     _show_reports(client)
+    _show_clusters(client)
     console.print(
         f"Data: ClickHouse (embedded chdb) at {data_dir / 'clickhouse'}, "
         f"incidents at {data_dir / 'incidents.db'}"

@@ -172,8 +172,9 @@ class Pipeline:
             result.merge(self._close(self.clock.advance(self._idle, self.wall() if self.live else None)))
             events, raws, ts, idx = stored
             result.durable = self._submit(
-                result.rejected, events, raws, ts, idx, result.signals, result.changes, origin
-            )
+                result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
+                rows=result.rows,
+            )  # fmt: skip
         return result
 
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
@@ -182,7 +183,7 @@ class Pipeline:
         self._idle = set(idle)
         result = self._close(self.clock.advance(self._idle, now))
         if result.closed:
-            result.durable = self._submit(signals=result.signals, changes=result.changes)
+            result.durable = self._submit(signals=result.signals, changes=result.changes, rows=result.rows)
         if time.monotonic() >= self._next_mirror:
             self._next_mirror = time.monotonic() + MIRROR_EVERY_S
             self._io.submit(self._mirror_store)
@@ -230,7 +231,7 @@ class Pipeline:
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
         result = self._close(self.clock.close_all())
-        result.durable = self._submit(signals=result.signals, changes=result.changes)
+        result.durable = self._submit(signals=result.signals, changes=result.changes, rows=result.rows)
         self.flush()
         return result
 
@@ -344,6 +345,9 @@ class Pipeline:
             for m in self.monitors:
                 t0 = time.perf_counter()
                 signals.extend(m.close(start))
+                drain = getattr(m, "drain_rows", None)
+                if drain is not None:
+                    result.rows += drain()
                 self.monitor_seconds[m.family] += time.perf_counter() - t0
             if not signals:
                 continue
@@ -382,13 +386,14 @@ class Pipeline:
         changes: Sequence[IncidentChange] = (),
         origin: Callable[[int], str] | None = None,
         feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]] = ((), ()),
+        rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""
         checkpoints = self._checkpoint_rows() if signals else []
         columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
         self.flush()
         self._pending = self._io.submit(
-            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback
+            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows
         )
         return self._pending
 
@@ -403,6 +408,7 @@ class Pipeline:
         checkpoints: list[tuple[str, str, float, bytes]],
         origin: Callable[[int], str] | None,
         feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
+        rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
     ) -> list[Rejected]:
         """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
         w = self.writer
@@ -424,6 +430,9 @@ class Pipeline:
             w.write_feedback(*feedback)
         with _sink("signals"):
             w.write_signals(signals)
+        for table, names, table_rows in rows:
+            with _sink(table):
+                w.write_rows(table, names, table_rows)
         if changes:
             with _sink("incident_store"):
                 stored = self.store.apply(changes)

@@ -29,8 +29,9 @@ from tests.harness import (
 
 pytestmark = pytest.mark.kafka
 EVENTS = 24_000
-# a 27-minute stream: learn from its first 10 minutes; a worker's scheduled Evidently report every 10
-DRIFT = "monitors:\n  drift:\n    reference_s: 600\n    report_every_s: 600\n"
+# a 27-minute stream: learn drift's reference and abuse's regular accounts from its first 10
+# minutes; a worker's scheduled Evidently report every 10
+DRIFT = "monitors:\n  drift:\n    reference_s: 600\n    report_every_s: 600\n  abuse:\n    warmup_s: 600\n"
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             rate_per_s=15,
             start=synth.recent_start(EVENTS, 15),
             drift=True,
+            abuse=True,
         ),
     )
 
@@ -59,7 +61,11 @@ def replay_incidents(scenario, tmp_path_factory) -> list[dict]:
     assert p.returncode == 0, p.stderr
     incidents = incidents_jsonl(out / "incidents.jsonl")
     rules = {i["rule"] for i in incidents}
-    assert {"SafetyRegressionCritical", "FeatureDrift"} <= rules  # the stream is compared on both families
+    assert {
+        "SafetyRegressionCritical",
+        "FeatureDrift",
+        "AbuseCampaign",
+    } <= rules  # compared on three families
     return incidents
 
 

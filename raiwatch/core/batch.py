@@ -26,6 +26,7 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     signals: list[Signal] = field(default_factory=list)
     changes: list[IncidentChange] = field(default_factory=list)
+    rows: list[tuple[str, tuple[str, ...], list[tuple]]] = field(default_factory=list)  # monitors' tables
     late: int = 0
     replayed: int = 0
     duplicates: int = 0
@@ -37,6 +38,7 @@ class BatchResult:
         self.rejected += other.rejected
         self.signals += other.signals
         self.changes += other.changes
+        self.rows += other.rows
         self.late += other.late
         self.replayed += other.replayed
         self.duplicates += other.duplicates

@@ -862,13 +862,28 @@ def default_scenario(
     rate_per_s: float = 40.0,
     start: datetime | None = None,
     drift: bool = False,
+    abuse: bool = False,
 ) -> Scenario:
     """The demo's traffic: ``events`` events at ``rate_per_s`` (60% assistant, 30% classifier, 10%
     embedder), with an 8-minute 12% self-harm spike on the assistant from 40% of the timeline;
-    with ``drift``, also the classifier's claim amounts x1.5 for 8 minutes from 60%."""
+    with ``drift``, also the classifier's claim amounts x1.5 for 8 minutes from 60%; with
+    ``abuse``, 30 new accounts sending 20 paraphrased jailbreaks a minute for 6 minutes from 75%."""
     duration = events / rate_per_s
     spike_at = int(duration * 0.4)
     drift_at = int(duration * 0.6)
+    abuse_at = int(duration * 0.75)
+    campaigns = [
+        AbuseCampaign(
+            model="helpdesk-assistant",
+            accounts=30,
+            per_minute=20,
+            paraphrase=True,
+            category="jailbreak",
+            violation_share=0.4,
+            start=f"{abuse_at}s",
+            duration=f"{min(360, int(duration) - abuse_at)}s",
+        )
+    ]
     drifts = [
         FeatureDrift(
             model="claims-triage",
@@ -897,5 +912,6 @@ def default_scenario(
                 rate=0.12,
             ),
             *(drifts if drift else []),
+            *(campaigns if abuse else []),
         ],
     )

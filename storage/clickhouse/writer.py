@@ -336,6 +336,12 @@ class ClickHouseWriter:
         ]
         return self._insert("feedback_events", FEEDBACK_COLUMNS, columns)
 
+    def write_rows(self, table: str, names: Sequence[str], rows: Sequence[tuple]) -> int:
+        """Insert a monitor's rows (tuples in ``names`` order; datetimes as epoch milliseconds)."""
+        if not rows:
+            return 0
+        return self._insert(table, names, [list(c) for c in zip(*rows, strict=True)])
+
     def write_drift_report(self, row: Mapping[str, Any]) -> int:
         """Insert one ``drift_reports`` row (``DRIFT_REPORT_COLUMNS`` by name; ``created_at`` now)."""
         values = {**row, "created_at": now_ms()}

@@ -149,6 +149,16 @@ def redact(text: str) -> str:
     return text
 
 
+def _add(totals: dict[str, int], counts: dict[str, int], sign: int) -> None:
+    """``totals += sign * counts``, dropping accounts that reach zero."""
+    for key, c in counts.items():
+        v = totals.get(key, 0) + sign * c
+        if v:
+            totals[key] = v
+        else:
+            del totals[key]
+
+
 def text_key(text: str) -> str:
     """A prompt's identity for exact repeats: a digest of its lower-cased, space-collapsed text."""
     return hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=10).hexdigest()
@@ -181,7 +191,10 @@ class _Cluster:
 
 
 class _Model:
-    __slots__ = ("accounts", "clusters", "exact", "lsh", "minhashes", "per_account", "start", "texts")
+    __slots__ = (
+        "accounts", "before", "clusters", "exact", "lsh", "minhashes", "per_account", "recent", "start",
+        "texts",
+    )  # fmt: skip
 
     def __init__(self, start: int, cfg: AbuseConfig):
         self.start = start
@@ -192,6 +205,8 @@ class _Model:
         self.lsh = MinHashLSH(threshold=cfg.similarity, num_perm=cfg.num_perm)
         self.minhashes: dict[str, LeanMinHash] = {}  # indexed text key -> its MinHash
         self.per_account: deque[tuple[int, Counter[str], int]] = deque()  # per window: by account, all
+        self.recent: dict[str, int] = {}  # prompts by account over the last horizon of per_account
+        self.before: dict[str, int] = {}  # ... and over the rest of it
 
 
 class _ClusterState(msgspec.Struct, array_like=True):
@@ -249,6 +264,9 @@ class AbuseMonitor(PerModelState):
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
         windows = self._windows
         for ev, start in zip(events, starts, strict=True):
+            req = ev.request
+            if not req or not req.text:  # most tabular events: no prompt (UNSET is falsy)
+                continue
             p = _prompt(ev)
             if p is None:
                 continue
@@ -317,10 +335,12 @@ class AbuseMonitor(PerModelState):
         for c in st.clusters.values():
             while c.recent and c.recent[0].start < horizon_start:
                 c.recent.popleft()
-        st.per_account.append((start, by_account, len(prompts)))
+        self._push_accounts(st, (start, by_account, len(prompts)))
         history_start = start - max(cfg.new_account_s, cfg.horizon_s) + self.window_s
         while st.per_account and st.per_account[0][0] < history_start:
-            st.per_account.popleft()
+            in_before = len(st.per_account) > self._horizon
+            _, old, _ = st.per_account.popleft()
+            _add(st.before if in_before else st.recent, old, -1)
         self._evict(st)
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = self._campaigns(model, st, start, ts, seen, members)
@@ -331,7 +351,13 @@ class AbuseMonitor(PerModelState):
     def _assign(self, st: _Model, start: int, texts: list[str]) -> list[str]:
         """The cluster of each prompt (in order), creating clusters and indexing variants."""
         cfg = self.cfg
-        keys = [text_key(t) for t in texts]
+        local: dict[str, str] = {}  # a window repeats its common prompts: hash each text once
+        keys = []
+        for t in texts:
+            key = local.get(t)
+            if key is None:
+                key = local[t] = text_key(t)
+            keys.append(key)
         fresh: dict[str, str] = {}  # key -> text, for keys not seen before, in first-seen order
         for key, text in zip(keys, texts, strict=True):
             if key not in st.texts and key not in fresh:
@@ -386,14 +412,16 @@ class AbuseMonitor(PerModelState):
         population = sum(t for _, _, t in list(st.per_account)[-self._horizon :])
         for cid in sorted(set(active) | {cid for cid, c in st.clusters.items() if c.reported}):
             c = st.clusters[cid]
+            new = set().union(*(w.new for w in c.recent))
+            if not c.reported and len(new) < cfg.min_new_accounts:
+                continue  # the common case, decided before counting the cluster's accounts
             n = sum(w.prompts for w in c.recent)
             k = sum(w.flagged for w in c.recent)
             accounts: Counter[str] = Counter()
             for w in c.recent:
                 accounts.update(w.accounts)
-            new = set().union(*(w.new for w in c.recent))
             if not c.reported:
-                if len(new) < cfg.min_new_accounts or len(new) < cfg.min_new_share * len(accounts):
+                if len(new) < cfg.min_new_share * len(accounts):
                     continue
                 rare = start - c.first < cfg.rare_s
                 if not rare and k < cfg.min_violation_share * n:
@@ -445,19 +473,25 @@ class AbuseMonitor(PerModelState):
         self._rows = {t: [] for t in ROW_COLUMNS}
         return out
 
+    def _push_accounts(self, st: _Model, entry: tuple[int, Counter[str], int]) -> None:
+        """Append a window's prompts by account, keeping the horizon's and the earlier totals."""
+        st.per_account.append(entry)
+        _add(st.recent, entry[1], 1)
+        if len(st.per_account) > self._horizon:
+            moved = st.per_account[-1 - self._horizon][1]
+            _add(st.recent, moved, -1)
+            _add(st.before, moved, 1)
+
     def _account_rates(self, model: str, st: _Model, ts: datetime) -> list[Signal]:
-        recent: Counter[str] = Counter()
-        before: Counter[str] = Counter()
+        recent, before = st.recent, st.before
         cut = len(st.per_account) - self._horizon
-        for i, (_, counts, _) in enumerate(st.per_account):
-            (recent if i >= cut else before).update(counts)
         if len(recent) < 20:
             return []  # too few peers to say what is normal
         p99 = float(np.percentile(np.fromiter(recent.values(), dtype=np.float64), 99))
         scale = self._horizon / max(cut, 1)  # the account's own earlier rate, per horizon
         out = []
         for account, count in sorted(recent.items()):
-            baseline = max(p99, 1.0, before[account] * scale)
+            baseline = max(p99, 1.0, before.get(account, 0) * scale)
             if count >= self.cfg.account_min and count >= self.cfg.account_factor * baseline:
                 out.append(
                     Signal(
@@ -520,5 +554,6 @@ class AbuseMonitor(PerModelState):
                 st.minhashes[key] = lean
                 c.members.append(key)
             st.clusters[c.id] = c
-        st.per_account = deque((start, Counter(c), n) for start, c, n in s.per_account)
+        for start, c, n in s.per_account:
+            self._push_accounts(st, (start, Counter(c), n))
         self._models[model] = st

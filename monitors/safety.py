@@ -13,6 +13,11 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
 
 - ``safety.violation_rate_5m`` / ``safety.violation_rate_1h`` {category}: the model-wide rates
   over the last 5 and 60 windows (at 60 s windows), beside the per-window ones.
+- ``safety.slo_burn_rate`` {slo, windows}: for each SLO of ``slos`` (at most ``objective`` of a
+  model's requests violate ``category`` over ``period_days``), the violation share over the
+  objective, the lower of a long and a short span (``windows``: 1h/5m, 6h/30m, 1d/2h), as in
+  multi-window, multi-burn-rate alerting: a burn rate of 14.4 spends 2% of a 30-day budget in an
+  hour. ``n`` and ``lower``/``upper`` are the long span's events and Wilson interval.
 - ``safety.rate_change`` {category}, {category, tenant_id}, {action}: a Bernoulli CUSUM
   (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value`` is
   the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline rate
@@ -56,6 +61,8 @@ STATE_VERSION = 2  # 2: change-detector state
 
 Row = tuple[str, str, dict[str, str], int, int]  # model, signal, dims, k, n
 MULTI_WINDOW = {"5m": 300, "1h": 3600}  # longer views of the model-wide category rates
+# Multi-window, multi-burn-rate alerting (Google SRE workbook, ch. 5): (name, long s, short s)
+BURN_WINDOWS = (("1h/5m", 3600, 300), ("6h/30m", 21600, 1800), ("1d/2h", 86400, 7200))
 CHANGE_OF = {"safety.violation_rate", "safety.action_rate"}  # series the change test runs on
 
 
@@ -101,7 +108,7 @@ class _Baseline:
 class _Model:
     """What the monitor remembers of one model between windows: the state a snapshot carries."""
 
-    __slots__ = ("baselines", "categories", "changes", "series", "tenants")
+    __slots__ = ("baselines", "categories", "changes", "series", "slo", "tenants")
 
     def __init__(self) -> None:
         self.categories: dict[str, None] = {}  # admitted, in order of admission
@@ -109,6 +116,7 @@ class _Model:
         self.series: dict[tuple[str, str], int] = {}  # (tenant, category) -> last window with a violation
         self.baselines: dict[tuple, _Baseline] = {}
         self.changes: dict[tuple, list[float]] = {}  # series key -> [s, k_ew, n_ew, run_k, run_n]
+        self.slo: dict[str, deque[tuple[int, int]]] = {}  # SLO name -> (violations, events) per window
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -118,6 +126,18 @@ class _State(msgspec.Struct, array_like=True):
     series: list[tuple[str, str, int]]
     baselines: list[tuple[str, list[tuple[str, str]], list[tuple[int, int]]]]
     changes: list[tuple[str, list[tuple[str, str]], list[float]]] = []
+    slo: list[tuple[str, list[tuple[int, int]]]] = []
+
+
+class SLO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A safety objective: at most ``objective`` of a model's requests violate ``category``
+    (``any``: any category) over ``period_days``; one entry of ``monitors.safety.slos``."""
+
+    name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]
+    objective: Annotated[float, msgspec.Meta(gt=0, lt=1)]  # e.g. 0.005 for "< 0.5% of requests"
+    category: str = "any"
+    period_days: Annotated[int, msgspec.Meta(gt=0)] = 30  # the shipped burn-rate rules assume 30
+    models: list[str] = []  # empty: every model
 
 
 class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -131,6 +151,7 @@ class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     change_half_life_windows: Annotated[int, msgspec.Meta(gt=0)] = 360  # of the change baseline
     change_prior_events: Annotated[int, msgspec.Meta(ge=0)] = 2000  # model-wide rate's weight, tenants
     change_min_baseline: Annotated[int, msgspec.Meta(ge=0)] = 2000  # events before a series is tested
+    slos: list[SLO] = []  # safety SLOs: safety.slo_burn_rate per model and SLO
 
 
 _RATE = dict(
@@ -175,6 +196,17 @@ SIGNALS = (
             interval="Wilson 95% interval",
         )
         for span in MULTI_WINDOW
+    ),
+    SignalSpec(
+        name="safety.slo_burn_rate",
+        dims=(("slo", "windows"),),
+        value="violation share over the objective (1 = spending the error budget exactly), the lower of "
+        "the long and the short span of windows (1h/5m, 6h/30m, 1d/2h)",
+        family="safety",
+        unit="ratio",
+        n="events with safety data over the long span",
+        interval="Wilson 95% interval of the long span's share, over the objective",
+        export=("slo", "windows"),
     ),
     SignalSpec(
         name="safety.rate_change",
@@ -301,9 +333,57 @@ class SafetyMonitor(PerModelState):
                 )
             )
         versions = {model: w.version for model, w in by_model.items()}
+        out += self._slo_burn(ts, rows, versions)
         out += self._multi_window(ts, rows, versions)
         out += self._change(ts, rows, versions)
         return out
+
+    def _slo_burn(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
+        """Each SLO's burn rate (violation share / objective) per model over each pair of spans."""
+        if not self.cfg.slos:
+            return []
+        keep = max(1, BURN_WINDOWS[-1][1] // self.window_s)
+        counts: dict[tuple[str, str], tuple[int, int]] = {}
+        for model, name, dims, k, n in rows:
+            if name == "safety.any_violation_rate":
+                counts[model, "any"] = (k, n)
+            elif name == "safety.violation_rate" and "tenant_id" not in dims:
+                counts[model, dims["category"]] = (k, n)
+        pending = []
+        for model in sorted({m for m, _ in counts}):
+            n_model = counts.get((model, "any"), (0, 0))[1]
+            for slo in self.cfg.slos:
+                if slo.models and model not in slo.models:
+                    continue
+                hist = self._models[model].slo.get(slo.name)
+                if hist is None:
+                    hist = self._models[model].slo[slo.name] = deque(maxlen=keep)
+                hist.append(counts.get((model, slo.category), (0, n_model)))
+                recent = list(hist)
+                for label, long_s, short_s in BURN_WINDOWS:
+                    spans = [recent[-max(1, x // self.window_s) :] for x in (long_s, short_s)]
+                    (kl, nl), (ks, ns) = ((sum(k for k, _ in w), sum(n for _, n in w)) for w in spans)
+                    if nl and ns:
+                        burn = min(kl / nl, ks / ns) / slo.objective
+                        pending.append((model, slo, label, burn, kl, nl))
+        if not pending:
+            return []
+        _, lo, hi = wilson_interval([p[4] for p in pending], [p[5] for p in pending])
+        return [
+            Signal(
+                ts=ts,
+                window=self.window_s,
+                signal="safety.slo_burn_rate",
+                model_id=model,
+                model_version=versions[model],
+                dims={"slo": slo.name, "windows": label},
+                value=burn,
+                n=nl,
+                lower=float(lo[i]) / slo.objective,
+                upper=float(hi[i]) / slo.objective,
+            )
+            for i, (model, slo, label, burn, _, nl) in enumerate(pending)
+        ]
 
     def _multi_window(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
         """The model-wide category rates over the last 5 min and 1 h (from the baselines' windows)."""
@@ -425,6 +505,8 @@ class SafetyMonitor(PerModelState):
         size = self.cfg.baseline_windows
         st.baselines = {(name, *dims): _Baseline(size, hist) for name, dims, hist in s.baselines}
         st.changes = {(name, *(tuple(d) for d in dims)): list(ch) for name, dims, ch in s.changes}
+        keep = max(1, BURN_WINDOWS[-1][1] // self.window_s)
+        st.slo = {name: deque(map(tuple, hist), maxlen=keep) for name, hist in s.slo}
         self._models[model] = st
 
     @staticmethod
@@ -437,6 +519,7 @@ class SafetyMonitor(PerModelState):
                 [(t, c, last) for (t, c), last in st.series.items()],
                 [(key[0], list(key[1:]), list(b.hist)) for key, b in st.baselines.items()],
                 [(key[0], list(key[1:]), ch) for key, ch in st.changes.items()],
+                [(name, list(hist)) for name, hist in st.slo.items()],
             )
         )
 

@@ -132,3 +132,32 @@ def test_change_state_survives_a_restart():
         second.restore(model, state)
     got += [s for batch in events[5:] for s in _run(second, batch) if s.signal == "safety.rate_change"]
     assert got == expected and any(s.value >= 1 for s in expected)
+
+
+def test_slo_burn_rates_over_long_and_short_spans():
+    from monitors.safety import SLO
+
+    slo = SLO(name="self-harm", category="self_harm", objective=0.005)
+    mon = SafetyMonitor(60, SafetyConfig(slos=[slo]))
+    mon._models["m"] = _Model()
+
+    def window(t: int, k: int, n: int = 1000) -> dict[str, float]:
+        rows = [
+            ("m", "safety.any_violation_rate", {}, k, n),
+            ("m", "safety.violation_rate", {"category": "self_harm"}, k, n),
+        ]
+        out = mon._slo_burn(T0 + timedelta(minutes=t + 1), rows, {"m": ""})
+        return {s.dims["windows"]: s.value for s in out if s.dims["slo"] == "self-harm"}
+
+    for t in range(120):  # two hours at 0.2%: burn 0.4 everywhere
+        burns = window(t, 2)
+    assert burns == pytest.approx({"1h/5m": 0.4, "6h/30m": 0.4, "1d/2h": 0.4})
+    for t in range(120, 125):  # five minutes at 10%: the 5m span burns 20x, the hour does not
+        burns = window(t, 100)
+    assert burns["1h/5m"] == pytest.approx((55 * 2 + 5 * 100) / 60_000 / 0.005)  # the hour: ~2x
+    for t in range(125, 170):
+        burns = window(t, 100)
+    assert burns["1h/5m"] > 14.4 > burns["6h/30m"] > 6  # the page fires on the fast pair first
+    restored = SafetyMonitor(60, SafetyConfig(slos=[slo]))
+    restored.restore("m", mon.snapshot_dirty().get("m") or mon._encode(mon._models["m"]))
+    assert list(restored._models["m"].slo["self-harm"]) == list(mon._models["m"].slo["self-harm"])

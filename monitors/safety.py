@@ -17,7 +17,9 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
   model's requests violate ``category`` over ``period_days``), the violation share over the
   objective, the lower of a long and a short span (``windows``: 1h/5m, 6h/30m, 1d/2h), as in
   multi-window, multi-burn-rate alerting: a burn rate of 14.4 spends 2% of a 30-day budget in an
-  hour. ``n`` and ``lower``/``upper`` are the long span's events and Wilson interval.
+  hour. It is scaled to a 30-day period (x 30 / ``period_days``), so one threshold means the same
+  share of any period's budget. ``n`` and ``lower``/``upper`` are the long span's events and
+  Wilson interval (scaled alike).
 - ``safety.rate_change`` {category}, {category, tenant_id}, {action}: a Bernoulli CUSUM
   (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value`` is
   the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline rate
@@ -57,7 +59,7 @@ from raiwatch.core.records import Signal, TelemetryEvent
 
 OTHER = "other"
 ACTIONS = ("blocked", "redacted", "escalated")
-STATE_VERSION = 2  # 2: change-detector state
+STATE_VERSION = 2  # 2: change-detector and SLO state
 
 Row = tuple[str, str, dict[str, str], int, int]  # model, signal, dims, k, n
 MULTI_WINDOW = {"5m": 300, "1h": 3600}  # longer views of the model-wide category rates
@@ -136,7 +138,7 @@ class SLO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")]
     objective: Annotated[float, msgspec.Meta(gt=0, lt=1)]  # e.g. 0.005 for "< 0.5% of requests"
     category: str = "any"
-    period_days: Annotated[int, msgspec.Meta(gt=0)] = 30  # the shipped burn-rate rules assume 30
+    period_days: Annotated[int, msgspec.Meta(gt=0)] = 30  # burn rates are scaled to 30 days
     models: list[str] = []  # empty: every model
 
 
@@ -200,8 +202,8 @@ SIGNALS = (
     SignalSpec(
         name="safety.slo_burn_rate",
         dims=(("slo", "windows"),),
-        value="violation share over the objective (1 = spending the error budget exactly), the lower of "
-        "the long and the short span of windows (1h/5m, 6h/30m, 1d/2h)",
+        value="violation share over the objective x 30 / period_days (1 = spending the budget exactly), "
+        "the lower of the long and the short span of windows (1h/5m, 6h/30m, 1d/2h)",
         family="safety",
         unit="ratio",
         n="events with safety data over the long span",
@@ -364,7 +366,7 @@ class SafetyMonitor(PerModelState):
                     spans = [recent[-max(1, x // self.window_s) :] for x in (long_s, short_s)]
                     (kl, nl), (ks, ns) = ((sum(k for k, _ in w), sum(n for _, n in w)) for w in spans)
                     if nl and ns:
-                        burn = min(kl / nl, ks / ns) / slo.objective
+                        burn = min(kl / nl, ks / ns) / slo.objective * 30 / slo.period_days
                         pending.append((model, slo, label, burn, kl, nl))
         if not pending:
             return []
@@ -379,8 +381,8 @@ class SafetyMonitor(PerModelState):
                 dims={"slo": slo.name, "windows": label},
                 value=burn,
                 n=nl,
-                lower=float(lo[i]) / slo.objective,
-                upper=float(hi[i]) / slo.objective,
+                lower=float(lo[i]) / slo.objective * 30 / slo.period_days,
+                upper=float(hi[i]) / slo.objective * 30 / slo.period_days,
             )
             for i, (model, slo, label, burn, _, nl) in enumerate(pending)
         ]

@@ -7,8 +7,9 @@ same events open the same incidents.
 Every input ends in exactly one place: an event counted in a window (or stored as late,
 replayed or duplicate), or a rejection with its reason. A batch's writes run in order on one
 writer thread, beside the decoding and monitoring of the next batch: rejections, raw events,
-signals, incident store, incident mirror, notifiers, the checkpoint that says those windows are
-done, and last the observers (the drift reporter), which see the written signals and changes.
+signals, the monitors' own rows (abuse clusters), incident store, incident mirror, notifiers, the
+checkpoint that says those windows are done, and last the observers (the drift reporter), which
+see the written signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
 once that is done and the event's window is no longer open.
 

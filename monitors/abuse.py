@@ -60,6 +60,7 @@ from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
 STATE_VERSION = 1
+DIGEST = "\x00"  # marks a prompt that came as a digest (no real text starts with NUL)
 HASHED = re.compile(r"[0-9a-f]{16,128}")  # a prompt sent as a digest only: exact repeats alone can match
 SEED = 1  # MinHash seed: fixed, so a restored index matches the one that was saved
 _PROBE = MinHash(num_perm=16, seed=SEED)
@@ -241,7 +242,8 @@ def _prompt(ev: TelemetryEvent) -> Prompt | None:
     account = ev.user_id or (ev.client.ip_hash if ev.client and ev.client.ip_hash else "")
     ip = ev.client.ip_hash if ev.client and ev.client.ip_hash else ""
     flagged = bool(ev.safety and ev.safety.violations)
-    return (ev.event_id, ("#" if exact else "") + text, account or "", ip or "", ev.tenant_id or "", flagged)
+    text = DIGEST + text if exact else text
+    return (ev.event_id, text, account or "", ip or "", ev.tenant_id or "", flagged)
 
 
 @register
@@ -363,7 +365,7 @@ class AbuseMonitor(PerModelState):
             if key not in st.texts and key not in fresh:
                 fresh[key] = text
         if fresh:
-            hashable = [k for k, t in fresh.items() if not t.startswith("#")]
+            hashable = [k for k, t in fresh.items() if not t.startswith(DIGEST)]
             word_sets = [words(fresh[k]) or [b""] for k in hashable]
             bulk = MinHash.bulk(word_sets, num_perm=cfg.num_perm, seed=SEED)
             sketches = dict(zip(hashable, bulk, strict=True))
@@ -381,7 +383,7 @@ class AbuseMonitor(PerModelState):
                     st.exact = True
                 if cid is None:
                     cid = "c-" + key[:12]
-                    sample = "" if text.startswith("#") else redact(text)[: cfg.sample_chars]
+                    sample = "" if text.startswith(DIGEST) else redact(text)[: cfg.sample_chars]
                     st.clusters[cid] = _Cluster(cid, start, sample)
                 cluster = st.clusters[cid]
                 if mh is not None and len(cluster.members) < cfg.members_per_cluster:

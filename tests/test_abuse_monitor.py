@@ -141,3 +141,11 @@ def test_state_survives_a_restart_and_stays_bounded():
     assert got == expected and any(s.signal == "abuse.campaign" for s in expected)
     st = second._models["bot"]
     assert len(st.clusters) <= 10 and len(st.accounts) <= 1000
+
+
+def test_a_prompt_starting_with_a_hash_sign_is_text_not_a_digest():
+    mon = AbuseMonitor(60, CFG)
+    lines = [_event(i, T0 + timedelta(seconds=i), f"u{i}", "# heading then some words") for i in range(5)]
+    _run(mon, [telemetry_codec.decode_batch(lines).events])
+    st = mon._models["bot"]
+    assert not st.exact and len(st.minhashes) == 1

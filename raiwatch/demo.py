@@ -229,21 +229,31 @@ def _show(data_dir: Path, spike: dict, drift: dict) -> None:
         "ORDER BY ts",
         parameters={"m": spike["model_id"], "c": spike["category"]},
     ).result_rows
+    change = dict(
+        client.query(
+            "SELECT ts, value FROM raiwatch.signals FINAL WHERE signal = 'safety.rate_change' "
+            "AND model_id = {m:String} AND dims = map('category', {c:String})",
+            parameters={"m": spike["model_id"], "c": spike["category"]},
+        ).result_rows
+    )
     console.print(
         f"[bold]5/5[/] {spike['category']} violation rate of {spike['model_id']} per 60 s window "
-        "(Wilson 95% interval, n = events with safety data)"
+        "(Wilson 95% interval, n = events with safety data; change = the CUSUM statistic over its "
+        "limit, 1 pages)"
     )
     t = Table()
-    for c in ("window end (event time)", "rate", "95% CI", "n", "baseline", ""):
+    for c in ("window end (event time)", "rate", "95% CI", "n", "baseline", "change", ""):
         t.add_column(c)
     for ts, v, lo, hi, n, base in rows:
-        hot = lo > 0.05
+        stat = change.get(ts)
+        hot = stat is not None and stat >= 1
         t.add_row(
             ts.strftime("%H:%M"),
             f"{v:.1%}",
             f"{lo:.1%}–{hi:.1%}",
             str(n),
             "-" if base is None else f"{base:.1%}",
+            "-" if stat is None else f"{stat:.2f}",
             ("[red]" if hot else "") + "█" * round(v * 100),
         )
     console.print(t)

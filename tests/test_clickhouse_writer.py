@@ -7,12 +7,15 @@ chdb opens one data path per process, so every ClickHouse test in a pytest run u
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raiwatch.core import contracts
 from raiwatch.core.codec import telemetry_codec
@@ -27,7 +30,7 @@ from storage.clickhouse import (
     recent_signals,
     signals_df,
 )
-from storage.clickhouse.writer import strip_text
+from storage.clickhouse.writer import event_raws, strip_text
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 
@@ -160,6 +163,45 @@ def test_strip_text_when_the_same_object_also_appears_elsewhere():
         "request": {},
         "response": {"text": "yo", "tokens": 2},
     }
+
+
+_PIECES = [*'ab "\\/\n\té😀{}:,', "text", '"text":', "\\u0041"]
+_TEXTS = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+
+
+@given(
+    prompt=_TEXTS,
+    answer=st.one_of(st.none(), _TEXTS),
+    spaced=st.booleans(),
+    ascii_only=st.booleans(),
+    echo=st.sampled_from([None, "same", "other", "value"]),
+    text_last=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_text_never_reaches_storage_however_it_was_written(
+    prompt, answer, spaced, ascii_only, echo, text_last
+):
+    """Whatever the producer's spacing, escaping and member order, and whatever other "text" members
+    or values the event carries, the stored raw JSON lacks request.text and response.text and
+    keeps everything else."""
+    request = {"tokens": 3, "text": prompt} if text_last else {"text": prompt, "tokens": 3}
+    ev = {"schema_version": 1, "event_id": "e1", "timestamp": "2026-11-02T09:00:00Z", "model": {"id": "m"}}
+    ev["request"] = request
+    if answer is not None:
+        ev["response"] = {"text": answer}
+    if echo == "same":
+        ev["echo"] = {"text": prompt}
+    elif echo == "other":
+        ev["echo"] = {"text": "something else"}
+    elif echo == "value":
+        ev["kind"] = "text"
+    raw = json.dumps(ev, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    decoded = telemetry_codec.decode_batch([raw])
+    (stored,) = event_raws(decoded.events, decoded.raws, store_text=False)
+    del ev["request"]["text"]
+    if answer is not None:
+        del ev["response"]["text"]
+    assert orjson.loads(stored) == ev
 
 
 def test_replayed_events_count_once(client, db):

@@ -51,7 +51,6 @@ from typing import Annotated
 import msgspec
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
-from msgspec import UNSET
 
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
@@ -231,19 +230,13 @@ class _State(msgspec.Struct, array_like=True):
     per_account: list[tuple[int, dict[str, int], int]]
 
 
-def _prompt(ev: TelemetryEvent) -> Prompt | None:
-    req = ev.request
-    if not req:
-        return None
-    text = req.text if req.text is not UNSET else None
-    if not text:
-        return None
-    exact = HASHED.fullmatch(text) is not None
-    account = ev.user_id or (ev.client.ip_hash if ev.client and ev.client.ip_hash else "")
+def _prompt(ev: TelemetryEvent, text: str) -> Prompt:
+    """The parts of an event with prompt ``text`` that clustering and its tables use."""
+    if HASHED.fullmatch(text) is not None:
+        text = DIGEST + text
     ip = ev.client.ip_hash if ev.client and ev.client.ip_hash else ""
     flagged = bool(ev.safety and ev.safety.violations)
-    text = DIGEST + text if exact else text
-    return (ev.event_id, text, account or "", ip or "", ev.tenant_id or "", flagged)
+    return (ev.event_id, text, ev.user_id or ip or "", ip, ev.tenant_id or "", flagged)
 
 
 @register
@@ -269,9 +262,7 @@ class AbuseMonitor(PerModelState):
             req = ev.request
             if not req or not req.text:  # most tabular events: no prompt (UNSET is falsy)
                 continue
-            p = _prompt(ev)
-            if p is None:
-                continue
+            p = _prompt(ev, req.text)
             by_model = windows.get(start)
             if by_model is None:
                 by_model = windows[start] = {}

@@ -84,6 +84,16 @@ class _Window:
         self.tenant_cats: Counter[tuple[str, str]] = Counter()
 
 
+def _pooled(windows: Sequence[tuple[int, int]], last: int) -> tuple[int, int]:
+    """Summed ``(k, n)`` of the ``last`` windows.
+
+    >>> _pooled([(1, 10), (2, 20), (3, 30)], 2)
+    (5, 50)
+    """
+    recent = windows[-last:]
+    return sum(k for k, _ in recent), sum(n for _, n in recent)
+
+
 class _Baseline:
     """Pooled k/n over the last ``size`` windows of one series."""
 
@@ -363,8 +373,8 @@ class SafetyMonitor(PerModelState):
                 hist.append(counts.get((model, slo.category), (0, n_model)))
                 recent = list(hist)
                 for label, long_s, short_s in BURN_WINDOWS:
-                    spans = [recent[-max(1, x // self.window_s) :] for x in (long_s, short_s)]
-                    (kl, nl), (ks, ns) = ((sum(k for k, _ in w), sum(n for _, n in w)) for w in spans)
+                    kl, nl = _pooled(recent, max(1, long_s // self.window_s))
+                    ks, ns = _pooled(recent, max(1, short_s // self.window_s))
                     if nl and ns:
                         burn = min(kl / nl, ks / ns) / slo.objective * 30 / slo.period_days
                         pending.append((model, slo, label, burn, kl, nl))
@@ -395,12 +405,9 @@ class SafetyMonitor(PerModelState):
         for model, name, dims, _, _ in rows:
             if name != "safety.violation_rate" or "tenant_id" in dims:
                 continue
-            hist = self._models[model].baselines[(name, *dims.items())].hist
+            recent = list(self._models[model].baselines[(name, *dims.items())].hist)
             for span, w in spans:
-                recent = list(hist)[-w:]
-                wide.append(
-                    (model, f"{name}_{span}", dims, sum(k for k, _ in recent), sum(n for _, n in recent))
-                )
+                wide.append((model, f"{name}_{span}", dims, *_pooled(recent, w)))
         if not wide:
             return []
         rate, lo, hi = wilson_interval([r[3] for r in wide], [r[4] for r in wide])

@@ -1,27 +1,13 @@
 """Group fairness of outcomes per model: favourable-outcome and block rates per segment group.
 
 WORK IN PROGRESS (issue #10, branch wip/fairness): outcome rates and their disparities only;
-the delayed-label join (true/false-positive-rate gaps, quality) is not here yet. First replay of
-bench/scenarios/fairness-labels.yaml with alert_rules/fairness.yaml: the 65+ approvals x0.75 opened
-at +53 min and Turkish x5 blocks at +22 min (target 15): the 1 h horizon dilutes an onset; next,
-a short detection horizon (or a CUSUM per group against its own baseline, as safety does) beside
-the hour for reporting; the female x0.88 shift was not caught; no Fairlearn cross-check yet.
-
-For every attribute in ``segments`` (and ``tenant_id``), each group's events over the last
-``horizon_windows`` windows are counted: how many had a favourable outcome (``outcome.favorable``)
-and how many the policy engine blocked (``safety.action == "blocked"``).
-
-Signals (per model; ``n`` = the group's events with that outcome known, over the horizon):
-
-- ``fairness.favorable_rate`` {attribute, group}: the group's favourable share, Wilson interval.
-- ``fairness.disparity`` {attribute, group}: the group's favourable share over the best-treated
-  group's (the four-fifths rule looks at this ratio; ``baseline`` = the best group's share), with a
-  one-sided two-proportion p-value (the group below the best), Bonferroni-adjusted over every group
-  of every attribute of the model in that window. Groups under ``min_group`` events are neither
-  compared nor chosen as the best.
-- ``fairness.block_rate`` {attribute, group}: the group's blocked share (value) against the rest of
-  the model's (baseline), one-sided two-proportion p-value (the group above the rest), adjusted
-  the same way: LLM-shaped fairness, e.g. one language over-blocked.
+the delayed-label join (true/false-positive-rate gaps, quality) is not here yet.
+Disparities use the last ``detect_windows`` (15); rates are reported over the hour.
+bench/detection.py with alert_rules/fairness.yaml: fairness 3 / 4 (65+ x0.75 at 16 min, Turkish
+x5 blocks at 9 min, mixed-busy 18-34 x0.7 at 13 min; female x0.88 missed); clean days 0; three
+GroupOverBlocked on tenant_id during tenant-scoped safety spikes (real, but safety's to page:
+drop tenant_id as a default attribute or inhibit by the tenant safety rules). Next: the label
+join, the Fairlearn cross-check, tests, runbook, demo.
 """
 
 from __future__ import annotations
@@ -52,6 +38,7 @@ class FairnessConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``monitors.fairness`` in the config file."""
 
     horizon_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # rates over the last hour
+    detect_windows: Annotated[int, msgspec.Meta(gt=0)] = 15  # disparities over the last 15 minutes
     min_group: Annotated[int, msgspec.Meta(ge=1)] = 200  # events a group needs to be compared
     max_groups: Annotated[int, msgspec.Meta(ge=2)] = 50  # per attribute; more fold into "other"
     tenants: bool = True  # tenant_id is an attribute too
@@ -185,10 +172,13 @@ class FairnessMonitor(PerModelState):
         keys = sorted(st.totals)
         if not keys:
             return []
-        fav = np.array([st.totals[k][0] for k in keys], dtype=np.float64)
-        known = np.array([st.totals[k][1] for k in keys], dtype=np.float64)
-        blocked = np.array([st.totals[k][2] for k in keys], dtype=np.float64)
-        safety_n = np.array([st.totals[k][3] for k in keys], dtype=np.float64)
+        hour = [st.totals[k] for k in keys]
+        recent: Counts = {}
+        for _, counts in list(st.windows)[-cfg.detect_windows :]:
+            _add(recent, counts, 1)
+        short = [recent.get(k, [0, 0, 0, 0]) for k in keys]
+        fav, known, blocked, safety_n = (np.array([c[i] for c in short], dtype=np.float64) for i in range(4))
+        h_rate, h_lo, h_hi = wilson_interval([c[0] for c in hour], [c[1] for c in hour])
         rate, lo, hi = wilson_interval(fav, known)
         brate, blo, bhi = wilson_interval(blocked, safety_n)
         out: list[Signal] = []
@@ -228,7 +218,7 @@ class FairnessMonitor(PerModelState):
                 )
         for i, key in enumerate(keys):
             attr, group = key
-            if known[i]:
+            if hour[i][1]:
                 out.append(
                     Signal(
                         ts=ts,
@@ -236,10 +226,10 @@ class FairnessMonitor(PerModelState):
                         signal="fairness.favorable_rate",
                         model_id=model,
                         dims={"attribute": attr, "group": group},
-                        value=float(rate[i]),
-                        n=int(known[i]),
-                        lower=float(lo[i]),
-                        upper=float(hi[i]),
+                        value=float(h_rate[i]),
+                        n=int(hour[i][1]),
+                        lower=float(h_lo[i]),
+                        upper=float(h_hi[i]),
                     )
                 )
         if block_rows:

@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 from raiwatch.core.records import Signal, TelemetryEvent
 
+STATE_SEP = "\x1f"  # a model's state in several checkpoint rows: keys "<model>\x1f<part>"
+
 
 class Monitor(Protocol):
     """A stateful monitor of one signal family.
@@ -25,7 +27,9 @@ class Monitor(Protocol):
     every valid feedback event (feedback-event.v1) as it arrives, in no window. A monitor with
     tables of its own (a migration in ``storage/clickhouse/migrations``) defines ``drain_rows()``:
     the ``(table, columns, rows)`` its closes produced since the last call, written with the
-    window's signals.
+    window's signals. A monitor may keep a model's state in several rows (keys
+    ``<model>STATE_SEP<part>``, all passed to ``restore``) and state of no model under
+    ``shared_keys`` (restored once, on the worker's first restore).
     """
 
     family: str

@@ -1,13 +1,24 @@
 """Group fairness of outcomes per model: favourable-outcome and block rates per segment group.
 
-WORK IN PROGRESS (issue #10, branch wip/fairness): outcome rates and their disparities only;
-the delayed-label join (true/false-positive-rate gaps, quality) is not here yet.
-Disparities use the last ``detect_windows`` (15); rates are reported over the hour.
-bench/detection.py with alert_rules/fairness.yaml: fairness 3 / 4 (65+ x0.75 at 16 min, Turkish
-x5 blocks at 9 min, mixed-busy 18-34 x0.7 at 13 min; female x0.88 missed); clean days 0; three
-GroupOverBlocked on tenant_id during tenant-scoped safety spikes (real, but safety's to page:
-drop tenant_id as a default attribute or inhibit by the tenant safety rules). Next: the label
-join, the Fairlearn cross-check, tests, runbook, demo.
+Groups are every attribute of ``segments`` (gender, age_band, language, region...), every
+configured attribute pair (``pairs``: intersectional groups such as ``age_band&sex`` =
+``65+&female``) and, with ``tenants``, the tenant. At most ``max_groups`` groups per attribute;
+later ones fold into ``other``. Signals per model and ``{attribute, group}``:
+
+- ``fairness.favorable_rate``: the group's favourable share over the horizon (1 h), Wilson 95%.
+- ``fairness.disparity``: the group's favourable share over the last ``detect_windows`` (value)
+  against the best-treated group's (baseline): ``ratio`` is the demographic-parity ratio (the
+  four-fifths rule reads ``ratio < 0.8``), ``-delta`` the demographic-parity difference.
+- ``fairness.favorable_change``: the same recent share against the group's own share over the
+  rest of the horizon: a drop for one group that does not cross the four-fifths line.
+- ``fairness.block_rate``: the group's blocked share over the last ``detect_windows`` against the
+  rest of the model's traffic (baseline).
+
+A comparison is made only when both sides have ``min_group`` events. ``p_value`` is the one-sided
+two-proportion z-test in the harmful direction, Bonferroni-adjusted over every comparison the
+model made in that window (every group of every attribute), so a model with many small groups
+does not page on noise. Every window's rates, sizes and reference group go to the ClickHouse table
+``fairness_metrics`` (``drain_rows``). State per model: ``horizon_windows`` of per-group counts.
 """
 
 from __future__ import annotations
@@ -25,12 +36,12 @@ from detectors.drift import two_proportions
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
+from monitors.segments import Key, groups_of
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
 STATE_VERSION = 1
 OTHER = "other"
-Key = tuple[str, str]  # attribute, group
 Counts = dict[Key, list[int]]  # -> [favourable, outcome known, blocked, safety known]
 
 
@@ -38,10 +49,11 @@ class FairnessConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """``monitors.fairness`` in the config file."""
 
     horizon_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # rates over the last hour
-    detect_windows: Annotated[int, msgspec.Meta(gt=0)] = 15  # disparities over the last 15 minutes
+    detect_windows: Annotated[int, msgspec.Meta(gt=0)] = 10  # disparities over the last 10 minutes
     min_group: Annotated[int, msgspec.Meta(ge=1)] = 200  # events a group needs to be compared
     max_groups: Annotated[int, msgspec.Meta(ge=2)] = 50  # per attribute; more fold into "other"
-    tenants: bool = True  # tenant_id is an attribute too
+    pairs: list[tuple[str, str]] = []  # attribute pairs for intersectional groups
+    tenants: bool = False  # tenant_id as an attribute too (tenant safety rules already page on it)
 
 
 _COMMON = dict(family="fairness", dims=(("attribute", "group"),), unit="ratio", range=(0.0, 1.0))
@@ -58,27 +70,39 @@ SIGNALS = (
         family="fairness",
         dims=(("attribute", "group"),),
         unit="ratio",
-        value="the group's favourable share over the best-treated group's (four-fifths rule: < 0.8)",
-        n="the group's events with a known outcome over the horizon",
-        baseline="the best-treated group's favourable share",
+        value="the group's favourable share over the last detect_windows (ratio: the four-fifths ratio)",
+        n="the group's events with a known outcome over the last detect_windows",
+        baseline="the best-treated group's favourable share (min_group events or more); p_value:"
+        " one-sided two-proportion test, Bonferroni over the model's comparisons in the window",
         interval="Wilson 95% interval of the group's favourable share",
     ),
     SignalSpec(
+        name="fairness.favorable_change",
+        value="the group's favourable share over the last detect_windows",
+        n="the group's events with a known outcome over the last detect_windows",
+        baseline="the group's own share over the rest of the horizon; p_value: one-sided test for a drop,"
+        " Bonferroni as fairness.disparity",
+        interval="Wilson 95% interval",
+        **_COMMON,
+    ),
+    SignalSpec(
         name="fairness.block_rate",
-        value="the group's share of events the policy engine blocked, over the horizon",
-        n="the group's events with safety data over the horizon",
-        baseline="the blocked share of the model's other events",
+        value="the group's share of events the policy engine blocked, over the last detect_windows",
+        n="the group's events with safety data over the last detect_windows",
+        baseline="the blocked share of the model's other events with the attribute; p_value as for"
+        " fairness.disparity",
         interval="Wilson 95% interval",
         **_COMMON,
     ),
 )
 
 
-def _groups(ev: TelemetryEvent, tenants: bool) -> list[Key]:
-    keys = [(a, g) for a, g in ev.segments.items() if g is not None] if ev.segments else []
-    if tenants and ev.tenant_id:
-        keys.append(("tenant_id", ev.tenant_id))
-    return keys
+ROW_COLUMNS = (
+    "ts", "model_id", "attribute", "group", "span_s", "n", "favorable", "rate", "lower", "upper",
+    "reference_group", "reference_n", "reference_rate", "ratio", "difference", "p_value",
+    "safety_n", "blocked", "block_rate", "block_lower", "block_upper", "rest_block_rate",
+    "block_p_value", "hour_n", "hour_rate",
+)  # fmt: skip
 
 
 class _Model:
@@ -110,15 +134,16 @@ class FairnessMonitor(PerModelState):
         self._windows: dict[int, dict[str, Counter[tuple]]] = {}
         self._models: dict[str, _Model] = {}
         self._dirty: set[str] = set()
+        self._rows: list[tuple] = []
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        windows, tenants = self._windows, self.cfg.tenants
+        windows, tenants, pairs = self._windows, self.cfg.tenants, self.cfg.pairs
         for ev, start in zip(events, starts, strict=True):
             fav = ev.outcome.favorable if ev.outcome else UNSET
             action = ev.safety.action if ev.safety else UNSET
             if fav is UNSET and action is UNSET:
                 continue
-            keys = _groups(ev, tenants)
+            keys = groups_of(ev.segments or None, ev.tenant_id or "", pairs, tenants)
             if not keys:
                 continue
             by_model = windows.get(start)
@@ -172,92 +197,93 @@ class FairnessMonitor(PerModelState):
         keys = sorted(st.totals)
         if not keys:
             return []
-        hour = [st.totals[k] for k in keys]
+        hour = np.array([st.totals[k] for k in keys], dtype=np.float64)
         recent: Counts = {}
         for _, counts in list(st.windows)[-cfg.detect_windows :]:
             _add(recent, counts, 1)
-        short = [recent.get(k, [0, 0, 0, 0]) for k in keys]
-        fav, known, blocked, safety_n = (np.array([c[i] for c in short], dtype=np.float64) for i in range(4))
-        h_rate, h_lo, h_hi = wilson_interval([c[0] for c in hour], [c[1] for c in hour])
+        fav, known, blocked, safety_n = np.array(
+            [recent.get(k, [0, 0, 0, 0]) for k in keys], dtype=np.float64
+        ).T.reshape(4, len(keys))
         rate, lo, hi = wilson_interval(fav, known)
         brate, blo, bhi = wilson_interval(blocked, safety_n)
-        out: list[Signal] = []
+        h_rate, h_lo, h_hi = wilson_interval(hour[:, 0], hour[:, 1])
+        attrs = [a for a, _ in keys]
+        # the best-treated group of each attribute among those large enough to compare
         best: dict[str, int] = {}
-        for i, (attr, _) in enumerate(keys):
-            if known[i] >= cfg.min_group and (attr not in best or rate[i] > rate[best[attr]]):
-                best[attr] = i
-        pairs = [(i, best[k[0]]) for i, k in enumerate(keys) if k[0] in best and i != best[k[0]]]
-        pairs = [(i, b) for i, b in pairs if known[i] >= cfg.min_group]
-        by_attr_known: dict[str, tuple[float, float]] = {}
-        for i, (attr, _) in enumerate(keys):
-            b, n = by_attr_known.get(attr, (0.0, 0.0))
-            by_attr_known[attr] = (b + blocked[i], n + safety_n[i])
-        block_rows = [i for i in range(len(keys)) if safety_n[i] >= cfg.min_group]
-        tests = len(pairs) + len(block_rows)
-        if pairs:
-            g = np.array([i for i, _ in pairs])
-            b = np.array([j for _, j in pairs])
-            dp = two_proportions(fav[g], known[g], fav[b], known[b])
-            p_low = _one_sided(dp.p_value, rate[g] < rate[b])
-            for j, (i, bi) in enumerate(pairs):
-                attr, group = keys[i]
-                out.append(
-                    Signal(
-                        ts=ts,
-                        window=self.window_s,
-                        signal="fairness.disparity",
-                        model_id=model,
-                        dims={"attribute": attr, "group": group},
-                        value=float(rate[i] / rate[bi]) if rate[bi] else 1.0,
-                        n=int(known[i]),
-                        baseline=float(rate[bi]),
-                        lower=float(lo[i]),
-                        upper=float(hi[i]),
-                        p_value=min(1.0, float(p_low[j]) * tests),
-                    )
-                )
-        for i, key in enumerate(keys):
-            attr, group = key
-            if hour[i][1]:
-                out.append(
-                    Signal(
-                        ts=ts,
-                        window=self.window_s,
-                        signal="fairness.favorable_rate",
-                        model_id=model,
-                        dims={"attribute": attr, "group": group},
-                        value=float(h_rate[i]),
-                        n=int(hour[i][1]),
-                        lower=float(h_lo[i]),
-                        upper=float(h_hi[i]),
-                    )
-                )
-        if block_rows:
-            g = np.array(block_rows)
-            rest_b = np.array([by_attr_known[keys[i][0]][0] - blocked[i] for i in block_rows])
-            rest_n = np.array([by_attr_known[keys[i][0]][1] - safety_n[i] for i in block_rows])
-            ok = rest_n > 0
-            rest_rate = np.divide(rest_b, rest_n, out=np.zeros_like(rest_b), where=ok)
-            tp = two_proportions(blocked[g], safety_n[g], rest_b, np.maximum(rest_n, 1))
-            p_high = _one_sided(tp.p_value, brate[g] > rest_rate)
-            for j, i in enumerate(block_rows):
-                attr, group = keys[i]
-                out.append(
-                    Signal(
-                        ts=ts,
-                        window=self.window_s,
-                        signal="fairness.block_rate",
-                        model_id=model,
-                        dims={"attribute": attr, "group": group},
-                        value=float(brate[i]),
-                        n=int(safety_n[i]),
-                        baseline=float(rest_rate[j]),
-                        lower=float(blo[i]),
-                        upper=float(bhi[i]),
-                        p_value=min(1.0, float(p_high[j]) * tests) if ok[j] else None,
-                    )
-                )
+        for i, a in enumerate(attrs):
+            if known[i] >= cfg.min_group and (a not in best or rate[i] > rate[best[a]]):
+                best[a] = i
+        ref = np.array([best.get(a, -1) for a in attrs])
+        pairs = np.flatnonzero((ref >= 0) & (ref != np.arange(len(keys))) & (known >= cfg.min_group))
+        # blocked share of the rest of the model's events with the same attribute
+        tot_b: dict[str, float] = {}
+        tot_n: dict[str, float] = {}
+        for i, a in enumerate(attrs):
+            tot_b[a] = tot_b.get(a, 0.0) + blocked[i]
+            tot_n[a] = tot_n.get(a, 0.0) + safety_n[i]
+        rest_b = np.array([tot_b[a] for a in attrs]) - blocked
+        rest_n = np.array([tot_n[a] for a in attrs]) - safety_n
+        rest_rate = np.divide(rest_b, rest_n, out=np.full(len(keys), np.nan), where=rest_n > 0)
+        brows = np.flatnonzero((safety_n >= cfg.min_group) & (rest_n >= cfg.min_group))
+        # the group's own favourable share before the last detect_windows, over the horizon
+        prior_f, prior_n = hour[:, 0] - fav, hour[:, 1] - known
+        crows = np.flatnonzero((known >= cfg.min_group) & (prior_n >= cfg.min_group))
+        tests = max(1, len(pairs) + len(brows) + len(crows))
+        p_fav = np.full(len(keys), np.nan)
+        if len(pairs):
+            r = ref[pairs]
+            two = two_proportions(fav[r], known[r], fav[pairs], known[pairs]).p_value
+            p_fav[pairs] = np.minimum(1.0, _one_sided(two, rate[pairs] < rate[r]) * tests)
+        p_block = np.full(len(keys), np.nan)
+        if len(brows):
+            two = two_proportions(rest_b[brows], rest_n[brows], blocked[brows], safety_n[brows]).p_value
+            p_block[brows] = np.minimum(1.0, _one_sided(two, brate[brows] > rest_rate[brows]) * tests)
+        p_change = np.full(len(keys), np.nan)
+        prior_rate = np.divide(prior_f, prior_n, out=np.full(len(keys), np.nan), where=prior_n > 0)
+        if len(crows):
+            two = two_proportions(prior_f[crows], prior_n[crows], fav[crows], known[crows]).p_value
+            p_change[crows] = np.minimum(1.0, _one_sided(two, rate[crows] < prior_rate[crows]) * tests)
+        out: list[Signal] = []
+        span = cfg.detect_windows * self.window_s
+        for i, (attr, group) in enumerate(keys):
+            dims = {"attribute": attr, "group": group}
+            common = dict(ts=ts, window=self.window_s, model_id=model, dims=dims)
+            r = int(ref[i])
+            if not np.isnan(p_fav[i]):
+                out.append(Signal(signal="fairness.disparity", value=float(rate[i]), n=int(known[i]),
+                                  baseline=float(rate[r]), lower=float(lo[i]), upper=float(hi[i]),
+                                  p_value=float(p_fav[i]), **common))  # fmt: skip
+            if hour[i, 1]:
+                out.append(Signal(signal="fairness.favorable_rate", value=float(h_rate[i]), n=int(hour[i, 1]),
+                                  lower=float(h_lo[i]), upper=float(h_hi[i]), **common))  # fmt: skip
+            if not np.isnan(p_change[i]):
+                out.append(Signal(signal="fairness.favorable_change", value=float(rate[i]), n=int(known[i]),
+                                  baseline=float(prior_rate[i]), lower=float(lo[i]), upper=float(hi[i]),
+                                  p_value=float(p_change[i]), **common))  # fmt: skip
+            if not np.isnan(p_block[i]):
+                out.append(Signal(signal="fairness.block_rate", value=float(brate[i]), n=int(safety_n[i]),
+                                  baseline=float(rest_rate[i]), lower=float(blo[i]), upper=float(bhi[i]),
+                                  p_value=float(p_block[i]), **common))  # fmt: skip
+            has_ref = r >= 0 and known[r] > 0
+            self._rows.append((
+                ts, model, attr, group, span, int(known[i]), int(fav[i]), _num(rate[i], known[i]),
+                _num(lo[i], known[i]), _num(hi[i], known[i]),
+                keys[r][1] if has_ref else "", int(known[r]) if has_ref else 0,
+                float(rate[r]) if has_ref else None,
+                float(rate[i] / rate[r]) if has_ref and known[i] and rate[r] else None,
+                float(rate[r] - rate[i]) if has_ref and known[i] else None,
+                None if np.isnan(p_fav[i]) else float(p_fav[i]),
+                int(safety_n[i]), int(blocked[i]), _num(brate[i], safety_n[i]),
+                _num(blo[i], safety_n[i]), _num(bhi[i], safety_n[i]), _num(rest_rate[i], rest_n[i]),
+                None if np.isnan(p_block[i]) else float(p_block[i]),
+                int(hour[i, 1]), _num(h_rate[i], hour[i, 1]),
+            ))  # fmt: skip
         return out
+
+    def drain_rows(self) -> list[tuple[str, tuple[str, ...], list[tuple]]]:
+        """The ``fairness_metrics`` rows the closes since the last call produced."""
+        rows, self._rows = self._rows, []
+        return [("fairness_metrics", ROW_COLUMNS, rows)] if rows else []
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -285,6 +311,11 @@ def _add(totals: Counts, counts: Counts, sign: int) -> None:
             t[i] += sign * c[i]
         if not any(t):
             del totals[key]
+
+
+def _num(x: float, n: float) -> float | None:
+    """``x`` as a float, or None when it was measured on nothing."""
+    return float(x) if n and not np.isnan(x) else None
 
 
 def _one_sided(p_two: np.ndarray, right_direction: np.ndarray) -> np.ndarray:

@@ -39,16 +39,20 @@ def run_demo(events: int, data_dir: Path) -> int:
     _prepare(data_dir)
     events_file = data_dir / "telemetry.jsonl"
     start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
-    sc = synth.default_scenario(events, garbage_fraction=0.005, start=start, drift=True, abuse=True)
+    sc = synth.default_scenario(
+        events, garbage_fraction=0.005, start=start, drift=True, abuse=True, fairness=True
+    )
     truth = synth.write(events_file, sc)
-    spike, drift, campaign = truth["anomalies"]
+    spike, drift, campaign, fair = truth["anomalies"]
     console.print(
         f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "
         f"from {truth['start']} to {truth['end']}; injected: {spike['category']} spike on "
         f"{spike['model_id']} at {spike['rate']:.0%} from {spike['start']} to {spike['end']}; "
         f"{drift['feature']} of {drift['model_id']} x{drift['factor']} "
         f"from {drift['start']} to {drift['end']}; {campaign['accounts']} new accounts sending "
-        f"paraphrased jailbreaks to {campaign['model_id']} from {campaign['start']} to {campaign['end']}"
+        f"paraphrased jailbreaks to {campaign['model_id']} from {campaign['start']} to {campaign['end']}; "
+        f"{fair['model_id']}'s {fair['dims']['attribute']}={fair['dims']['group']} favourable decisions "
+        f"x{fair['factor']} from {fair['start']} to {fair['end']}"
     )
     if not localkafka.java_available():
         console.print(
@@ -88,7 +92,7 @@ def run_demo(events: int, data_dir: Path) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
         broker.stop()
-    _show(data_dir, spike, drift)
+    _show(data_dir, spike, drift, fair)
     return 0
 
 
@@ -216,7 +220,35 @@ def _wait_drained(log_path: Path, worker: subprocess.Popen, valid: int, timeout_
     raise RaiwatchError(f"the demo worker did not drain the topic within {timeout_s:.0f}s; see {log_path}")
 
 
-def _show(data_dir: Path, spike: dict, drift: dict) -> None:
+def _show_fairness(client, fair: dict) -> None:
+    """The shifted attribute's groups over time: favourable share and the four-fifths ratio."""
+    attr = fair["dims"]["attribute"]
+    rows = client.query(
+        "SELECT ts, group, n, rate, reference_group, ratio, p_value FROM raiwatch.fairness_metrics FINAL "
+        "WHERE model_id = {m:String} AND attribute = {a:String} AND toMinute(ts) % 2 = 0 ORDER BY ts, group",
+        parameters={"m": fair["model_id"], "a": attr},
+    ).result_rows
+    groups = sorted({r[1] for r in rows})
+    console.print(
+        f"Favourable share per {attr} group of {fair['model_id']} over the last 10 minutes, every 2 minutes "
+        "(fairness_metrics; ratio = against the best-treated group, the four-fifths rule pages below 0.8 "
+        "when p < 0.01)"
+    )
+    t = Table()
+    t.add_column("window end")
+    for g in groups:
+        t.add_column(g)
+    by_ts: dict = {}
+    for ts, g, n, rate, _, ratio, p in rows:
+        low = ratio is not None and ratio < 0.8 and p is not None and p < 0.01
+        cell = "-" if rate is None else f"{rate:.0%} n={n}" + ("" if ratio is None else f" x{ratio:.2f}")
+        by_ts.setdefault(ts, {})[g] = ("[red]" if low else "") + cell
+    for ts, cells in by_ts.items():
+        t.add_row(ts.strftime("%H:%M"), *(cells.get(g, "") for g in groups))
+    console.print(t)
+
+
+def _show(data_dir: Path, spike: dict, drift: dict, fair: dict | None = None) -> None:
     from storage.clickhouse import connect
     from storage.incidents import IncidentStore
 
@@ -258,6 +290,8 @@ def _show(data_dir: Path, spike: dict, drift: dict) -> None:
         )
     console.print(t)
     _show_drift(client, drift)
+    if fair:
+        _show_fairness(client, fair)
     incidents = IncidentStore(cfg.incident_db_url).list()
     print_incidents(incidents)
     _show_reports(client)

@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from alert_rules import RuleEngine
-from monitors.base import Monitor
+from monitors.base import STATE_SEP, Monitor
 from monitors.dedup import RecentIds
 from monitors.windows import OK, REPLAYED, WindowClock
 from raiwatch.core import metrics
@@ -219,10 +219,15 @@ class Pipeline:
             events, ev_raws, idx, ts, _ = self._check_time(
                 events, ev_raws, idx, ts, srcs, origin, result, age=False
             )
+        joined = False
         for m in self.monitors:
             observe = getattr(m, "observe_feedback", None)
             if observe is not None and events:
                 observe(events)
+                joined = True
+        newest = max(self.clock.open_windows(), default=None)
+        if joined and newest is not None:  # a label counts at the next close: commit it after that
+            result.windows = [newest] * len(raws)
         self.feedback_in += len(events)
         metrics.FEEDBACK.inc(len(events))
         _count_rejects(result.rejected)
@@ -332,11 +337,18 @@ class Pipeline:
             return
         db = self.cfg.clickhouse.database
         for m in self.monitors:
+            keys = new + (list(getattr(m, "shared_keys", ())) if not self._known else [])
+            prefixes = [f"{model}{STATE_SEP}" for model in new]
             states = self._read(
-                f"restoring {m.family} state of {len(new)} models", read_checkpoints, db, m.family, new
+                f"restoring {m.family} state of {len(new)} models",
+                read_checkpoints,
+                db,
+                m.family,
+                keys,
+                prefixes,
             )
-            for model, (_, state) in states.items():
-                m.restore(model, state)
+            for key, (_, state) in sorted(states.items()):
+                m.restore(key, state)
         self._known.update(new)
 
     def _close(self, starts: list[int]) -> BatchResult:

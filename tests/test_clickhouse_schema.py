@@ -20,7 +20,7 @@ from storage.clickhouse.schema import split_statements
 TABLES = {
     "telemetry_events", "telemetry_events_in", "telemetry_events_mv", "signals", "incidents",
     "rejected_events", "schema_migrations", "checkpoints", "feedback_events", "drift_reports",
-    "abuse_clusters", "abuse_cluster_members",
+    "abuse_clusters", "abuse_cluster_members", "fairness_metrics", "quality_metrics",
 }  # fmt: skip
 
 
@@ -38,7 +38,7 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
     client = connect(chdb_dsn, db)
     applied = migrate(client, db, ttl_days=30)
 
-    assert applied == [v for v, _ in render_migrations(db)] == [1, 2, 3, 4, 5]
+    assert applied == [v for v, _ in render_migrations(db)] == [1, 2, 3, 4, 5, 6]
     tables = dict(
         client.query(f"SELECT name, comment FROM system.tables WHERE database = '{db}'").result_rows
     )
@@ -49,7 +49,7 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
         "AND table != 'telemetry_events_mv'"  # a view's columns are the query's; the view has a comment
     ).result_rows
     assert undocumented == []
-    assert applied_versions(client, db).keys() == {1, 2, 3, 4, 5}
+    assert applied_versions(client, db).keys() == {1, 2, 3, 4, 5, 6}
     engines = dict(
         client.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'").result_rows
     )
@@ -58,10 +58,10 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
 
 def test_migrate_again_applies_nothing(chdb_dsn, db):
     client = connect(chdb_dsn, db)
-    assert migrate(client, db) == [1, 2, 3, 4, 5]
+    assert migrate(client, db) == [1, 2, 3, 4, 5, 6]
     assert migrate(client, db) == []
     assert migrate(client, db) == []
-    assert client.command(f"SELECT count() FROM {db}.schema_migrations") == 5
+    assert client.command(f"SELECT count() FROM {db}.schema_migrations") == 6
 
 
 def test_editing_an_applied_migration_is_refused(chdb_dsn, db):

@@ -12,6 +12,13 @@ from raiwatch.core.records import Signal
 
 EVENTS = Counter("raiwatch_events_total", "Valid telemetry events processed.")
 FEEDBACK = Counter("raiwatch_feedback_events_total", "Valid feedback events (delayed labels) processed.")
+LABELS = Counter(
+    "raiwatch_labels_total",
+    "Delayed labels by what the join did with them (joined, duplicate, early, unmatched), and"
+    " inferences dropped unlabelled (expired, evicted).",
+    ["result"],
+)
+LABEL_JOIN_PENDING = Gauge("raiwatch_label_join_pending", "Inferences waiting for their label.")
 REJECTED = Counter(
     "raiwatch_rejected_events_total",
     "Inputs rejected (dead-letter topic, rejected_events), by kind.",

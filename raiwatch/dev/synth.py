@@ -105,6 +105,8 @@ class Model(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     more_features: int = 0  # that many more features x01, x02, ... of mixed kinds (see all_features)
     prediction: Prediction | None = None
     segments: dict[str, dict[str, float]] = {}
+    # standing favourable-rate multipliers (<= 1) per group: a group always treated so, not an anomaly
+    favorable_factors: dict[str, dict[str, float]] = {}
     labels: Labels | None = None
     embedding_dim: int = 0
     latency_ms: Dist = Dist(type="lognormal", mu=6.0, sigma=0.4)
@@ -587,8 +589,10 @@ class _ModelStream:
             score = min(1.0, max(0.0, score))
             above = score > p.threshold
             favorable = above if p.favorable == "above" else not above
-            for a in self._active(ts, FairnessShift):
-                if segments.get(a.attribute) == a.group and favorable and rng.random() > a.factor:
+            shifts = [(a.attribute, a.group, a.factor) for a in self._active(ts, FairnessShift)]
+            shifts += [(attr, g, f) for attr, gs in m.favorable_factors.items() for g, f in gs.items()]
+            for attribute, group, factor in shifts:
+                if segments.get(attribute) == group and favorable and rng.random() > factor:
                     favorable = not favorable  # the favourable decision withheld from this group
                     above = not above
                     score = p.threshold - 0.01 if above is False else p.threshold + 0.01
@@ -863,15 +867,29 @@ def default_scenario(
     start: datetime | None = None,
     drift: bool = False,
     abuse: bool = False,
+    fairness: bool = False,
 ) -> Scenario:
     """The demo's traffic: ``events`` events at ``rate_per_s`` (60% assistant, 30% classifier, 10%
     embedder), with an 8-minute 12% self-harm spike on the assistant from 40% of the timeline;
     with ``drift``, also the classifier's claim amounts x1.5 for 8 minutes from 60%; with
-    ``abuse``, 30 new accounts sending 20 paraphrased jailbreaks a minute for 6 minutes from 75%."""
+    ``abuse``, 30 new accounts sending 20 paraphrased jailbreaks a minute for 6 minutes from 75%;
+    with ``fairness``, the classifier's 65+ age band losing 40% of its fast-track decisions for
+    10 minutes from 15%."""
     duration = events / rate_per_s
     spike_at = int(duration * 0.4)
     drift_at = int(duration * 0.6)
     abuse_at = int(duration * 0.75)
+    fair_at = int(duration * 0.15)
+    shifts = [
+        FairnessShift(
+            model="claims-triage",
+            attribute="age_band",
+            group="65+",
+            factor=0.6,
+            start=f"{fair_at}s",
+            duration=f"{min(600, int(duration) - fair_at)}s",
+        )
+    ]
     campaigns = [
         AbuseCampaign(
             model="helpdesk-assistant",
@@ -913,5 +931,6 @@ def default_scenario(
             ),
             *(drifts if drift else []),
             *(campaigns if abuse else []),
+            *(shifts if fairness else []),
         ],
     )

@@ -101,16 +101,17 @@ def recent_signals(client: Client, database: str, since: datetime | None) -> lis
 
 
 def read_checkpoints(
-    client: Client, database: str, kind: str, keys: list[str]
+    client: Client, database: str, kind: str, keys: list[str], prefixes: list[str] | None = None
 ) -> dict[str, tuple[float, bytes]]:
-    """The newest checkpoint of each of ``keys`` of this ``kind``: ``key -> (until epoch s, state)``."""
-    if not keys:
+    """The newest checkpoint of each of ``keys`` of this ``kind``, and of every key starting with one
+    of ``prefixes`` (a monitor's state kept in several rows): ``key -> (until epoch s, state)``."""
+    if not keys and not prefixes:
         return {}
     rows = client.query(
         "SELECT key, toUnixTimestamp64Milli(max(until)) AS until_ms, argMax(state, until) AS state"
-        f" FROM {database}.checkpoints WHERE kind = {{kind:String}} AND key IN {{keys:Array(String)}}"
-        " GROUP BY key",
-        parameters={"kind": kind, "keys": keys},
+        f" FROM {database}.checkpoints WHERE kind = {{kind:String}} AND (key IN {{keys:Array(String)}}"
+        " OR arrayExists(p -> startsWith(key, p), {prefixes:Array(String)})) GROUP BY key",
+        parameters={"kind": kind, "keys": keys, "prefixes": prefixes or []},
         column_formats={"state": "bytes"},
     ).result_rows
     return {key: (until_ms / 1000, bytes(state)) for key, until_ms, state in rows}

@@ -11,8 +11,11 @@ later ones fold into ``other``. Signals per model and ``{attribute, group}``:
   four-fifths rule reads ``ratio < 0.8``), ``-delta`` the demographic-parity difference.
 - ``fairness.favorable_change``: the same recent share against the group's own share over the
   rest of the horizon: a drop for one group that does not cross the four-fifths line.
-- ``fairness.block_rate``: the group's blocked share over the last ``detect_windows`` against the
-  rest of the model's traffic (baseline).
+- ``fairness.block_rate``, ``fairness.redaction_rate``, ``fairness.refusal_rate``: the group's
+  share of blocked, redacted (``safety.action``) or refused (``response.finish_reason`` in
+  ``refusal_reasons``) responses over the last ``detect_windows`` against the rest of the
+  model's traffic with the attribute (baseline): the LLM-shaped disparities, per language,
+  region or tenant.
 
 A comparison is made only when both sides have ``min_group`` events. ``p_value`` is the one-sided
 two-proportion z-test in the harmful direction, Bonferroni-adjusted over every comparison the
@@ -40,9 +43,18 @@ from monitors.segments import Key, groups_of
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+# per group: favourable, outcome known, blocked, redacted, safety action known, refused, finish known
+FAV, KNOWN, BLOCKED, REDACTED, ACTION_N, REFUSED, FINISH_N = range(7)
+NC = 7
+# the LLM-shaped rates: signal, numerator, denominator
+POLICY = (
+    ("block_rate", BLOCKED, ACTION_N),
+    ("redaction_rate", REDACTED, ACTION_N),
+    ("refusal_rate", REFUSED, FINISH_N),
+)
 OTHER = "other"
-Counts = dict[Key, list[int]]  # -> [favourable, outcome known, blocked, safety known]
+Counts = dict[Key, list[int]]  # -> NC counts
 
 
 class FairnessConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -54,6 +66,7 @@ class FairnessConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_groups: Annotated[int, msgspec.Meta(ge=2)] = 50  # per attribute; more fold into "other"
     pairs: list[tuple[str, str]] = []  # attribute pairs for intersectional groups
     tenants: bool = False  # tenant_id as an attribute too (tenant safety rules already page on it)
+    refusal_reasons: list[str] = msgspec.field(default_factory=lambda: ["refusal", "content_filter"])
 
 
 _COMMON = dict(family="fairness", dims=(("attribute", "group"),), unit="ratio", range=(0.0, 1.0))
@@ -85,23 +98,30 @@ SIGNALS = (
         interval="Wilson 95% interval",
         **_COMMON,
     ),
-    SignalSpec(
-        name="fairness.block_rate",
-        value="the group's share of events the policy engine blocked, over the last detect_windows",
-        n="the group's events with safety data over the last detect_windows",
-        baseline="the blocked share of the model's other events with the attribute; p_value as for"
-        " fairness.disparity",
-        interval="Wilson 95% interval",
-        **_COMMON,
+    *(
+        SignalSpec(
+            name=f"fairness.{name}",
+            value=f"the group's share of {what}, over the last detect_windows",
+            n=f"the group's events with {among} over the last detect_windows",
+            baseline="the same share of the model's other events with the attribute; p_value as for"
+            " fairness.disparity",
+            interval="Wilson 95% interval",
+            **_COMMON,
+        )
+        for name, what, among in (
+            ("block_rate", "events the policy engine blocked", "a safety action"),
+            ("redaction_rate", "events the policy engine redacted", "a safety action"),
+            ("refusal_rate", "responses refused (finish_reason in refusal_reasons)", "a finish_reason"),
+        )
     ),
 )
-
 
 ROW_COLUMNS = (
     "ts", "model_id", "attribute", "group", "span_s", "n", "favorable", "rate", "lower", "upper",
     "reference_group", "reference_n", "reference_rate", "ratio", "difference", "p_value",
     "safety_n", "blocked", "block_rate", "block_lower", "block_upper", "rest_block_rate",
-    "block_p_value", "hour_n", "hour_rate",
+    "block_p_value", "redacted", "redaction_rate", "redaction_p_value", "finish_n", "refused",
+    "refusal_rate", "refusal_p_value", "hour_n", "hour_rate",
 )  # fmt: skip
 
 
@@ -138,10 +158,12 @@ class FairnessMonitor(PerModelState):
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
         windows, tenants, pairs = self._windows, self.cfg.tenants, self.cfg.pairs
+        refusals = frozenset(self.cfg.refusal_reasons)
         for ev, start in zip(events, starts, strict=True):
             fav = ev.outcome.favorable if ev.outcome else UNSET
             action = ev.safety.action if ev.safety else UNSET
-            if fav is UNSET and action is UNSET:
+            finish = ev.response.finish_reason if ev.response else UNSET
+            if fav is UNSET and action is UNSET and finish is UNSET:
                 continue
             keys = groups_of(ev.segments or None, ev.tenant_id or "", pairs, tenants)
             if not keys:
@@ -154,11 +176,15 @@ class FairnessMonitor(PerModelState):
                 c = by_model[ev.model.id] = Counter()
             for key in keys:
                 if fav is not UNSET:
-                    c[key, 0] += fav
-                    c[key, 1] += 1
+                    c[key, FAV] += fav
+                    c[key, KNOWN] += 1
                 if action is not UNSET:
-                    c[key, 2] += action == "blocked"
-                    c[key, 3] += 1
+                    c[key, BLOCKED] += action == "blocked"
+                    c[key, REDACTED] += action == "redacted"
+                    c[key, ACTION_N] += 1
+                if finish is not UNSET:
+                    c[key, REFUSED] += finish in refusals
+                    c[key, FINISH_N] += 1
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})
@@ -179,7 +205,7 @@ class FairnessMonitor(PerModelState):
                     else:
                         admitted[OTHER] = None
                         group = OTHER
-                counts.setdefault((attr, group), [0, 0, 0, 0])[i] += v
+                counts.setdefault((attr, group), [0] * NC)[i] += v
             self._push(st, start, counts)
             out += self._signals(model, st, ts)
         return out
@@ -201,12 +227,10 @@ class FairnessMonitor(PerModelState):
         recent: Counts = {}
         for _, counts in list(st.windows)[-cfg.detect_windows :]:
             _add(recent, counts, 1)
-        fav, known, blocked, safety_n = np.array(
-            [recent.get(k, [0, 0, 0, 0]) for k in keys], dtype=np.float64
-        ).T.reshape(4, len(keys))
+        c = np.array([recent.get(k, [0] * NC) for k in keys], dtype=np.float64).reshape(len(keys), NC)
+        fav, known = c[:, FAV], c[:, KNOWN]
         rate, lo, hi = wilson_interval(fav, known)
-        brate, blo, bhi = wilson_interval(blocked, safety_n)
-        h_rate, h_lo, h_hi = wilson_interval(hour[:, 0], hour[:, 1])
+        h_rate, h_lo, h_hi = wilson_interval(hour[:, FAV], hour[:, KNOWN])
         attrs = [a for a, _ in keys]
         # the best-treated group of each attribute among those large enough to compare
         best: dict[str, int] = {}
@@ -215,34 +239,36 @@ class FairnessMonitor(PerModelState):
                 best[a] = i
         ref = np.array([best.get(a, -1) for a in attrs])
         pairs = np.flatnonzero((ref >= 0) & (ref != np.arange(len(keys))) & (known >= cfg.min_group))
-        # blocked share of the rest of the model's events with the same attribute
-        tot_b: dict[str, float] = {}
-        tot_n: dict[str, float] = {}
-        for i, a in enumerate(attrs):
-            tot_b[a] = tot_b.get(a, 0.0) + blocked[i]
-            tot_n[a] = tot_n.get(a, 0.0) + safety_n[i]
-        rest_b = np.array([tot_b[a] for a in attrs]) - blocked
-        rest_n = np.array([tot_n[a] for a in attrs]) - safety_n
-        rest_rate = np.divide(rest_b, rest_n, out=np.full(len(keys), np.nan), where=rest_n > 0)
-        brows = np.flatnonzero((safety_n >= cfg.min_group) & (rest_n >= cfg.min_group))
         # the group's own favourable share before the last detect_windows, over the horizon
-        prior_f, prior_n = hour[:, 0] - fav, hour[:, 1] - known
+        prior_f, prior_n = hour[:, FAV] - fav, hour[:, KNOWN] - known
         crows = np.flatnonzero((known >= cfg.min_group) & (prior_n >= cfg.min_group))
-        tests = max(1, len(pairs) + len(brows) + len(crows))
+        # block, redaction and refusal shares against the rest of the model's events with the attribute
+        per_attr = {a: c[[i for i, x in enumerate(attrs) if x == a]].sum(axis=0) for a in set(attrs)}
+        rest = np.array([per_attr[a] for a in attrs]) - c
+        policy = []
+        for name, k, n in POLICY:
+            prate, plo, phi = wilson_interval(c[:, k], c[:, n])
+            rrate = np.divide(rest[:, k], rest[:, n], out=np.full(len(keys), np.nan), where=rest[:, n] > 0)
+            rows = np.flatnonzero((c[:, n] >= cfg.min_group) & (rest[:, n] >= cfg.min_group))
+            policy.append((name, k, n, prate, plo, phi, rrate, rows))
+        tests = max(1, len(pairs) + len(crows) + sum(len(p[-1]) for p in policy))
         p_fav = np.full(len(keys), np.nan)
         if len(pairs):
             r = ref[pairs]
             two = two_proportions(fav[r], known[r], fav[pairs], known[pairs]).p_value
             p_fav[pairs] = np.minimum(1.0, _one_sided(two, rate[pairs] < rate[r]) * tests)
-        p_block = np.full(len(keys), np.nan)
-        if len(brows):
-            two = two_proportions(rest_b[brows], rest_n[brows], blocked[brows], safety_n[brows]).p_value
-            p_block[brows] = np.minimum(1.0, _one_sided(two, brate[brows] > rest_rate[brows]) * tests)
         p_change = np.full(len(keys), np.nan)
         prior_rate = np.divide(prior_f, prior_n, out=np.full(len(keys), np.nan), where=prior_n > 0)
         if len(crows):
             two = two_proportions(prior_f[crows], prior_n[crows], fav[crows], known[crows]).p_value
             p_change[crows] = np.minimum(1.0, _one_sided(two, rate[crows] < prior_rate[crows]) * tests)
+        p_policy = []
+        for _, k, n, prate, _, _, rrate, rows in policy:
+            pp = np.full(len(keys), np.nan)
+            if len(rows):
+                two = two_proportions(rest[rows, k], rest[rows, n], c[rows, k], c[rows, n]).p_value
+                pp[rows] = np.minimum(1.0, _one_sided(two, prate[rows] > rrate[rows]) * tests)
+            p_policy.append(pp)
         out: list[Signal] = []
         span = cfg.detect_windows * self.window_s
         for i, (attr, group) in enumerate(keys):
@@ -253,18 +279,22 @@ class FairnessMonitor(PerModelState):
                 out.append(Signal(signal="fairness.disparity", value=float(rate[i]), n=int(known[i]),
                                   baseline=float(rate[r]), lower=float(lo[i]), upper=float(hi[i]),
                                   p_value=float(p_fav[i]), **common))  # fmt: skip
-            if hour[i, 1]:
-                out.append(Signal(signal="fairness.favorable_rate", value=float(h_rate[i]), n=int(hour[i, 1]),
-                                  lower=float(h_lo[i]), upper=float(h_hi[i]), **common))  # fmt: skip
+            if hour[i, KNOWN]:
+                out.append(Signal(signal="fairness.favorable_rate", value=float(h_rate[i]),
+                                  n=int(hour[i, KNOWN]), lower=float(h_lo[i]), upper=float(h_hi[i]),
+                                  **common))  # fmt: skip
             if not np.isnan(p_change[i]):
                 out.append(Signal(signal="fairness.favorable_change", value=float(rate[i]), n=int(known[i]),
                                   baseline=float(prior_rate[i]), lower=float(lo[i]), upper=float(hi[i]),
                                   p_value=float(p_change[i]), **common))  # fmt: skip
-            if not np.isnan(p_block[i]):
-                out.append(Signal(signal="fairness.block_rate", value=float(brate[i]), n=int(safety_n[i]),
-                                  baseline=float(rest_rate[i]), lower=float(blo[i]), upper=float(bhi[i]),
-                                  p_value=float(p_block[i]), **common))  # fmt: skip
+            for (name, _, n, prate, plo, phi, rrate, _), pp in zip(policy, p_policy, strict=True):
+                if not np.isnan(pp[i]):
+                    out.append(Signal(signal=f"fairness.{name}", value=float(prate[i]), n=int(c[i, n]),
+                                      baseline=float(rrate[i]), lower=float(plo[i]), upper=float(phi[i]),
+                                      p_value=float(pp[i]), **common))  # fmt: skip
             has_ref = r >= 0 and known[r] > 0
+            _, _, _, brate, blo, bhi, brest, _ = policy[0]
+            p_block = p_policy[0]
             self._rows.append((
                 ts, model, attr, group, span, int(known[i]), int(fav[i]), _num(rate[i], known[i]),
                 _num(lo[i], known[i]), _num(hi[i], known[i]),
@@ -273,10 +303,14 @@ class FairnessMonitor(PerModelState):
                 float(rate[i] / rate[r]) if has_ref and known[i] and rate[r] else None,
                 float(rate[r] - rate[i]) if has_ref and known[i] else None,
                 None if np.isnan(p_fav[i]) else float(p_fav[i]),
-                int(safety_n[i]), int(blocked[i]), _num(brate[i], safety_n[i]),
-                _num(blo[i], safety_n[i]), _num(bhi[i], safety_n[i]), _num(rest_rate[i], rest_n[i]),
+                int(c[i, ACTION_N]), int(c[i, BLOCKED]), _num(brate[i], c[i, ACTION_N]),
+                _num(blo[i], c[i, ACTION_N]), _num(bhi[i], c[i, ACTION_N]), _num(brest[i], rest[i, ACTION_N]),
                 None if np.isnan(p_block[i]) else float(p_block[i]),
-                int(hour[i, 1]), _num(h_rate[i], hour[i, 1]),
+                int(c[i, REDACTED]), _num(policy[1][3][i], c[i, ACTION_N]),
+                None if np.isnan(p_policy[1][i]) else float(p_policy[1][i]),
+                int(c[i, FINISH_N]), int(c[i, REFUSED]), _num(policy[2][3][i], c[i, FINISH_N]),
+                None if np.isnan(p_policy[2][i]) else float(p_policy[2][i]),
+                int(hour[i, KNOWN]), _num(h_rate[i], hour[i, KNOWN]),
             ))  # fmt: skip
         return out
 
@@ -306,8 +340,8 @@ class FairnessMonitor(PerModelState):
 
 def _add(totals: Counts, counts: Counts, sign: int) -> None:
     for key, c in counts.items():
-        t = totals.setdefault(key, [0, 0, 0, 0])
-        for i in range(4):
+        t = totals.setdefault(key, [0] * NC)
+        for i in range(NC):
             t[i] += sign * c[i]
         if not any(t):
             del totals[key]

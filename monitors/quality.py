@@ -323,7 +323,7 @@ class QualityMonitor:
             hit = np.flatnonzero(ix >= 0)
             for j in hit:
                 if found[j]:
-                    continue  # the same event id twice in the inbox: the second is a duplicate below
+                    continue  # one event id in two windows (sent twice at two times): the first joins
                 found[j] = True
                 self._join(model, c, int(ix[j]), inbox[j], acc)
         for j in np.flatnonzero(~found):

@@ -7,6 +7,7 @@ events and labels; the monitors must agree to 1e-9.
 from __future__ import annotations
 
 import random
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -262,7 +263,7 @@ def test_join_state_survives_a_restart_in_any_row_order():
     assert len(ring) <= 2 * 6 + 8 + 1  # bounded by the ring slots, not by the history
 
 
-def test_a_restarted_worker_joins_labels_of_events_it_read_before(tmp_path):
+def test_a_restarted_worker_joins_labels_of_events_it_read_before(tmp_path, tmp_path_factory):
     """Through the pipeline and ClickHouse checkpoints: events before a restart, their labels after."""
     import msgspec
 
@@ -271,10 +272,10 @@ def test_a_restarted_worker_joins_labels_of_events_it_read_before(tmp_path):
 
     now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     cfg = load_config(data_dir=str(tmp_path / "data"))
-    cfg = msgspec.structs.replace(
-        cfg,
-        clickhouse=msgspec.structs.replace(cfg.clickhouse, dsn=f"chdb://{tmp_path / 'chdb'}", database="fq"),
-    )
+    chdb = tmp_path_factory.getbasetemp() / "chdb"  # one embedded engine path per process
+    db = f"fq_{uuid.uuid4().hex[:8]}"
+    ch = msgspec.structs.replace(cfg.clickhouse, dsn=f"chdb://{chdb}", database=db)
+    cfg = msgspec.structs.replace(cfg, clickhouse=ch)
     df = _population(600, seed=9)
     t0 = now - timedelta(minutes=30)
 
@@ -309,6 +310,36 @@ def test_a_restarted_worker_joins_labels_of_events_it_read_before(tmp_path):
     (acc,) = [s for s in out if s.signal == "quality.accuracy"]
     assert acc.n == 400  # the 100 labels joined before the restart still count: the aggregates came back
     (row,) = second.writer.client.query(
-        "SELECT max(labels) FROM fq.quality_metrics FINAL WHERE attribute = '' AND model_id = 'loan'"
+        f"SELECT max(labels) FROM {db}.quality_metrics FINAL WHERE attribute = '' AND model_id = 'loan'"
     ).result_rows
     assert row[0] == 400
+
+
+def test_one_language_blocked_refused_and_redacted_more_is_named_and_small_groups_are_not():
+    rng = np.random.default_rng(4)
+    lines = []
+    langs = rng.choice(["en", "de", "tr", "ja"], size=8000, p=[0.6, 0.25, 0.14, 0.01])
+    for i, lang in enumerate(langs):
+        hot = lang in ("tr", "ja")  # ja: extreme too, but about 80 events, under min_group
+        action = rng.choice(
+            ["allowed", "blocked", "redacted"], p=[0.8, 0.12, 0.08] if hot else [0.96, 0.02, 0.02]
+        )
+        finish = "refusal" if rng.random() < (0.1 if hot else 0.02) else "stop"
+        at = (T0 + timedelta(seconds=i * 0.005)).isoformat()
+        lines.append(orjson.dumps({
+            "schema_version": 1, "event_id": f"l{i}", "timestamp": at,
+            "model": {"id": "chat"}, "segments": {"language": lang},
+            "safety": {"violations": [], "action": str(action)}, "response": {"finish_reason": finish},
+        }))  # fmt: skip
+    events = telemetry_codec.decode_batch(lines).events
+    mon = FairnessMonitor(W, FairnessConfig(detect_windows=1))
+    mon.observe(events, [_start(T0)] * len(events))
+    out = mon.close(_start(T0))
+    for name in ("block_rate", "redaction_rate", "refusal_rate"):
+        got = _by(out, f"fairness.{name}")
+        assert (
+            got["language", "tr"].p_value < 1e-6
+            and got["language", "tr"].value > 2 * got["language", "tr"].baseline
+        )
+        assert got["language", "en"].p_value > 0.5  # the others are not blamed for tr's excess
+        assert ("language", "ja") not in got  # too small to compare, however extreme

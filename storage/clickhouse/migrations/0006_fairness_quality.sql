@@ -25,6 +25,13 @@ CREATE TABLE IF NOT EXISTS {{ database }}.fairness_metrics {{ on_cluster }}
     block_upper     Nullable(Float64)        COMMENT 'Wilson 95% upper bound of block_rate',
     rest_block_rate Nullable(Float64)        COMMENT 'Blocked share of the model''s other events with this attribute',
     block_p_value   Nullable(Float64)        COMMENT 'One-sided two-proportion test (block_rate above the rest), Bonferroni as p_value',
+    redacted        UInt64                   COMMENT 'Of safety_n, redacted',
+    redaction_rate  Nullable(Float64)        COMMENT 'redacted / safety_n',
+    redaction_p_value Nullable(Float64)      COMMENT 'One-sided test of redaction_rate above the rest, Bonferroni as p_value',
+    finish_n        UInt64                   COMMENT 'The group''s events with a response.finish_reason over span_s',
+    refused         UInt64                   COMMENT 'Of them, refused (finish_reason in monitors.fairness.refusal_reasons)',
+    refusal_rate    Nullable(Float64)        COMMENT 'refused / finish_n',
+    refusal_p_value Nullable(Float64)        COMMENT 'One-sided test of refusal_rate above the rest, Bonferroni as p_value',
     hour_n          UInt64                   COMMENT 'The group''s events with a known outcome over monitors.fairness.horizon_windows',
     hour_rate       Nullable(Float64)        COMMENT 'Their favourable share'
 )
@@ -33,7 +40,7 @@ PARTITION BY toYYYYMM(ts)
 ORDER BY (model_id, attribute, group, ts)
 TTL toDateTime(ts) + INTERVAL {{ ttl_days }} DAY
 SETTINGS ttl_only_drop_parts = 1
-COMMENT 'Favourable-outcome and block rates per model, attribute and group at every window close, with both sides'' sizes (fairness monitor). Kept {{ ttl_days }} days.';
+COMMENT 'Favourable-outcome, block, redaction and refusal rates per model, attribute and group at every window close, with both sides'' sizes (fairness monitor). Kept {{ ttl_days }} days.';
 
 CREATE TABLE IF NOT EXISTS {{ database }}.quality_metrics {{ on_cluster }}
 (

@@ -112,6 +112,7 @@ def main() -> int:
         t_observe += time.perf_counter() - t
         t = time.perf_counter()
         mon.close(start)
+        mon.drain_rows()  # written to quality_metrics by the pipeline
         ckpt += sum(len(v) for v in mon.snapshot_dirty().values())
         t_close += time.perf_counter() - t
         if (k + 1) % 60 == 0:

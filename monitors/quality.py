@@ -318,14 +318,9 @@ class QualityMonitor:
             return
         hashes = np.fromiter((lb.h for lb in inbox), dtype=np.uint64, count=len(inbox))
         found = np.zeros(len(inbox), dtype=np.bool_)
-        for model, c in self._pending.chunks():
-            ix = c.find(hashes)
-            hit = np.flatnonzero(ix >= 0)
-            for j in hit:
-                if found[j]:
-                    continue  # one event id in two windows (sent twice at two times): the first joins
-                found[j] = True
-                self._join(model, c, int(ix[j]), inbox[j], acc)
+        for j, model, c, row in self._pending.lookup(hashes):
+            found[j] = True
+            self._join(model, c, row, inbox[j], acc)  # a second label of one id: a duplicate there
         for j in np.flatnonzero(~found):
             lb = inbox[j]
             if lb.h in self._early:

@@ -157,16 +157,18 @@ class FairnessMonitor(PerModelState):
         self._rows: list[tuple] = []
 
     def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        windows, tenants, pairs = self._windows, self.cfg.tenants, self.cfg.pairs
-        refusals = frozenset(self.cfg.refusal_reasons)
+        """Count each event by what the close needs of it: segments, tenant, outcome, action,
+        finish reason (one counter increment per event; groups are worked out at the close)."""
+        windows, tenants = self._windows, self.cfg.tenants
         for ev, start in zip(events, starts, strict=True):
             fav = ev.outcome.favorable if ev.outcome else UNSET
             action = ev.safety.action if ev.safety else UNSET
             finish = ev.response.finish_reason if ev.response else UNSET
             if fav is UNSET and action is UNSET and finish is UNSET:
                 continue
-            keys = groups_of(ev.segments or None, ev.tenant_id or "", pairs, tenants)
-            if not keys:
+            segments = tuple(ev.segments.items()) if ev.segments else ()
+            tenant = ev.tenant_id if tenants and ev.tenant_id else ""
+            if not segments and not tenant:
                 continue
             by_model = windows.get(start)
             if by_model is None:
@@ -174,17 +176,52 @@ class FairnessMonitor(PerModelState):
             c = by_model.get(ev.model.id)
             if c is None:
                 c = by_model[ev.model.id] = Counter()
+            c[segments, tenant, fav, action, finish] += 1
+
+    def _counts(self, st: _Model, seen: Counter[tuple]) -> Counts:
+        """A window's counts per (attribute, group), groups past ``max_groups`` folded into other."""
+        cfg = self.cfg
+        refusals = frozenset(cfg.refusal_reasons)
+        groups: dict[tuple, list[Key]] = {}
+        counts: Counts = {}
+        for (segments, tenant, fav, action, finish), v in sorted(seen.items(), key=lambda x: repr(x[0])):
+            keys = groups.get((segments, tenant))
+            if keys is None:
+                keys = groups[segments, tenant] = self._admit(
+                    st, groups_of(dict(segments), tenant, cfg.pairs, bool(tenant))
+                )
+            row = [0] * NC
+            if fav is not UNSET:
+                row[FAV], row[KNOWN] = v * fav, v
+            if action is not UNSET:
+                row[BLOCKED], row[REDACTED], row[ACTION_N] = (
+                    v * (action == "blocked"),
+                    v * (action == "redacted"),
+                    v,
+                )
+            if finish is not UNSET:
+                row[REFUSED], row[FINISH_N] = v * (finish in refusals), v
             for key in keys:
-                if fav is not UNSET:
-                    c[key, FAV] += fav
-                    c[key, KNOWN] += 1
-                if action is not UNSET:
-                    c[key, BLOCKED] += action == "blocked"
-                    c[key, REDACTED] += action == "redacted"
-                    c[key, ACTION_N] += 1
-                if finish is not UNSET:
-                    c[key, REFUSED] += finish in refusals
-                    c[key, FINISH_N] += 1
+                t = counts.get(key)
+                if t is None:
+                    counts[key] = row.copy()
+                else:
+                    for i in range(NC):
+                        t[i] += row[i]
+        return counts
+
+    def _admit(self, st: _Model, keys: list[Key]) -> list[Key]:
+        out = []
+        for attr, group in keys:
+            admitted = st.groups.setdefault(attr, {})
+            if group not in admitted:
+                if len(admitted) < self.cfg.max_groups - 1:
+                    admitted[group] = None
+                else:
+                    admitted[OTHER] = None
+                    group = OTHER
+            out.append((attr, group))
+        return out
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})
@@ -195,17 +232,7 @@ class FairnessMonitor(PerModelState):
             if st is None:
                 st = self._models[model] = _Model()
             self._dirty.add(model)
-            counts: Counts = {}
-            for (key, i), v in sorted(c.items()):
-                attr, group = key
-                admitted = st.groups.setdefault(attr, {})
-                if group not in admitted:
-                    if len(admitted) < self.cfg.max_groups - 1:
-                        admitted[group] = None
-                    else:
-                        admitted[OTHER] = None
-                        group = OTHER
-                counts.setdefault((attr, group), [0] * NC)[i] += v
+            counts = self._counts(st, c)
             self._push(st, start, counts)
             out += self._signals(model, st, ts)
         return out

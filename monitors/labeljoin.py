@@ -140,7 +140,8 @@ class Pending:
         self.size = 0  # inferences held
         self.waiting: dict[str, int] = {}  # per model, of them not labelled yet
         self.seal_every = seal_every
-        self._index: dict[str, tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.int32]]] = {}
+        # model -> (hashes sorted, window - base, row, base): 16 bytes a row
+        self._index: dict[str, tuple[NDArray[np.uint64], NDArray[np.int32], NDArray[np.int32], int]] = {}
         self._indexed_upto: dict[str, int] = {}  # newest window in the model's index
         self._fresh: dict[str, int] = {}  # chunks added since the model's index was built
 
@@ -166,11 +167,12 @@ class Pending:
             self._index.pop(model, None)
             self._indexed_upto.pop(model, None)
             return
+        base = next(iter(chunks))
         h = np.concatenate([c.h for c in chunks.values()])
-        win = np.concatenate([np.full(len(c.h), c.window, dtype=np.int64) for c in chunks.values()])
+        win = np.concatenate([np.full(len(c.h), c.window - base, dtype=np.int32) for c in chunks.values()])
         row = np.concatenate([np.arange(len(c.h), dtype=np.int32) for c in chunks.values()])
         order = np.argsort(h, kind="stable")
-        self._index[model] = (h[order], win[order], row[order])
+        self._index[model] = (h[order], win[order], row[order], base)
         self._indexed_upto[model] = next(reversed(chunks))
 
     def lookup(self, hashes: NDArray[np.uint64]) -> list[tuple[int, str, Chunk, int]]:
@@ -181,11 +183,11 @@ class Pending:
             idx = self._index.get(model)
             upto = self._indexed_upto.get(model, -1)
             if idx is not None:
-                h, win, row = idx
+                h, win, row, base = idx
                 i = np.searchsorted(h, hashes)
                 i[i >= len(h)] = 0
                 for j in np.flatnonzero((h[i] == hashes) & ~found):
-                    c = chunks.get(int(win[i[j]]))
+                    c = chunks.get(base + int(win[i[j]]))
                     if c is not None:  # None: the window expired since the index was built
                         found[j] = True
                         out.append((int(j), model, c, int(row[i[j]])))
@@ -232,5 +234,5 @@ class Pending:
 
     def nbytes(self) -> int:
         """Bytes of the chunks' arrays and of the lookup indexes."""
-        index = sum(a.nbytes for idx in self._index.values() for a in idx)
+        index = sum(a.nbytes for h, win, row, _ in self._index.values() for a in (h, win, row))
         return sum(c.nbytes for _, c in self.chunks()) + index

@@ -186,13 +186,25 @@ class _Head(msgspec.Struct, array_like=True):
 
 
 class _Model:
-    __slots__ = ("combo_ix", "combos", "dirty", "ece", "label_ix", "labels", "last", "total", "windows")
+    __slots__ = (
+        "combo_ix",
+        "combos",
+        "dirty",
+        "ece",
+        "label_ix",
+        "labels",
+        "last",
+        "seen",
+        "total",
+        "windows",
+    )
 
     def __init__(self) -> None:
         self.labels: list[str] = []
         self.label_ix: dict[str, int] = {}
         self.combos: list[tuple[Key, ...]] = []
         self.combo_ix: dict[tuple[Key, ...], int] = {}
+        self.seen: dict[tuple, int] = {}  # (segments, tenant) as sent -> combination id (a cache)
         self.windows: deque[tuple[int, Counts, np.ndarray]] = deque()  # label windows, oldest first
         self.total: Counts = {}  # the MODEL counts over every window held
         self.ece = np.zeros((3, BINS))  # the calibration bins over every window held
@@ -252,7 +264,12 @@ class QualityMonitor:
             if pred is None and fav is UNSET:
                 continue
             st = self._model(ev.model.id)
-            gid = st.combo(groups_of(ev.segments or None, ev.tenant_id or "", cfg.pairs, cfg.tenants))
+            seg = (tuple(ev.segments.items()) if ev.segments else (), ev.tenant_id or "")
+            gid = st.seen.get(seg)
+            if gid is None:
+                gid = st.combo(groups_of(ev.segments or None, seg[1], cfg.pairs, cfg.tenants))
+                if len(st.seen) < MAX_COMBOS:
+                    st.seen[seg] = gid
             score = pred.score if pred is not None and pred.score is not None else math.nan
             row = (id_hash(ev.event_id), gid, NO if fav is UNSET else int(fav),
                    st.label(pred.label if pred is not None else None), score)  # fmt: skip

@@ -348,3 +348,21 @@ def test_one_language_blocked_refused_and_redacted_more_is_named_and_small_group
         )
         assert got["language", "en"].p_value > 0.5  # the others are not blamed for tr's excess
         assert ("language", "ja") not in got  # too small to compare, however extreme
+
+
+@pytest.mark.parametrize("runbook", ["fairness.md", "quality.md"])
+def test_the_runbook_queries_run_on_the_schema(runbook: str, tmp_path_factory):
+    import re
+    from pathlib import Path
+
+    from storage.clickhouse import connect, migrate
+
+    text = (Path(__file__).parents[1] / "alert_rules" / "runbooks" / runbook).read_text()
+    queries = re.findall(r"```sql\n(.*?)```", text, re.S)
+    assert len(queries) >= 2
+    db = f"rb_{uuid.uuid4().hex[:8]}"
+    client = connect(f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}", db)
+    migrate(client, db)
+    for q in queries:
+        sql = q.replace("raiwatch.", f"{db}.").replace("'MODEL'", "'loan'").replace("'ATTR'", "'sex'")
+        client.query(sql.replace("'GROUP'", "'female'"))  # raises on a column or table that is not there

@@ -28,7 +28,7 @@ def test_every_command_says_what_it_does(cmd: list[str]):
 
 def test_lint_the_shipped_rules_and_a_bad_file(tmp_path: Path):
     p = cli("rules", "lint")
-    assert p.returncode == 0 and p.stdout.startswith("ok: 19 rules"), p.stdout + p.stderr
+    assert p.returncode == 0 and p.stdout.startswith("ok: 27 rules"), p.stdout + p.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: safety.violation_rate\n"

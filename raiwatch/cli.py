@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from raiwatch.core.config import Config, load_config
-from raiwatch.core.errors import RaiwatchError
+from raiwatch.core.errors import ConfigError, RaiwatchError
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
 
@@ -146,6 +146,37 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         t.add_row(m, f"{n:,}", f"{r.n:,}", str(len(r.features)), str(numeric), r.id)
     Console().print(t)
     print(f"use it: monitors: {{drift: {{reference_file: {out.resolve()}}}}} in the config file")
+    return 0
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    from alert_rules.ruletest import RuleTestError, run_file
+    from monitors.registry import catalogue
+
+    signals = catalogue()
+    files = [f for p in args.files for f in (sorted(p.glob("*.test.yaml")) if p.is_dir() else [p])]
+    if not files:
+        raise ConfigError(f"no test files in {', '.join(map(str, args.files))} (they end in .test.yaml)")
+    tests = failed = 0
+    for f in files:
+        try:
+            n, failures = run_file(f, signals)
+        except RuleTestError as e:
+            raise ConfigError(str(e)) from None
+        tests += n
+        failed += len({x.test for x in failures})
+        for x in failures:
+            print(f"FAILED {f}: test {x.test!r} at {x.eval_time}:")
+            for m in x.missing:
+                print(f"  expected, not firing: {m}")
+            for u in x.unexpected:
+                print(f"  firing, not expected: {u}")
+        if not failures:
+            print(f"ok {f}: {n} tests")
+    if failed:
+        print(f"{failed} of {tests} tests failed", file=sys.stderr)
+        return 1
+    print(f"ok: {tests} tests in {len(files)} files")
     return 0
 
 
@@ -361,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
         config=False, parent=rsub,
     )  # fmt: skip
     sp.add_argument("paths", nargs="*", type=Path, help="rule files or folders (default: the shipped rules)")
+    sp = cmd(
+        "test", "Run rule unit tests (like promtool test rules): signal series in, expected incidents out.",
+        cmd_rules_test, config=False, parent=rsub,
+    )  # fmt: skip
+    sp.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        help="test files (*.test.yaml) or folders of them, e.g. alert_rules/tests",
+    )
 
     ref = sub.add_parser(
         "reference",

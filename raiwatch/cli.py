@@ -7,9 +7,10 @@ that says what is wrong and what to do, and exit status 2; never in a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -177,6 +178,67 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         print(f"{failed} of {tests} tests failed", file=sys.stderr)
         return 1
     print(f"ok: {tests} tests in {len(files)} files")
+    return 0
+
+
+def _when(text: str | None, what: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RaiwatchError(f"{what} {text!r} is no date: write ISO 8601, e.g. 2026-11-02T09:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def cmd_rules_backtest(args: argparse.Namespace) -> int:
+    from alert_rules import load_rules
+    from alert_rules.backtest import backtest, score
+    from monitors.registry import catalogue
+    from raiwatch.report import print_backtest
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import signal_span, signals_between
+    from storage.incidents import IncidentStore
+
+    cfg = _cfg(args)
+    signals = catalogue()
+    versions = [("new", load_rules(args.rules, signals))]
+    if args.compare:
+        versions.insert(0, ("old", load_rules(args.compare, signals)))
+    dsn = cfg.clickhouse_dsn
+    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
+        raise RaiwatchError(
+            f"no raiwatch data under {cfg.data_path}: check --data-dir (a replay's is its --out)"
+        )
+    client = clickhouse_client(cfg)
+    span = signal_span(client, cfg.clickhouse.database)
+    if span is None:
+        raise RaiwatchError(f"no signals stored under {cfg.data_path}: nothing to backtest on")
+    since = _when(args.since, "--since") or span[0]
+    until = _when(args.until, "--until") or span[1]
+    if since >= until:
+        raise RaiwatchError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    with IncidentStore(cfg.incident_db_url) as store:
+        judged = [i for i in store.list(limit=100_000) if i.feedback and since <= i.opened_at <= until]
+    results = []
+    for name, rules in versions:
+        names = sorted({r.signal for r in rules})
+        fired = backtest(rules, signals_between(client, cfg.clickhouse.database, since, until, names))
+        results.append((name, fired, score(rules, fired, judged)))
+    if args.json:
+        for name, fired, scores in results:
+            for f in fired:
+                row = {"kind": "incident", "version": name, "rule": f.rule, "labels": dict(f.labels),
+                       "severity": f.severity, "opened_at": f.opened_at.isoformat(),
+                       "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None}  # fmt: skip
+                print(json.dumps(row))
+            for sc in scores.values():
+                row = {"kind": "rule", "version": name, "rule": sc.rule, "incidents": len(sc.fired),
+                       "true_positives": sc.true_positives, "false_positives": sc.false_positives,
+                       "precision": sc.precision, "missed": [i.incident_id for i in sc.missed]}  # fmt: skip
+                print(json.dumps(row))
+        return 0
+    print_backtest(results, since, until, len(judged))
     return 0
 
 
@@ -392,6 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
         config=False, parent=rsub,
     )  # fmt: skip
     sp.add_argument("paths", nargs="*", type=Path, help="rule files or folders (default: the shipped rules)")
+    sp = cmd(
+        "backtest",
+        "Evaluate rules over the signals already stored (no re-processing of events): incidents per rule,"
+        " and precision where on-call gave feedback on overlapping incidents.",
+        cmd_rules_backtest,
+        parent=rsub,
+    )
+    sp.add_argument("rules", nargs="?", type=Path, help="rule file or folder (default: the shipped rules)")
+    sp.add_argument("--since", help="window ends after this time (ISO 8601; default: the first stored)")
+    sp.add_argument("--until", help="... and at or before this one (default: the last stored)")
+    sp.add_argument("--compare", type=Path, help="another version of the rules, shown beside them")
+    sp.add_argument("--json", action="store_true", help="print every incident as a JSON line instead")
     sp = cmd(
         "test", "Run rule unit tests (like promtool test rules): signal series in, expected incidents out.",
         cmd_rules_test, config=False, parent=rsub,

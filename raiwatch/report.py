@@ -90,3 +90,53 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
+
+
+def print_backtest(results: Sequence[tuple], since, until, judged: int) -> None:
+    """A backtest's table: per rule and version, the incidents it opened, when, for how long, and
+    their verdicts from on-call's feedback on overlapping incidents."""
+    console = Console()
+    versions = [name for name, _, _ in results]
+    console.print(
+        f"Backtest over {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC "
+        f"({judged} incidents with on-call feedback in the span)",
+        soft_wrap=True,
+    )
+    t = Table()
+    t.add_column("rule")
+    for v in versions:
+        prefix = f"{v}: " if len(versions) > 1 else ""
+        t.add_column(f"{prefix}incidents", justify="right")
+        t.add_column(f"{prefix}opened (UTC)")
+        t.add_column(f"{prefix}median span", justify="right")
+        t.add_column(f"{prefix}TP / FP", justify="right")
+        t.add_column(f"{prefix}precision", justify="right")
+        t.add_column(f"{prefix}missed TPs", justify="right")
+    names = sorted({r for _, _, scores in results for r in scores})
+    for rule in names:
+        row = [rule]
+        for _, _, scores in results:
+            s = scores.get(rule)
+            if s is None:
+                row += ["(no rule)", "", "", "", "", ""]
+                continue
+            when = [f.opened_at.strftime("%m-%d %H:%M") for f in s.fired]
+            span = s.median_duration(until)
+            row += [
+                str(len(s.fired)),
+                ", ".join(when[:3]) + (f" +{len(when) - 3}" if len(when) > 3 else ""),
+                "-" if span is None else f"{span.total_seconds() / 60:.0f} min",
+                f"{s.true_positives} / {s.false_positives}",
+                "-" if s.precision is None else f"{s.precision:.0%}",
+                str(len(s.missed)),
+            ]
+        if any(c not in ("0", "", "-", "0 / 0") for c in row[1:]):
+            t.add_row(*row)
+    console.print(t)
+    for name, _, scores in results:
+        for s in scores.values():
+            for inc in s.missed:
+                console.print(
+                    f"{name}: {s.rule} would have missed true positive {inc.incident_id} "
+                    f"(opened {inc.opened_at:%Y-%m-%d %H:%M}, {escape(inc.summary)})"
+                )

@@ -10,6 +10,8 @@ from storage.clickhouse.queries import (
     events_per_model,
     read_checkpoints,
     recent_signals,
+    signal_span,
+    signals_between,
     signals_df,
 )
 from storage.clickhouse.schema import applied_versions, migrate, render_migrations
@@ -28,5 +30,7 @@ __all__ = [
     "read_checkpoints",
     "recent_signals",
     "render_migrations",
+    "signal_span",
+    "signals_between",
     "signals_df",
 ]

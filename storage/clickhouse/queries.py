@@ -6,7 +6,8 @@ Each reads with ``FINAL``, so replayed rows count once. For example
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -66,6 +67,20 @@ def events_per_model(client: Client, database: str, since: datetime | None = Non
     return {m: int(n) for m, n in rows}
 
 
+_SIGNAL_COLUMNS = (
+    "ts, window_s, signal, model_id, value, n, model_version, dims, baseline, lower, upper, p_value"
+)
+_SIGNAL_ORDER = " ORDER BY ts, signal, model_id, model_version, dims_key"
+
+
+def _signals(rows: Sequence[Sequence]) -> list[Signal]:
+    return [
+        Signal(ts=ts, window=window, signal=signal, model_id=model, value=value, n=n, model_version=version,
+               dims=dict(dims), baseline=baseline, lower=lower, upper=upper, p_value=p)
+        for ts, window, signal, model, value, n, version, dims, baseline, lower, upper, p in rows
+    ]  # fmt: skip
+
+
 def recent_signals(client: Client, database: str, since: datetime | None) -> list[Signal]:
     """Stored signals as records, oldest window first: from ``since`` on, or the latest window's if None."""
     if since is None:
@@ -74,30 +89,41 @@ def recent_signals(client: Client, database: str, since: datetime | None) -> lis
     else:
         where, params = _where(since=since)
     result = client.query(
-        "SELECT ts, window_s, signal, model_id, value, n, model_version, dims, baseline, lower, upper,"
-        f" p_value FROM {database}.signals FINAL{where}"
-        " ORDER BY ts, signal, model_id, model_version, dims_key",
-        parameters=params,
+        f"SELECT {_SIGNAL_COLUMNS} FROM {database}.signals FINAL{where}{_SIGNAL_ORDER}", parameters=params
     )
-    return [
-        Signal(
-            ts=ts,
-            window=window,
-            signal=signal,
-            model_id=model_id,
-            value=value,
-            n=n,
-            model_version=model_version,
-            dims=dict(dims),
-            baseline=baseline,
-            lower=lower,
-            upper=upper,
-            p_value=p_value,
-        )
-        for ts, window, signal, model_id, value, n, model_version, dims, baseline, lower, upper, p_value in (
-            result.result_rows
-        )
-    ]
+    return _signals(result.result_rows)
+
+
+def signals_between(
+    client: Client,
+    database: str,
+    since: datetime,
+    until: datetime,
+    names: Sequence[str],
+    step: timedelta = timedelta(hours=6),
+) -> Iterator[list[Signal]]:
+    """Stored signals named ``names`` with window ends in ``(since, until]``, oldest first, in
+    batches of ``step`` of event time (so a month of history never sits in memory at once)."""
+    t = since
+    while t < until:
+        end = min(t + step, until)
+        rows = client.query(
+            f"SELECT {_SIGNAL_COLUMNS} FROM {database}.signals FINAL"
+            " WHERE ts > fromUnixTimestamp64Milli({a:Int64}, 'UTC')"
+            " AND ts <= fromUnixTimestamp64Milli({b:Int64}, 'UTC') AND signal IN {names:Array(String)}"
+            f"{_SIGNAL_ORDER}",
+            parameters={"a": (t - EPOCH) // MS, "b": (end - EPOCH) // MS, "names": list(names)},
+        ).result_rows
+        yield _signals(rows)
+        t = end
+
+
+def signal_span(client: Client, database: str) -> tuple[datetime, datetime] | None:
+    """The first window start and the last window end of the stored signals; None when there are none."""
+    row = client.query(
+        f"SELECT min(ts - toIntervalSecond(window_s)), max(ts), count() FROM {database}.signals"
+    ).result_rows[0]
+    return (row[0], row[1]) if row[2] else None
 
 
 def read_checkpoints(

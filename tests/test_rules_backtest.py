@@ -1,0 +1,84 @@
+"""`raiwatch rules backtest`: rules evaluated over stored signals, scored by on-call feedback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raiwatch.dev import synth
+from tests.harness import cli, incidents_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("backtest")
+    events = base / "events.jsonl"
+    synth.write(events, synth.default_scenario(24_000, seed=21, rate_per_s=15, drift=True, fairness=True))
+    out = base / "out"
+    p = cli("replay", str(events), "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def _backtest(out: Path, *args: str) -> list[dict]:
+    p = cli("rules", "backtest", "--data-dir", str(out), "--json", *args)
+    assert p.returncode == 0, p.stderr
+    return [json.loads(line) for line in p.stdout.splitlines()]
+
+
+def _incidents(rows: list[dict]) -> set[tuple]:
+    return {
+        (i["rule"], tuple(sorted(i["labels"].items())), i["opened_at"], i["resolved_at"])
+        for i in rows
+        if i.get("kind", "incident") == "incident"
+    }
+
+
+def test_backtest_on_stored_signals_equals_the_live_engine(replayed: Path):
+    live = _incidents(incidents_jsonl(replayed / "incidents.jsonl"))
+    back = _incidents(_backtest(replayed))
+
+    def norm(rows: set[tuple]) -> set[tuple]:  # incident.v1 writes Z; isoformat writes +00:00
+        return {(r, lab, o.replace("Z", "+00:00"), c and c.replace("Z", "+00:00")) for r, lab, o, c in rows}
+
+    assert {r for r, *_ in live} == {"SafetyRegressionCritical", "FavourableOutcomeDisparity"}
+    assert norm(back) == norm(live)
+
+
+def test_a_stricter_rule_drops_the_false_positive_and_keeps_the_true_one(replayed: Path, tmp_path: Path):
+    incidents = incidents_jsonl(replayed / "incidents.jsonl")
+    safety = next(i for i in incidents if i["rule"] == "SafetyRegressionCritical")
+    fair = next(i for i in incidents if i["rule"] == "FavourableOutcomeDisparity")
+    for inc, verdict in ((safety, "true_positive"), (fair, "false_positive")):
+        p = cli("incidents", "feedback", inc["incident_id"], verdict, "--data-dir", str(replayed))
+        assert p.returncode == 0, p.stderr
+    # the specialist's stricter fairness rule: a ratio under 0.5 instead of the four-fifths line
+    stricter = tmp_path / "rules"
+    stricter.mkdir()
+    for f in (ROOT / "alert_rules").glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "fairness.yaml":
+            text = text.replace("fire_when: ratio < 0.8 and", "fire_when: ratio < 0.5 and")
+        (stricter / f.name).write_text(text)
+    (stricter / "runbooks").symlink_to(ROOT / "alert_rules" / "runbooks")
+    rows = _backtest(replayed, str(stricter), "--compare", str(ROOT / "alert_rules"))
+    score = {(r["version"], r["rule"]): r for r in rows if r["kind"] == "rule"}
+    old, new = score["old", "FavourableOutcomeDisparity"], score["new", "FavourableOutcomeDisparity"]
+    assert (old["incidents"], old["false_positives"], old["precision"]) == (1, 1, 0.0)
+    assert (new["incidents"], new["false_positives"], new["precision"]) == (0, 0, None)  # the FP is gone
+    for version in ("old", "new"):
+        kept = score[version, "SafetyRegressionCritical"]
+        assert (kept["incidents"], kept["true_positives"], kept["missed"]) == (1, 1, [])  # the TP stays
+    table = cli("rules", "backtest", str(stricter), "--compare", str(ROOT / "alert_rules"), "--data-dir",
+                str(replayed))  # fmt: skip
+    assert table.returncode == 0 and "2 incidents with on-call feedback" in table.stdout
+
+
+def test_backtest_without_data_says_so(tmp_path: Path):
+    p = cli("rules", "backtest", "--data-dir", str(tmp_path))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.startswith(f"raiwatch: error: no raiwatch data under {tmp_path}")

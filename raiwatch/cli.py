@@ -279,6 +279,16 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         return 0
     if args.action == "report":
         return _drift_report(cfg, store, args)
+    if args.action == "stats":
+        from raiwatch.report import print_stats
+
+        rows = store.stats(since=_when(args.since, "--since"))
+        if args.json:
+            for row in rows:
+                print(json.dumps(row))
+        else:
+            print_stats(rows, args.fp_goal)
+        return 0
     if args.action == "ack":
         inc = store.acknowledge(args.id, actor=args.by)
     elif args.action == "resolve":
@@ -506,9 +516,22 @@ def build_parser() -> argparse.ArgumentParser:
         ("resolve", "Resolve an incident by hand."),
         ("feedback", "Mark an incident a true or false positive (feeds rule precision)."),
         ("report", "Write Evidently's drift report of a drift incident to DATA_DIR/reports; show links it."),
+        (
+            "stats",
+            "Per rule: incidents, on-call's verdicts, precision, median time to acknowledge and resolve.",
+        ),
     ]:
         sp = cmd(name, help, cmd_incidents, parent=isub)
-        if name == "list":
+        if name == "stats":
+            sp.add_argument("--since", help="incidents opened at or after this time (ISO 8601)")
+            sp.add_argument("--json", action="store_true", help="one JSON object per rule")
+            sp.add_argument(
+                "--fp-goal",
+                type=float,
+                default=0.2,
+                help="false-positive share critical rules must stay under",
+            )
+        elif name == "list":
             sp.add_argument("--status", choices=["open", "acknowledged", "resolved"])
             sp.add_argument("--rule")
             sp.add_argument("--limit", type=int, default=50)

@@ -140,3 +140,36 @@ def print_backtest(results: Sequence[tuple], since, until, judged: int) -> None:
                     f"{name}: {s.rule} would have missed true positive {inc.incident_id} "
                     f"(opened {inc.opened_at:%Y-%m-%d %H:%M}, {escape(inc.summary)})"
                 )
+
+
+def print_stats(rows: Sequence[dict], fp_goal: float) -> None:
+    """``incidents stats``: per rule, volume, verdicts, precision, time to acknowledge and resolve."""
+    t = Table(title=f"Alert quality per rule (goal: critical rules under {fp_goal:.0%} false positives)")
+    for c in (
+        "rule",
+        "severity",
+        "incidents",
+        "TP",
+        "FP",
+        "unrated",
+        "precision",
+        "to ack",
+        "to resolve",
+        "goal",
+    ):
+        t.add_column(c, justify="left" if c in ("rule", "severity", "goal") else "right")
+
+    def minutes(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f} min"
+
+    for r in rows:
+        share = r["false_positive_share"]
+        goal = ""
+        if r["severity"] == "critical":
+            goal = "no feedback" if share is None else ("[green]met" if share < fp_goal else "[red]missed")
+        t.add_row(
+            r["rule"], r["severity"], str(r["incidents"]), str(r["true_positive"]), str(r["false_positive"]),
+            str(r["unlabelled"]), "-" if r["precision"] is None else f"{r['precision']:.0%}",
+            minutes(r["median_minutes_to_ack"]), minutes(r["median_minutes_to_resolve"]), goal,
+        )  # fmt: skip
+    Console().print(t)

@@ -540,3 +540,25 @@ def test_sqlite_store_creates_its_folder(tmp_path: Path) -> None:
     with IncidentStore(f"sqlite:///{path}") as s:
         s.apply([opened()])
     assert path.is_file()
+
+
+def test_stats_per_rule_with_time_to_ack_and_resolve(store: IncidentStore) -> None:
+    crit = {"rule": "crit", "severity": "critical"}
+    later = T0 + timedelta(days=2)
+    store.apply(
+        [opened(incident_id=f"c{n}", dedup_key=f"c{n}", **crit) for n in range(5)]
+        + [opened(incident_id="w0", dedup_key="w0", rule="warn", severity="warning", opened_at=later)]
+    )
+    for n, minutes in enumerate((4, 10, 30)):
+        store.acknowledge(f"c{n}", actor="oncall", at=T0 + timedelta(minutes=minutes))
+    done = T0 + timedelta(minutes=50)
+    store.apply([resolved(incident_id="c0", dedup_key="c0", status="resolved", resolved_at=done, **crit)])
+    for n in range(4):
+        store.set_feedback(f"c{n}", "true_positive" if n else "false_positive")
+    rows = {r["rule"]: r for r in store.stats()}
+    c = rows["crit"]
+    assert (c["incidents"], c["true_positive"], c["false_positive"], c["unlabelled"]) == (5, 3, 1, 1)
+    assert (c["precision"], c["false_positive_share"], c["severity"]) == (0.75, 0.25, "critical")
+    assert c["median_minutes_to_ack"] == 10 and c["median_minutes_to_resolve"] == 50
+    assert rows["warn"]["precision"] is None and rows["warn"]["median_minutes_to_ack"] is None
+    assert [r["rule"] for r in store.stats(since=T0 + timedelta(days=1))] == ["warn"]

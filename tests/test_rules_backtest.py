@@ -76,6 +76,12 @@ def test_a_stricter_rule_drops_the_false_positive_and_keeps_the_true_one(replaye
     table = cli("rules", "backtest", str(stricter), "--compare", str(ROOT / "alert_rules"), "--data-dir",
                 str(replayed))  # fmt: skip
     assert table.returncode == 0 and "2 incidents with on-call feedback" in table.stdout
+    p = cli("incidents", "stats", "--json", "--data-dir", str(replayed))
+    stats = {r["rule"]: r for r in map(json.loads, p.stdout.splitlines())}
+    assert stats["SafetyRegressionCritical"]["severity"] == "critical"
+    assert stats["SafetyRegressionCritical"]["false_positive_share"] == 0.0
+    assert stats["FavourableOutcomeDisparity"]["precision"] == 0.0
+    assert "goal" in cli("incidents", "stats", "--data-dir", str(replayed)).stdout
 
 
 def test_backtest_without_data_says_so(tmp_path: Path):

@@ -15,8 +15,10 @@ import builtins
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from statistics import median
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
@@ -348,6 +350,37 @@ class IncidentStore:
             rated = figures["true_positive"] + figures["false_positive"]
             figures["precision"] = figures["true_positive"] / rated if rated else None
         return {"rules": dict(sorted(rules.items())), "overall": overall}
+
+    def stats(self, since: datetime | None = None) -> builtins.list[dict[str, Any]]:
+        """Per rule (incidents opened at or after ``since``): how many, their severity, on-call's
+        verdicts, precision and false-positive share, and the median minutes from opening to
+        acknowledgement and to resolution (of those acknowledged, resolved)."""
+        q = select(IncidentRow)
+        if since is not None:
+            q = q.where(IncidentRow.opened_at >= since)
+        rows = self._transact(lambda s: [_record(r) for r in s.scalars(q)])
+        by_rule: dict[str, builtins.list[Incident]] = {}
+        for inc in rows:
+            by_rule.setdefault(inc.rule, []).append(inc)
+        out = []
+        for rule, incs in sorted(by_rule.items()):
+            tp = sum(i.feedback == "true_positive" for i in incs)
+            fp = sum(i.feedback == "false_positive" for i in incs)
+            ack = [(i.acknowledged_at - i.opened_at).total_seconds() / 60 for i in incs if i.acknowledged_at]
+            res = [(i.resolved_at - i.opened_at).total_seconds() / 60 for i in incs if i.resolved_at]
+            out.append({
+                "rule": rule,
+                "severity": Counter(i.severity for i in incs).most_common(1)[0][0],
+                "incidents": len(incs),
+                "true_positive": tp,
+                "false_positive": fp,
+                "unlabelled": len(incs) - tp - fp,
+                "precision": tp / (tp + fp) if tp + fp else None,
+                "false_positive_share": fp / (tp + fp) if tp + fp else None,
+                "median_minutes_to_ack": median(ack) if ack else None,
+                "median_minutes_to_resolve": median(res) if res else None,
+            })  # fmt: skip
+        return out
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ that says what is wrong and what to do, and exit status 2; never in a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -239,6 +240,45 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
                 print(json.dumps(row))
         return 0
     print_backtest(results, since, until, len(judged))
+    return 0
+
+
+def cmd_rules_suggest(args: argparse.Namespace) -> int:
+    from alert_rules import load_rules
+    from alert_rules.suggest import pick, suggest
+    from monitors.registry import catalogue
+    from raiwatch.report import print_suggestions
+    from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import signal_span, signals_between
+    from storage.incidents import IncidentStore
+
+    if (args.target_per_week is None) == (args.target_precision is None):
+        raise RaiwatchError("give one target: --target-per-week N or --target-precision P")
+    cfg = _cfg(args)
+    rules = {r.name: r for r in load_rules(args.rules, catalogue())}
+    rule = rules.get(args.rule)
+    if rule is None:
+        close = difflib.get_close_matches(args.rule, list(rules), n=1)
+        raise RaiwatchError(f"no rule {args.rule!r}" + (f": did you mean {close[0]!r}?" if close else ""))
+    dsn = cfg.clickhouse_dsn
+    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
+        raise RaiwatchError(
+            f"no raiwatch data under {cfg.data_path}: check --data-dir (a replay's is its --out)"
+        )
+    client = clickhouse_client(cfg)
+    span = signal_span(client, cfg.clickhouse.database)
+    if span is None:
+        raise RaiwatchError(f"no signals stored under {cfg.data_path}: nothing to learn a threshold from")
+    since = _when(args.since, "--since") or span[0]
+    until = _when(args.until, "--until") or span[1]
+    signals = [
+        s for b in signals_between(client, cfg.clickhouse.database, since, until, [rule.signal]) for s in b
+    ]
+    with IncidentStore(cfg.incident_db_url) as store:
+        judged = [i for i in store.list(rule=rule.name, limit=100_000) if i.feedback]
+    weeks = max((until - since).total_seconds() / (7 * 86400), 1e-9)
+    options = suggest(rule, signals, judged, weeks)
+    print_suggestions(rule, options, pick(options, args.target_per_week, args.target_precision), since, until)
     return 0
 
 
@@ -476,6 +516,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--until", help="... and at or before this one (default: the last stored)")
     sp.add_argument("--compare", type=Path, help="another version of the rules, shown beside them")
     sp.add_argument("--json", action="store_true", help="print every incident as a JSON line instead")
+    sp = cmd(
+        "suggest",
+        "Propose a threshold for a rule from the stored history of its signal: the trade-off between"
+        " incidents per week and precision, as a table.",
+        cmd_rules_suggest,
+        parent=rsub,
+    )
+    sp.add_argument("rule", help="alert name, e.g. FeatureDrift")
+    sp.add_argument("--rules", type=Path, help="rule file or folder (default: the shipped rules)")
+    sp.add_argument("--target-per-week", type=float, help="at most this many incidents a week")
+    sp.add_argument(
+        "--target-precision", type=float, help="at least this precision (0-1) on judged incidents"
+    )
+    sp.add_argument("--since", help="history from (ISO 8601; default: the first stored window)")
+    sp.add_argument("--until", help="history to (default: the last stored window)")
     sp = cmd(
         "test", "Run rule unit tests (like promtool test rules): signal series in, expected incidents out.",
         cmd_rules_test, config=False, parent=rsub,

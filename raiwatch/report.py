@@ -173,3 +173,34 @@ def print_stats(rows: Sequence[dict], fp_goal: float) -> None:
             minutes(r["median_minutes_to_ack"]), minutes(r["median_minutes_to_resolve"]), goal,
         )  # fmt: skip
     Console().print(t)
+
+
+def print_suggestions(rule, options: Sequence, chosen, since, until) -> None:
+    """``rules suggest``: each candidate threshold, its incidents per week and precision, with bars."""
+    console = Console()
+    first = rule.fire_when.clauses[0]
+    console.print(
+        f"{rule.name}: {first.field} {first.op} THRESHOLD{' * ' + first.ref if first.ref else ''}"
+        f" over {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC (the rule alone, no inhibition)",
+        soft_wrap=True,
+    )
+    t = Table()
+    for c in ("threshold", "incidents", "per week", "TP / FP", "precision", ""):
+        t.add_column(c, justify="left" if c in ("threshold", "") else "right")
+    top = max((o.per_week for o in options), default=0) or 1
+    for o in options:
+        mark = " (current)" if o.current else ""
+        mark += " ← suggested" if chosen is not None and o is chosen else ""
+        t.add_row(
+            f"{o.threshold:g}{mark}", str(o.incidents), f"{o.per_week:.1f}",
+            f"{o.true_positives} / {o.false_positives}", "-" if o.precision is None else f"{o.precision:.0%}",
+            "█" * round(20 * o.per_week / top),
+        )  # fmt: skip
+    console.print(t)
+    if chosen is None:
+        console.print(
+            "no candidate meets the target: the rule needs another signal or condition, not a threshold"
+        )
+    else:
+        text = rule.fire_when.text.replace(f"{first.coef:g}", f"{chosen.threshold:g}", 1)
+        console.print(f"suggested: fire_when: {text}")

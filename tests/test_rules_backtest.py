@@ -88,3 +88,23 @@ def test_backtest_without_data_says_so(tmp_path: Path):
     p = cli("rules", "backtest", "--data-dir", str(tmp_path))
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.startswith(f"raiwatch: error: no raiwatch data under {tmp_path}")
+
+
+def test_suggest_proposes_a_threshold_that_meets_the_target(replayed: Path):
+    p = cli(
+        "rules",
+        "suggest",
+        "FavourableOutcomeDisparity",
+        "--target-per-week",
+        "1",
+        "--data-dir",
+        str(replayed),
+    )
+    assert p.returncode == 0, p.stderr
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("suggested: fire_when: ratio < ")]
+    assert float(line.split("ratio < ")[1].split()[0]) < 0.8  # stricter than the four-fifths line
+    assert "0.8 (current)" in p.stdout
+    bad = cli(
+        "rules", "suggest", "FavourableOutcomDisparity", "--target-per-week", "1", "--data-dir", str(replayed)
+    )
+    assert bad.returncode == 2 and "did you mean 'FavourableOutcomeDisparity'?" in bad.stderr

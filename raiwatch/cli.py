@@ -316,6 +316,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             report = cfg.data_path / "reports" / f"{inc.incident_id}.html"
             if report.is_file():
                 print(f"drift report: file://{report.resolve()}")
+            for n in store.notifications(inc.incident_id):
+                state = (
+                    f"delivered {n['delivered_at']:%Y-%m-%d %H:%M:%S}Z after {n['attempts']} attempt(s)"
+                    if n["delivered_at"]
+                    else f"pending, {n['attempts']} failed attempt(s), next {n['next_attempt_at']:%H:%M:%S}Z"
+                    + (f": {n['last_error']}" if n["last_error"] else "")
+                )
+                print(f"notification {n['kind']} to {n['route']}: {state}")
         return 0
     if args.action == "report":
         return _drift_report(cfg, store, args)

@@ -40,6 +40,7 @@ from raiwatch.core.config import Config
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
 from storage.clickhouse import ClickHouseWriter, read_checkpoints, recent_signals
 from storage.incidents import IncidentStore
+from storage.incidents.store import Route
 
 log = logging.getLogger("raiwatch.pipeline")
 
@@ -73,8 +74,10 @@ class Pipeline:
         wall: Callable[[], float] = time.time,
         catalogue: Catalogue | None = None,
         observers: Sequence[Observe] = (),
+        routes: Route | None = None,
     ):
         self.cfg = cfg
+        self.routes = routes  # which receivers each incident change is queued for (the outbox)
         self.export = metrics.SignalExport(catalogue or Catalogue([]))
         w = cfg.windows
         self.clock = WindowClock(w.size_s, w.allowed_lateness_s, w.watermark_confirm)
@@ -448,7 +451,7 @@ class Pipeline:
                 w.write_rows(table, names, table_rows)
         if changes:
             with _sink("incident_store"):
-                stored = self.store.apply(changes)
+                stored = self.store.apply(changes, self.routes)
             with _sink("incidents"):
                 w.write_incidents(stored)  # as stored: with on-call's acks, which the engine never sees
             for fn in self.notify:

@@ -18,6 +18,7 @@ from raiwatch.drift_reporter import DriftReporter
 from raiwatch.pipeline import Notify, Observe, Pipeline
 from storage.clickhouse import ClickHouseWriter, Client, ConnectOptions, connect, migrate
 from storage.incidents import IncidentStore
+from storage.incidents.store import Route
 
 log = logging.getLogger("raiwatch.pipeline")
 
@@ -38,6 +39,7 @@ def build_pipeline(
     live: bool = False,
     stop: threading.Event | None = None,
     observers: Sequence[Observe] = (),
+    routes: Route | None = None,
 ) -> Pipeline:
     """Check the monitor settings and the rules, migrate both stores, and wire the pipeline.
 
@@ -62,8 +64,9 @@ def build_pipeline(
     store = IncidentStore(cfg.incident_db_url)
     engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
     return Pipeline(
-        cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers
-    )
+        cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers,
+        routes=routes,
+    )  # fmt: skip
 
 
 def drift_reporter(cfg: Config) -> DriftReporter | None:

@@ -22,6 +22,7 @@ from raiwatch.core.batch import BatchResult
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
+from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline, drift_reporter
 from streams.consumer import StreamWorker
@@ -112,8 +113,19 @@ def run_worker(
     stop = threading.Event()
     reporter = drift_reporter(cfg)
     observers = [reporter] if reporter else []
-    pipe = build_pipeline(cfg, rules_dir, notify=[log_changes], live=True, stop=stop, observers=observers)
+    pipe = build_pipeline(
+        cfg,
+        rules_dir,
+        notify=[log_changes],
+        live=True,
+        stop=stop,
+        observers=observers,
+        routes=router(cfg.notify),
+    )
+    delivery = Delivery(pipe.store, cfg.notify) if cfg.notify.routes else None
     restored = pipe.warm_start()
+    if delivery:
+        delivery.start()
     worker = StreamWorker(
         cfg, pipe, on_result=_Progress(pipe), stop_event=stop, writable=lambda: pipe.writer.available
     )
@@ -139,6 +151,8 @@ def run_worker(
     finally:
         if reporter:
             reporter.close()
+        if delivery:
+            delivery.stop()
     pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
     log.info("worker stopped")
     return 0

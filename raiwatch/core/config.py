@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -62,6 +62,26 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     ca_cert: str = ""  # https DSN: CA bundle to check it with ("" = the system's)
 
 
+class RouteConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where incidents go: one receiver, and which incidents it takes."""
+
+    name: str
+    type: Literal["alertmanager", "webhook", "slack", "pagerduty"]
+    url: str  # alertmanager: its base URL; pagerduty: the Events API v2 enqueue URL
+    severities: list[Literal["critical", "high", "warning", "info"]] = []  # [] = every severity
+    match: dict[str, str] = {}  # incident label -> value it must have ("!value": must not have)
+    secret_env: str = ""  # env var with the webhook's HMAC secret, or PagerDuty's routing key
+    timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+
+
+class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    routes: list[RouteConfig] = []
+    resend_s: Annotated[float, Meta(gt=0)] = 60.0  # Alertmanager: re-send firing alerts this often
+    retry_min_s: Annotated[float, Meta(gt=0)] = 1.0  # first retry of a failed delivery; doubles after
+    retry_max_s: Annotated[float, Meta(gt=0)] = 300.0  # up to this
+    poll_s: Annotated[float, Meta(gt=0)] = 1.0  # how often the outbox is read
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "var"
     rules_dir: str = ""  # "" = the rules shipped in alert_rules/
@@ -71,6 +91,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)
     clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
+    notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
     # per monitor family, its own settings (validated by monitors.registry against each monitor's Config)
     monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 

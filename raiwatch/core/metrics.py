@@ -18,6 +18,12 @@ LABELS = Counter(
     " inferences dropped unlabelled (expired, evicted).",
     ["result"],
 )
+NOTIFICATIONS = Counter(
+    "raiwatch_notifications_total",
+    "Notification attempts by route and outcome (delivered, failed).",
+    ["route", "outcome"],
+)
+OUTBOX_DEPTH = Gauge("raiwatch_notification_outbox_depth", "Notifications not delivered yet.")
 LABEL_JOIN_PENDING = Gauge("raiwatch_label_join_pending", "Inferences waiting for their label.")
 REJECTED = Counter(
     "raiwatch_rejected_events_total",

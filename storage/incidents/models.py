@@ -144,3 +144,30 @@ class IncidentEventRow(Base):
     incident: Mapped[IncidentRow] = relationship(back_populates="events")
 
     __table_args__ = (CheckConstraint(_one_of("kind", EVENT_KINDS), name="kind"),)
+
+
+NOTIFICATION_KINDS = ("opened", "resolved")
+
+
+class NotificationRow(Base):
+    """The outbox: one notification of one incident change to one route, written in the same
+    transaction as the change, and marked delivered once the receiver took it."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(
+        ForeignKey("incidents.incident_id", ondelete="CASCADE"), index=True
+    )
+    route: Mapped[str] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", NOTIFICATION_KINDS), name="kind"),
+        Index("uq_notifications_incident_id", "incident_id", "route", "kind", unique=True),
+    )

@@ -30,15 +30,18 @@ from raiwatch.core.records import Incident, IncidentChange
 from storage.incidents.db import WRITE, make_engine, safe_url, upgrade
 from storage.incidents.models import (
     FEEDBACKS,
+    NOTIFICATION_KINDS,
     SEVERITIES,
     STATUSES,
     IncidentEventRow,
     IncidentRow,
+    NotificationRow,
     to_utc,
 )
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Route = Callable[[Incident, str], Sequence[str]]  # incident, "opened"/"resolved" -> route names
 
 ENGINE_ACTOR = "rule-engine"  # actor of the history rows that ``apply`` writes
 ATTEMPTS = 3  # a transaction that lost a race or hit a transient error is retried this often
@@ -116,12 +119,16 @@ class IncidentStore:
 
     # -- rule engine -----------------------------------------------------------------------------
 
-    def apply(self, changes: Sequence[IncidentChange]) -> builtins.list[Incident]:
+    def apply(
+        self, changes: Sequence[IncidentChange], routes: Route | None = None
+    ) -> builtins.list[Incident]:
         """Store the rule engine's changes, all or none; re-applying the same changes is a no-op.
 
-        Returns the stored incidents the changes touched, as the store now has them (with what
-        on-call did to them, which the rule engine does not know): what the ClickHouse mirror and
-        notifiers should see.
+        With ``routes`` (incident, "opened" or "resolved" -> route names), each opening and
+        resolution also goes to the outbox, in the same transaction: one notification per route,
+        delivered later by ``due_notifications``/``mark_delivered``, never lost and never twice
+        queued. Returns the stored incidents the changes touched, as the store now has them (with
+        what on-call did to them, which the rule engine does not know).
         """
         for change in changes:
             _check(change)
@@ -129,6 +136,10 @@ class IncidentStore:
         def run(s: Session) -> builtins.list[Incident]:
             rows = [self._apply_one(s, change) for change in changes]
             s.flush()
+            if routes is not None:
+                for change, row in zip(changes, rows, strict=True):
+                    if row is not None and change.kind in NOTIFICATION_KINDS:
+                        self._queue(s, _record(row), change.kind, routes)
             return [_record(r) for r in dict.fromkeys(r for r in rows if r is not None)]
 
         return self._transact(run, write=True) if changes else []
@@ -350,6 +361,72 @@ class IncidentStore:
             rated = figures["true_positive"] + figures["false_positive"]
             figures["precision"] = figures["true_positive"] / rated if rated else None
         return {"rules": dict(sorted(rules.items())), "overall": overall}
+
+    # -- the notification outbox -----------------------------------------------------------------
+
+    def _queue(self, s: Session, inc: Incident, kind: str, routes: Route) -> None:
+        now = _now()
+        for route in routes(inc, kind):
+            exists = s.scalar(
+                select(func.count()).where(
+                    NotificationRow.incident_id == inc.incident_id,
+                    NotificationRow.route == route,
+                    NotificationRow.kind == kind,
+                )
+            )
+            if not exists:
+                s.add(NotificationRow(incident_id=inc.incident_id, route=route, kind=kind, created_at=now,
+                                      attempts=0, next_attempt_at=now))  # fmt: skip
+
+    def due_notifications(
+        self, now: datetime | None = None, limit: int = 100
+    ) -> builtins.list[tuple[int, str, str, int, Incident]]:
+        """Undelivered notifications whose next attempt is due, oldest first:
+        ``(id, route, kind, attempts so far, incident as stored now)``."""
+        q = (
+            select(NotificationRow, IncidentRow)
+            .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
+            .where(NotificationRow.delivered_at.is_(None), NotificationRow.next_attempt_at <= (now or _now()))
+            .order_by(NotificationRow.id)
+            .limit(limit)
+        )
+        return self._transact(
+            lambda s: [(n.id, n.route, n.kind, n.attempts, _record(i)) for n, i in s.execute(q).all()]
+        )
+
+    def mark_delivered(self, notification_id: int, at: datetime | None = None) -> None:
+        def run(s: Session) -> None:
+            n = s.get(NotificationRow, notification_id, with_for_update=True)
+            if n is not None and n.delivered_at is None:
+                n.attempts += 1
+                n.delivered_at = at or _now()
+                n.last_error = None
+
+        self._transact(run, write=True)
+
+    def mark_failed(self, notification_id: int, error: str, retry_at: datetime) -> None:
+        def run(s: Session) -> None:
+            n = s.get(NotificationRow, notification_id, with_for_update=True)
+            if n is not None and n.delivered_at is None:
+                n.attempts += 1
+                n.last_error = error[:1000]
+                n.next_attempt_at = retry_at
+
+        self._transact(run, write=True)
+
+    def notifications(self, incident_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The outbox rows of one incident (or all), oldest first, as dicts."""
+        q = select(NotificationRow).order_by(NotificationRow.id)
+        if incident_id is not None:
+            q = q.where(NotificationRow.incident_id == incident_id)
+        cols = ("id", "incident_id", "route", "kind", "created_at", "attempts", "next_attempt_at",
+                "delivered_at", "last_error")  # fmt: skip
+        return self._transact(lambda s: [{c: getattr(n, c) for c in cols} for n in s.scalars(q)])
+
+    def outbox_depth(self) -> int:
+        """Notifications not delivered yet."""
+        q = select(func.count()).select_from(NotificationRow).where(NotificationRow.delivered_at.is_(None))
+        return int(self._transact(lambda s: s.scalar(q)) or 0)
 
     def stats(self, since: datetime | None = None) -> builtins.list[dict[str, Any]]:
         """Per rule (incidents opened at or after ``since``): how many, their severity, on-call's

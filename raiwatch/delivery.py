@@ -1,0 +1,121 @@
+"""Alert delivery: routes pick receivers for each incident; a thread drains the store's outbox.
+
+The pipeline stores each incident change together with its notifications (``route``); this
+thread sends them, oldest first, and marks each delivered once its receiver answered 2xx. A
+failed one is retried after ``retry_min_s``, doubling up to ``retry_max_s``, for as long as it
+takes: a receiver outage never blocks the pipeline and never loses a notification. Firing
+incidents are re-sent to Alertmanager routes every ``resend_s``, as Alertmanager expects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from raiwatch.core import metrics
+from raiwatch.core.config import NotifyConfig, RouteConfig
+from raiwatch.core.records import Incident
+from storage.incidents import IncidentStore
+from streams.notify import DeliveryError, post, request
+
+log = logging.getLogger(__name__)
+
+
+def matches(route: RouteConfig, inc: Incident) -> bool:
+    """Whether ``route`` takes ``inc``: its severity is listed (or none are) and every match holds."""
+    if route.severities and inc.severity not in route.severities:
+        return False
+    for key, want in route.match.items():
+        have = inc.labels.get(key)
+        if want.startswith("!") and have == want[1:]:
+            return False
+        if not want.startswith("!") and have != want:
+            return False
+    return True
+
+
+def router(cfg: NotifyConfig) -> Callable[[Incident, str], list[str]] | None:
+    """The names of the routes each incident change goes to; None when no route is configured."""
+    if not cfg.routes:
+        return None
+    routes = list(cfg.routes)
+    return lambda inc, kind: [r.name for r in routes if matches(r, inc)]
+
+
+class Delivery:
+    """Routes incidents to receivers and delivers the outbox (``start``/``stop`` a thread, or
+    call ``run_once`` from a test)."""
+
+    def __init__(self, store: IncidentStore, cfg: NotifyConfig, wall: Callable[[], float] = time.time):
+        self.store = store
+        self.cfg = cfg
+        self.routes = {r.name: r for r in cfg.routes}
+        self.wall = wall
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_resend = 0.0
+
+    def run_once(self) -> int:
+        """Send every due notification, and re-send firing alerts when due; return how many were sent."""
+        now = datetime.fromtimestamp(self.wall(), UTC)
+        sent = 0
+        for nid, name, kind, attempts, inc in self.store.due_notifications(now):
+            route = self.routes.get(name)
+            if route is None:
+                self.store.mark_failed(
+                    nid, f"route {name!r} is no longer configured", now + timedelta(hours=1)
+                )
+                continue
+            try:
+                post(*request(route, inc, kind, now, self.cfg.resend_s), route.timeout_s)
+            except DeliveryError as e:
+                delay = min(self.cfg.retry_max_s, self.cfg.retry_min_s * 2**attempts)
+                self.store.mark_failed(nid, str(e), now + timedelta(seconds=delay))
+                metrics.NOTIFICATIONS.labels(name, "failed").inc()
+                log.warning("notification of %s to %s failed (attempt %d, next in %.0f s): %s",
+                            inc.incident_id, name, attempts + 1, delay, e)  # fmt: skip
+                continue
+            self.store.mark_delivered(nid, now)
+            metrics.NOTIFICATIONS.labels(name, "delivered").inc()
+            sent += 1
+        if self.wall() >= self._next_resend:
+            self._next_resend = self.wall() + self.cfg.resend_s
+            sent += self._resend(now)
+        metrics.OUTBOX_DEPTH.set(self.store.outbox_depth())
+        return sent
+
+    def _resend(self, now: datetime) -> int:
+        """Firing incidents to Alertmanager routes again (their ``endsAt`` moves ahead)."""
+        managers = [r for r in self.routes.values() if r.type == "alertmanager"]
+        if not managers:
+            return 0
+        sent = 0
+        for inc in self.store.open_incidents():
+            for r in managers:
+                if matches(r, inc):
+                    try:
+                        post(*request(r, inc, "opened", now, self.cfg.resend_s), r.timeout_s)
+                        sent += 1
+                    except DeliveryError as e:  # the next round tries again; the outbox has the first
+                        log.warning("re-sending %s to %s failed: %s", inc.incident_id, r.name, e)
+        return sent
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="raiwatch-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # the store away for a moment: try again next round
+                log.exception("alert delivery round failed")
+            self._stop.wait(self.cfg.poll_s)

@@ -1,0 +1,262 @@
+"""Alert delivery: a real Prometheus Alertmanager, a local receiver for webhooks, Slack and
+PagerDuty, and the outbox across a receiver outage."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from raiwatch.core.config import NotifyConfig, RouteConfig
+from raiwatch.core.records import Incident, IncidentChange
+from raiwatch.delivery import Delivery, router
+from raiwatch.dev.localkafka import free_port
+from storage.incidents import IncidentStore
+from tests.harness import poll
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _incident(n: int = 1, severity: str = "critical", status: str = "open", **labels: str) -> Incident:
+    return Incident(
+        incident_id=f"inc-{n:04d}", dedup_key=f"k{n}", rule="SafetyRegressionCritical",
+        signal="safety.rate_change", severity=severity, status=status, opened_at=NOW - timedelta(minutes=3),
+        resolved_at=NOW if status == "resolved" else None,
+        labels={"model_id": "bot", "category": "self_harm", "team": "trust-safety", **labels},
+        summary="bot: self_harm violations rose to 10%-13% (n=1433) from a baseline of 0.5%",
+        runbook_url="https://runbooks.example/safety-regression.md", value=1.2, threshold=1.0,
+    )  # fmt: skip
+
+
+class Receiver:
+    """A local HTTP receiver that records what it is sent; ``down`` refuses with 503."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict, bytes]] = []
+        self.down = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.down:
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"receiver down for maintenance")
+                    return
+                outer.got.append((self.path, dict(self.headers), body))
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory) -> Iterator[str]:
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert exe, "prometheus-alertmanager is not installed (deploy/system-deps.sh installs it)"
+    base = tmp_path_factory.mktemp("alertmanager")
+    conf = base / "alertmanager.yml"
+    conf.write_text("route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, f"--config.file={conf}", f"--storage.path={base / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=(base / "log").open("wb"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        poll(ready, 30, "Alertmanager to be ready")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _alerts(url: str) -> list[dict]:
+    with urllib.request.urlopen(f"{url}/api/v2/alerts", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def _store(tmp_path: Path) -> IncidentStore:
+    return IncidentStore(f"sqlite:///{tmp_path / 'incidents.db'}")
+
+
+def test_an_incident_reaches_alertmanager_with_its_runbook_and_resolves_there(
+    alertmanager: str, tmp_path: Path
+):
+    cfg = NotifyConfig(routes=[RouteConfig(name="am", type="alertmanager", url=alertmanager)], resend_s=30)
+    store = _store(tmp_path)
+    delivery = Delivery(store, cfg)
+    store.apply([IncidentChange(kind="opened", incident=_incident())], router(cfg))
+    assert delivery.run_once() >= 1
+
+    def firing() -> dict | None:
+        mine = [
+            a for a in _alerts(alertmanager) if a["labels"].get("alertname") == "SafetyRegressionCritical"
+        ]
+        return mine[0] if mine and mine[0]["status"]["state"] == "active" else None
+
+    alert = poll(firing, 20, "the alert in Alertmanager")
+    labels = {"model_id": "bot", "category": "self_harm", "team": "trust-safety"}
+    assert alert["labels"] == {"alertname": "SafetyRegressionCritical", "severity": "critical", **labels}
+    assert alert["annotations"]["runbook_url"] == "https://runbooks.example/safety-regression.md"
+    assert alert["annotations"]["incident_id"] == "inc-0001"
+    assert "model_id=bot" in alert["annotations"]["scope"] and "from " in alert["annotations"]["scope"]
+    assert datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00")) > datetime.now(UTC)  # kept firing
+    [row] = store.notifications("inc-0001")
+    assert row["delivered_at"] is not None and row["attempts"] == 1
+
+    store.apply([IncidentChange(kind="resolved", incident=_incident(status="resolved"))], router(cfg))
+    delivery.run_once()
+    poll(lambda: firing() is None, 20, "the alert to resolve in Alertmanager")
+    assert [n["kind"] for n in store.notifications("inc-0001")] == ["opened", "resolved"]
+
+
+def test_a_receiver_down_gets_every_notification_once_it_is_back(
+    receiver: Receiver, tmp_path: Path, monkeypatch
+):
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    hook = RouteConfig(name="hook", type="webhook", url=f"{receiver.url}/hook", secret_env="HOOK_SECRET")
+    cfg = NotifyConfig(routes=[hook], retry_min_s=0.05, retry_max_s=0.2)
+    store = _store(tmp_path)
+    clock = [time.time()]
+    delivery = Delivery(store, cfg, wall=lambda: clock[0])
+
+    def a_round_later() -> int:  # the retry delays pass on this clock, not by sleeping
+        clock[0] += 1.0
+        return delivery.run_once()
+
+    receiver.down = True
+    t0 = time.monotonic()
+    store.apply([IncidentChange(kind="opened", incident=_incident(n)) for n in range(1, 6)], router(cfg))
+    assert time.monotonic() - t0 < 2  # the pipeline's write does not wait for any receiver
+    for _ in range(3):
+        assert a_round_later() == 0
+    pending = store.notifications()
+    assert len(pending) == 5 and all(n["delivered_at"] is None and n["attempts"] == 3 for n in pending)
+    assert "answered 503" in pending[0]["last_error"] and store.outbox_depth() == 5
+    receiver.down = False
+    assert a_round_later() == 5 and store.outbox_depth() == 0
+    assert a_round_later() == 0  # delivered ones are not sent again
+    ids = sorted(json.loads(body)["incident_id"] for _, _, body in receiver.got)
+    assert ids == [f"inc-{n:04d}" for n in range(1, 6)]  # each once
+    for _, headers, body in receiver.got:
+        want = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["X-Raiwatch-Signature"] == want and headers["X-Raiwatch-Event"] == "opened"
+        assert set(json.loads(body)) >= {
+            "incident_id",
+            "rule",
+            "severity",
+            "labels",
+            "summary",
+            "runbook_url",
+        }
+
+
+def test_routes_by_severity_and_labels_with_slack_and_pagerduty_formats(receiver: Receiver, tmp_path: Path,
+                                                                        monkeypatch):  # fmt: skip
+    monkeypatch.setenv("PD_KEY", "routing-key-1")
+    cfg = NotifyConfig(routes=[
+        RouteConfig(name="pager", type="pagerduty", url=receiver.url + "/pd", severities=["critical"],
+                    secret_env="PD_KEY"),
+        RouteConfig(name="chat", type="slack", url=receiver.url + "/slack", match={"team": "!trust-safety"}),
+    ])  # fmt: skip
+    store = _store(tmp_path)
+    store.apply([
+        IncidentChange(kind="opened", incident=_incident(1)),  # critical, trust-safety: pager only
+        IncidentChange(kind="opened", incident=_incident(2, "warning", team="ml-platform")),  # chat only
+    ], router(cfg))  # fmt: skip
+    Delivery(store, cfg).run_once()
+    store.apply([IncidentChange(kind="resolved", incident=_incident(1, status="resolved"))], router(cfg))
+    Delivery(store, cfg).run_once()
+    sent = [(path, json.loads(body)) for path, _, body in receiver.got]
+    assert [p for p, _ in sent] == ["/pd", "/slack", "/pd"]
+    trigger, slack, resolve = (b for _, b in sent)
+    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "k1" and trigger["routing_key"] == "routing-key-1"
+    assert trigger["payload"]["severity"] == "critical" and trigger["links"][0]["href"].endswith(
+        "safety-regression.md"
+    )
+    assert slack["text"].startswith("[WARNING] SafetyRegressionCritical:") and "Runbook" in json.dumps(
+        slack["blocks"]
+    )
+
+
+@pytest.mark.kafka
+def test_a_streaming_worker_pages_alertmanager_for_a_spike(
+    kafka_bootstrap, alertmanager: str, tmp_path: Path
+):
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from raiwatch.dev import synth
+    from tests.harness import start_worker, stop_worker, wait_drained, write_config
+
+    events = tmp_path / "events.jsonl"
+    n = 9000
+    synth.write(events, synth.default_scenario(n, seed=31, rate_per_s=15, start=synth.recent_start(n, 15)))
+    run = uuid.uuid4().hex[:8]
+    topic, group = f"am-{run}", f"raiwatch-{run}"
+    notify = (
+        f"notify:\n  routes:\n    - {{name: am, type: alertmanager, url: '{alertmanager}'}}\n  poll_s: 0.2\n"
+    )
+    cfg = write_config(tmp_path / "c.yaml", kafka_bootstrap, topic, group, extra=notify)
+    log = tmp_path / "worker.log"
+    worker = start_worker(cfg, tmp_path / "data", log)
+    try:
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        for line in events.read_bytes().splitlines():
+            producer.send(topic, value=line)
+        producer.flush()
+        producer.close()
+        wait_drained(kafka_bootstrap, group, topic, worker, log)
+
+        def paged() -> list[dict]:
+            return [a for a in _alerts(alertmanager) if a["labels"].get("model_id") == "helpdesk-assistant"
+                    and a["labels"].get("alertname") == "SafetyRegressionCritical"]  # fmt: skip
+
+        (alert,) = poll(paged, 30, "the worker's alert in Alertmanager")
+    finally:
+        stop_worker(worker)
+    assert alert["labels"]["category"] == "self_harm"
+    assert alert["annotations"]["runbook_url"].endswith("safety-regression.md")
+    store = IncidentStore(f"sqlite:///{tmp_path / 'data' / 'incidents.db'}")
+    (inc,) = [i for i in store.list() if i.rule == "SafetyRegressionCritical"]
+    first = store.notifications(inc.incident_id)[0]
+    assert (first["route"], first["kind"], first["delivered_at"] is not None) == ("am", "opened", True)

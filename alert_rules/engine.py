@@ -110,7 +110,7 @@ class RuleEngine:
         for rule, dims in routes:
             if (rule.name in self._inhibitors) != inhibitors:
                 continue
-            if s.dims.keys() != dims or any(labels.get(k) not in v for k, v in rule.match.items()):
+            if s.dims.keys() != dims or not rule.matches(labels):
                 continue
             if any(k not in labels for k in rule.group_by):
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -62,6 +63,40 @@ TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=Fa
 TEMPLATES.filters.update(pct=_pct, num=_num)
 
 
+@dataclass(frozen=True)
+class Matcher:
+    """The values one ``match`` label may take: ``v`` (equal), ``~re`` (a full regex match),
+    ``!v`` or ``!~re`` (not that). A label must match one of the positive entries (when there are
+    any) and none of the negative ones.
+
+    >>> m = Matcher.of(["~self_.*", "!self_test"])
+    >>> m.accepts("self_harm"), m.accepts("self_test"), m.accepts("pii")
+    (True, False, False)
+    >>> Matcher.of(["!acme"]).accepts("globex"), Matcher.of(["!acme"]).accepts("acme")
+    (True, False)
+    """
+
+    allow: tuple[re.Pattern[str], ...]
+    deny: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def of(cls, values: Sequence[str]) -> Matcher:
+        allow, deny = [], []
+        for v in values:
+            neg = v.startswith("!")
+            body = v[1:] if neg else v
+            pattern = re.compile(body[1:] if body.startswith("~") else re.escape(body))
+            (deny if neg else allow).append(pattern)
+        return cls(tuple(allow), tuple(deny))
+
+    def accepts(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        if self.allow and not any(p.fullmatch(value) for p in self.allow):
+            return False
+        return not any(p.fullmatch(value) for p in self.deny)
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     """One validated alert rule. ``runbook`` is a file in runbooks/ or an absolute URL."""
@@ -90,6 +125,11 @@ class Rule:
         object.__setattr__(self, "template", TEMPLATES.from_string(self.summary))
         match = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
         object.__setattr__(self, "match", match)
+        object.__setattr__(self, "_matchers", {k: Matcher.of(v) for k, v in match.items()})
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether every ``match`` matcher accepts the value of its label in ``labels``."""
+        return all(m.accepts(labels.get(k)) for k, m in self._matchers.items())  # type: ignore[attr-defined]
 
     @property
     def dims(self) -> frozenset[str]:
@@ -300,6 +340,15 @@ def _check_rule(
     if len(probs) > before or not schema_ok:
         return None
     match, static = r.get("match", {}), r.get("labels", {})
+    for key, values in match.items():
+        for v in [values] if isinstance(values, str) else values:
+            body = v[1:] if v.startswith("!") else v
+            if body.startswith("~"):
+                try:
+                    re.compile(body[1:])
+                except re.error as e:
+                    bad(f"match: {key}: bad regular expression {body[1:]!r}: {e}", "match", key)
+                    return None
     rule = Rule(
         name=r["alert"],
         signal=signal,
@@ -318,7 +367,7 @@ def _check_rule(
         source=f"{f}:{line('alert')}",
         inhibited_by=tuple(r.get("inhibited_by", ())),
     )
-    one = {k: v if isinstance(v, str) else v[0] for k, v in match.items()}
+    one = {k: (v if isinstance(v, str) else v[0]).lstrip("!~") for k, v in match.items()}
     labels = {"model_id": "<model_id>", **{k: f"<{k}>" for k in rule.group_by}, **one, **static}
     try:
         rule.template.render(rule.summary_vars(labels, _SAMPLE_FIELDS, 0.05, 60))

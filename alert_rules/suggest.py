@@ -51,7 +51,7 @@ def in_scope(rule: Rule, s: Signal) -> bool:
     return (
         s.signal == rule.signal
         and s.dims.keys() == rule.dims
-        and all(labels.get(k) in v for k, v in rule.match.items())
+        and rule.matches(labels)
         and s.n >= rule.min_samples
     )
 

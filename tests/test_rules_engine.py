@@ -334,3 +334,32 @@ def test_inhibition_does_not_depend_on_the_order_of_signals_in_a_window():
             if c.kind == "opened"
         ]
         assert opened == ["SafetyViolationRateHigh"], order
+
+
+def test_a_per_tenant_override_excludes_its_tenant_from_the_general_rule() -> None:
+    scope = ("model_id", "category", "tenant_id")
+    general = rule(name="TenantHigh", group_by=scope, match={"tenant_id": "!acme"}, for_=timedelta(0))
+    override = rule(name="AcmeHigh", group_by=scope, match={"tenant_id": "acme", "category": "~self_.*"},
+                    fire_when=parse_condition("lower > 0.2"), for_=timedelta(0))  # fmt: skip
+    engine = RuleEngine([general, override], BASE)
+    changes = engine.evaluate([
+        sig(1, 0.12, dims={"category": "self_harm", "tenant_id": "acme"}),  # acme's own limit is 20%
+        sig(1, 0.12, dims={"category": "self_harm", "tenant_id": "globex"}),
+        sig(2, 0.30, dims={"category": "self_harm", "tenant_id": "acme"}),
+    ])  # fmt: skip
+    opened = [(c.incident.rule, c.incident.labels["tenant_id"]) for c in changes if c.kind == "opened"]
+    assert opened == [("TenantHigh", "globex"), ("AcmeHigh", "acme")]
+
+
+def test_a_bad_regular_expression_in_match_is_a_lint_problem_with_its_line(tmp_path) -> None:
+    from alert_rules import lint
+
+    f = tmp_path / "r.yaml"
+    f.write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        signal: safety.violation_rate\n"
+        "        group_by: [model_id, category]\n        match: {category: '~self_(harm'}\n"
+        "        fire_when: lower > 0.05\n        min_samples: 100\n        clear_when: upper < 0.05\n"
+        "        severity: high\n        annotations: {summary: x, runbook_url: 'https://rb.example/r.md'}\n"
+    )
+    (problem,) = lint(f)
+    assert problem.startswith(f"{f}:7: match: category: bad regular expression 'self_(harm'")

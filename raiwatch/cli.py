@@ -282,6 +282,37 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silences(args: argparse.Namespace) -> int:
+    from alert_rules.conditions import parse_duration
+    from raiwatch.report import print_silences
+    from storage.incidents import IncidentStore
+
+    cfg = _cfg(args)
+    with IncidentStore(cfg.incident_db_url) as store:
+        if args.action == "add":
+            matchers = {}
+            for m in args.match:
+                key, sep, value = m.partition("=")
+                if not sep or not key or not value:
+                    raise RaiwatchError(
+                        f"--match {m!r}: write LABEL=VALUE (VALUE may be !v, ~regex or !~regex)"
+                    )
+                matchers[key.strip()] = value.strip()
+            starts = _when(args.starts, "--starts") or datetime.now(UTC)
+            if (args.duration is None) == (args.until is None):
+                raise RaiwatchError("give how long: --for 2h or --until 2026-11-28T09:00Z")
+            ends = _when(args.until, "--until") if args.until else starts + parse_duration(args.duration)
+            sil = store.add_silence(matchers, starts, ends, args.author, args.comment)
+            span = f"from {starts:%Y-%m-%d %H:%M}Z to {ends:%Y-%m-%d %H:%M}Z"
+            print(f"{sil['silence_id']}: silences {matchers} {span}")
+        elif args.action == "expire":
+            sil = store.expire_silence(args.id)
+            print(f"{sil['silence_id']}: expired at {sil['ends_at']:%Y-%m-%d %H:%M:%S}Z")
+        else:
+            print_silences(store.silences(include_expired=args.all))
+    return 0
+
+
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from alert_rules import lint, load_rules
     from monitors.registry import catalogue
@@ -607,6 +638,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "feedback":
             sp.add_argument("verdict", choices=["true_positive", "false_positive"])
             sp.add_argument("--note", default="")
+
+    what = "Hold back the notifications of matching incidents for a while (the incidents still open)."
+    sil = sub.add_parser("silences", help=what, description=what)
+    ssub = sil.add_subparsers(dest="action", required=True)
+    sp = cmd("add", "Add a silence: matchers, a time range, who and why.", cmd_silences, parent=ssub)
+    sp.add_argument(
+        "--match", action="append", required=True, metavar="LABEL=VALUE",
+        help="an incident label (or alertname, severity) and its value: v, !v, ~regex or !~regex",
+    )  # fmt: skip
+    sp.add_argument("--for", dest="duration", help="how long, e.g. 2h")
+    sp.add_argument("--until", help="or until when (ISO 8601)")
+    sp.add_argument("--starts", help="from when (ISO 8601; default now)")
+    sp.add_argument("--author", required=True)
+    sp.add_argument("--comment", required=True, help="why (shown on the incidents it holds back)")
+    sp = cmd("list", "Active and pending silences (with --all, expired ones too).", cmd_silences, parent=ssub)
+    sp.add_argument("--all", action="store_true")
+    sp = cmd("expire", "End a silence now.", cmd_silences, parent=ssub)
+    sp.add_argument("id", help="silence id (a unique prefix is enough)")
 
     db = sub.add_parser("db", help="Database schema tasks.", description="Database schema tasks.")
     dsub = db.add_subparsers(dest="db_command", required=True)

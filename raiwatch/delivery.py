@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from alert_rules.loader import Matcher
 from raiwatch.core import metrics
 from raiwatch.core.config import NotifyConfig, RouteConfig
 from raiwatch.core.records import Incident
@@ -35,6 +36,16 @@ def matches(route: RouteConfig, inc: Incident) -> bool:
         if not want.startswith("!") and have != want:
             return False
     return True
+
+
+def silenced_by(inc: Incident, silences: list[dict]) -> dict | None:
+    """The first of these (active) silences whose matchers all accept the incident's labels,
+    ``alertname`` (its rule) and ``severity``; None when none does."""
+    labels = {**inc.labels, "alertname": inc.rule, "severity": inc.severity}
+    for s in silences:
+        if all(Matcher.of([v]).accepts(labels.get(k)) for k, v in s["matchers"].items()):
+            return s
+    return None
 
 
 def router(cfg: NotifyConfig) -> Callable[[Incident, str], list[str]] | None:
@@ -61,14 +72,34 @@ class Delivery:
     def run_once(self) -> int:
         """Send every due notification, and re-send firing alerts when due; return how many were sent."""
         now = datetime.fromtimestamp(self.wall(), UTC)
+        silences = [x for x in self.store.silences(now) if x["starts_at"] <= now]
         sent = 0
-        for nid, name, kind, attempts, inc in self.store.due_notifications(now):
+        for nid, name, kind, attempts, note, inc in self.store.due_notifications(now):
             route = self.routes.get(name)
             if route is None:
                 self.store.mark_failed(
                     nid, f"route {name!r} is no longer configured", now + timedelta(hours=1)
                 )
                 continue
+            silence = silenced_by(inc, silences)
+            if silence is not None:
+                note = (f"silenced by {silence['silence_id']} ({silence['author']}: {silence['comment']}) "
+                        f"until {silence['ends_at']:%Y-%m-%d %H:%M}Z")  # fmt: skip
+                self.store.postpone(nid, note, silence["ends_at"])
+                metrics.NOTIFICATIONS.labels(name, "silenced").inc()
+                continue
+            if kind == "opened" and inc.status == "resolved" and note.startswith("silenced by"):
+                self.store.skip(nid, "not sent: resolved while silenced", now)
+                continue
+            if kind == "resolved":
+                opening = self.store.notification_state(inc.incident_id, name, "opened")
+                if opening == "skipped":
+                    self.store.skip(nid, "not sent: its opening was not sent", now)
+                    continue
+                if opening == "pending":  # the receiver hears of it opening first
+                    wait = now + timedelta(seconds=self.cfg.retry_min_s)
+                    self.store.postpone(nid, "waiting for the opening to be delivered", wait)
+                    continue
             try:
                 post(*request(route, inc, kind, now, self.cfg.resend_s), route.timeout_s)
             except DeliveryError as e:
@@ -93,7 +124,10 @@ class Delivery:
         if not managers:
             return 0
         sent = 0
+        silences = [x for x in self.store.silences(now) if x["starts_at"] <= now]
         for inc in self.store.open_incidents():
+            if silenced_by(inc, silences) is not None:
+                continue
             for r in managers:
                 if matches(r, inc):
                     try:

@@ -204,3 +204,15 @@ def print_suggestions(rule, options: Sequence, chosen, since, until) -> None:
     else:
         text = rule.fire_when.text.replace(f"{first.coef:g}", f"{chosen.threshold:g}", 1)
         console.print(f"suggested: fire_when: {text}")
+
+
+def print_silences(rows: Sequence[dict]) -> None:
+    t = Table(title="Silences (they hold back notifications of the incidents they match)")
+    t.add_column("id", no_wrap=True, min_width=16)
+    for c in ("matchers", "from", "until", "author", "comment"):
+        t.add_column(c)
+    for r in rows:
+        matchers = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
+        t.add_row(r["silence_id"], escape(matchers), f"{r['starts_at']:%Y-%m-%d %H:%M}Z",
+                  f"{r['ends_at']:%Y-%m-%d %H:%M}Z", escape(r["author"]), escape(r["comment"]))  # fmt: skip
+    Console().print(t)

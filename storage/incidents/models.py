@@ -171,3 +171,18 @@ class NotificationRow(Base):
         CheckConstraint(_one_of("kind", NOTIFICATION_KINDS), name="kind"),
         Index("uq_notifications_incident_id", "incident_id", "route", "kind", unique=True),
     )
+
+
+class SilenceRow(Base):
+    """A silence: while ``starts_at <= now < ends_at``, notifications of incidents whose labels
+    (with ``alertname`` = the rule and ``severity``) match every matcher are held back."""
+
+    __tablename__ = "silences"
+
+    silence_id: Mapped[str] = mapped_column(String, primary_key=True)
+    matchers: Mapped[dict[str, str]]
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime] = mapped_column(index=True)
+    author: Mapped[str] = mapped_column(String)
+    comment: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

@@ -15,6 +15,7 @@ import builtins
 import logging
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from storage.incidents.models import (
     IncidentEventRow,
     IncidentRow,
     NotificationRow,
+    SilenceRow,
     to_utc,
 )
 
@@ -380,9 +382,9 @@ class IncidentStore:
 
     def due_notifications(
         self, now: datetime | None = None, limit: int = 100
-    ) -> builtins.list[tuple[int, str, str, int, Incident]]:
+    ) -> builtins.list[tuple[int, str, str, int, str, Incident]]:
         """Undelivered notifications whose next attempt is due, oldest first:
-        ``(id, route, kind, attempts so far, incident as stored now)``."""
+        ``(id, route, kind, attempts so far, last error or note, incident as stored now)``."""
         q = (
             select(NotificationRow, IncidentRow)
             .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
@@ -391,7 +393,10 @@ class IncidentStore:
             .limit(limit)
         )
         return self._transact(
-            lambda s: [(n.id, n.route, n.kind, n.attempts, _record(i)) for n, i in s.execute(q).all()]
+            lambda s: [
+                (n.id, n.route, n.kind, n.attempts, n.last_error or "", _record(i))
+                for n, i in s.execute(q).all()
+            ]
         )
 
     def mark_delivered(self, notification_id: int, at: datetime | None = None) -> None:
@@ -413,6 +418,94 @@ class IncidentStore:
                 n.next_attempt_at = retry_at
 
         self._transact(run, write=True)
+
+    def postpone(self, notification_id: int, note: str, until: datetime) -> None:
+        """Hold a notification back until ``until`` (a silence), without counting an attempt."""
+
+        def run(s: Session) -> None:
+            n = s.get(NotificationRow, notification_id, with_for_update=True)
+            if n is not None and n.delivered_at is None:
+                n.last_error, n.next_attempt_at = note[:1000], until
+
+        self._transact(run, write=True)
+
+    def skip(self, notification_id: int, note: str, at: datetime | None = None) -> None:
+        """Close a notification without sending it (its incident resolved while it was silenced)."""
+
+        def run(s: Session) -> None:
+            n = s.get(NotificationRow, notification_id, with_for_update=True)
+            if n is not None and n.delivered_at is None:
+                n.delivered_at, n.last_error = at or _now(), note[:1000]
+
+        self._transact(run, write=True)
+
+    def notification_state(self, incident_id: str, route: str, kind: str) -> str:
+        """``sent``, ``skipped`` (closed unsent), ``pending`` or ``none`` (never queued)."""
+        q = select(NotificationRow).where(
+            NotificationRow.incident_id == incident_id,
+            NotificationRow.route == route,
+            NotificationRow.kind == kind,
+        )
+        n = self._transact(lambda s: s.scalars(q).one_or_none())
+        if n is None:
+            return "none"
+        if n.delivered_at is None:
+            return "pending"
+        return "skipped" if (n.last_error or "").startswith("not sent") else "sent"
+
+    # -- silences ----------------------------------------------------------------------------------
+
+    def add_silence(
+        self, matchers: dict[str, str], starts_at: datetime, ends_at: datetime, author: str, comment: str
+    ) -> dict[str, Any]:
+        """Store a silence; returns it with its id."""
+        if ends_at <= starts_at:
+            raise ValueError("a silence must end after it starts")
+        if not matchers:
+            raise ValueError("a silence needs at least one matcher (it would hold back every notification)")
+        if not author or not comment:
+            raise ValueError("a silence needs an author and a comment saying why")
+        sid = "sil-" + uuid.uuid4().hex[:12]
+        row = SilenceRow(silence_id=sid, matchers=dict(matchers), starts_at=starts_at, ends_at=ends_at,
+                         author=author, comment=comment, created_at=_now())  # fmt: skip
+        self._transact(lambda s: s.add(row), write=True)
+        return self.silences(include_expired=True, silence_id=sid)[0]
+
+    def silences(
+        self, now: datetime | None = None, include_expired: bool = False, silence_id: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Silences, newest first: active and pending ones (or every one with ``include_expired``)."""
+        q = select(SilenceRow).order_by(SilenceRow.created_at.desc())
+        if silence_id is not None:
+            q = q.where(SilenceRow.silence_id == silence_id)
+        elif not include_expired:
+            q = q.where(SilenceRow.ends_at > (now or _now()))
+        cols = ("silence_id", "matchers", "starts_at", "ends_at", "author", "comment", "created_at")
+        return self._transact(lambda s: [{c: getattr(r, c) for c in cols} for r in s.scalars(q)])
+
+    def expire_silence(self, silence_id: str, at: datetime | None = None) -> dict[str, Any]:
+        """End a silence now (a unique id prefix is enough)."""
+
+        def run(s: Session) -> str:
+            rows = s.scalars(select(SilenceRow).where(SilenceRow.silence_id.startswith(silence_id))).all()
+            if len(rows) != 1:
+                raise KeyError(
+                    f"no silence {silence_id!r}" if not rows else f"{silence_id!r} names several silences"
+                )
+            sil = rows[0]
+            sil.ends_at = min(sil.ends_at, at or _now())
+            held = s.scalars(
+                select(NotificationRow).where(
+                    NotificationRow.delivered_at.is_(None),
+                    NotificationRow.last_error.startswith(f"silenced by {sil.silence_id} "),
+                )
+            )
+            for n in held:  # what it held back is due when it ends, not when it would have
+                n.next_attempt_at = min(n.next_attempt_at, sil.ends_at)
+            return sil.silence_id
+
+        sid = self._transact(run, write=True)
+        return self.silences(include_expired=True, silence_id=sid)[0]
 
     def notifications(self, incident_id: str | None = None) -> builtins.list[dict[str, Any]]:
         """The outbox rows of one incident (or all), oldest first, as dicts."""

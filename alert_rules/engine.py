@@ -221,6 +221,10 @@ class RuleEngine:
                 inc.updated_at or inc.opened_at, incident=inc
             )
 
+    @property
+    def rules(self) -> list[Rule]:
+        return list(self._rules.values())
+
     def firing(self) -> list[Incident]:
         """The incidents currently firing (open or acknowledged), one per series."""
         return [st.incident for st in self._series.values() if st.incident is not None]

@@ -102,6 +102,34 @@ class Pipeline:
         self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
         self._next_mirror = 0.0
         self._pending: Future | None = None
+        self._reload: Callable[[], RuleEngine] | None = None  # a rule reload waiting for the pipeline thread
+
+    def request_reload(self, build: Callable[[], RuleEngine]) -> None:
+        """Ask for new rules (any thread): ``build`` loads and checks them and returns their engine,
+        or raises. The pipeline thread swaps them in between batches; a failure keeps the rules
+        running, logs why and sets ``raiwatch_rules_last_reload_successful`` to 0."""
+        self._reload = build
+
+    def _swap_rules(self) -> None:
+        build, self._reload = self._reload, None
+        try:
+            engine = build()  # type: ignore[misc]
+        except Exception as e:  # a bad edit: the old rules keep running
+            metrics.RULE_RELOADS.labels("failed").inc()
+            metrics.RULES_RELOAD_OK.set(0)
+            log.error("rule reload failed, the previous rules keep running: %s", e)
+            return
+        self.flush()
+        old = self.engine
+        self.engine = engine
+        try:
+            self.warm_start()  # open incidents and pending timers carried over from the stored signals
+        except Exception:
+            self.engine = old
+            raise
+        metrics.RULE_RELOADS.labels("ok").inc()
+        metrics.RULES_RELOAD_OK.set(1)
+        log.info("rules reloaded: %d rules", len(engine.rules))
 
     def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
         """Restore rule state after a restart: open incidents from the store, then recent signals.
@@ -130,6 +158,8 @@ class Pipeline:
 
         At most one batch's writes are in flight: a failed write raises from the next call.
         """
+        if self._reload is not None:
+            self._swap_rules()
         with metrics.BATCH_SECONDS.time():
             decoded = telemetry_codec.decode_batch(raws, origin)
             result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
@@ -184,6 +214,8 @@ class Pipeline:
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
         """Close the windows the watermark passed, given the sources that are idle now; now and then,
         copy what on-call changed in the incident store to the ClickHouse mirror."""
+        if self._reload is not None:
+            self._swap_rules()
         self._idle = set(idle)
         result = self._close(self.clock.advance(self._idle, now))
         if result.closed:

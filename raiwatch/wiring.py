@@ -62,11 +62,28 @@ def build_pipeline(
         on_status=_clickhouse_status,
     )
     store = IncidentStore(cfg.incident_db_url)
-    engine = RuleEngine(rules, cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri())
+    engine = RuleEngine(rules, runbook_base(cfg))
+    metrics.RULES_RELOAD_OK.set(1)
     return Pipeline(
         cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers,
         routes=routes,
     )  # fmt: skip
+
+
+def runbook_base(cfg: Config) -> str:
+    """Where incident runbook links point: ``runbook_base_url``, or the shipped runbooks' folder."""
+    return cfg.runbook_base_url or (RULES_DIR / "runbooks").as_uri()
+
+
+def rule_engine(cfg: Config, rules_dir: str | Path | None = None) -> RuleEngine:
+    """A rule engine on the rules as they are on disk now (``RuleError`` when they do not lint)."""
+    return RuleEngine(load_rules(rules_dir or cfg.rules_dir or None, catalogue()), runbook_base(cfg))
+
+
+def rule_files(cfg: Config, rules_dir: str | Path | None = None) -> list[Path]:
+    """The rule files a worker runs on (what a watcher watches)."""
+    p = Path(rules_dir or cfg.rules_dir or RULES_DIR)
+    return sorted(p.glob("*.yaml")) if p.is_dir() else [p]
 
 
 def drift_reporter(cfg: Config) -> DriftReporter | None:

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from kafka.errors import KafkaError
@@ -24,11 +25,48 @@ from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
 from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
-from raiwatch.wiring import build_pipeline, drift_reporter
+from raiwatch.wiring import build_pipeline, drift_reporter, rule_engine, rule_files
 from streams.consumer import StreamWorker
 from streams.topics import ensure_topics
 
 log = logging.getLogger("raiwatch.worker")
+
+
+class RuleWatcher:
+    """Calls ``on_change`` when a rule file's size or modification time changes (checked every
+    ``every_s``), or a file appears in or leaves its folder."""
+
+    def __init__(self, files: list[Path], every_s: float, on_change: Callable[[], None]):
+        self.folders = sorted({f.parent for f in files})
+        self.every_s = every_s
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._seen = self._fingerprint()
+
+    def _fingerprint(self) -> dict[Path, tuple[int, int]]:
+        out = {}
+        for folder in self.folders:
+            for f in folder.glob("*.yaml"):
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                out[f] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="raiwatch-rule-watch", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            now = self._fingerprint()
+            if now != self._seen:
+                self._seen = now
+                log.info("rule files changed: reloading")
+                self.on_change()
 
 
 def log_changes(changes: list[IncidentChange]) -> None:
@@ -137,10 +175,20 @@ def run_worker(
     )  # fmt: skip
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
 
+    def reload() -> None:
+        pipe.request_reload(lambda: rule_engine(cfg, rules_dir))
+
+    watcher = (
+        RuleWatcher(rule_files(cfg, rules_dir), cfg.rules_watch_s, reload) if cfg.rules_watch_s else None
+    )
+    if watcher:
+        watcher.start()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await worker.run()
 
     try:
@@ -153,6 +201,8 @@ def run_worker(
             reporter.close()
         if delivery:
             delivery.stop()
+        if watcher:
+            watcher.stop()
     pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
     log.info("worker stopped")
     return 0

@@ -86,6 +86,9 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "var"
     rules_dir: str = ""  # "" = the rules shipped in alert_rules/
     runbook_base_url: str = ""  # where runbooks are served (wiki, git host); "" = file:// of the shipped ones
+    rules_watch_s: NonNegFloat = (
+        5.0  # a worker re-reads its rule files when they change (checked this often; 0 = off)
+    )
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)

@@ -23,6 +23,13 @@ NOTIFICATIONS = Counter(
     "Notification attempts by route and outcome (delivered, failed).",
     ["route", "outcome"],
 )
+RULE_RELOADS = Counter(
+    "raiwatch_rule_reloads_total", "Rule file reloads by outcome (ok, failed).", ["outcome"]
+)
+RULES_RELOAD_OK = Gauge(
+    "raiwatch_rules_last_reload_successful",
+    "1 when the last rule reload (or the start) succeeded, 0 after a bad edit.",
+)
 OUTBOX_DEPTH = Gauge("raiwatch_notification_outbox_depth", "Notifications not delivered yet.")
 LABEL_JOIN_PENDING = Gauge("raiwatch_label_join_pending", "Inferences waiting for their label.")
 REJECTED = Counter(

@@ -140,8 +140,11 @@ class IncidentStore:
             s.flush()
             if routes is not None:
                 for change, row in zip(changes, rows, strict=True):
-                    if row is not None and change.kind in NOTIFICATION_KINDS:
-                        self._queue(s, _record(row), change.kind, routes)
+                    if row is None or change.kind not in NOTIFICATION_KINDS:
+                        continue
+                    if change.kind == "opened" and row.status == "resolved":
+                        continue  # a replayed opening of an incident already over: nobody to page
+                    self._queue(s, _record(row), change.kind, routes)
             return [_record(r) for r in dict.fromkeys(r for r in rows if r is not None)]
 
         return self._transact(run, write=True) if changes else []

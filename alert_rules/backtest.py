@@ -53,20 +53,20 @@ class RuleScore:
 def backtest(rules: Sequence[Rule], batches: Iterable[Sequence[Signal]]) -> list[Fired]:
     """Every incident ``rules`` open over these signals (batches in time order, any size)."""
     engine = RuleEngine(rules, "")
-    open_: dict[str, Fired] = {}
-    out: list[Fired] = []
+    fired: dict[str, Fired] = {}  # by incident id; a reopened incident is the same one, open again
     for batch in batches:
         for change in engine.evaluate(batch):
             inc = change.incident
+            f = fired.get(inc.incident_id)
             if change.kind == "opened":
-                open_[inc.incident_id] = Fired(
+                fired[inc.incident_id] = Fired(
                     inc.rule, tuple(sorted(inc.labels.items())), inc.opened_at, None, inc.severity
                 )
-            elif change.kind == "resolved" and inc.incident_id in open_:
-                f = open_.pop(inc.incident_id)
-                out.append(Fired(f.rule, f.labels, f.opened_at, inc.resolved_at, f.severity))
-    out += open_.values()
-    return sorted(out, key=lambda f: (f.opened_at, f.rule, f.labels))
+            elif change.kind == "resolved" and f is not None:
+                fired[inc.incident_id] = Fired(f.rule, f.labels, f.opened_at, inc.resolved_at, f.severity)
+            elif change.kind == "reopened" and f is not None:
+                fired[inc.incident_id] = Fired(f.rule, f.labels, f.opened_at, None, f.severity)
+    return sorted(fired.values(), key=lambda f: (f.opened_at, f.rule, f.labels))
 
 
 def score(rules: Sequence[Rule], fired: Sequence[Fired], judged: Sequence[Incident]) -> dict[str, RuleScore]:

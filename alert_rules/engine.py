@@ -42,6 +42,7 @@ class _Series:
     pending_since: datetime | None = None
     clear_since: datetime | None = None
     incident: Incident | None = None
+    resolved: Incident | None = None  # the series' last incident, once resolved (flap control)
 
 
 def _hash(text: str) -> str:
@@ -152,6 +153,13 @@ class RuleEngine:
                 if s.ts - st.pending_since < rule.for_ or self._inhibited(rule, scope):
                     return None
                 st.pending_since = None
+                last = st.resolved
+                if last is not None and last.resolved_at and s.ts - last.resolved_at <= rule.reopen_within:
+                    st.incident, st.resolved = (
+                        replace(last, status="open", resolved_at=None, updated_at=s.ts),
+                        None,
+                    )
+                    return IncidentChange(kind="reopened", incident=st.incident)
                 return self._open(rule, st, scope, labels, s, fields)
             # value, threshold and summary stay as opened (incident.v1: "value when the incident opened")
             st.incident = replace(inc, updated_at=s.ts)
@@ -164,7 +172,8 @@ class RuleEngine:
         if s.ts - st.clear_since < rule.keep_firing_for:
             return None
         st.incident = st.clear_since = None
-        return IncidentChange(kind="resolved", incident=replace(inc, status="resolved", resolved_at=s.ts))
+        st.resolved = replace(inc, status="resolved", resolved_at=s.ts)
+        return IncidentChange(kind="resolved", incident=st.resolved)
 
     def _inhibited(self, rule: Rule, scope: dict[str, str]) -> bool:
         """Whether an ``inhibited_by`` rule fires on the labels this scope shares with it."""

@@ -115,6 +115,7 @@ class Rule:
     )  # dim -> value(s); tuples after init
     for_: timedelta = timedelta(0)
     keep_firing_for: timedelta = timedelta(0)
+    reopen_within: timedelta = timedelta(0)  # flap control: re-firing this soon reopens the incident
     labels: Mapping[str, str] = field(default_factory=dict)  # static labels added to incidents
     inhibited_by: tuple[str, ...] = ()  # alerts that, firing on the shared labels, hold this one back
     for_text: str = "0s"  # ``for`` as written, for summaries
@@ -286,7 +287,7 @@ def _check_rule(
     if isinstance(signal, str) and signal.split(".", 1)[0] not in SIGNAL_FAMILIES:
         bad(f"signal {signal!r} is not in a known family ({', '.join(SIGNAL_FAMILIES)})", "signal")
     durations, conditions = {}, {}
-    for key in ("for", "keep_firing_for"):
+    for key in ("for", "keep_firing_for", "reopen_within"):
         if isinstance(r.get(key, 0), str | int):
             try:
                 durations[key] = parse_duration(r.get(key, 0))
@@ -362,6 +363,7 @@ def _check_rule(
         match=match,
         for_=durations["for"],
         keep_firing_for=durations["keep_firing_for"],
+        reopen_within=durations["reopen_within"],
         labels=static,
         for_text=str(r.get("for") or "0s"),
         source=f"{f}:{line('alert')}",

@@ -91,6 +91,13 @@ class Delivery:
             if kind == "opened" and inc.status == "resolved" and note.startswith("silenced by"):
                 self.store.skip(nid, "not sent: resolved while silenced", now)
                 continue
+            if kind == "resolved" and inc.status != "resolved":
+                self.store.skip(nid, "not sent: the incident reopened (flap control)", now)
+                continue
+            hold = inc.resolved_at + timedelta(seconds=self.cfg.resolve_delay_s) if inc.resolved_at else now
+            if kind == "resolved" and hold > now:  # a flap may still reopen it
+                self.store.postpone(nid, f"held back until {hold:%H:%M:%S}Z (notify.resolve_delay_s)", hold)
+                continue
             if kind == "resolved":
                 opening = self.store.notification_state(inc.incident_id, name, "opened")
                 if opening == "skipped":

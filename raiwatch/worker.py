@@ -81,6 +81,9 @@ def log_changes(changes: list[IncidentChange]) -> None:
             )  # fmt: skip
         elif c.kind == "resolved":
             log.info("INCIDENT RESOLVED %s (%s %s)", inc.incident_id, inc.rule, inc.labels, extra=fields)
+        elif c.kind == "reopened":
+            log.info("INCIDENT REOPENED %s (%s %s): fired again soon after resolving, not paged again",
+                     inc.incident_id, inc.rule, inc.labels, extra=fields)  # fmt: skip
 
 
 class _Progress:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from raiwatch.core.config import NotifyConfig, RouteConfig
@@ -318,3 +319,22 @@ def test_silences_on_the_command_line(tmp_path: Path):
         "silences", "add", "--match", "model_id=bot", "--for", "1h", "--author", "a", "--comment", "", *data
     )
     assert nowhy.returncode == 2 and "needs an author and a comment" in nowhy.stderr
+
+
+def test_a_flap_is_not_paged_twice_when_resolutions_are_held_back(receiver: Receiver, tmp_path: Path):
+    cfg = NotifyConfig(routes=[RouteConfig(name="hook", type="webhook", url=f"{receiver.url}/hook")],
+                       resolve_delay_s=600)  # fmt: skip
+    store = _store(tmp_path)
+    clock = [time.time() + 1]
+    delivery = Delivery(store, cfg, wall=lambda: clock[0])
+    store.apply([IncidentChange(kind="opened", incident=_incident(1))], router(cfg))
+    assert delivery.run_once() == 1
+    store.apply([IncidentChange(kind="resolved", incident=_incident(1, status="resolved"))], router(cfg))
+    assert delivery.run_once() == 0  # held back: a flap may reopen it
+    reopened = msgspec.structs.replace(_incident(1), updated_at=NOW + timedelta(minutes=2))
+    (inc,) = store.apply([IncidentChange(kind="reopened", incident=reopened)], router(cfg))
+    assert (inc.incident_id, inc.status, inc.resolved_at) == ("inc-0001", "open", None)
+    clock[0] += 601
+    assert delivery.run_once() == 0 and len(receiver.got) == 1  # one page for the whole flap
+    notes = {n["kind"]: n["last_error"] for n in store.notifications("inc-0001")}
+    assert notes == {"opened": None, "resolved": "not sent: the incident reopened (flap control)"}

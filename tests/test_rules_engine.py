@@ -363,3 +363,21 @@ def test_a_bad_regular_expression_in_match_is_a_lint_problem_with_its_line(tmp_p
     )
     (problem,) = lint(f)
     assert problem.startswith(f"{f}:7: match: category: bad regular expression 'self_(harm'")
+
+
+def test_flap_control_reopens_the_same_incident_within_reopen_within() -> None:
+    r = rule(for_=timedelta(0), keep_firing_for=timedelta(0), reopen_within=timedelta(minutes=10))
+    engine = RuleEngine([r], BASE)
+    kinds = []
+    for minute, v in [(1, 0.2), (2, 0.01), (5, 0.2), (6, 0.01), (20, 0.2)]:
+        kinds += [
+            (c.kind, c.incident.incident_id, c.incident.status) for c in engine.evaluate([sig(minute, v)])
+        ]
+    first = kinds[0][1]
+    assert [(k, i == first, st) for k, i, st in kinds] == [
+        ("opened", True, "open"),
+        ("resolved", True, "resolved"),
+        ("reopened", True, "open"),  # 3 minutes after resolving: the same incident, no new page
+        ("resolved", True, "resolved"),
+        ("opened", False, "open"),  # 14 minutes after: a new incident
+    ]

@@ -80,6 +80,7 @@ class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     retry_min_s: Annotated[float, Meta(gt=0)] = 1.0  # first retry of a failed delivery; doubles after
     retry_max_s: Annotated[float, Meta(gt=0)] = 300.0  # up to this
     poll_s: Annotated[float, Meta(gt=0)] = 1.0  # how often the outbox is read
+    resolve_delay_s: NonNegFloat = 0.0  # hold "resolved" back this long: a flap that reopens it stays quiet
 
 
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -170,7 +170,8 @@ class Incident(Struct, kw_only=True):
 
 
 class IncidentChange(Struct, kw_only=True):
-    """An incident transition produced by the rule engine: ``opened``, ``updated`` or ``resolved``."""
+    """An incident transition produced by the rule engine: ``opened``, ``updated``, ``resolved``, or
+    ``reopened`` (the rule fired again within its ``reopen_within``: the same incident, no new page)."""
 
-    kind: Literal["opened", "updated", "resolved"]
+    kind: Literal["opened", "updated", "resolved", "reopened"]
     incident: Incident

@@ -86,8 +86,8 @@ def _record(row: IncidentRow) -> Incident:
 def _check(change: IncidentChange) -> None:
     inc = change.incident
     where = f"incident change {change.kind!r} for {inc.incident_id!r}"
-    if change.kind not in ("opened", "updated", "resolved"):
-        raise ValueError(f"{where}: kind must be opened, updated or resolved")
+    if change.kind not in ("opened", "updated", "resolved", "reopened"):
+        raise ValueError(f"{where}: kind must be opened, updated, resolved or reopened")
     if not inc.incident_id or not inc.dedup_key:
         raise ValueError(f"{where}: incident_id and dedup_key must not be empty")
     if inc.severity not in SEVERITIES:
@@ -182,6 +182,10 @@ class IncidentStore:
             ).one_or_none()
         if row is None and change.kind == "opened":
             return self._insert(s, inc)
+        if change.kind == "reopened":
+            return (
+                self._reopen(s, row, inc) if row is not None and row.incident_id == inc.incident_id else row
+            )
         if row is None or row.status == "resolved":
             log.debug("incident change %s for %s: no open incident, skipped", change.kind, inc.dedup_key)
             return row
@@ -230,6 +234,19 @@ class IncidentStore:
         if changed:  # a re-confirmation alone moves updated_at and leaves no history row
             detail = {"value": _jsonable(inc.value), "summary": inc.summary}
             self._event(s, row.incident_id, "updated", at or _now(), ENGINE_ACTOR, detail)
+
+    def _reopen(self, s: Session, row: IncidentRow, inc: Incident) -> IncidentRow:
+        """The rule fired again soon after resolving: the same incident is open again (no new page)."""
+        if row.status != "resolved":
+            return row
+        at = to_utc(inc.updated_at) or _now()
+        detail = {
+            "reopened": True,
+            "was_resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
+        }
+        row.status, row.resolved_at, row.updated_at = "open", None, at
+        self._event(s, row.incident_id, "updated", at, ENGINE_ACTOR, detail)
+        return row
 
     def _resolve_by_engine(self, s: Session, row: IncidentRow, inc: Incident) -> None:
         at = to_utc(inc.resolved_at or inc.updated_at) or _now()

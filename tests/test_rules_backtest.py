@@ -108,3 +108,15 @@ def test_suggest_proposes_a_threshold_that_meets_the_target(replayed: Path):
         "rules", "suggest", "FavourableOutcomDisparity", "--target-per-week", "1", "--data-dir", str(replayed)
     )
     assert bad.returncode == 2 and "did you mean 'FavourableOutcomeDisparity'?" in bad.stderr
+
+
+def test_runbook_base_url_makes_links_the_paged_person_can_open(tmp_path: Path):
+    events = tmp_path / "events.jsonl"
+    synth.write(events, synth.default_scenario(9000, seed=33, rate_per_s=15))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("runbook_base_url: https://wiki.example.com/raiwatch/runbooks/\n")
+    out = tmp_path / "out"
+    p = cli("replay", str(events), "--out", str(out), "--config", str(cfg), "--quiet")
+    assert p.returncode == 0, p.stderr
+    (inc,) = [i for i in incidents_jsonl(out / "incidents.jsonl") if i["rule"] == "SafetyRegressionCritical"]
+    assert inc["runbook_url"] == "https://wiki.example.com/raiwatch/runbooks/safety-regression.md"

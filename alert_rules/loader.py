@@ -90,8 +90,9 @@ class Matcher:
         return cls(tuple(allow), tuple(deny))
 
     def accepts(self, value: str | None) -> bool:
+        """Whether ``value`` passes (a missing label passes only a matcher of exclusions)."""
         if value is None:
-            return False
+            return not self.allow
         if self.allow and not any(p.fullmatch(value) for p in self.allow):
             return False
         return not any(p.fullmatch(value) for p in self.deny)

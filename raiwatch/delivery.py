@@ -26,16 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def matches(route: RouteConfig, inc: Incident) -> bool:
-    """Whether ``route`` takes ``inc``: its severity is listed (or none are) and every match holds."""
+    """Whether ``route`` takes ``inc``: its severity is listed (or none are) and every ``match``
+    (the rule ``match`` syntax: ``v``, ``!v``, ``~re``, ``!~re``) accepts the incident's label."""
     if route.severities and inc.severity not in route.severities:
         return False
-    for key, want in route.match.items():
-        have = inc.labels.get(key)
-        if want.startswith("!") and have == want[1:]:
-            return False
-        if not want.startswith("!") and have != want:
-            return False
-    return True
+    return all(Matcher.of([want]).accepts(inc.labels.get(key)) for key, want in route.match.items())
 
 
 def silenced_by(inc: Incident, silences: list[dict]) -> dict | None:
@@ -81,32 +76,8 @@ class Delivery:
                     nid, f"route {name!r} is no longer configured", now + timedelta(hours=1)
                 )
                 continue
-            silence = silenced_by(inc, silences)
-            if silence is not None:
-                note = (f"silenced by {silence['silence_id']} ({silence['author']}: {silence['comment']}) "
-                        f"until {silence['ends_at']:%Y-%m-%d %H:%M}Z")  # fmt: skip
-                self.store.postpone(nid, note, silence["ends_at"])
-                metrics.NOTIFICATIONS.labels(name, "silenced").inc()
+            if self._held(nid, name, kind, note, inc, now, silences):
                 continue
-            if kind == "opened" and inc.status == "resolved" and note.startswith("silenced by"):
-                self.store.skip(nid, "not sent: resolved while silenced", now)
-                continue
-            if kind == "resolved" and inc.status != "resolved":
-                self.store.skip(nid, "not sent: the incident reopened (flap control)", now)
-                continue
-            hold = inc.resolved_at + timedelta(seconds=self.cfg.resolve_delay_s) if inc.resolved_at else now
-            if kind == "resolved" and hold > now:  # a flap may still reopen it
-                self.store.postpone(nid, f"held back until {hold:%H:%M:%S}Z (notify.resolve_delay_s)", hold)
-                continue
-            if kind == "resolved":
-                opening = self.store.notification_state(inc.incident_id, name, "opened")
-                if opening == "skipped":
-                    self.store.skip(nid, "not sent: its opening was not sent", now)
-                    continue
-                if opening == "pending":  # the receiver hears of it opening first
-                    wait = now + timedelta(seconds=self.cfg.retry_min_s)
-                    self.store.postpone(nid, "waiting for the opening to be delivered", wait)
-                    continue
             try:
                 post(*request(route, inc, kind, now, self.cfg.resend_s), route.timeout_s)
             except DeliveryError as e:
@@ -124,6 +95,39 @@ class Delivery:
             sent += self._resend(now)
         metrics.OUTBOX_DEPTH.set(self.store.outbox_depth())
         return sent
+
+    def _held(
+        self, nid: int, name: str, kind: str, note: str, inc: Incident, now: datetime, silences: list[dict]
+    ) -> bool:
+        """Postpone or close a notification that must not go out now; True when it did so."""
+        silence = silenced_by(inc, silences)
+        if silence is not None:
+            note = (f"silenced by {silence['silence_id']} ({silence['author']}: {silence['comment']}) "
+                    f"until {silence['ends_at']:%Y-%m-%d %H:%M}Z")  # fmt: skip
+            self.store.postpone(nid, note, silence["ends_at"])
+            metrics.NOTIFICATIONS.labels(name, "silenced").inc()
+            return True
+        if kind == "opened":
+            if inc.status == "resolved" and note.startswith("silenced by"):
+                self.store.skip(nid, "not sent: resolved while silenced", now)
+                return True
+            return False
+        if inc.status != "resolved":
+            self.store.skip(nid, "not sent: the incident reopened (flap control)", now)
+            return True
+        hold = (inc.resolved_at or now) + timedelta(seconds=self.cfg.resolve_delay_s)
+        if hold > now:  # a flap may still reopen it
+            self.store.postpone(nid, f"held back until {hold:%H:%M:%S}Z (notify.resolve_delay_s)", hold)
+            return True
+        opening = self.store.notification_state(inc.incident_id, name, "opened")
+        if opening == "skipped":
+            self.store.skip(nid, "not sent: its opening was not sent", now)
+            return True
+        if opening == "pending":  # the receiver hears of it opening first
+            wait = now + timedelta(seconds=self.cfg.retry_min_s)
+            self.store.postpone(nid, "waiting for the opening to be delivered", wait)
+            return True
+        return False
 
     def _resend(self, now: datetime) -> int:
         """Firing incidents to Alertmanager routes again (their ``endsAt`` moves ahead)."""

@@ -69,7 +69,7 @@ class RouteConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     type: Literal["alertmanager", "webhook", "slack", "pagerduty"]
     url: str  # alertmanager: its base URL; pagerduty: the Events API v2 enqueue URL
     severities: list[Literal["critical", "high", "warning", "info"]] = []  # [] = every severity
-    match: dict[str, str] = {}  # incident label -> value it must have ("!value": must not have)
+    match: dict[str, str] = {}  # incident label -> value, as rule match: v, !v, ~regex, !~regex
     secret_env: str = ""  # env var with the webhook's HMAC secret, or PagerDuty's routing key
     timeout_s: Annotated[float, Meta(gt=0)] = 5.0
 

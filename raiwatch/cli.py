@@ -369,7 +369,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
             print_stats(rows, args.fp_goal)
         return 0
     if args.action == "ack":
-        inc = store.acknowledge(args.id, actor=args.by)
+        from raiwatch.delivery import router
+
+        inc = store.acknowledge(args.id, actor=args.by, routes=router(cfg.notify))
     elif args.action == "resolve":
         inc = store.resolve(args.id, actor=args.by)
     else:

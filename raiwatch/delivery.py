@@ -112,6 +112,11 @@ class Delivery:
                 self.store.skip(nid, "not sent: resolved while silenced", now)
                 return True
             return False
+        if kind == "acknowledged":
+            if self.routes[name].type == "alertmanager":
+                self.store.skip(nid, "not sent: Alertmanager has no acknowledgement (silence it there)", now)
+                return True
+            return self._after_opening(nid, name, inc, now)
         if inc.status != "resolved":
             self.store.skip(nid, "not sent: the incident reopened (flap control)", now)
             return True
@@ -119,6 +124,10 @@ class Delivery:
         if hold > now:  # a flap may still reopen it
             self.store.postpone(nid, f"held back until {hold:%H:%M:%S}Z (notify.resolve_delay_s)", hold)
             return True
+        return self._after_opening(nid, name, inc, now)
+
+    def _after_opening(self, nid: int, name: str, inc: Incident, now: datetime) -> bool:
+        """Hold a follow-up (acknowledged, resolved) until the opening went out; drop it if it never will."""
         opening = self.store.notification_state(inc.incident_id, name, "opened")
         if opening == "skipped":
             self.store.skip(nid, "not sent: its opening was not sent", now)

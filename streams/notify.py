@@ -5,10 +5,10 @@
   (``summary``, ``runbook_url``, ``incident_id``, ``scope``: the runbook's placeholders filled
   in), ``startsAt``; a firing alert's ``endsAt`` is 3 re-send intervals ahead, so Alertmanager
   resolves it by itself if the worker goes away, and a resolved one's is its resolution time.
-- ``webhook``: the incident.v1 JSON; header ``X-Raiwatch-Event`` (opened, resolved) and, with a
+- ``webhook``: the incident.v1 JSON; header ``X-Raiwatch-Event`` (opened, acknowledged, resolved) and, with a
   secret, ``X-Raiwatch-Signature: sha256=<hex HMAC-SHA256 of the body>``.
 - ``slack``: an incoming-webhook message (``text`` and ``blocks``).
-- ``pagerduty``: an Events API v2 event: ``trigger`` / ``resolve`` with ``dedup_key`` = the
+- ``pagerduty``: an Events API v2 event: ``trigger`` / ``acknowledge`` / ``resolve`` with ``dedup_key`` = the
   incident's dedup key, the routing key from the secret, the runbook in ``links``.
 """
 
@@ -82,7 +82,7 @@ def request(
             headers["X-Raiwatch-Signature"] = f"sha256={mac}"
         return route.url, body, headers
     if route.type == "slack":
-        state = "RESOLVED" if kind == "resolved" else inc.severity.upper()
+        state = {"resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED"}.get(kind, inc.severity.upper())
         text = f"[{state}] {inc.rule}: {inc.summary}"
         links = f"<{inc.runbook_url}|Runbook> · {inc.incident_id}"
         body = orjson.dumps({
@@ -95,7 +95,7 @@ def request(
         return route.url, body, headers
     body = orjson.dumps({
         "routing_key": secret,
-        "event_action": "resolve" if kind == "resolved" else "trigger",
+        "event_action": {"resolved": "resolve", "acknowledged": "acknowledge"}.get(kind, "trigger"),
         "dedup_key": inc.dedup_key,
         "payload": {
             "summary": f"{inc.rule}: {inc.summary}"[:1024],

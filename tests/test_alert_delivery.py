@@ -203,12 +203,19 @@ def test_routes_by_severity_and_labels_with_slack_and_pagerduty_formats(receiver
         IncidentChange(kind="opened", incident=_incident(2, "warning", team="ml-platform")),  # chat only
     ], router(cfg))  # fmt: skip
     Delivery(store, cfg).run_once()
+    store.acknowledge("inc-0001", actor="bob", routes=router(cfg))  # on-call acks: PagerDuty hears it
+    Delivery(store, cfg).run_once()
     store.apply([IncidentChange(kind="resolved", incident=_incident(1, status="resolved"))], router(cfg))
     Delivery(store, cfg).run_once()
     sent = [(path, json.loads(body)) for path, _, body in receiver.got]
-    assert [p for p, _ in sent] == ["/pd", "/slack", "/pd"]
-    trigger, slack, resolve = (b for _, b in sent)
-    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert [p for p, _ in sent] == ["/pd", "/slack", "/pd", "/pd"]
+    trigger, slack, ack, resolve = (b for _, b in sent)
+    assert [trigger["event_action"], ack["event_action"], resolve["event_action"]] == [
+        "trigger",
+        "acknowledge",
+        "resolve",
+    ]
+    assert ack["dedup_key"] == "k1"
     assert trigger["dedup_key"] == resolve["dedup_key"] == "k1" and trigger["routing_key"] == "routing-key-1"
     assert trigger["payload"]["severity"] == "critical" and trigger["links"][0]["href"].endswith(
         "safety-regression.md"

@@ -146,7 +146,7 @@ class IncidentEventRow(Base):
     __table_args__ = (CheckConstraint(_one_of("kind", EVENT_KINDS), name="kind"),)
 
 
-NOTIFICATION_KINDS = ("opened", "resolved")
+NOTIFICATION_KINDS = ("opened", "acknowledged", "resolved")
 
 
 class NotificationRow(Base):

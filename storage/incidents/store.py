@@ -286,8 +286,11 @@ class IncidentStore:
             q = q.where(IncidentRow.rule == rule)
         return self._transact(lambda s: [_record(r) for r in s.scalars(q.limit(limit))])
 
-    def acknowledge(self, incident_id: str, actor: str = "", at: datetime | None = None) -> Incident:
-        """Mark an open incident acknowledged (no-op if it already is); ValueError if resolved."""
+    def acknowledge(
+        self, incident_id: str, actor: str = "", at: datetime | None = None, routes: Route | None = None
+    ) -> Incident:
+        """Mark an open incident acknowledged (no-op if it already is); ValueError if resolved.
+        With ``routes``, the acknowledgement goes to the outbox too (PagerDuty's ``acknowledge``)."""
 
         def ack(s: Session) -> Incident:
             row = self._find(s, incident_id, lock=True)
@@ -300,6 +303,8 @@ class IncidentStore:
             if row.status == "open":
                 row.status, row.acknowledged_at = "acknowledged", to_utc(at) or _now()
                 self._event(s, row.incident_id, "acknowledged", row.acknowledged_at, actor, {})
+                if routes is not None:
+                    self._queue(s, _record(row), "acknowledged", routes)
             return _record(row)
 
         return self._transact(ack, write=True)

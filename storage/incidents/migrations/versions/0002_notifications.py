@@ -30,7 +30,9 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.CheckConstraint("kind IN ('opened', 'resolved')", name=op.f("ck_notifications_kind")),
+        sa.CheckConstraint(
+            "kind IN ('opened', 'acknowledged', 'resolved')", name=op.f("ck_notifications_kind")
+        ),
         sa.ForeignKeyConstraint(
             ["incident_id"],
             ["incidents.incident_id"],

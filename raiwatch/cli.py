@@ -192,13 +192,40 @@ def _when(text: str | None, what: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def _stored_data(cfg: Config):
+    """A client on the stored trend tables; a one-line error when an embedded store is not there."""
+    from raiwatch.wiring import clickhouse_client
+
+    dsn = cfg.clickhouse_dsn
+    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
+        raise RaiwatchError(
+            f"no raiwatch data under {cfg.data_path} (no clickhouse/ folder there): check --data-dir "
+            "(a replay's data is in its --out folder), or run a replay or a worker first"
+        )
+    return clickhouse_client(cfg)
+
+
+def _signal_history(cfg: Config, args: argparse.Namespace, why: str):
+    """``(client, since, until)``: the stored signals' span, narrowed by ``--since``/``--until``."""
+    from storage.clickhouse import signal_span
+
+    client = _stored_data(cfg)
+    span = signal_span(client, cfg.clickhouse.database)
+    if span is None:
+        raise RaiwatchError(f"no signals stored under {cfg.data_path}: {why}")
+    since = _when(args.since, "--since") or span[0]
+    until = _when(args.until, "--until") or span[1]
+    if since >= until:
+        raise RaiwatchError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    return client, since, until
+
+
 def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from alert_rules import load_rules
     from alert_rules.backtest import backtest, score
     from monitors.registry import catalogue
     from raiwatch.report import print_backtest
-    from raiwatch.wiring import clickhouse_client
-    from storage.clickhouse import signal_span, signals_between
+    from storage.clickhouse import signals_between
     from storage.incidents import IncidentStore
 
     cfg = _cfg(args)
@@ -206,19 +233,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     versions = [("new", load_rules(args.rules, signals))]
     if args.compare:
         versions.insert(0, ("old", load_rules(args.compare, signals)))
-    dsn = cfg.clickhouse_dsn
-    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
-        raise RaiwatchError(
-            f"no raiwatch data under {cfg.data_path}: check --data-dir (a replay's is its --out)"
-        )
-    client = clickhouse_client(cfg)
-    span = signal_span(client, cfg.clickhouse.database)
-    if span is None:
-        raise RaiwatchError(f"no signals stored under {cfg.data_path}: nothing to backtest on")
-    since = _when(args.since, "--since") or span[0]
-    until = _when(args.until, "--until") or span[1]
-    if since >= until:
-        raise RaiwatchError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    client, since, until = _signal_history(cfg, args, "nothing to backtest on")
     with IncidentStore(cfg.incident_db_url) as store:
         judged = [i for i in store.list(limit=100_000) if i.feedback and since <= i.opened_at <= until]
     results = []
@@ -248,8 +263,7 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     from alert_rules.suggest import pick, suggest
     from monitors.registry import catalogue
     from raiwatch.report import print_suggestions
-    from raiwatch.wiring import clickhouse_client
-    from storage.clickhouse import signal_span, signals_between
+    from storage.clickhouse import signals_between
     from storage.incidents import IncidentStore
 
     if (args.target_per_week is None) == (args.target_precision is None):
@@ -260,17 +274,7 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     if rule is None:
         close = difflib.get_close_matches(args.rule, list(rules), n=1)
         raise RaiwatchError(f"no rule {args.rule!r}" + (f": did you mean {close[0]!r}?" if close else ""))
-    dsn = cfg.clickhouse_dsn
-    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
-        raise RaiwatchError(
-            f"no raiwatch data under {cfg.data_path}: check --data-dir (a replay's is its --out)"
-        )
-    client = clickhouse_client(cfg)
-    span = signal_span(client, cfg.clickhouse.database)
-    if span is None:
-        raise RaiwatchError(f"no signals stored under {cfg.data_path}: nothing to learn a threshold from")
-    since = _when(args.since, "--since") or span[0]
-    until = _when(args.until, "--until") or span[1]
+    client, since, until = _signal_history(cfg, args, "nothing to learn a threshold from")
     signals = [
         s for b in signals_between(client, cfg.clickhouse.database, since, until, [rule.signal]) for s in b
     ]
@@ -439,7 +443,6 @@ def cmd_query(args: argparse.Namespace) -> int:
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     from raiwatch.report import print_frame
-    from raiwatch.wiring import clickhouse_client
     from storage.clickhouse.client import query_error
 
     sql = args.sql.strip().rstrip(";").strip()
@@ -448,14 +451,8 @@ def cmd_query(args: argparse.Namespace) -> int:
             'nothing to run: give one SQL query, e.g. raiwatch query "SELECT count() FROM raiwatch.signals"'
         )
     cfg = _cfg(args)
-    dsn = cfg.clickhouse_dsn
-    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
-        raise RaiwatchError(
-            f"no raiwatch data under {cfg.data_path} (no clickhouse/ folder there): check --data-dir "
-            "(a replay's data is in its --out folder), or run a replay or a worker first"
-        )
     try:
-        df = clickhouse_client(cfg).query_df(sql)
+        df = _stored_data(cfg).query_df(sql)
     except DatabaseError as e:
         raise RaiwatchError(f"ClickHouse refused the query: {query_error(e)}") from None
     print_frame(df, as_json=args.json)

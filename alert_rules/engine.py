@@ -67,9 +67,9 @@ class RuleEngine:
         self._rules = {r.name: r for r in rules}
         if len(self._rules) != len(rules):
             raise ValueError("rule names must be unique")
-        self._routes: dict[str, list[tuple[Rule, frozenset[str]]]] = {}
+        self._routes: dict[str, list[Rule]] = {}
         for r in rules:
-            self._routes.setdefault(r.signal, []).append((r, r.dims))
+            self._routes.setdefault(r.signal, []).append(r)
         self._runbooks = {r.name: r.runbook_url(runbook_base_url) for r in rules}
         self._inhibitors = {name for r in rules for name in r.inhibited_by}
         self._series: dict[SeriesKey, _Series] = {}
@@ -108,12 +108,8 @@ class RuleEngine:
         labels = s.labels()
         fields = signal_fields(s)
         out = []
-        for rule, dims in routes:
-            if (rule.name in self._inhibitors) != inhibitors:
-                continue
-            if s.dims.keys() != dims or not rule.matches(labels):
-                continue
-            if any(k not in labels for k in rule.group_by):
+        for rule in routes:
+            if (rule.name in self._inhibitors) != inhibitors or not rule.sees(s, labels):
                 continue
             scope = {k: labels[k] for k in rule.group_by}
             if s.model_id:

@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator, ValidationError
 from alert_rules.conditions import FIELDS, Condition, Fields, parse_condition, parse_duration
 from raiwatch.core.catalogue import Catalogue, SignalSpec
 from raiwatch.core.errors import RuleError
-from raiwatch.core.records import SIGNAL_FAMILIES, Severity
+from raiwatch.core.records import SIGNAL_FAMILIES, Severity, Signal
 
 RULES_DIR = Path(__file__).resolve().parent
 SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
@@ -128,6 +128,7 @@ class Rule:
         match = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
         object.__setattr__(self, "match", match)
         object.__setattr__(self, "_matchers", {k: Matcher.of(v) for k, v in match.items()})
+        object.__setattr__(self, "_dims", frozenset(self.group_by).union(match) - SCOPE_LABELS)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether every ``match`` matcher accepts the value of its label in ``labels``."""
@@ -136,7 +137,17 @@ class Rule:
     @property
     def dims(self) -> frozenset[str]:
         """The dim keys a signal must carry, exactly, to be in this rule's scope."""
-        return frozenset(self.group_by).union(self.match) - SCOPE_LABELS
+        return self._dims  # type: ignore[attr-defined]
+
+    def sees(self, s: Signal, labels: Mapping[str, str]) -> bool:
+        """Whether signal ``s`` (``labels``: its ``s.labels()``) is in scope: this rule's signal,
+        exactly its dims, accepted by ``match``, and carrying every ``group_by`` label."""
+        return (
+            s.signal == self.signal
+            and s.dims.keys() == self._dims  # type: ignore[attr-defined]
+            and self.matches(labels)
+            and all(k in labels for k in self.group_by)
+        )
 
     def runbook_url(self, base_url: str) -> str:
         return self.runbook if "://" in self.runbook else f"{base_url.rstrip('/')}/{self.runbook}"

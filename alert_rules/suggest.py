@@ -35,25 +35,18 @@ class Option:
 def with_threshold(rule: Rule, x: float) -> Rule:
     """``rule`` with the number of its first ``fire_when`` clause set to ``x``."""
     first, *rest = rule.fire_when.clauses
-    clause = Clause(first.field, first.op, x, first.ref)
-    rhs = f"{x:g} * {first.ref}" if first.ref else f"{x:g}"
-    text = " and ".join([f"{first.field} {first.op} {rhs}", *(_text(c) for c in rest)])
-    return replace(rule, fire_when=Condition(text, (clause, *rest)))
+    clauses = (Clause(first.field, first.op, x, first.ref), *rest)
+    return replace(rule, fire_when=Condition(" and ".join(map(_text, clauses)), clauses))
 
 
 def _text(c: Clause) -> str:
-    rhs = f"{c.coef:g} * {c.ref}" if c.ref else (c.ref or f"{c.coef:g}")
+    rhs = f"{c.coef:g} * {c.ref}" if c.ref else f"{c.coef:g}"
     return f"{c.field} {c.op} {rhs}"
 
 
 def in_scope(rule: Rule, s: Signal) -> bool:
-    labels = s.labels()
-    return (
-        s.signal == rule.signal
-        and s.dims.keys() == rule.dims
-        and rule.matches(labels)
-        and s.n >= rule.min_samples
-    )
+    """Whether the engine would evaluate ``s`` for ``rule`` (in scope, enough samples)."""
+    return s.n >= rule.min_samples and rule.sees(s, s.labels())
 
 
 def candidates(rule: Rule, signals: Sequence[Signal]) -> list[float]:

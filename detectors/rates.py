@@ -44,3 +44,14 @@ def wilson_interval(
         rate[ok] = kk / nn
         lo[ok], hi[ok] = proportion_confint(kk, nn, alpha=1 - confidence, method="wilson")
     return rate, lo, hi
+
+
+def one_sided(p_two: ArrayLike, right_direction: ArrayLike) -> NDArray[np.float64]:
+    """One-sided p-values from the two-sided ones of a symmetric test, for the alternative that
+    holds where ``right_direction`` is true (half the two-sided p there, one minus half elsewhere).
+
+    >>> one_sided([0.04, 0.04], [True, False]).tolist()
+    [0.02, 0.98]
+    """
+    p = np.asarray(p_two, dtype=np.float64) / 2
+    return np.where(right_direction, p, 1 - p)

@@ -36,7 +36,7 @@ import numpy as np
 from msgspec import UNSET
 
 from detectors.drift import two_proportions
-from detectors.rates import wilson_interval
+from detectors.rates import one_sided, wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
 from monitors.segments import Key, groups_of
@@ -283,18 +283,18 @@ class FairnessMonitor(PerModelState):
         if len(pairs):
             r = ref[pairs]
             two = two_proportions(fav[r], known[r], fav[pairs], known[pairs]).p_value
-            p_fav[pairs] = np.minimum(1.0, _one_sided(two, rate[pairs] < rate[r]) * tests)
+            p_fav[pairs] = np.minimum(1.0, one_sided(two, rate[pairs] < rate[r]) * tests)
         p_change = np.full(len(keys), np.nan)
         prior_rate = np.divide(prior_f, prior_n, out=np.full(len(keys), np.nan), where=prior_n > 0)
         if len(crows):
             two = two_proportions(prior_f[crows], prior_n[crows], fav[crows], known[crows]).p_value
-            p_change[crows] = np.minimum(1.0, _one_sided(two, rate[crows] < prior_rate[crows]) * tests)
+            p_change[crows] = np.minimum(1.0, one_sided(two, rate[crows] < prior_rate[crows]) * tests)
         p_policy = []
         for _, k, n, prate, _, _, rrate, rows in policy:
             pp = np.full(len(keys), np.nan)
             if len(rows):
                 two = two_proportions(rest[rows, k], rest[rows, n], c[rows, k], c[rows, n]).p_value
-                pp[rows] = np.minimum(1.0, _one_sided(two, prate[rows] > rrate[rows]) * tests)
+                pp[rows] = np.minimum(1.0, one_sided(two, prate[rows] > rrate[rows]) * tests)
             p_policy.append(pp)
         out: list[Signal] = []
         span = cfg.detect_windows * self.window_s
@@ -377,9 +377,3 @@ def _add(totals: Counts, counts: Counts, sign: int) -> None:
 def _num(x: float, n: float) -> float | None:
     """``x`` as a float, or None when it was measured on nothing."""
     return float(x) if n and not np.isnan(x) else None
-
-
-def _one_sided(p_two: np.ndarray, right_direction: np.ndarray) -> np.ndarray:
-    """One-sided p-values from two-sided ones, for a test whose direction is ``right_direction``."""
-    p = np.asarray(p_two, dtype=np.float64) / 2
-    return np.where(right_direction, p, 1 - p)

@@ -38,7 +38,7 @@ import numpy as np
 from msgspec import UNSET
 
 from detectors.drift import two_proportions
-from detectors.rates import wilson_interval
+from detectors.rates import one_sided, wilson_interval
 from monitors.labeljoin import (
     EARLY_KEY,
     NO,
@@ -466,7 +466,7 @@ class QualityMonitor:
             if bn >= cfg.min_labels:
                 base = bk / bn
                 two = float(two_proportions([bk], [bn], [kk], [nn]).p_value[0])
-                p = two / 2 if rate < base else 1 - two / 2
+                p = float(one_sided(two, rate < base))
             out.append(
                 Signal(
                     signal=f"quality.{name}",
@@ -512,7 +512,7 @@ class QualityMonitor:
                 if b is not None and b != i and c[i, n] >= cfg.min_labels:
                     two = float(two_proportions([c[b, k]], [c[b, n]], [c[i, k]], [c[i, n]]).p_value[0])
                     worse = rate[i] < rate[b] if best_is_high else rate[i] > rate[b]
-                    tests.append((name, i, b, two / 2 if worse else 1 - two / 2))
+                    tests.append((name, i, b, float(one_sided(two, worse))))
         m = max(1, len(tests))
         for name, i, b, p in tests:
             k, n = (TP, POS) if name == "true_positive_rate" else (FP, NEG)

@@ -67,7 +67,7 @@ class Delivery:
     def run_once(self) -> int:
         """Send every due notification, and re-send firing alerts when due; return how many were sent."""
         now = datetime.fromtimestamp(self.wall(), UTC)
-        silences = [x for x in self.store.silences(now) if x["starts_at"] <= now]
+        silences = self.store.active_silences(now)
         sent = 0
         for nid, name, kind, attempts, note, inc in self.store.due_notifications(now):
             route = self.routes.get(name)
@@ -92,7 +92,7 @@ class Delivery:
             sent += 1
         if self.wall() >= self._next_resend:
             self._next_resend = self.wall() + self.cfg.resend_s
-            sent += self._resend(now)
+            sent += self._resend(now, silences)
         metrics.OUTBOX_DEPTH.set(self.store.outbox_depth())
         return sent
 
@@ -138,13 +138,12 @@ class Delivery:
             return True
         return False
 
-    def _resend(self, now: datetime) -> int:
+    def _resend(self, now: datetime, silences: list[dict]) -> int:
         """Firing incidents to Alertmanager routes again (their ``endsAt`` moves ahead)."""
         managers = [r for r in self.routes.values() if r.type == "alertmanager"]
         if not managers:
             return 0
         sent = 0
-        silences = [x for x in self.store.silences(now) if x["starts_at"] <= now]
         for inc in self.store.open_incidents():
             if silenced_by(inc, silences) is not None:
                 continue

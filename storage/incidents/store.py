@@ -83,6 +83,17 @@ def _record(row: IncidentRow) -> Incident:
     )
 
 
+def _notification(s: Session, incident_id: str, route: str, kind: str) -> NotificationRow | None:
+    """The outbox row of one incident, route and kind (at most one: a unique index)."""
+    return s.scalars(
+        select(NotificationRow).where(
+            NotificationRow.incident_id == incident_id,
+            NotificationRow.route == route,
+            NotificationRow.kind == kind,
+        )
+    ).one_or_none()
+
+
 def _check(change: IncidentChange) -> None:
     inc = change.incident
     where = f"incident change {change.kind!r} for {inc.incident_id!r}"
@@ -394,14 +405,7 @@ class IncidentStore:
     def _queue(self, s: Session, inc: Incident, kind: str, routes: Route) -> None:
         now = _now()
         for route in routes(inc, kind):
-            exists = s.scalar(
-                select(func.count()).where(
-                    NotificationRow.incident_id == inc.incident_id,
-                    NotificationRow.route == route,
-                    NotificationRow.kind == kind,
-                )
-            )
-            if not exists:
+            if _notification(s, inc.incident_id, route, kind) is None:
                 s.add(NotificationRow(incident_id=inc.incident_id, route=route, kind=kind, created_at=now,
                                       attempts=0, next_attempt_at=now))  # fmt: skip
 
@@ -466,12 +470,7 @@ class IncidentStore:
 
     def notification_state(self, incident_id: str, route: str, kind: str) -> str:
         """``sent``, ``skipped`` (closed unsent), ``pending`` or ``none`` (never queued)."""
-        q = select(NotificationRow).where(
-            NotificationRow.incident_id == incident_id,
-            NotificationRow.route == route,
-            NotificationRow.kind == kind,
-        )
-        n = self._transact(lambda s: s.scalars(q).one_or_none())
+        n = self._transact(lambda s: _notification(s, incident_id, route, kind))
         if n is None:
             return "none"
         if n.delivered_at is None:
@@ -507,6 +506,10 @@ class IncidentStore:
             q = q.where(SilenceRow.ends_at > (now or _now()))
         cols = ("silence_id", "matchers", "starts_at", "ends_at", "author", "comment", "created_at")
         return self._transact(lambda s: [{c: getattr(r, c) for c in cols} for r in s.scalars(q)])
+
+    def active_silences(self, now: datetime) -> builtins.list[dict[str, Any]]:
+        """The silences in force at ``now`` (started, not ended), newest first."""
+        return [x for x in self.silences(now) if x["starts_at"] <= now]
 
     def expire_silence(self, silence_id: str, at: datetime | None = None) -> dict[str, Any]:
         """End a silence now (a unique id prefix is enough)."""

@@ -39,7 +39,7 @@ from detectors.drift import two_proportions
 from detectors.rates import one_sided, wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
-from monitors.segments import Key, groups_of
+from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
@@ -260,10 +260,7 @@ class FairnessMonitor(PerModelState):
         h_rate, h_lo, h_hi = wilson_interval(hour[:, FAV], hour[:, KNOWN])
         attrs = [a for a, _ in keys]
         # the best-treated group of each attribute among those large enough to compare
-        best: dict[str, int] = {}
-        for i, a in enumerate(attrs):
-            if known[i] >= cfg.min_group and (a not in best or rate[i] > rate[best[a]]):
-                best[a] = i
+        best = best_per_attribute(keys, rate, known, cfg.min_group)
         ref = np.array([best.get(a, -1) for a in attrs])
         pairs = np.flatnonzero((ref >= 0) & (ref != np.arange(len(keys))) & (known >= cfg.min_group))
         # the group's own favourable share before the last detect_windows, over the horizon

@@ -52,7 +52,7 @@ from monitors.labeljoin import (
     id_hash,
 )
 from monitors.registry import register
-from monitors.segments import Key, groups_of
+from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core import metrics
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import FeedbackEvent, Signal, TelemetryEvent
@@ -501,12 +501,7 @@ class QualityMonitor:
             ("false_positive_rate", FP, NEG, False),
         ):
             rate = np.divide(c[:, k], c[:, n], out=np.full(len(keys), np.nan), where=c[:, n] > 0)
-            best: dict[str, int] = {}
-            for i, (a, _) in enumerate(keys):
-                if c[i, n] >= cfg.min_labels and (
-                    a not in best or (rate[i] > rate[best[a]] if best_is_high else rate[i] < rate[best[a]])
-                ):
-                    best[a] = i
+            best = best_per_attribute(keys, rate, c[:, n], cfg.min_labels, highest=best_is_high)
             for i, (a, _) in enumerate(keys):
                 b = best.get(a)
                 if b is not None and b != i and c[i, n] >= cfg.min_labels:

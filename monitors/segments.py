@@ -30,3 +30,22 @@ def groups_of(
     if tenants and tenant:
         keys.append(("tenant_id", tenant))
     return keys
+
+
+def best_per_attribute(
+    keys: Sequence[Key], rate: Sequence[float], n: Sequence[float], min_n: float, highest: bool = True
+) -> dict[str, int]:
+    """Per attribute, the index of its best-treated group among those with ``min_n`` or more:
+    the highest ``rate`` (or the lowest, for a rate where lower is better); the first on a tie.
+
+    >>> best_per_attribute([("sex", "f"), ("sex", "m"), ("age", "65+")], [0.7, 0.8, 0.5], [300, 50, 300], 100)
+    {'sex': 0, 'age': 2}
+    """
+    best: dict[str, int] = {}
+    for i, (attr, _) in enumerate(keys):
+        if n[i] < min_n:
+            continue
+        b = best.get(attr)
+        if b is None or (rate[i] > rate[b] if highest else rate[i] < rate[b]):
+            best[attr] = i
+    return best

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -225,6 +225,13 @@ class RuleEngine:
             self._series[(rule.name, tuple(sorted(scope.items())))] = _Series(
                 inc.updated_at or inc.opened_at, incident=inc
             )
+
+    def forget(self, models: Collection[str]) -> None:
+        """Drop the series of these models (their partitions moved to another worker, which takes
+        over their incidents and timers from the store and the stored signals)."""
+        gone = [k for k in self._series if dict(k[1]).get("model_id") in models]
+        for k in gone:
+            del self._series[k]
 
     @property
     def rules(self) -> list[Rule]:

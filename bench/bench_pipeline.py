@@ -1,12 +1,14 @@
 """Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
 
-    .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream]
+    .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream] [--profile]
 
 Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
 Streaming (needs Java): a worker process draining the topic on a real Apache Kafka broker
 (until its consumer group has committed every offset, i.e. every window closed and written)
 against a bare aiokafka consumer that decodes each message and does nothing else.
+``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
+each monitor, rules, storage preparation, waiting for the writer thread) and the top functions.
 """
 
 from __future__ import annotations
@@ -108,10 +110,58 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
     return bare, worker
 
 
+STAGES = (  # (stage, path fragment of the functions whose own time counts for it), first match wins
+    ("decode + validate", "raiwatch/core/codec.py"),
+    ("decode + validate", "msgspec.json.Decoder"),
+    ("monitor: safety", "monitors/safety.py"),
+    ("monitor: drift", "monitors/drift.py"),
+    ("monitor: abuse", "monitors/abuse.py"),
+    ("monitor: fairness", "monitors/fairness.py"),
+    ("monitor: fairness", "monitors/segments.py"),
+    ("monitor: quality", "monitors/quality.py"),
+    ("monitor: quality", "monitors/labeljoin.py"),
+    ("rules", "alert_rules/"),
+    ("storage preparation (columns, text removal)", "storage/clickhouse/writer.py"),
+    ("waiting for the writer thread", "_thread.lock"),
+    ("window clock, dedup", "monitors/windows.py"),
+    ("window clock, dedup", "monitors/dedup.py"),
+)
+
+
+def profile(path: Path, out: Path) -> None:
+    """The replay under cProfile: own time per stage, then the 15 costliest functions."""
+    import cProfile
+    import pstats
+
+    from raiwatch.core.config import load_config
+    from raiwatch.replay import replay
+
+    prof = cProfile.Profile()
+    prof.enable()
+    summary = replay(path, load_config(None), out)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    by_stage: dict[str, float] = {}
+    total = 0.0
+    for (file, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{file}:{name}"
+        stage = next((s for s, frag in STAGES if frag in where), "other (interpreter, builtins, replay loop)")
+        by_stage[stage] = by_stage.get(stage, 0.0) + tt
+        total += tt
+    n = summary.events
+    print(
+        f"profile     {n:,} events, {total:.2f} s of profiled time ({n / total:,.0f} events/s under cProfile)"
+    )
+    for stage, t in sorted(by_stage.items(), key=lambda x: -x[1]):
+        print(f"profile     {stage:<46} {t / n * 1e6:6.2f} µs/event  {t / total:6.1%}")
+    stats.sort_stats("tottime").print_stats(15)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--no-stream", action="store_true")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -129,6 +179,8 @@ def main() -> None:
             f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
         )
         print(f"replay      {line.splitlines()[-1]}")
+        if args.profile:
+            profile(path, work / "profiled")
         if args.no_stream or not localkafka.java_available():
             return
         bare, worker = stream(path, args.events, work)

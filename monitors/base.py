@@ -62,9 +62,11 @@ class PerModelState:
 
     def forget(self, models: Collection[str]) -> None:
         """Drop these models' open windows and state (their partition moved away from this worker)."""
-        for by_model in self._windows.values():
+        for start, by_model in list(self._windows.items()):
             for m in models:
                 by_model.pop(m, None)
+            if not by_model:
+                del self._windows[start]
         for m in models:
             self._models.pop(m, None)
             self._dirty.discard(m)

@@ -141,6 +141,15 @@ class WindowClock:
         self._top.pop(source, None)
         self._restored.pop(source, None)
 
+    def reset(self) -> None:
+        """Forget every source, open window and how far windows closed (a worker whose partitions
+        were all revoked: the ones it is given next continue from their own checkpoints, which may
+        be behind how far this clock had closed windows)."""
+        self._top.clear()
+        self._restored.clear()
+        self._newest = self._closed_until = -math.inf
+        self._open.clear()
+
     def sources(self) -> set[Hashable]:
         return set(self._top)
 

@@ -193,8 +193,13 @@ def _when(text: str | None, what: str) -> datetime | None:
 
 
 def _stored_data(cfg: Config):
-    """A client on the stored trend tables; a one-line error when an embedded store is not there."""
+    """A client on the stored trend tables; a one-line error when an embedded store is not there.
+
+    While a worker holds an embedded store, the client reads through the read-only HTTP endpoint
+    the worker serves it on (``clickhouse.serve_http``)."""
     from raiwatch.wiring import clickhouse_client
+    from storage.clickhouse import ConnectOptions, connect
+    from storage.clickhouse.client import held_by_another_process, served_url
 
     dsn = cfg.clickhouse_dsn
     if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
@@ -202,6 +207,15 @@ def _stored_data(cfg: Config):
             f"no raiwatch data under {cfg.data_path} (no clickhouse/ folder there): check --data-dir "
             "(a replay's data is in its --out folder), or run a replay or a worker first"
         )
+    if held_by_another_process(dsn):
+        url = served_url(dsn)
+        if url is None:
+            raise RaiwatchError(
+                f"a running worker holds the ClickHouse data under {cfg.data_path} and serves it to no "
+                "one (clickhouse.serve_http is off): stop it, or restart it with clickhouse.serve_http on"
+            )
+        ch = cfg.clickhouse
+        return connect(url, ch.database, ConnectOptions(ch.connect_timeout_s, ch.timeout_s))
     return clickhouse_client(cfg)
 
 

@@ -61,6 +61,7 @@ class Delivery:
         self.routes = {r.name: r for r in cfg.routes}
         self.wall = wall
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_resend = 0.0
 
@@ -69,7 +70,7 @@ class Delivery:
         now = datetime.fromtimestamp(self.wall(), UTC)
         silences = self.store.active_silences(now)
         sent = 0
-        for nid, name, kind, attempts, note, inc in self.store.due_notifications(now):
+        for nid, name, kind, attempts, note, inc in self.store.claim_notifications(now):
             route = self.routes.get(name)
             if route is None:
                 self.store.mark_failed(
@@ -160,8 +161,13 @@ class Delivery:
         self._thread = threading.Thread(target=self._loop, name="raiwatch-delivery", daemon=True)
         self._thread.start()
 
+    def wake(self, _changes: object = None) -> None:
+        """Deliver now rather than at the next poll (the pipeline calls it when it queued changes)."""
+        self._wake.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -171,4 +177,5 @@ class Delivery:
                 self.run_once()
             except Exception:  # the store away for a moment: try again next round
                 log.exception("alert delivery round failed")
-            self._stop.wait(self.cfg.poll_s)
+            self._wake.wait(self.cfg.poll_s)
+            self._wake.clear()

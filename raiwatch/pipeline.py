@@ -122,8 +122,8 @@ class Pipeline:
         self.flush()
         old = self.engine
         self.engine = engine
-        try:
-            self.warm_start()  # open incidents and pending timers carried over from the stored signals
+        try:  # open incidents and pending timers carried over from the stored signals
+            self.warm_start(models=self._known if self.live else None)
         except Exception:
             self.engine = old
             raise
@@ -131,19 +131,29 @@ class Pipeline:
         metrics.RULES_RELOAD_OK.set(1)
         log.info("rules reloaded: %d rules", len(engine.rules))
 
-    def warm_start(self, lookback: timedelta | None = None) -> list[IncidentChange]:
-        """Restore rule state after a restart: open incidents from the store, then recent signals.
+    def warm_start(
+        self, lookback: timedelta | None = None, models: Collection[str] | None = None
+    ) -> list[IncidentChange]:
+        """Restore rule state after a restart or a partition move: open incidents from the store,
+        then recent signals (of ``models`` only, if given).
 
         Re-feeding the last ``lookback`` of stored signals rebuilds pending ``for`` timers that
-        were in memory when the previous worker stopped; changes it yields are idempotent.
+        were in memory in the worker that wrote them; changes it yields are idempotent.
         """
-        self.engine.restore(self.store.open_incidents())
+        wanted = None if models is None else set(models)
+        if wanted is not None and not wanted:
+            return []
+        self.engine.restore(
+            i for i in self.store.open_incidents() if wanted is None or i.labels.get("model_id") in wanted
+        )
         lookback = lookback or timedelta(hours=1)
-        latest = recent_signals(self.writer.client, self.cfg.clickhouse.database, None)
+        db = self.cfg.clickhouse.database
+        of = None if wanted is None else sorted(wanted)
+        latest = self._read("reading the latest signals", recent_signals, db, None, of)
         if not latest:
             return []
         since = max(s.ts for s in latest) - lookback
-        signals = recent_signals(self.writer.client, self.cfg.clickhouse.database, since)
+        signals = self._read("reading recent signals", recent_signals, db, since, of)
         changes = self.engine.evaluate(signals)
         self._submit(changes=changes)
         self.flush()
@@ -300,10 +310,12 @@ class Pipeline:
                 self.clock.restore(s, found[str(s)][0])
 
     def revoke_sources(self, sources: Collection[Hashable]) -> None:
-        """Drop what this worker holds of these sources: partial windows, models' state, ids seen.
+        """Drop what this worker holds of these sources: partial windows, models' monitor and rule
+        state, ids seen.
 
         Their events are re-read by the next owner from the last committed offset, and that owner
-        restores the models' state from the last checkpoint. Call ``flush`` first.
+        restores the models' state from the last checkpoint and their rule state from the store and
+        the stored signals. Call ``flush`` first.
         """
         models: set[str] = set()
         for s in sources:
@@ -314,7 +326,14 @@ class Pipeline:
         if models:
             for m in self.monitors:
                 m.forget(models)
+            self.engine.forget(models)
             self._known -= models
+        if not self.clock.sources():
+            # Kafka's eager rebalances revoke every partition before assigning: start the window
+            # clock afresh, so a partition that comes next continues from its own checkpoint even
+            # where it is behind how far this worker had closed windows (its events are not late)
+            self.clock.reset()
+            self._idle.clear()
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -363,7 +382,8 @@ class Pipeline:
         return out
 
     def _track_models(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> None:
-        """Remember which source feeds each model, and restore the state of models new to memory."""
+        """Remember which source feeds each model; restore the monitor and rule state of models new
+        to memory (after a restart, or when a partition moved here from another worker)."""
         pairs = set(zip((e.model.id for e in events), srcs, strict=True))
         for model, src in pairs:
             self._models_of.setdefault(src, set()).add(model)
@@ -384,6 +404,7 @@ class Pipeline:
             )
             for key, (_, state) in sorted(states.items()):
                 m.restore(key, state)
+        self.warm_start(models=new)
         self._known.update(new)
 
     def _close(self, starts: list[int]) -> BatchResult:

@@ -26,10 +26,34 @@ from raiwatch.core.records import IncidentChange
 from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline, drift_reporter, rule_engine, rule_files
+from storage.clickhouse import served_url_file
+from storage.clickhouse.httpserver import ClickHouseHTTPServer
 from streams.consumer import StreamWorker
 from streams.topics import ensure_topics
 
 log = logging.getLogger("raiwatch.worker")
+
+
+def serve_store(cfg: Config, pipe: Pipeline) -> ClickHouseHTTPServer | None:
+    """Serve an embedded store read-only over ClickHouse's HTTP interface while this worker holds it,
+    and write its URL beside the data path for ``raiwatch query`` (None: a server DSN, or off)."""
+    ch = cfg.clickhouse
+    if not ch.serve_http or not cfg.clickhouse_dsn.startswith("chdb:"):
+        return None
+    try:
+        server = ClickHouseHTTPServer(
+            pipe.writer.client, ch.http_host, ch.http_port, readonly=True,
+            max_execution_time_s=ch.http_max_execution_time_s, max_result_rows=ch.http_max_result_rows,
+        )  # fmt: skip
+        server.start()
+    except OSError as e:
+        raise RaiwatchError(
+            f"cannot serve the ClickHouse data on {ch.http_host}:{ch.http_port} ({e.strerror or e}); "
+            "set clickhouse.http_port to a free port (0 picks one) or clickhouse.serve_http: false"
+        ) from None
+    served_url_file(cfg.clickhouse_dsn).write_text(f"{server.url}\n")
+    log.info("serving the trend tables read-only on %s (ClickHouse HTTP interface)", server.url)
+    return server
 
 
 class RuleWatcher:
@@ -142,7 +166,7 @@ def run_worker(
     json_logs: bool = False,
     metrics_host: str = "127.0.0.1",
 ) -> int:
-    """Create topics, restore rule state, then consume until SIGTERM/SIGINT; return the exit status."""
+    """Create topics, then consume until SIGTERM/SIGINT; return the exit status."""
     setup_logging(loglevel, json_logs)
     try:
         ensure_topics(cfg.kafka)
@@ -163,8 +187,10 @@ def run_worker(
         observers=observers,
         routes=router(cfg.notify),
     )
+    served = serve_store(cfg, pipe)
     delivery = Delivery(pipe.store, cfg.notify) if cfg.notify.routes else None
-    restored = pipe.warm_start()
+    if delivery:
+        pipe.notify.append(delivery.wake)  # the outbox is read as soon as a window's changes are stored
     if delivery:
         delivery.start()
     worker = StreamWorker(
@@ -172,10 +198,9 @@ def run_worker(
     )
     if metrics_port:
         health.serve(metrics_host, metrics_port, lambda: _readiness(worker))
-    log.info(
-        "worker ready: %d incidents firing, %d changes on warm start; consuming %s from %s",
-        len(pipe.engine.firing()), len(restored), cfg.kafka.telemetry_topic, cfg.kafka.bootstrap_servers,
-    )  # fmt: skip
+    log.info(  # a model's rule state comes back from the store when its partition is assigned here
+        "worker ready: consuming %s from %s", cfg.kafka.telemetry_topic, cfg.kafka.bootstrap_servers
+    )
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
 
     def reload() -> None:
@@ -206,6 +231,9 @@ def run_worker(
             delivery.stop()
         if watcher:
             watcher.stop()
+        if served:
+            served.stop()
+            served_url_file(cfg.clickhouse_dsn).unlink(missing_ok=True)
     pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
     log.info("worker stopped")
     return 0

@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from raiwatch.core import metrics
@@ -106,6 +107,9 @@ class StreamWorker:
             client_id=f"raiwatch-{k.group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # partition k of the telemetry and the feedback topics (created with as many partitions)
+            # goes to one worker: labels keyed like their inferences reach the worker holding them
+            partition_assignment_strategy=(RangePartitionAssignor,),
             fetch_max_wait_ms=k.fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=int(k.session_timeout_s * 1000),

@@ -10,14 +10,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+
+from streams.producer import model_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +109,33 @@ def lag(bootstrap: str, group: str, topic: str) -> int | None:
     finally:
         consumer.close()
         admin.close()
+
+
+def produce_paced(
+    path: Path, bootstrap: str, topic: str, per_s: float, start_at: datetime | None = None
+) -> threading.Thread:
+    """Publish ``path`` at about ``per_s`` lines per second from one producer in a thread (a live
+    producer); with ``start_at``, line ``i`` goes out at ``start_at + i / per_s``, as it happens."""
+    lines = path.read_bytes().splitlines()
+
+    def run() -> None:
+        producer = KafkaProducer(  # a request lost with the broker is resent after 5 s, not 30
+            bootstrap_servers=bootstrap, acks="all", linger_ms=20, request_timeout_ms=5000
+        )
+        chunk = max(1, int(per_s / 10))
+        t0 = time.monotonic() + ((start_at - datetime.now(UTC)).total_seconds() if start_at else 0)
+        for i in range(0, len(lines), chunk):
+            ahead = t0 + i / per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing a producer, not waiting for a result
+            for line in lines[i : i + chunk]:
+                producer.send(topic, key=model_key(line), value=line)
+        producer.flush()
+        producer.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
 
 
 def wait_drained(

@@ -8,19 +8,11 @@ stops it at the end. Without either, the PostgreSQL cases are skipped with the r
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import pwd
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,108 +21,16 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from raiwatch.core.errors import ConfigError, StorageError
 from raiwatch.core.records import Incident, IncidentChange
+from raiwatch.dev.localkafka import free_port
 from storage.incidents import Base, IncidentStore, head_revision, migrate
 from storage.incidents.models import VERSION_TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-PG_READY_TIMEOUT_S = 60.0
-PG_SETTINGS = ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"]
-PG_SETTINGS += ["-c", "timezone=Asia/Kolkata"]  # a non-UTC session zone: reads must still come back UTC
-
-
-# -- PostgreSQL server --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bindir() -> Path | None:
-    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
-    if not found:
-        return None
-    newest = max(found, key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()])
-    return Path(newest).parent
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """A SQLAlchemy URL of a PostgreSQL server for the whole session."""
-    if os.environ.get("RAIWATCH_TEST_PG_URL"):
-        yield os.environ["RAIWATCH_TEST_PG_URL"]
-        return
-    psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is needed to reach PostgreSQL")
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip(
-            "no PostgreSQL server: /usr/lib/postgresql/*/bin/initdb not found "
-            "(apt-get install -y postgresql, or set RAIWATCH_TEST_PG_URL)"
-        )
-    as_user: dict = {}
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-    root = Path(tempfile.mkdtemp(prefix="raiwatch-pg-"))  # short: the socket path must fit 107 bytes
-    if as_user:
-        os.chown(root, as_user["user"], as_user["group"])
-    data, port = root / "data", _free_port()
-    env = {**os.environ, "LC_ALL": "C.UTF-8", "HOME": str(root)}
-    initdb = subprocess.run(
-        [bindir / "initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **as_user,
-    )
-    if initdb.returncode != 0:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"initdb failed ({initdb.returncode}):\n{initdb.stdout}\n{initdb.stderr}")
-    server_log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [bindir / "postgres", "-D", data, "-k", root, "-p", str(port), *PG_SETTINGS],
-        cwd=root,
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-        **as_user,
-    )
-    try:
-        deadline = time.monotonic() + PG_READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"postgres exited with {proc.returncode}:\n{(root / 'server.log').read_text()}")
-            try:
-                psycopg.connect(
-                    host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2
-                ).close()
-                break
-            except psycopg.OperationalError as e:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"postgres not ready after {PG_READY_TIMEOUT_S:.0f} s: {e}")
-                time.sleep(0.1)
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        proc.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        server_log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- fixtures -----------------------------------------------------------------------------------
@@ -142,19 +42,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'var' / 'incidents.db'}"
         return
-    base = make_url(request.getfixturevalue("pg_server"))
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
@@ -531,7 +419,7 @@ def test_bad_urls_raise_actionable_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot create folder"):
         IncidentStore(f"sqlite:///{tmp_path / 'a-file' / 'incidents.db'}")
     with pytest.raises(StorageError, match=r"cannot migrate .*127\.0\.0\.1") as err:
-        IncidentStore(f"postgresql+psycopg://u:secret@127.0.0.1:{_free_port()}/db")
+        IncidentStore(f"postgresql+psycopg://u:secret@127.0.0.1:{free_port()}/db")
     assert "secret" not in str(err.value)
 
 
@@ -562,3 +450,89 @@ def test_stats_per_rule_with_time_to_ack_and_resolve(store: IncidentStore) -> No
     assert c["median_minutes_to_ack"] == 10 and c["median_minutes_to_resolve"] == 50
     assert rows["warn"]["precision"] is None and rows["warn"]["median_minutes_to_ack"] is None
     assert [r["rule"] for r in store.stats(since=T0 + timedelta(days=1))] == ["warn"]
+
+
+# -- concurrency: workers and on-call at once ---------------------------------------------------
+
+
+def test_workers_and_on_call_at_once_lose_no_update_and_never_say_locked(url: str) -> None:
+    """Three workers update their incidents and drain one outbox while on-call acknowledges and
+    rates them from the command line and from the API, all at once."""
+    migrate(url)
+    workers, per = 3, 4
+    ids = [[f"inc-w{w}-{i}" for i in range(per)] for w in range(workers)]
+    to_hook = lambda _inc, _kind: ["hook"]  # noqa: E731
+    with IncidentStore(url, migrate=False) as setup:
+        for w in range(workers):
+            setup.apply([opened(incident_id=i, dedup_key=i) for i in ids[w]], to_hook)
+    rounds = 15
+    last_at = T0 + timedelta(minutes=rounds)
+    stores = [IncidentStore(url, migrate=False) for _ in range(workers + 1)]
+    start, errors = threading.Barrier(workers + 1), []
+    claimed: list[int] = []
+
+    def worker(w: int) -> None:
+        try:
+            start.wait()
+            for r in range(1, rounds + 1):  # the engine re-confirms its incidents every window
+                at = T0 + timedelta(minutes=r)
+                stores[w].apply(
+                    [
+                        updated(incident_id=i, dedup_key=i, value=0.04 + r / 1000, updated_at=at)
+                        for i in ids[w]
+                    ]
+                )
+                claimed.extend(n[0] for n in stores[w].claim_notifications(lease_s=3600))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    def on_call_api() -> None:
+        try:
+            start.wait()
+            for i in ids[1]:
+                stores[-1].acknowledge(i, actor="api")
+                stores[-1].set_feedback(i, "false_positive", actor="api")
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+    threads.append(threading.Thread(target=on_call_api))
+    env = {**os.environ, "RAIWATCH_INCIDENT_DB": url}
+    for t in threads:
+        t.start()
+    cli_calls = [("ack", i, "--by", "alice") for i in ids[0]]
+    cli_calls += [("feedback", i, "true_positive", "--by", "bob") for i in ids[0] + ids[2]]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "raiwatch.cli", "incidents", *call],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for call in cli_calls
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        for p, (out, err) in zip(procs, outputs, strict=True):
+            assert p.returncode == 0, err
+            assert "locked" not in out + err and "Traceback" not in err
+        store = stores[0]
+        for w in range(workers):
+            for i in ids[w]:
+                got = store.get(i)
+                assert got.updated_at == last_at and got.value == pytest.approx(0.04 + rounds / 1000)
+                want_status = {0: "acknowledged", 1: "acknowledged", 2: "open"}[w]
+                want_feedback = {0: "true_positive", 1: "false_positive", 2: "true_positive"}[w]
+                assert (got.status, got.feedback) == (want_status, want_feedback), i
+                assert kinds(store, i).count("feedback") == 1
+                assert kinds(store, i).count("acknowledged") == (w < 2)
+        # the outbox: every queued notification taken by exactly one worker
+        assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == workers * per
+    finally:
+        for s in stores:
+            s.close()

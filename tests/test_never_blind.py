@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import signal
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from kafka import KafkaProducer
 
 from raiwatch.dev import synth
 from raiwatch.dev.localkafka import free_port
-from streams.producer import model_key, produce
+from streams.producer import produce
 from tests.harness import (
     ClickHouseServer,
     cli,
@@ -33,6 +32,7 @@ from tests.harness import (
     incidents_jsonl,
     lag,
     poll,
+    produce_paced,
     query,
     read_topic,
     rss_mb,
@@ -73,33 +73,6 @@ def _progress_events(log: Path) -> int:
     text = log.read_text(errors="replace").rpartition("worker ready")[2]
     counts = re.findall(r"progress events=(\d+)", text)
     return int(counts[-1]) if counts else 0
-
-
-def _produce_paced(
-    path: Path, bootstrap: str, topic: str, per_s: float, start_at: datetime | None = None
-) -> threading.Thread:
-    """Publish ``path`` at about ``per_s`` lines per second from one producer in a thread (a live
-    producer); with ``start_at``, line ``i`` goes out at ``start_at + i / per_s``, as it happens."""
-    lines = path.read_bytes().splitlines()
-
-    def run() -> None:
-        producer = KafkaProducer(  # a request lost with the broker is resent after 5 s, not 30
-            bootstrap_servers=bootstrap, acks="all", linger_ms=20, request_timeout_ms=5000
-        )
-        chunk = max(1, int(per_s / 10))
-        t0 = time.monotonic() + ((start_at - datetime.now(UTC)).total_seconds() if start_at else 0)
-        for i in range(0, len(lines), chunk):
-            ahead = t0 + i / per_s - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)  # pacing a producer, not waiting for a result
-            for line in lines[i : i + chunk]:
-                producer.send(topic, key=model_key(line), value=line)
-        producer.flush()
-        producer.close()
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
 
 
 # -- poison messages ------------------------------------------------------------------------------
@@ -256,7 +229,7 @@ def test_a_broker_outage_under_live_traffic_changes_no_signal(kafka_broker, tmp_
     worker = start_worker(cfg, data, log, "--metrics-port", str(port))
     try:
         poll(lambda: "worker ready" in log.read_text(), 120, "the worker to start")
-        producer = _produce_paced(events, bootstrap, topic, per_s=rate, start_at=start)
+        producer = produce_paced(events, bootstrap, topic, per_s=rate, start_at=start)
         poll(lambda: _progress_events(log) >= 3000, 120, "the worker to take 3,000 events")
         _outage(kafka_broker, worker, log, 20)
         producer.join(300)
@@ -283,7 +256,7 @@ def test_kill_9_twice_then_restart_equals_an_uninterrupted_replay(kafka_bootstra
     _scenario(events, 24_000, 15, seed=5)
     signals, incidents = _replay(events, tmp_path / "replay")
     cfg, data, topic, group, log = _setup(tmp_path, kafka_bootstrap)
-    producer = _produce_paced(events, kafka_bootstrap, topic, per_s=1500)
+    producer = produce_paced(events, kafka_bootstrap, topic, per_s=1500)
     worker = start_worker(cfg, data, log)
     try:
         for started in (1, 2):  # each time with windows open and writes in flight
@@ -317,7 +290,7 @@ def test_a_clickhouse_outage_pauses_input_then_catches_up(kafka_bootstrap, tmp_p
     port = free_port()
     worker = start_worker(cfg, data, log, "--metrics-port", str(port))
     try:
-        producer = _produce_paced(events, kafka_bootstrap, topic, per_s=1000)
+        producer = produce_paced(events, kafka_bootstrap, topic, per_s=1000)
         poll(lambda: _progress_events(log) >= 3000, 120, "the worker to take 3,000 events")
         server.kill()
         down_at = time.monotonic()

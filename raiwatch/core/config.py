@@ -60,6 +60,14 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     timeout_s: Annotated[float, Meta(gt=0)] = 15.0  # server DSN: to send a request or hear any answer
     verify_tls: bool = True  # https DSN: check the server's certificate
     ca_cert: str = ""  # https DSN: CA bundle to check it with ("" = the system's)
+    # embedded store: a worker serves it read-only over ClickHouse's HTTP interface, for
+    # `raiwatch query` and any ClickHouse client while it holds the path (port 0: any free one)
+    serve_http: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    http_max_execution_time_s: Annotated[float, Meta(ge=0)] = 30.0  # per query served; 0 = none
+    # per query served; 0 = none (clients read system.settings, about 2,000 rows, when they connect)
+    http_max_result_rows: Annotated[int, Meta(ge=0)] = 1_000_000
 
 
 class RouteConfig(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -4,7 +4,7 @@ Embedded (``chdb:///abs/path``) or server (``http(s)://...``) through one clickh
 client; the tables are documented in ``migrations/`` and in ClickHouse itself (column comments).
 """
 
-from storage.clickhouse.client import Client, ConnectOptions, close_all, connect
+from storage.clickhouse.client import Client, ConnectOptions, close_all, connect, served_url, served_url_file
 from storage.clickhouse.queries import (
     count_events,
     events_per_model,
@@ -30,6 +30,8 @@ __all__ = [
     "read_checkpoints",
     "recent_signals",
     "render_migrations",
+    "served_url",
+    "served_url_file",
     "signal_span",
     "signals_between",
     "signals_df",

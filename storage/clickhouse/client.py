@@ -108,6 +108,23 @@ def held_by_another_process(dsn: str) -> bool:
     return holder is not None and holder != f"PID: {os.getpid()}"
 
 
+def served_url_file(dsn: str) -> Path:
+    """Where a process holding an embedded path writes the URL it serves the path on (``<path>.url``)."""
+    return Path(urlsplit(dsn).path.rstrip("/") + ".url")
+
+
+def served_url(dsn: str) -> str | None:
+    """The URL on which the process holding this embedded chdb path serves it read-only; None when no
+    process holds it, or the one that does serves nothing."""
+    if not held_by_another_process(dsn):
+        return None
+    try:
+        url = served_url_file(dsn).read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return url if url.startswith("http://") else None
+
+
 def _explain(dsn: str, err: Exception, options: ConnectOptions) -> str:
     msg = scrub(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, dsn)
     msg = re.sub(r"/\?[^\s)'\"]*", "/?...", msg)

@@ -81,13 +81,22 @@ def _signals(rows: Sequence[Sequence]) -> list[Signal]:
     ]  # fmt: skip
 
 
-def recent_signals(client: Client, database: str, since: datetime | None) -> list[Signal]:
-    """Stored signals as records, oldest window first: from ``since`` on, or the latest window's if None."""
+def recent_signals(
+    client: Client, database: str, since: datetime | None, models: Sequence[str] | None = None
+) -> list[Signal]:
+    """Stored signals as records, oldest window first: from ``since`` on, or the latest window's if
+    None; of ``models`` only, if given."""
+    params: dict = {}
+    of_models = ""
+    if models is not None:
+        of_models = " AND model_id IN {models:Array(String)}"
+        params["models"] = list(models)
     if since is None:
-        where = f" WHERE ts = (SELECT max(ts) FROM {database}.signals)"
-        params: dict = {}
+        where = f" WHERE ts = (SELECT max(ts) FROM {database}.signals WHERE 1{of_models}){of_models}"
     else:
-        where, params = _where(since=since)
+        where, more = _where(since=since)
+        where += of_models
+        params |= more
     result = client.query(
         f"SELECT {_SIGNAL_COLUMNS} FROM {database}.signals FINAL{where}{_SIGNAL_ORDER}", parameters=params
     )

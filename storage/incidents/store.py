@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, TypeVar
 
@@ -139,7 +139,7 @@ class IncidentStore:
 
         With ``routes`` (incident, "opened" or "resolved" -> route names), each opening and
         resolution also goes to the outbox, in the same transaction: one notification per route,
-        delivered later by ``due_notifications``/``mark_delivered``, never lost and never twice
+        delivered later by ``claim_notifications``/``mark_delivered``, never lost and never twice
         queued. Returns the stored incidents the changes touched, as the store now has them (with
         what on-call did to them, which the rule engine does not know).
         """
@@ -409,24 +409,34 @@ class IncidentStore:
                 s.add(NotificationRow(incident_id=inc.incident_id, route=route, kind=kind, created_at=now,
                                       attempts=0, next_attempt_at=now))  # fmt: skip
 
-    def due_notifications(
-        self, now: datetime | None = None, limit: int = 100
+    def claim_notifications(
+        self, now: datetime | None = None, lease_s: float = 60.0, limit: int = 100
     ) -> builtins.list[tuple[int, str, str, int, str, Incident]]:
-        """Undelivered notifications whose next attempt is due, oldest first:
-        ``(id, route, kind, attempts so far, last error or note, incident as stored now)``."""
+        """Take the undelivered notifications whose next attempt is due, oldest first, for
+        ``lease_s``: ``(id, route, kind, attempts so far, last error or note, incident as stored now)``.
+
+        Their next attempt moves ``lease_s`` ahead in the same transaction, so workers sharing the
+        store never send one twice (PostgreSQL skips rows another worker is claiming; SQLite runs
+        one writer at a time); one that dies holding a claim leaves it due again when it lapses.
+        """
+        now = now or _now()
         q = (
             select(NotificationRow, IncidentRow)
             .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
-            .where(NotificationRow.delivered_at.is_(None), NotificationRow.next_attempt_at <= (now or _now()))
+            .where(NotificationRow.delivered_at.is_(None), NotificationRow.next_attempt_at <= now)
             .order_by(NotificationRow.id)
             .limit(limit)
+            .with_for_update(of=NotificationRow, skip_locked=True)
         )
-        return self._transact(
-            lambda s: [
-                (n.id, n.route, n.kind, n.attempts, n.last_error or "", _record(i))
-                for n, i in s.execute(q).all()
-            ]
-        )
+
+        def claim(s: Session) -> builtins.list[tuple[int, str, str, int, str, Incident]]:
+            out = []
+            for n, i in s.execute(q).all():
+                n.next_attempt_at = now + timedelta(seconds=lease_s)
+                out.append((n.id, n.route, n.kind, n.attempts, n.last_error or "", _record(i)))
+            return out
+
+        return self._transact(claim, write=True)
 
     def mark_delivered(self, notification_id: int, at: datetime | None = None) -> None:
         def run(s: Session) -> None:

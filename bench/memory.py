@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import statistics
 import sys
 import tempfile
 import time
@@ -100,7 +101,15 @@ def main() -> int:
         gc.freeze()
         base = rss_mb()
         table = Table(title=f"Worker memory: 50 models, 200 tenants, {args.rate:g} events/s, all monitors")
-        for c in ("hour", "events", "signals", "RSS MB", "held by the label join", "s (wall)"):
+        for c in (
+            "hour",
+            "events",
+            "signals",
+            "RSS MB",
+            "Python blocks (M)",
+            "held by the label join",
+            "s (wall)",
+        ):
             table.add_column(c, justify="right")
         rows: list[tuple[float, float]] = []
         raws: list[bytes] = []
@@ -119,8 +128,11 @@ def main() -> int:
             rss = rss_mb()
             rows.append((hour, rss))
             held = f"{quality._pending.size:,}" if quality is not None else "-"
-            table.add_row(str(hour), f"{pipe.events_in:,}", f"{pipe.signals_out:,}", f"{rss:.0f}", held,
-                          f"{time.perf_counter() - t0:.0f}")  # fmt: skip
+            blocks = f"{sys.getallocatedblocks() / 1e6:.2f}"
+            wall = f"{time.perf_counter() - t0:.0f}"
+            table.add_row(
+                str(hour), f"{pipe.events_in:,}", f"{pipe.signals_out:,}", f"{rss:.0f}", blocks, held, wall
+            )
             console.print(f"hour {hour}: RSS {rss:.0f} MB, {pipe.events_in:,} events")
 
         hour = 0
@@ -144,12 +156,14 @@ def main() -> int:
     out = Console()
     out.print(table)
     after = [(h, r) for h, r in rows if h > args.warmup]
-    if len(after) >= 2:
-        slope = (after[-1][1] - after[0][1]) / (after[-1][0] - after[0][0])
+    if len(after) >= 3:  # least squares: RSS moves by tens of MB from hour to hour (merges, the allocator)
+        hs, rs = [h for h, _ in after], [r for _, r in after]
+        mh, mr = statistics.fmean(hs), statistics.fmean(rs)
+        slope = sum((h - mh) * (r - mr) for h, r in after) / sum((h - mh) ** 2 for h in hs)
         out.print(
-            f"RSS {base:.0f} MB after start-up; {after[0][1]:.0f} MB at hour {after[0][0]:.0f} and "
-            f"{after[-1][1]:.0f} MB at hour {after[-1][0]:.0f}: {slope:+.1f} MB per hour after warm-up "
-            f"({args.warmup:g} h)"
+            f"RSS {base:.0f} MB after start-up; after the {args.warmup:g} h warm-up, hours "
+            f"{hs[0]:.0f}-{hs[-1]:.0f}: {min(rs):.0f}-{max(rs):.0f} MB, mean {mr:.0f} MB, "
+            f"least-squares slope {slope:+.1f} MB per hour"
         )
     return 0
 

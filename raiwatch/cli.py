@@ -523,7 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("run", "Start a streaming worker that consumes telemetry from Kafka until stopped.", cmd_run)
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
     sp.add_argument(
-        "--metrics-port", type=int, default=0, help="serve /metrics, /healthz and /readyz on this port"
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (default: metrics.port, 9464; 0: any)",
     )
     sp.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sp.add_argument("--json-logs", action="store_true", help="one JSON object per log line")

@@ -75,7 +75,16 @@ def run_demo(events: int, data_dir: Path) -> int:
         log_path = data_dir / "worker.log"
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
-                [sys.executable, "-m", "raiwatch.cli", "run", "--config", str(_demo_config(data_dir))],
+                [
+                    sys.executable,
+                    "-m",
+                    "raiwatch.cli",
+                    "run",
+                    "--config",
+                    str(_demo_config(data_dir)),
+                    "--metrics-port",
+                    "0",
+                ],  # any free port: the log says which
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

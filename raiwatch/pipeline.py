@@ -48,6 +48,10 @@ Notify = Callable[[list[IncidentChange]], None]
 Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees each written batch
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
+_DECODE, _OBSERVE, _CLOSE, _RULES, _PREPARE, _WRITE = (
+    metrics.STAGE_SECONDS.labels(stage)
+    for stage in ("decode", "observe", "close", "rules", "prepare", "write")
+)
 
 
 def _span(seconds: float) -> str:
@@ -171,7 +175,9 @@ class Pipeline:
         if self._reload is not None:
             self._swap_rules()
         with metrics.BATCH_SECONDS.time():
+            t0 = time.perf_counter()
             decoded = telemetry_codec.decode_batch(raws, origin)
+            _DECODE.observe(time.perf_counter() - t0)
             result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
             events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
             srcs = [sources[i] for i in idx]
@@ -203,10 +209,14 @@ class Pipeline:
                         result.replayed += 1
                     else:
                         result.late += 1
+                t_obs = time.perf_counter()
                 for m in self.monitors:
                     t0 = time.perf_counter()
                     m.observe(counted_events, counted_starts)
                     self.monitor_seconds[m.family] += time.perf_counter() - t0
+                _OBSERVE.observe(time.perf_counter() - t_obs)
+                if self.live:
+                    metrics.EVENT_TIME_LAG.set(max(0.0, self.wall() - self.clock.newest))
             self.events_in += len(stored[0])
             metrics.EVENTS.inc(len(stored[0]))
             metrics.LATE.inc(result.late)
@@ -411,6 +421,7 @@ class Pipeline:
         result = BatchResult(closed=list(starts))
         for start in starts:
             signals: list[Signal] = []
+            t_close = time.perf_counter()
             for m in self.monitors:
                 t0 = time.perf_counter()
                 signals.extend(m.close(start))
@@ -418,11 +429,14 @@ class Pipeline:
                 if drain is not None:
                     result.rows += drain()
                 self.monitor_seconds[m.family] += time.perf_counter() - t0
+            _CLOSE.observe(time.perf_counter() - t_close)
             if not signals:
                 continue
             self.signals_out += len(signals)
             self.export(signals)
+            t0 = time.perf_counter()
             changes = self.engine.evaluate(signals)
+            _RULES.observe(time.perf_counter() - t0)
             result.signals += signals
             result.changes += changes
         if result.changes:
@@ -458,8 +472,10 @@ class Pipeline:
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""
+        t0 = time.perf_counter()
         checkpoints = self._checkpoint_rows() if signals else []
         columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
+        _PREPARE.observe(time.perf_counter() - t0)
         self.flush()
         self._pending = self._io.submit(
             self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows
@@ -480,6 +496,24 @@ class Pipeline:
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
     ) -> list[Rejected]:
         """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
+        with _WRITE.time():
+            return self._write_all(
+                rejected, event_columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows
+            )
+
+    def _write_all(
+        self,
+        rejected: list[Rejected],
+        event_columns: list[list],
+        raws: list[bytes],
+        idx: list[int],
+        signals: list[Signal],
+        changes: list[IncidentChange],
+        checkpoints: list[tuple[str, str, float, bytes]],
+        origin: Callable[[int], str] | None,
+        feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
+        rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
+    ) -> list[Rejected]:
         w = self.writer
         with _sink("rejected_events"):
             w.write_rejected([(r.source, r.reason, r.raw) for r in rejected])
@@ -530,17 +564,21 @@ class Pipeline:
 
 
 class _sink:
-    """Count a failed write per sink in ``raiwatch_write_failures_total``."""
+    """Time a write to a ClickHouse table in ``raiwatch_clickhouse_write_seconds`` (the incident
+    store is not one), and count a failed one in ``raiwatch_write_failures_total``."""
 
     def __init__(self, name: str):
         self.name = name
+        self.t0 = 0.0
 
     def __enter__(self) -> None:
-        return None
+        self.t0 = time.perf_counter()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
             metrics.WRITE_FAILURES.labels(self.name).inc()
+        elif self.name != "incident_store":
+            metrics.CLICKHOUSE_WRITE_SECONDS.labels(self.name).observe(time.perf_counter() - self.t0)
         return False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import platform
 import signal
 import sys
 import threading
@@ -18,7 +19,8 @@ from pathlib import Path
 from kafka.errors import KafkaError
 from pythonjsonlogger.json import JsonFormatter
 
-from raiwatch import health
+from raiwatch import __version__, health
+from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
@@ -161,10 +163,9 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
 def run_worker(
     cfg: Config,
     rules_dir: str | Path | None = None,
-    metrics_port: int = 0,
+    metrics_port: int | None = None,
     loglevel: str = "INFO",
     json_logs: bool = False,
-    metrics_host: str = "127.0.0.1",
 ) -> int:
     """Create topics, then consume until SIGTERM/SIGINT; return the exit status."""
     setup_logging(loglevel, json_logs)
@@ -175,6 +176,21 @@ def run_worker(
             f"no Kafka broker answers at {cfg.kafka.bootstrap_servers} ({type(e).__name__}); start one "
             "(`raiwatch kafka start`) or set kafka.bootstrap_servers / RAIWATCH_KAFKA_BOOTSTRAP"
         ) from None
+    started: list[StreamWorker] = []  # /readyz says "starting" until the consumer exists
+    if cfg.metrics.enabled:
+        port = cfg.metrics.port if metrics_port is None else metrics_port
+        try:
+            http = health.serve(
+                cfg.metrics.host, port, lambda: _readiness(started[0]) if started else (False, "starting")
+            )
+        except OSError as e:
+            raise RaiwatchError(
+                f"cannot serve /metrics on {cfg.metrics.host}:{port} ({e.strerror or e}); set metrics.port "
+                "(or --metrics-port) to a free port, 0 for any, or metrics.enabled: false"
+            ) from None
+        host, bound = http.server_address[:2]
+        log.info("serving /metrics, /healthz and /readyz on http://%s:%d", host, bound)
+    metrics.BUILD_INFO.labels(__version__, platform.python_version()).set(1)
     stop = threading.Event()
     reporter = drift_reporter(cfg)
     observers = [reporter] if reporter else []
@@ -196,8 +212,7 @@ def run_worker(
     worker = StreamWorker(
         cfg, pipe, on_result=_Progress(pipe), stop_event=stop, writable=lambda: pipe.writer.available
     )
-    if metrics_port:
-        health.serve(metrics_host, metrics_port, lambda: _readiness(worker))
+    started.append(worker)
     log.info(  # a model's rule state comes back from the store when its partition is assigned here
         "worker ready: consuming %s from %s", cfg.kafka.telemetry_topic, cfg.kafka.bootstrap_servers
     )

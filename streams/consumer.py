@@ -155,6 +155,10 @@ class StreamWorker:
                     timeout_ms=int(k.batch_within_s * 1000), max_records=k.batch_size
                 )
             self.last_poll = time.monotonic()
+            for tp, batch in records.items():
+                high = consumer.highwater(tp)
+                if high is not None and batch:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(high - batch[-1].offset - 1)
             if records:
                 async with self._lock:
                     try:
@@ -394,6 +398,9 @@ class StreamWorker:
             self._fail(e)
         for p in parts:
             self._quiet_since.pop(p, None)
+        for tp in revoked:  # another worker reports it now
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         self.assigned -= set(revoked)
         log.info("partitions revoked: %s", _names(revoked))
 

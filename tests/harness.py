@@ -59,7 +59,11 @@ def write_config(
 
 
 def start_worker(config: Path, data_dir: Path, log: Path, *extra: str) -> subprocess.Popen:
+    """``raiwatch run`` in its own session, output to ``log``; /metrics on any free port unless
+    ``extra`` names one (tests run several workers at once)."""
     args = ["run", "--config", str(config), "--data-dir", str(data_dir), *extra]
+    if "--metrics-port" not in extra:
+        args += ["--metrics-port", "0"]
     with log.open("ab") as f:
         return subprocess.Popen(
             [sys.executable, "-m", "raiwatch.cli", *args],

@@ -91,6 +91,14 @@ class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     resolve_delay_s: NonNegFloat = 0.0  # hold "resolved" back this long: a flap that reopens it stays quiet
 
 
+class MetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A worker's /metrics (Prometheus), /healthz and /readyz."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # where probes and Prometheus reach it (a pod's address)
+    port: Annotated[int, Meta(ge=0, le=65535)] = 9464  # 0: any free port (logged)
+
+
 class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     data_dir: str = "var"
     rules_dir: str = ""  # "" = the rules shipped in alert_rules/
@@ -104,6 +112,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)
     clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
     notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     # per monitor family, its own settings (validated by monitors.registry against each monitor's Config)
     monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 

@@ -59,7 +59,35 @@ BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WRITE_FAILURES = Counter("raiwatch_write_failures_total", "Writes that failed after retries.", ["sink"])
-WATERMARK = Gauge("raiwatch_watermark_seconds", "Event-time watermark (epoch seconds).")
+WATERMARK = Gauge(
+    "raiwatch_watermark_timestamp_seconds", "Event-time watermark: every window ending by it is closed."
+)
+EVENT_TIME_LAG = Gauge(
+    "raiwatch_event_time_lag_seconds",
+    "Wall clock minus the newest event time the worker has taken (how far behind the live edge it is).",
+)
+CONSUMER_LAG = Gauge(
+    "raiwatch_consumer_lag_messages",
+    "Messages of an assigned partition after the last one fetched (high watermark minus next offset).",
+    ["topic", "partition"],
+)
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STAGE_SECONDS = Histogram(
+    "raiwatch_stage_seconds",
+    "Time per batch in each pipeline stage: decode, observe (monitors), close (monitors' window"
+    " closes), rules, prepare (storage columns), write (the writer thread, all sinks).",
+    ["stage"],
+    buckets=_FAST,
+)
+CLICKHOUSE_WRITE_SECONDS = Histogram(
+    "raiwatch_clickhouse_write_seconds",
+    "Time to write one batch's rows to a ClickHouse table, retries included.",
+    ["table"],
+    buckets=_FAST,
+)
+BUILD_INFO = Gauge(
+    "raiwatch_build_info", "Always 1; its labels say which raiwatch and Python run.", ["version", "python"]
+)
 OPEN_WINDOWS = Gauge("raiwatch_open_windows", "Event-time windows still open.")
 DRIFT_REPORTS = Counter(
     "raiwatch_drift_reports_total", "Evidently drift reports, by trigger and outcome.", ["trigger", "outcome"]

@@ -4,7 +4,8 @@
 
 A local Apache Kafka broker, one worker (``raiwatch run``, all monitors on) and a producer
 offering ``--rate`` events/s of ``--models`` LLM models on 4 partitions, each event stamped with
-the wall clock as it is sent. After a quiet start, two models a window turn half their events
+the wall clock as it is sent. After a quiet start of 90 s (the drift reference and abuse's
+regular accounts are learned in its first minute), two models a window turn half their events
 into jailbreaks for one window each. A bench rule (``for: 0s``) opens an incident on the first
 breaching window; a webhook route delivers it to a receiver in this process. The store is polled
 every 10 ms (SQLite, read-only).
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raiwatch.dev import localkafka  # noqa: E402
-from tests.harness import start_worker, stop_worker  # noqa: E402
+from tests.harness import scrape, start_worker, stop_worker  # noqa: E402
 
 RULE = """groups:
   - name: latency
@@ -110,7 +111,7 @@ def produce(
         for _ in range(per_tick):
             m = n % models
             model = f"model-{m:02d}"
-            bad = m in breaching and n % 2 == 0
+            bad = m in breaching and (n // models) % 2 == 0  # half of the model's events
             line = EVENT.format(
                 eid=f"e{n}", ts=stamp, model=model, tenant=n % 7, user=n % 5000, q=n % 50,
                 score=0.97 if bad else 0.01, viol='["jailbreak"]' if bad else "[]",
@@ -121,6 +122,19 @@ def produce(
         next_t += tick
     producer.flush()
     producer.close()
+
+
+def stage_means(samples: dict[str, float]) -> dict[str, float]:
+    """Mean seconds per batch of each pipeline stage and of the biggest ClickHouse writes."""
+    out = {}
+    for name, label in (("raiwatch_stage_seconds", "stage"), ("raiwatch_clickhouse_write_seconds", "table")):
+        for key, total in samples.items():
+            if key.startswith(f"{name}_sum{{"):
+                what = key.split(f'{label}="', 1)[1].split('"', 1)[0]
+                count = samples.get(key.replace("_sum{", "_count{"), 0)
+                if count and (label == "stage" or what in ("telemetry_events", "signals")):
+                    out[what] = total / count
+    return out
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -157,17 +171,22 @@ def main() -> int:
             f"  feedback_topic: {topic}.feedback\n  group_id: latency\n  partitions: 4\n"
             f"windows:\n  size_s: {args.window}\n  allowed_lateness_s: {args.lateness}\n  idle_close_s: 2\n"
             f"rules_dir: '{rules}'\nrules_watch_s: 0\n"
+            # steady state within the run: drift's reference and abuse's regular accounts learned in
+            # the first minute (by default an hour: while learning, a close costs ~0.45 s more at 100k
+            # events a window)
+            "monitors:\n  drift: {reference_s: 60}\n  abuse: {warmup_s: 60}\n"
             f"notify:\n  routes:\n    - {{name: hook, type: webhook, url: 'http://127.0.0.1:{receiver.server_port}/'}}\n"
         )
         log = work / "worker.log"
-        proc = start_worker(cfg, work / "data", log)
+        metrics_port = localkafka.free_port()
+        proc = start_worker(cfg, work / "data", log, "--metrics-port", str(metrics_port))
         deadline = time.monotonic() + 120
         while "worker ready" not in log.read_text():
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
             time.sleep(0.1)  # waiting for a process's ready line, with a deadline
         w = args.window
-        first = (int(time.time()) // w + 3) * w  # a quiet start: the worker joins and warms up
+        first = (int(time.time()) // w + 2) * w + 90  # quiet: the worker joins and learns (60 s)
         plan: dict[int, list[int]] = {}
         for m in range(args.models):
             plan.setdefault(first + (m // args.per_window) * w, []).append(m)
@@ -196,6 +215,7 @@ def main() -> int:
             time.sleep(0.01)  # polling the store every 10 ms is the measurement
         sent = t.is_alive()
         t.join(60)
+        stages = stage_means(scrape(metrics_port))
         text = log.read_text()
         stop_worker(proc)
         db.close()
@@ -215,6 +235,11 @@ def main() -> int:
     missing = sorted(set(end_of) - set(stored))
     if missing:
         out.print(f"no incident for {len(missing)} models: {missing[:5]}")
+    out.print(
+        "worker, mean per batch: "
+        + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items())
+        + " (raiwatch_stage_seconds, raiwatch_clickhouse_write_seconds)"
+    )
     behind = [ln for ln in text.splitlines() if "paused" in ln]
     out.print(f"worker log: {len(text.splitlines())} lines, {len(behind)} about paused input")
     return 0

@@ -7,6 +7,7 @@ that says what is wrong and what to do, and exit status 2; never in a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import logging
@@ -458,19 +459,56 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     from raiwatch.report import print_frame
     from storage.clickhouse.client import query_error
+    from storage.clickhouse.saved import saved_queries, saved_query
 
-    sql = args.sql.strip().rstrip(";").strip()
+    cfg = _cfg(args)
+    if args.list:
+        for q in saved_queries(cfg.queries_dir or None).values():
+            params = ", ".join(f"{k} ({v})" for k, v in q.params.items())
+            print(f"{q.name:<20} {q.description}" + (f"  [params: {params}]" if params else ""))
+        return 0
+    given = dict(_param(p) for p in args.param)
+    if args.saved:
+        if args.sql:
+            raise RaiwatchError("give either SQL or --saved NAME, not both")
+        q = saved_query(args.saved, cfg.queries_dir or None)
+        sql, params = q.sql, q.bind(given)
+    else:
+        sql, params = (args.sql or "").strip().rstrip(";").strip(), given
     if not sql:
         raise RaiwatchError(
-            'nothing to run: give one SQL query, e.g. raiwatch query "SELECT count() FROM raiwatch.signals"'
+            'nothing to run: give one SQL query, e.g. raiwatch query "SELECT count() FROM raiwatch.signals", '
+            "or --saved NAME (--list shows them)"
         )
-    cfg = _cfg(args)
+    fmt = "json" if args.json else args.format
+    if fmt == "parquet" and not args.out:
+        raise RaiwatchError("--format parquet writes a file: add --out FILE.parquet")
     try:
-        df = _stored_data(cfg).query_df(sql)
+        df = _stored_data(cfg).query_df(sql, parameters=params or None)
     except DatabaseError as e:
         raise RaiwatchError(f"ClickHouse refused the query: {query_error(e)}") from None
-    print_frame(df, as_json=args.json)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir():
+        raise RaiwatchError(f"{out} is a folder; give a file to write, e.g. {out / ('result.' + fmt)}")
+    if fmt == "parquet":
+        df.to_parquet(out, index=False)
+    elif fmt == "csv":
+        df.to_csv(out or sys.stdout, index=False)
+    elif out is not None:
+        with out.open("w") as f, contextlib.redirect_stdout(f):
+            print_frame(df, as_json=fmt == "json")
+    else:
+        print_frame(df, as_json=fmt == "json")
+    if out is not None:
+        print(f"{len(df):,} rows written to {out}", file=sys.stderr)
     return 0
+
+
+def _param(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise RaiwatchError(f"--param {text!r}: write NAME=VALUE, e.g. --param model_id=helpdesk-assistant")
+    return name.strip(), value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -677,9 +715,16 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = db.add_subparsers(dest="db_command", required=True)
     cmd("migrate", "Apply pending ClickHouse and incident-store migrations.", cmd_db_migrate, parent=dsub)
 
-    sp = cmd("query", "Run one SQL query on the ClickHouse trend tables and print the result.", cmd_query)
-    sp.add_argument("sql")
-    sp.add_argument("--json", action="store_true", help="one JSON object per row")
+    sp = cmd("query", "Run one SQL query (or a saved one) on the ClickHouse trend tables.", cmd_query)
+    sp.add_argument("sql", nargs="?", help="the SQL; or --saved NAME")
+    sp.add_argument("--saved", metavar="NAME", help="run a saved query (--list shows them)")
+    sp.add_argument("--list", action="store_true", help="list the saved queries and their parameters")
+    sp.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a {NAME:Type} parameter"
+    )
+    sp.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
+    sp.add_argument("--json", action="store_true", help="same as --format json: one JSON object per row")
+    sp.add_argument("--out", help="write the result to this file instead of the terminal")
 
     sp = cmd(
         "demo",

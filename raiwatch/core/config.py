@@ -107,6 +107,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
         5.0  # a worker re-reads its rule files when they change (checked this often; 0 = off)
     )
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
+    queries_dir: str = ""  # a folder of one's own saved queries (NAME.sql) for `raiwatch query --saved`
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)

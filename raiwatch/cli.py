@@ -511,6 +511,19 @@ def _param(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from raiwatch.trend_report import write_report
+
+    cfg = _cfg(args)
+    client, since, until = _signal_history(cfg, args, "run a replay or a worker first")
+    out = Path(args.out)
+    if out.is_file():
+        raise RaiwatchError(f"{out} is a file; give a folder for the report (index.html and its images)")
+    path = write_report(client, cfg.clickhouse.database, since, until, out)
+    print(f"report of {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC: {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raiwatch.demo import run_demo
 
@@ -725,6 +738,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     sp.add_argument("--json", action="store_true", help="same as --format json: one JSON object per row")
     sp.add_argument("--out", help="write the result to this file instead of the terminal")
+
+    sp = cmd(
+        "report", "Write a static HTML report with plots of the main signals and the incidents.", cmd_report
+    )
+    sp.add_argument("--since", help="ISO 8601 start (default: the first stored window)")
+    sp.add_argument("--until", help="ISO 8601 end (default: the last stored window)")
+    sp.add_argument("--out", default="report", help="folder for index.html and its PNGs (default ./report)")
 
     sp = cmd(
         "demo",

@@ -228,3 +228,27 @@ def test_every_promql_expression_parses_and_names_metrics_the_worker_exports(tmp
     for e in exprs:
         for metric in re.findall(r"raiwatch_\w+", e):
             assert metric in exported, metric
+
+
+# -- raiwatch report ----------------------------------------------------------------------------
+
+
+def test_the_html_report_has_a_plot_per_family_and_every_incident(replayed, tmp_path):
+    import matplotlib.image
+
+    out = tmp_path / "report"
+    p = cli("report", "--data-dir", str(replayed), "--out", str(out))
+    assert p.returncode == 0 and str(out / "index.html") in p.stdout, p.stderr
+    page = (out / "index.html").read_text()
+    for name in ("events", "safety", "drift", "fairness"):
+        assert f'<img src="{name}.png"' in page
+        pixels = matplotlib.image.imread(out / f"{name}.png")
+        assert pixels.shape[0] > 300 and pixels.std() > 0.05, name  # drawn, not blank
+    incidents = incidents_jsonl(replayed / "incidents.jsonl")
+    assert page.count("runbook</a>") == len(incidents) > 0
+    assert "threshold (0.05)" in page  # SafetyViolationRateHigh's, drawn on the safety plot
+    narrow = cli("report", "--data-dir", str(replayed), "--out", str(tmp_path / "r2"),
+                 "--since", incidents[0]["opened_at"], "--until", incidents[0]["opened_at"])  # fmt: skip
+    assert narrow.returncode == 2 and "is not before" in narrow.stderr
+    on_a_file = cli("report", "--data-dir", str(replayed), "--out", str(out / "index.html"))
+    assert on_a_file.returncode == 2 and "is a file" in on_a_file.stderr

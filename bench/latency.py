@@ -134,6 +134,10 @@ def stage_means(samples: dict[str, float]) -> dict[str, float]:
                 count = samples.get(key.replace("_sum{", "_count{"), 0)
                 if count and (label == "stage" or what in ("telemetry_events", "signals")):
                     out[what] = total / count
+    windows = samples.get('raiwatch_stage_seconds_count{stage="close"}', 0)
+    for key, total in samples.items():  # each family's share of a window close
+        if key.startswith("raiwatch_monitor_seconds_total{") and 'phase="close"' in key and windows:
+            out["close: " + key.split('family="', 1)[1].split('"', 1)[0]] = total / windows
     return out
 
 

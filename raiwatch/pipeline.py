@@ -213,7 +213,9 @@ class Pipeline:
                 for m in self.monitors:
                     t0 = time.perf_counter()
                     m.observe(counted_events, counted_starts)
-                    self.monitor_seconds[m.family] += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    self.monitor_seconds[m.family] += dt
+                    metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
                 _OBSERVE.observe(time.perf_counter() - t_obs)
                 if self.live:
                     metrics.EVENT_TIME_LAG.set(max(0.0, self.wall() - self.clock.newest))
@@ -428,7 +430,9 @@ class Pipeline:
                 drain = getattr(m, "drain_rows", None)
                 if drain is not None:
                     result.rows += drain()
-                self.monitor_seconds[m.family] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                self.monitor_seconds[m.family] += dt
+                metrics.MONITOR_SECONDS.labels(m.family, "close").inc(dt)
             _CLOSE.observe(time.perf_counter() - t_close)
             if not signals:
                 continue

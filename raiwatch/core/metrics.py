@@ -79,6 +79,11 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=_FAST,
 )
+MONITOR_SECONDS = Counter(
+    "raiwatch_monitor_seconds_total",
+    "Time each monitor family spent observing events and closing windows (which one bounds throughput).",
+    ["family", "phase"],
+)
 CLICKHOUSE_WRITE_SECONDS = Histogram(
     "raiwatch_clickhouse_write_seconds",
     "Time to write one batch's rows to a ClickHouse table, retries included.",

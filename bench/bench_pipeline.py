@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
 from raiwatch.dev import localkafka, synth  # noqa: E402
-from tests.harness import lag, start_worker, stop_worker, wait_drained, write_config  # noqa: E402
+from tests.harness import lag, scrape, start_worker, stop_worker, wait_drained, write_config  # noqa: E402
 
 
 def decode_only_file(path: Path) -> float:
@@ -81,7 +81,7 @@ async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
     return time.perf_counter() - t0
 
 
-def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
+def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, float, dict[str, float]]:
     from streams.producer import produce
 
     localkafka.install()
@@ -93,8 +93,14 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
             produce(f, bootstrap, topic)
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
         cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=1)
+        cfg.write_text(
+            cfg.read_text().replace(
+                "  session_timeout_s:", f"  batch_size: {batch_size}\n  session_timeout_s:"
+            )
+        )
         log = work / "worker.log"
-        proc = start_worker(cfg, work / "data", log)
+        port = localkafka.free_port()
+        proc = start_worker(cfg, work / "data", log, "--metrics-port", str(port))
         try:
             t_deadline = time.monotonic() + 120
             while "worker ready" not in log.read_text():
@@ -105,9 +111,22 @@ def stream(path: Path, total: int, work: Path) -> tuple[float, float]:
             wait_drained(bootstrap, group, topic, proc, log, timeout=600)
             worker = time.perf_counter() - t0
             assert lag(bootstrap, group, topic) == 0
+            spent = _worker_seconds(scrape(port))
         finally:
             stop_worker(proc)
-    return bare, worker
+    return bare, worker, spent
+
+
+def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
+    """Seconds the worker spent per pipeline stage and per monitor family (from its /metrics)."""
+    out: dict[str, float] = {}
+    for key, value in samples.items():
+        if key.startswith("raiwatch_stage_seconds_sum{"):
+            out["stage " + key.split('stage="', 1)[1].split('"', 1)[0]] = value
+        elif key.startswith("raiwatch_monitor_seconds_total{"):
+            fam = key.split('family="', 1)[1].split('"', 1)[0]
+            out[f"monitor {fam}"] = out.get(f"monitor {fam}", 0.0) + value
+    return out
 
 
 STAGES = (  # (stage, path fragment of the functions whose own time counts for it), first match wins
@@ -125,6 +144,9 @@ STAGES = (  # (stage, path fragment of the functions whose own time counts for i
     ("waiting for the writer thread", "_thread.lock"),
     ("window clock, dedup", "monitors/windows.py"),
     ("window clock, dedup", "monitors/dedup.py"),
+    ("pipeline bookkeeping (per-event lists, metrics)", "raiwatch/pipeline.py"),
+    ("replay loop (reading and splitting the file)", "raiwatch/replay.py"),
+    ("records (msgspec structs, timestamps)", "raiwatch/core/records.py"),
 )
 
 
@@ -143,11 +165,21 @@ def profile(path: Path, out: Path) -> None:
     stats = pstats.Stats(prof)
     by_stage: dict[str, float] = {}
     total = 0.0
-    for (file, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        where = f"{file}:{name}"
-        stage = next((s for s, frag in STAGES if frag in where), "other (interpreter, builtins, replay loop)")
-        by_stage[stage] = by_stage.get(stage, 0.0) + tt
+
+    def stage_of(func: tuple) -> str:
+        where = f"{func[0]}:{func[2]}"
+        return next((s for s, frag in STAGES if frag in where), "other (interpreter, replay loop)")
+
+    for func, (_cc, _nc, tt, _ct, callers) in stats.stats.items():  # type: ignore[attr-defined]
         total += tt
+        if callers and stage_of(func).startswith("other"):
+            # a builtin or a library function (dict.get, numpy, msgspec): its time goes to the
+            # stages of its callers
+            calls = sum(c[1] for c in callers.values()) or 1
+            for caller, c in callers.items():
+                by_stage[stage_of(caller)] = by_stage.get(stage_of(caller), 0.0) + tt * c[1] / calls
+        else:
+            by_stage[stage_of(func)] = by_stage.get(stage_of(func), 0.0) + tt
     n = summary.events
     print(
         f"profile     {n:,} events, {total:.2f} s of profiled time ({n / total:,.0f} events/s under cProfile)"
@@ -162,6 +194,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--no-stream", action="store_true")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=5000, help="the worker's kafka.batch_size")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -183,12 +216,13 @@ def main() -> None:
             profile(path, work / "profiled")
         if args.no_stream or not localkafka.java_available():
             return
-        bare, worker = stream(path, args.events, work)
+        bare, worker, spent = stream(path, args.events, work, args.batch_size)
         print(f"streaming   bare aiokafka+decode: {args.events / bare:>9,.0f} events/s ({bare:.2f} s)")
         print(
             f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
-            f"lag 0, group join included)  ratio {bare / worker:.2f}"
+            f"lag 0, group join included)  ratio {bare / worker:.2f}  (kafka.batch_size {args.batch_size})"
         )
+        print("streaming   worker time: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items())))
 
 
 if __name__ == "__main__":

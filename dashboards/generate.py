@@ -295,17 +295,24 @@ def _table(title: str, sql: str) -> table.Panel:
     )
 
 
-def ai_signals() -> gd.Dashboard:
-    violation = rule_threshold("safety.yaml", "SafetyViolationRateHigh")
-    psi = rule_threshold("drift.yaml", "FeatureDrift")
+def _clickhouse_board(title: str, uid: str) -> gd.Dashboard:
+    """A dashboard on the trend tables: the last day, a model picker, incidents as annotations."""
     return (
-        gd.Dashboard("raiwatch: AI signals")
-        .uid("raiwatch-ai-signals")
+        gd.Dashboard(title)
+        .uid(uid)
         .tags(["raiwatch"])
         .refresh("1m")
         .time("now-24h", "now")
         .with_variable(_model_variable())
         .annotation(_annotation_with_sql(INCIDENT_MARKS))
+    )
+
+
+def ai_signals() -> gd.Dashboard:
+    violation = rule_threshold("safety.yaml", "SafetyViolationRateHigh")
+    psi = rule_threshold("drift.yaml", "FeatureDrift")
+    return (
+        _clickhouse_board("raiwatch: AI signals", "raiwatch-ai-signals")
         .with_row(gd.Row("Safety"))
         .with_panel(
             _series(
@@ -327,13 +334,7 @@ def ai_signals() -> gd.Dashboard:
 def fairness_abuse() -> gd.Dashboard:
     four_fifths = rule_threshold("fairness.yaml", "FavourableOutcomeDisparity")
     return (
-        gd.Dashboard("raiwatch: fairness and abuse")
-        .uid("raiwatch-fairness-abuse")
-        .tags(["raiwatch"])
-        .refresh("1m")
-        .time("now-24h", "now")
-        .with_variable(_model_variable())
-        .annotation(_annotation_with_sql(INCIDENT_MARKS))
+        _clickhouse_board("raiwatch: fairness and abuse", "raiwatch-fairness-abuse")
         .with_row(gd.Row("Fairness"))
         .with_panel(
             _series(

@@ -7,7 +7,6 @@ that says what is wrong and what to do, and exit status 2; never in a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import difflib
 import json
 import logging
@@ -495,8 +494,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif fmt == "csv":
         df.to_csv(out or sys.stdout, index=False)
     elif out is not None:
-        with out.open("w") as f, contextlib.redirect_stdout(f):
-            print_frame(df, as_json=fmt == "json")
+        with out.open("w") as f:
+            print_frame(df, as_json=fmt == "json", file=f)
     else:
         print_frame(df, as_json=fmt == "json")
     if out is not None:

@@ -481,9 +481,8 @@ class Pipeline:
         columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
         _PREPARE.observe(time.perf_counter() - t0)
         self.flush()
-        self._pending = self._io.submit(
-            self._write, rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows
-        )
+        args = (rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows)
+        self._pending = self._io.submit(_timed, self._write, *args)
         return self._pending
 
     def _write(
@@ -500,24 +499,6 @@ class Pipeline:
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
     ) -> list[Rejected]:
         """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
-        with _WRITE.time():
-            return self._write_all(
-                rejected, event_columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows
-            )
-
-    def _write_all(
-        self,
-        rejected: list[Rejected],
-        event_columns: list[list],
-        raws: list[bytes],
-        idx: list[int],
-        signals: list[Signal],
-        changes: list[IncidentChange],
-        checkpoints: list[tuple[str, str, float, bytes]],
-        origin: Callable[[int], str] | None,
-        feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
-        rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
-    ) -> list[Rejected]:
         w = self.writer
         with _sink("rejected_events"):
             w.write_rejected([(r.source, r.reason, r.raw) for r in rejected])
@@ -584,6 +565,12 @@ class _sink:
         elif self.name != "incident_store":
             metrics.CLICKHOUSE_WRITE_SECONDS.labels(self.name).observe(time.perf_counter() - self.t0)
         return False
+
+
+def _timed(write: Callable[..., list[Rejected]], *args: object) -> list[Rejected]:
+    """Run one batch's writes, timed as the ``write`` stage."""
+    with _WRITE.time():
+        return write(*args)
 
 
 def _count_rejects(rejected: Sequence[Rejected]) -> None:

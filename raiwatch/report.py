@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TextIO
 
 import orjson
 from rich.console import Console
@@ -72,18 +73,18 @@ def print_history(rows: Sequence[dict]) -> None:
         )
 
 
-def print_frame(df, as_json: bool = False, title: str | None = None) -> None:
-    """A pandas DataFrame as a table (or one JSON object per row)."""
+def print_frame(df, as_json: bool = False, title: str | None = None, file: TextIO | None = None) -> None:
+    """A pandas DataFrame as a table (or one JSON object per row), on the terminal or to ``file``."""
     if as_json:
         for rec in df.to_dict(orient="records"):
-            print(orjson.dumps(rec, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode())
+            print(orjson.dumps(rec, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode(), file=file)
         return
     t = Table(title=title)
     for c in df.columns:
         t.add_column(str(c), overflow="fold")
     for row in df.itertuples(index=False):
         t.add_row(*(_fmt(v) for v in row))
-    console.print(t)
+    (Console(file=file, width=max(120, 16 * len(df.columns))) if file else console).print(t)
 
 
 def _fmt(v: object) -> str:

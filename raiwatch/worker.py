@@ -207,7 +207,6 @@ def run_worker(
     delivery = Delivery(pipe.store, cfg.notify) if cfg.notify.routes else None
     if delivery:
         pipe.notify.append(delivery.wake)  # the outbox is read as soon as a window's changes are stored
-    if delivery:
         delivery.start()
     worker = StreamWorker(
         cfg, pipe, on_result=_Progress(pipe), stop_event=stop, writable=lambda: pipe.writer.available

@@ -439,42 +439,29 @@ class IncidentStore:
         return self._transact(claim, write=True)
 
     def mark_delivered(self, notification_id: int, at: datetime | None = None) -> None:
-        def run(s: Session) -> None:
-            n = s.get(NotificationRow, notification_id, with_for_update=True)
-            if n is not None and n.delivered_at is None:
-                n.attempts += 1
-                n.delivered_at = at or _now()
-                n.last_error = None
-
-        self._transact(run, write=True)
+        self._settle(notification_id, attempts=1, delivered_at=at or _now(), last_error=None)
 
     def mark_failed(self, notification_id: int, error: str, retry_at: datetime) -> None:
-        def run(s: Session) -> None:
-            n = s.get(NotificationRow, notification_id, with_for_update=True)
-            if n is not None and n.delivered_at is None:
-                n.attempts += 1
-                n.last_error = error[:1000]
-                n.next_attempt_at = retry_at
-
-        self._transact(run, write=True)
+        self._settle(notification_id, attempts=1, last_error=error[:1000], next_attempt_at=retry_at)
 
     def postpone(self, notification_id: int, note: str, until: datetime) -> None:
         """Hold a notification back until ``until`` (a silence), without counting an attempt."""
-
-        def run(s: Session) -> None:
-            n = s.get(NotificationRow, notification_id, with_for_update=True)
-            if n is not None and n.delivered_at is None:
-                n.last_error, n.next_attempt_at = note[:1000], until
-
-        self._transact(run, write=True)
+        self._settle(notification_id, last_error=note[:1000], next_attempt_at=until)
 
     def skip(self, notification_id: int, note: str, at: datetime | None = None) -> None:
         """Close a notification without sending it (its incident resolved while it was silenced)."""
+        self._settle(notification_id, delivered_at=at or _now(), last_error=note[:1000])
+
+    def _settle(self, notification_id: int, attempts: int = 0, **fields: object) -> None:
+        """Set ``fields`` on a notification not delivered yet (and count ``attempts``), under its row lock;
+        a delivered one is left as it is."""
 
         def run(s: Session) -> None:
             n = s.get(NotificationRow, notification_id, with_for_update=True)
             if n is not None and n.delivered_at is None:
-                n.delivered_at, n.last_error = at or _now(), note[:1000]
+                n.attempts += attempts
+                for name, value in fields.items():
+                    setattr(n, name, value)
 
         self._transact(run, write=True)
 

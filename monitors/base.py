@@ -45,6 +45,15 @@ class Monitor(Protocol):
     def restore(self, model: str, state: bytes) -> None: ...
 
 
+def drop_models(windows: dict[int, dict[str, Any]], models: Collection[str]) -> None:
+    """Remove these models from open windows (window start -> model -> data), and windows left empty."""
+    for start, by_model in list(windows.items()):
+        for m in models:
+            by_model.pop(m, None)
+        if not by_model:
+            del windows[start]
+
+
 class PerModelState:
     """The lifecycle of a monitor whose state is kept per model.
 
@@ -62,11 +71,7 @@ class PerModelState:
 
     def forget(self, models: Collection[str]) -> None:
         """Drop these models' open windows and state (their partition moved away from this worker)."""
-        for start, by_model in list(self._windows.items()):
-            for m in models:
-                by_model.pop(m, None)
-            if not by_model:
-                del self._windows[start]
+        drop_models(self._windows, models)
         for m in models:
             self._models.pop(m, None)
             self._dirty.discard(m)

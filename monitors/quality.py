@@ -39,6 +39,7 @@ from msgspec import UNSET
 
 from detectors.drift import two_proportions
 from detectors.rates import one_sided, wilson_interval
+from monitors.base import drop_models
 from monitors.labeljoin import (
     EARLY_KEY,
     NO,
@@ -545,9 +546,7 @@ class QualityMonitor:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def forget(self, models: Collection[str]) -> None:
-        for by_model in self._open.values():
-            for m in models:
-                by_model.pop(m, None)
+        drop_models(self._open, models)
         for m in models:
             self._models.pop(m, None)
             self._pending.forget(m)

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
@@ -81,8 +82,6 @@ def _threshold_line(value: float, color: str = "red") -> gd.ThresholdsConfig:
 
 def _line(panel: timeseries.Panel, threshold: float | None = None) -> timeseries.Panel:
     if threshold is not None:
-        from grafana_foundation_sdk.builders.common import GraphThresholdsStyleConfig
-
         panel = panel.thresholds(_threshold_line(threshold)).thresholds_style(
             GraphThresholdsStyleConfig().mode("line")
         )

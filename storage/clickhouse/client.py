@@ -114,10 +114,8 @@ def served_url_file(dsn: str) -> Path:
 
 
 def served_url(dsn: str) -> str | None:
-    """The URL on which the process holding this embedded chdb path serves it read-only; None when no
-    process holds it, or the one that does serves nothing."""
-    if not held_by_another_process(dsn):
-        return None
+    """The URL on which the process holding this embedded chdb path serves it read-only, as that
+    process wrote it; None when none is written (ask ``held_by_another_process`` first)."""
     try:
         url = served_url_file(dsn).read_text().split()[0]
     except (OSError, IndexError):

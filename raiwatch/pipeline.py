@@ -37,8 +37,9 @@ from raiwatch.core.batch import BatchResult
 from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
+from raiwatch.core.errors import StorageError
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
-from storage.clickhouse import ClickHouseWriter, read_checkpoints, recent_signals
+from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_signals
 from storage.incidents import IncidentStore
 from storage.incidents.store import Route
 
@@ -107,6 +108,9 @@ class Pipeline:
         self._next_mirror = 0.0
         self._pending: Future | None = None
         self._reload: Callable[[], RuleEngine] | None = None  # a rule reload waiting for the pipeline thread
+        self.rollups = Rollups(cfg.clickhouse.database) if cfg.clickhouse.rollups else None
+        self._rolled: set[str] = set()  # models whose rows this pipeline rolls up (live: owned ones)
+        self._next_roll = 0.0
 
     def request_reload(self, build: Callable[[], RuleEngine]) -> None:
         """Ask for new rules (any thread): ``build`` loads and checks them and returns their engine,
@@ -197,6 +201,8 @@ class Pipeline:
             if events:
                 if self.live:
                     self._track_models(events, srcs)
+                if self.rollups is not None:
+                    self._rolled.update(e.model.id for e in events)
                 starts, status = self.clock.assign_batch(srcs, ts)
                 windows = result.windows
                 counted_events, counted_starts = [], []
@@ -294,7 +300,9 @@ class Pipeline:
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
         result = self._close(self.clock.close_all())
-        result.durable = self._submit(signals=result.signals, changes=result.changes, rows=result.rows)
+        result.durable = self._submit(
+            signals=result.signals, changes=result.changes, rows=result.rows, roll=self._roll_args(force=True)
+        )
         self.flush()
         return result
 
@@ -330,6 +338,7 @@ class Pipeline:
         the stored signals. Call ``flush`` first.
         """
         models: set[str] = set()
+        until = self.clock.closed_until
         for s in sources:
             models |= self._models_of.pop(s, set())
             self.clock.forget_source(s)
@@ -340,6 +349,10 @@ class Pipeline:
                 m.forget(models)
             self.engine.forget(models)
             self._known -= models
+            if self.rollups is not None:  # roll their closed windows up first: the next owner goes on
+                owned = sorted(models & self._rolled)
+                self._rolled -= models
+                self._io.submit(self._hand_over, owned, until).result()
         if not self.clock.sources():
             # Kafka's eager rebalances revoke every partition before assigning: start the window
             # clock afresh, so a partition that comes next continues from its own checkpoint even
@@ -474,14 +487,17 @@ class Pipeline:
         origin: Callable[[int], str] | None = None,
         feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]] = ((), ()),
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
+        roll: tuple[list[str], float] | None = None,
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the previous batch's (waiting for those first)."""
         t0 = time.perf_counter()
         checkpoints = self._checkpoint_rows() if signals else []
+        if roll is None and signals:
+            roll = self._roll_args()
         columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
         _PREPARE.observe(time.perf_counter() - t0)
         self.flush()
-        args = (rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows)
+        args = (rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows, roll)
         self._pending = self._io.submit(_timed, self._write, *args)
         return self._pending
 
@@ -497,6 +513,7 @@ class Pipeline:
         origin: Callable[[int], str] | None,
         feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
+        roll: tuple[list[str], float] | None = None,
     ) -> list[Rejected]:
         """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
         w = self.writer
@@ -533,6 +550,8 @@ class Pipeline:
                     log.exception("notifier %r failed", fn)
         with _sink("checkpoints"):
             w.write_checkpoints(checkpoints)
+        if roll is not None:
+            self._roll_up(*roll)
         if signals or changes:
             for obs in self.observers:
                 try:
@@ -540,6 +559,39 @@ class Pipeline:
                 except Exception:  # an observer (a report queue) must not stop the pipeline
                     log.exception("observer %r failed", obs)
         return late_rejects
+
+    def _roll_up(self, models: list[str], until: float) -> None:
+        """Advance the rollups (on the writer thread). A failure is logged and counted, not raised:
+        the rollups lag, the monitoring goes on, and the next roll-up continues from the cursors."""
+        rollups, w = self.rollups, self.writer
+        assert rollups is not None
+        try:
+            with _sink("rollups"):
+                w.call("rolling up signals and events", lambda: rollups.advance(w.client, models, until))
+        except StorageError as e:
+            log.error("rollups not advanced: %s", e)
+
+    def _hand_over(self, models: list[str], until: float) -> None:
+        if models and math.isfinite(until):
+            self._roll_up(models, until)
+        assert self.rollups is not None
+        self.rollups.forget(models)
+
+    def roll_up_now(self) -> None:
+        """Roll every closed window up now and wait (a worker does it on stop)."""
+        args = self._roll_args(force=True)
+        if args is not None:
+            self._io.submit(self._roll_up, *args).result()
+
+    def _roll_args(self, force: bool = False) -> tuple[list[str], float] | None:
+        """The models to roll up and how far (the closed-until time), when a roll-up is due."""
+        if self.rollups is None or not self._rolled or not math.isfinite(self.clock.closed_until):
+            return None
+        now = time.monotonic()
+        if not force and now < self._next_roll:
+            return None
+        self._next_roll = now + self.cfg.clickhouse.rollup_every_s
+        return sorted(self._rolled), self.clock.closed_until
 
     def _read(self, what: str, query: Callable, *args: object):
         """Run ``query(client, *args)`` on the writer thread, after the writes queued before it, under

@@ -249,6 +249,7 @@ def run_worker(
             served.stop()
             served_url_file(cfg.clickhouse_dsn).unlink(missing_ok=True)
     pipe.mirror_now()  # what on-call did since the last copy reaches the ClickHouse mirror too
+    pipe.roll_up_now()  # and the rollups reach the last closed window
     log.info("worker stopped")
     return 0
 

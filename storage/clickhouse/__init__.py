@@ -14,6 +14,7 @@ from storage.clickhouse.queries import (
     signals_between,
     signals_df,
 )
+from storage.clickhouse.rollups import Rollups
 from storage.clickhouse.schema import applied_versions, migrate, render_migrations
 from storage.clickhouse.writer import ClickHouseWriter
 
@@ -28,6 +29,7 @@ __all__ = [
     "events_per_model",
     "migrate",
     "read_checkpoints",
+    "Rollups",
     "recent_signals",
     "render_migrations",
     "served_url",

@@ -1,0 +1,193 @@
+"""Roll signals and event counts up into the 1-minute tables, exactly once per stored row.
+
+A materialized view on the raw inserts would count a row each time it is written: an event re-read
+after a restart, a window re-written after a crash, a history replayed twice. So raiwatch rolls up
+from the ``FINAL`` (deduplicated) tables instead, and only rows whose windows have closed (their
+values are final): for each model, the rows between its cursor and the pipeline's closed-until
+time. The cursor is ``rolled_to`` in the rollup tables themselves, written in the same insert as the
+rows it covers, so a crash can neither lose a range nor roll it twice. ``signals_1h_mv`` and the
+other views carry each insert on to the hour and the day (migration 0008).
+
+A model's first roll-up starts from its first stored row; a live worker's late events (stored after
+their window closed) are not rolled up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger("raiwatch.rollups")
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Family:
+    """One rollup chain: its source table, the range condition on ``ts`` and the 1-minute insert."""
+
+    name: str
+    source: str
+    lower_op: str  # rows at the cursor were rolled (signals: ts > cursor) or not yet (events: ts >= cursor)
+    upper_op: str
+    select: str
+
+
+SIGNALS = Family(
+    "signals",
+    "signals",
+    ">",
+    "<=",  # a signal at the closed-until time belongs to a closed window
+    "SELECT toStartOfMinute(ts - toIntervalSecond(window_s)) AS minute, model_id, signal, any(family),"
+    " model_version, dims_key, window_s, any(dims), count(), sum(n), sum(value), sum(value * n),"
+    " min(value), max(value), min(p_value)",
+)
+EVENTS = Family(
+    "events",
+    "telemetry_events",
+    ">=",
+    "<",  # an event at the closed-until time belongs to a window still open
+    "SELECT toStartOfMinute(ts) AS minute, model_id, model_version, deployment, feature, count(),"
+    " countIf(error IS NOT NULL), countIf(notEmpty(violations)), countIf(safety_action = 'blocked'),"
+    " countIf(favorable IS NOT NULL), sum(ifNull(favorable, 0)), sum(ifNull(request_tokens, 0)),"
+    " sum(ifNull(response_tokens, 0)), countIf(latency_ms IS NOT NULL), sum(ifNull(latency_ms, 0)),"
+    " max(ifNull(latency_ms, 0)),"
+    " quantilesTDigestStateIf(0.5, 0.95, 0.99)(assumeNotNull(latency_ms), latency_ms IS NOT NULL),"
+    " uniqCombinedStateIf(user_id, user_id != '')",
+)
+FAMILIES = (SIGNALS, EVENTS)
+_GROUP = {
+    "signals": "minute, model_id, signal, model_version, dims_key, window_s",
+    "events": "minute, model_id, model_version, deployment, feature",
+}
+LEVELS = ("1m", "1h", "1d")
+
+
+class Rollups:
+    """Per-model cursors and the inserts that advance them (called on the pipeline's writer thread)."""
+
+    def __init__(self, database: str):
+        self.database = database
+        self._cursor: dict[str, dict[str, int | None]] = {f.name: {} for f in FAMILIES}  # ms; None: never
+        self.rows = 0  # 1-minute rows inserted by this process
+
+    def forget(self, models: Collection[str]) -> None:
+        """Drop the cursors of models this worker no longer owns (their next owner reads them)."""
+        for cursors in self._cursor.values():
+            for m in models:
+                cursors.pop(m, None)
+
+    def advance(self, client: Client, models: Collection[str], until: float) -> int:
+        """Roll up every stored row of ``models`` up to ``until`` (epoch seconds: every window ending
+        by then is closed) not rolled up yet; returns the 1-minute rows inserted."""
+        if not models or not math.isfinite(until):
+            return 0
+        u = int(until * 1000)
+        inserted = 0
+        for fam in FAMILIES:
+            cursors = self._cursor[fam.name]
+            unknown = [m for m in models if m not in cursors]
+            if unknown:
+                cursors.update(self._read_cursors(client, fam, unknown))
+            groups: dict[int | None, list[str]] = defaultdict(list)
+            for m in models:
+                c = cursors[m]
+                if c is None or c < u:
+                    groups[c].append(m)
+            for c, ms in sorted(groups.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
+                try:
+                    start = c if c is not None else self._first_ms(client, fam, ms, u)
+                    if start is not None:
+                        inserted += self._roll(client, fam, sorted(ms), start, c is None, u)
+                except BaseException:
+                    self.forget(ms)  # a retry reads how far the days written got from the tables
+                    raise
+                for m in ms:
+                    cursors[m] = u
+        self.rows += inserted
+        return inserted
+
+    def _read_cursors(self, client: Client, fam: Family, models: list[str]) -> dict[str, int | None]:
+        """Each model's cursor: the newest ``rolled_to`` of its rows in the rollup tables (None: never
+        rolled up). The three levels are written by one insert; should a crash have split one, the
+        furthest level counts (never twice) and the gap is logged."""
+        found: dict[str, int | None] = dict.fromkeys(models)
+        per_level = {}
+        for level in LEVELS:
+            rows = client.query(
+                f"SELECT model_id, toUnixTimestamp64Milli(max(rolled_to)) FROM {self.database}.{fam.name}_{level}"
+                " WHERE model_id IN {models:Array(String)} GROUP BY model_id",
+                parameters={"models": models},
+            ).result_rows
+            per_level[level] = {m: int(ms) for m, ms in rows}
+        for m in models:
+            seen = {lv: per_level[lv][m] for lv in LEVELS if m in per_level[lv]}
+            if seen:
+                found[m] = max(seen.values())
+            if seen.get("1m", 0) > min(seen.get("1h", 0), seen.get("1d", 0)):
+                log.error(
+                    "rollups of %s for model %s end at different times per level (%s): a crash split"
+                    " one insert, and the hour and day levels miss that range",
+                    fam.name,
+                    m,
+                    seen,
+                )
+        return found
+
+    def _first_ms(self, client: Client, fam: Family, models: list[str], u: int) -> int | None:
+        """Where a first roll-up starts: the models' first stored row before ``u`` (None: no rows)."""
+        row = client.query(
+            f"SELECT toUnixTimestamp64Milli(min(ts)), count() FROM {self.database}.{fam.source}"
+            f" WHERE model_id IN {{models:Array(String)}} AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC')",
+            parameters={"models": models, "u": u},
+        ).result_rows[0]
+        return int(row[0]) if row[1] else None
+
+    def _roll(self, client: Client, fam: Family, models: list[str], start: int, first: bool, u: int) -> int:
+        """Insert the rows of ``models`` from ``start`` to ``u`` (a first roll-up includes ``start``),
+        one UTC day per insert: one partition each, whose ``rolled_to`` is the end of that day's range,
+        so a crash between two days leaves the cursor at the last one written."""
+        inserted = 0
+        lo, lo_op = start, (">=" if first else fam.lower_op)
+        while True:
+            hi = min(u, (lo // DAY_MS + 1) * DAY_MS)
+            sql = (
+                f"INSERT INTO {self.database}.{fam.name}_1m {fam.select},"
+                " fromUnixTimestamp64Milli({hi:Int64}, 'UTC'), now()"
+                f" FROM {self.database}.{fam.source} FINAL"
+                " WHERE model_id IN {models:Array(String)}"
+                f" AND ts {lo_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
+                f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')"
+                f" GROUP BY {_GROUP[fam.name]}"
+            )
+            summary = client.command(sql, parameters={"models": models, "lo": lo, "hi": hi})
+            inserted += _written_rows(summary)
+            if hi >= u:
+                break
+            lo, lo_op = hi, fam.lower_op
+        if inserted and (u - start) > DAY_MS:
+            log.info(
+                "rolled up %s of %d models from %s to %s",
+                fam.name,
+                len(models),
+                datetime.fromtimestamp(start / 1000, UTC).isoformat(),
+                datetime.fromtimestamp(u / 1000, UTC).isoformat(),
+            )
+        return inserted
+
+
+def _written_rows(summary: object) -> int:
+    """Rows the insert wrote into the 1-minute table, from clickhouse-connect's QuerySummary."""
+    written = getattr(summary, "written_rows", None)
+    return int(written) if written is not None else 0
+
+
+__all__ = ["FAMILIES", "Rollups"]

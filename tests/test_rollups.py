@@ -30,7 +30,8 @@ def signals_direct(level: str) -> str:
         f"SELECT {ROUND[level]}(ts - toIntervalSecond(window_s)) AS b, model_id, signal, model_version,"
         " dims_key, window_s, count() AS windows, sum(s.n) AS n, sum(s.value) AS value_sum,"
         " sum(s.value * s.n) AS value_n_sum, min(s.value) AS value_min, max(s.value) AS value_max,"
-        f" min(s.p_value) AS p_value_min FROM raiwatch.signals AS s FINAL GROUP BY {SIGNAL_KEY} ORDER BY {SIGNAL_KEY}"
+        " min(s.p_value) AS p_value_min FROM raiwatch.signals AS s FINAL"
+        f" GROUP BY {SIGNAL_KEY} ORDER BY {SIGNAL_KEY}"
     )
 
 
@@ -51,7 +52,8 @@ def events_direct(level: str) -> str:
         " sum(ifNull(e.favorable, 0)) AS favorable, sum(ifNull(request_tokens, 0)) AS request_tokens,"
         " sum(ifNull(response_tokens, 0)) AS response_tokens, countIf(latency_ms IS NOT NULL) AS latency_n,"
         " sum(ifNull(latency_ms, 0)) AS latency_ms_sum, max(ifNull(latency_ms, 0)) AS latency_ms_max,"
-        " quantilesExact(0.5, 0.95, 0.99)(latency_ms) AS latency_q, uniqExactIf(user_id, user_id != '') AS users"
+        " quantilesExact(0.5, 0.95, 0.99)(latency_ms) AS latency_q,"
+        " uniqExactIf(user_id, user_id != '') AS users"
         f" FROM raiwatch.telemetry_events AS e FINAL GROUP BY {EVENT_KEY} ORDER BY {EVENT_KEY}"
     )
 
@@ -63,7 +65,8 @@ def events_rolled(level: str) -> str:
         " sum(decisions) AS decisions, sum(favorable) AS favorable, sum(request_tokens) AS request_tokens,"
         " sum(response_tokens) AS response_tokens, sum(latency_n) AS latency_n,"
         " sum(latency_ms_sum) AS latency_ms_sum, max(latency_ms_max) AS latency_ms_max,"
-        " quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_ms_q) AS latency_q, uniqCombinedMerge(users) AS users"
+        " quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_ms_q) AS latency_q,"
+        " uniqCombinedMerge(users) AS users"
         f" FROM raiwatch.events_{level} GROUP BY {EVENT_KEY} ORDER BY {EVENT_KEY}"
     )
 
@@ -141,8 +144,10 @@ def check(out: Path) -> dict[str, list[dict]]:
 def totals(out: Path) -> dict:
     return query(
         out,
-        "SELECT (SELECT sum(n) FROM raiwatch.signals_1d) AS n, (SELECT sum(windows) FROM raiwatch.signals_1d) AS w,"
-        " (SELECT sum(events) FROM raiwatch.events_1d) AS e, (SELECT sum(events) FROM raiwatch.events_1m) AS e1m,"
+        "SELECT (SELECT sum(n) FROM raiwatch.signals_1d) AS n,"
+        " (SELECT sum(windows) FROM raiwatch.signals_1d) AS w,"
+        " (SELECT sum(events) FROM raiwatch.events_1d) AS e,"
+        " (SELECT sum(events) FROM raiwatch.events_1m) AS e1m,"
         " (SELECT count() FROM raiwatch.telemetry_events FINAL) AS stored",
     )[0]
 
@@ -156,9 +161,8 @@ def replay(events: Path, out: Path, settings: Path) -> None:
 def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("rollups")
     events = tmp / "events.jsonl"
-    synth.write(
-        events, synth.default_scenario(40_000, seed=5, rate_per_s=20.0, start=START, drift=True, fairness=True)
-    )
+    scenario = synth.default_scenario(40_000, seed=5, rate_per_s=20.0, start=START, drift=True, fairness=True)
+    synth.write(events, scenario)
     settings = tmp / "raiwatch.yaml"
     settings.write_text(SETTINGS)
     return events, settings

@@ -123,7 +123,8 @@ class Rollups:
         per_level = {}
         for level in LEVELS:
             rows = client.query(
-                f"SELECT model_id, toUnixTimestamp64Milli(max(rolled_to)) FROM {self.database}.{fam.name}_{level}"
+                "SELECT model_id, toUnixTimestamp64Milli(max(rolled_to))"
+                f" FROM {self.database}.{fam.name}_{level}"
                 " WHERE model_id IN {models:Array(String)} GROUP BY model_id",
                 parameters={"models": models},
             ).result_rows
@@ -146,7 +147,8 @@ class Rollups:
         """Where a first roll-up starts: the models' first stored row before ``u`` (None: no rows)."""
         row = client.query(
             f"SELECT toUnixTimestamp64Milli(min(ts)), count() FROM {self.database}.{fam.source}"
-            f" WHERE model_id IN {{models:Array(String)}} AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC')",
+            " WHERE model_id IN {models:Array(String)}"
+            f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC')",
             parameters={"models": models, "u": u},
         ).result_rows[0]
         return int(row[0]) if row[1] else None

@@ -106,7 +106,7 @@ def test_output_formats_carry_the_same_rows(replayed, tmp_path):
     assert csv.returncode == 0, csv.stderr
     from_csv = pd.read_csv(io.StringIO(csv.stdout))
     assert list(from_csv.columns) == list(as_json.columns)
-    assert from_csv["events"].tolist() == as_json["events"].tolist()
+    assert from_csv["requests"].tolist() == as_json["requests"].tolist()
     out = tmp_path / "hourly.parquet"
     pq = cli(
         "query",
@@ -120,9 +120,9 @@ def test_output_formats_carry_the_same_rows(replayed, tmp_path):
         str(out),
     )
     assert pq.returncode == 0 and f"rows written to {out}" in pq.stderr, pq.stderr
-    assert pd.read_parquet(out)["events"].tolist() == as_json["events"].tolist()
+    assert pd.read_parquet(out)["requests"].tolist() == as_json["requests"].tolist()
     assert (
-        sum(as_json["events"])
+        sum(as_json["requests"])
         == query(replayed, "SELECT count() AS n FROM raiwatch.telemetry_events FINAL")[0]["n"]
     )
     table = cli("query", "--data-dir", str(replayed), "--saved", "incidents-weekly")

@@ -121,7 +121,7 @@ for name, sql in orjson.loads(sys.stdin.buffer.read()).items():
     r = client.query(sql)
     out[name] = [dict(zip(r.column_names, (str(v) if k == "b" else v for k, v in zip(r.column_names, row))))
                  for row in r.result_rows]
-sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY))
+sys.stdout.buffer.write(orjson.dumps(out, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
 """
 
 

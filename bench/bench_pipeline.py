@@ -44,10 +44,11 @@ def decode_only_file(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def replay_seconds(path: Path, out: Path) -> tuple[float, str]:
+def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[float, str]:
     t0 = time.perf_counter()
+    extra = ["--config", str(config)] if config else []
     p = subprocess.run(
-        [sys.executable, "-m", "raiwatch.cli", "replay", str(path), "--out", str(out), "--quiet"],
+        [sys.executable, "-m", "raiwatch.cli", "replay", str(path), "--out", str(out), "--quiet", *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -195,6 +196,7 @@ def main() -> None:
     ap.add_argument("--no-stream", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--batch-size", type=int, default=5000, help="the worker's kafka.batch_size")
+    ap.add_argument("--config", type=Path, help="raiwatch settings for the replay")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -204,7 +206,7 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         print(f"{args.events:,} events, {size_mb:.0f} MB, {truth['malformed']} malformed")
         base = decode_only_file(path)
-        full, line = replay_seconds(path, work / "replay")
+        full, line = replay_seconds(path, work / "replay", args.config)
         inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
         print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
         print(

@@ -245,6 +245,11 @@ FROM raiwatch.signals FINAL
 WHERE $__timeFilter(ts) AND signal = 'safety.violation_rate' AND NOT mapContains(dims, 'tenant_id')
   AND {MODEL}
 GROUP BY time, series ORDER BY time"""
+TRAFFIC = f"""
+SELECT $__timeInterval(hour) AS time, model_id AS series, sum(events) AS requests
+FROM raiwatch.events_1h
+WHERE $__timeFilter(hour) AND {MODEL}
+GROUP BY time, series ORDER BY time"""
 SAFETY_DAILY = f"""
 SELECT * FROM raiwatch.safety_rates_daily
 WHERE {MODEL} AND day >= toDate($__fromTime) ORDER BY day DESC, rate DESC"""
@@ -312,6 +317,8 @@ def ai_signals() -> gd.Dashboard:
     psi = rule_threshold("drift.yaml", "FeatureDrift")
     return (
         _clickhouse_board("raiwatch: AI signals", "raiwatch-ai-signals")
+        .with_row(gd.Row("Traffic"))
+        .with_panel(_series("Requests per model and hour (events_1h rollup)", TRAFFIC))
         .with_row(gd.Row("Safety"))
         .with_panel(
             _series(

@@ -8,8 +8,9 @@ Every input ends in exactly one place: an event counted in a window (or stored a
 replayed or duplicate), or a rejection with its reason. A batch's writes run in order on one
 writer thread, beside the decoding and monitoring of the next batch: rejections, raw events,
 signals, the monitors' own rows (abuse clusters), incident store, incident mirror, notifiers, the
-checkpoint that says those windows are done, and last the observers (the drift reporter), which
-see the written signals and changes.
+checkpoint that says those windows are done, the rollups up to them (every
+``clickhouse.rollup_every_s``), and last the observers (the drift reporter), which see the written
+signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
 once that is done and the event's window is no longer open.
 

@@ -198,7 +198,13 @@ def test_every_dashboard_query_runs_on_the_schema_and_the_main_panels_show_data(
             assert p.returncode == 0, f"{name}: {sql}\n{p.stderr}"
             rows_of[sql] = len(p.stdout.splitlines())
     shown = [sql for sql, n in rows_of.items() if n]
-    for must in ("safety.violation_rate", "drift.feature", "fairness_metrics", "raiwatch.incidents FINAL"):
+    for must in (
+        "safety.violation_rate",
+        "drift.feature",
+        "fairness_metrics",
+        "raiwatch.incidents FINAL",
+        "events_1h",
+    ):
         assert any(must in sql for sql in shown), must  # these panels have data on the replay
 
 

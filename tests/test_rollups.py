@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from raiwatch.dev import synth
-from storage.clickhouse import Rollups, close_all, connect
 from tests.harness import ROOT, cli, query
 
 START = datetime(2026, 11, 1, 23, 40, tzinfo=UTC)  # 40,000 events at 20/s: to 00:13, over midnight
@@ -196,12 +195,38 @@ def test_every_rollup_column_is_documented(replayed):
     assert [r for r in rows if not r["comment"]] == []
 
 
+_WRITE_TWICE_AND_RESTART = """
+import sys
+from datetime import UTC, datetime
+from storage.clickhouse import Rollups, connect
+
 DUPLICATE_EVERYTHING = (
     # what a crashed worker, a restarted one and a partition's next owner do: write it all again
     "INSERT INTO raiwatch.signals SELECT * REPLACE (now64(3) AS inserted_at) FROM raiwatch.signals",
     "INSERT INTO raiwatch.telemetry_events_in (event_id, ts, model_id, raw, ingested_at)"
     " SELECT event_id, ts, model_id, raw, now64(3) FROM raiwatch.telemetry_events",
 )
+client = connect(sys.argv[1], "raiwatch")
+count = lambda: client.query("SELECT count() FROM raiwatch.telemetry_events").result_rows[0][0]
+models = [m for (m,) in client.query("SELECT DISTINCT model_id FROM raiwatch.signals").result_rows]
+assert len(models) == 3, models
+raw = count()
+for sql in DUPLICATE_EVERYTHING:
+    client.command(sql)
+assert count() == 2 * raw
+mark1 = datetime(2026, 11, 1, 23, 50, tzinfo=UTC).timestamp()
+mark2 = datetime(2026, 11, 2, 0, 5, tzinfo=UTC).timestamp()
+end = datetime(2026, 11, 2, 1, 0, tzinfo=UTC).timestamp()
+first = Rollups("raiwatch")
+first.advance(client, models, mark1)
+first.advance(client, models, mark2)  # on from its in-memory cursors
+first.advance(client, models, mark2)  # nothing new
+for sql in DUPLICATE_EVERYTHING:  # and again, after part of it was rolled up
+    client.command(sql)
+second = Rollups("raiwatch")  # a restart: the cursors come from the tables
+second.advance(client, models, end)
+Rollups("raiwatch").advance(client, models, end)  # a third roller finds it all done
+"""
 
 
 def test_rows_written_again_and_a_restarted_roller_count_once(history, tmp_path):
@@ -211,27 +236,10 @@ def test_rows_written_again_and_a_restarted_roller_count_once(history, tmp_path)
     out = tmp_path / "out"
     replay(events, out, settings)
     assert totals(out)["e"] == 0  # nothing rolled up by this replay
-
-    marks = [datetime(2026, 11, 1, 23, 50, tzinfo=UTC), datetime(2026, 11, 2, 0, 5, tzinfo=UTC)]
-    end = datetime(2026, 11, 2, 1, 0, tzinfo=UTC).timestamp()
-    try:
-        client = connect(f"chdb://{(out / 'clickhouse').resolve()}", "raiwatch")
-        raw = client.query("SELECT count() FROM raiwatch.telemetry_events").result_rows[0][0]
-        models = [m for (m,) in client.query("SELECT DISTINCT model_id FROM raiwatch.signals").result_rows]
-        assert len(models) == 3
-        for sql in DUPLICATE_EVERYTHING:
-            client.command(sql)
-        assert client.query("SELECT count() FROM raiwatch.telemetry_events").result_rows[0][0] == 2 * raw
-        first = Rollups("raiwatch")
-        first.advance(client, models, marks[0].timestamp())
-        first.advance(client, models, marks[1].timestamp())  # on from its in-memory cursors
-        first.advance(client, models, marks[1].timestamp())  # nothing new
-        for sql in DUPLICATE_EVERYTHING:  # and again, after part of it was rolled up
-            client.command(sql)
-        second = Rollups("raiwatch")  # a restart: the cursors come from the tables
-        second.advance(client, models, end)
-        Rollups("raiwatch").advance(client, models, end)  # a third roller finds it all done
-    finally:
-        close_all()
+    dsn = f"chdb://{(out / 'clickhouse').resolve()}"  # in a process of its own: one chdb path each
+    p = subprocess.run(
+        [sys.executable, "-c", _WRITE_TWICE_AND_RESTART, dsn], capture_output=True, text=True, cwd=ROOT
+    )
+    assert p.returncode == 0, p.stderr
     assert totals(out)["e"] == 40_000
     check(out)

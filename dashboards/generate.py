@@ -169,9 +169,14 @@ def pipeline() -> gd.Dashboard:
         )
         .with_panel(
             ts(
-                "Event-time lag",
+                "Event-time lag, and how far the rollups trail the watermark",
                 "s",
                 q("max by (instance) (raiwatch_event_time_lag_seconds)", "{{instance}}"),
+                q(
+                    "max by (instance) ("
+                    "raiwatch_watermark_timestamp_seconds - raiwatch_rollups_timestamp_seconds)",
+                    "rollups behind the watermark: {{instance}}",
+                ),
             )
         )
         .with_panel(

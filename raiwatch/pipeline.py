@@ -569,6 +569,7 @@ class Pipeline:
         try:
             with _sink("rollups"):
                 w.call("rolling up signals and events", lambda: rollups.advance(w.client, models, until))
+            metrics.ROLLED_UP.set(until)
         except StorageError as e:
             log.error("rollups not advanced: %s", e)
 

@@ -62,6 +62,10 @@ WRITE_FAILURES = Counter("raiwatch_write_failures_total", "Writes that failed af
 WATERMARK = Gauge(
     "raiwatch_watermark_timestamp_seconds", "Event-time watermark: every window ending by it is closed."
 )
+ROLLED_UP = Gauge(
+    "raiwatch_rollups_timestamp_seconds",
+    "Event time up to which this worker's rollups (signals_1m/1h/1d, events_1m/1h/1d) reach.",
+)
 EVENT_TIME_LAG = Gauge(
     "raiwatch_event_time_lag_seconds",
     "Wall clock minus the newest event time the worker has taken (how far behind the live edge it is).",

@@ -51,6 +51,26 @@
 )
 {%- endmacro %}
 
+{%- macro signal_merge(bucket_expr, bucket, source) %}
+SELECT {{ bucket_expr }}, model_id, signal, any(family) AS family, model_version, dims_key, window_s,
+       any(dims) AS dims, sum(windows) AS windows, sum(n) AS n, sum(value_sum) AS value_sum,
+       sum(value_n_sum) AS value_n_sum, min(value_min) AS value_min, max(value_max) AS value_max,
+       min(p_value_min) AS p_value_min, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
+FROM {{ database }}.{{ source }}
+GROUP BY {{ bucket }}, model_id, signal, model_version, dims_key, window_s
+{%- endmacro %}
+
+{%- macro event_merge(bucket_expr, bucket, source) %}
+SELECT {{ bucket_expr }}, model_id, model_version, deployment, feature,
+       sum(events) AS events, sum(errors) AS errors, sum(violating) AS violating, sum(blocked) AS blocked,
+       sum(decisions) AS decisions, sum(favorable) AS favorable, sum(request_tokens) AS request_tokens,
+       sum(response_tokens) AS response_tokens, sum(latency_n) AS latency_n, sum(latency_ms_sum) AS latency_ms_sum,
+       max(latency_ms_max) AS latency_ms_max, quantilesTDigestMergeState(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_q,
+       uniqCombinedMergeState(users) AS users, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
+FROM {{ database }}.{{ source }}
+GROUP BY {{ bucket }}, model_id, model_version, deployment, feature
+{%- endmacro %}
+
 CREATE TABLE IF NOT EXISTS {{ database }}.signals_1m {{ on_cluster }}
 {{ signal_columns("minute", "Start of the UTC minute in which the window started (ts - window_s)") }}
 ENGINE = {{ engine("AggregatingMergeTree") }}
@@ -75,22 +95,12 @@ COMMENT 'Signals per day, from signals_1h by signals_1d_mv. Aggregate with sum/m
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.signals_1h_mv {{ on_cluster }}
 TO {{ database }}.signals_1h AS
-SELECT toStartOfHour(minute) AS hour, model_id, signal, any(family) AS family, model_version, dims_key, window_s,
-       any(dims) AS dims, sum(windows) AS windows, sum(n) AS n, sum(value_sum) AS value_sum,
-       sum(value_n_sum) AS value_n_sum, min(value_min) AS value_min, max(value_max) AS value_max,
-       min(p_value_min) AS p_value_min, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
-FROM {{ database }}.signals_1m
-GROUP BY hour, model_id, signal, model_version, dims_key, window_s
+{{ signal_merge("toStartOfHour(minute) AS hour", "hour", "signals_1m") }}
 COMMENT 'Carries each insert into signals_1m on to signals_1h.';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.signals_1d_mv {{ on_cluster }}
 TO {{ database }}.signals_1d AS
-SELECT toStartOfDay(hour) AS day, model_id, signal, any(family) AS family, model_version, dims_key, window_s,
-       any(dims) AS dims, sum(windows) AS windows, sum(n) AS n, sum(value_sum) AS value_sum,
-       sum(value_n_sum) AS value_n_sum, min(value_min) AS value_min, max(value_max) AS value_max,
-       min(p_value_min) AS p_value_min, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
-FROM {{ database }}.signals_1h
-GROUP BY day, model_id, signal, model_version, dims_key, window_s
+{{ signal_merge("toStartOfDay(hour) AS day", "day", "signals_1h") }}
 COMMENT 'Carries each insert into signals_1h on to signals_1d.';
 
 CREATE TABLE IF NOT EXISTS {{ database }}.events_1m {{ on_cluster }}
@@ -117,24 +127,10 @@ COMMENT 'Event counts per day, from events_1h by events_1d_mv. Aggregate with su
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.events_1h_mv {{ on_cluster }}
 TO {{ database }}.events_1h AS
-SELECT toStartOfHour(minute) AS hour, model_id, model_version, deployment, feature,
-       sum(events) AS events, sum(errors) AS errors, sum(violating) AS violating, sum(blocked) AS blocked,
-       sum(decisions) AS decisions, sum(favorable) AS favorable, sum(request_tokens) AS request_tokens,
-       sum(response_tokens) AS response_tokens, sum(latency_n) AS latency_n, sum(latency_ms_sum) AS latency_ms_sum,
-       max(latency_ms_max) AS latency_ms_max, quantilesTDigestMergeState(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_q,
-       uniqCombinedMergeState(users) AS users, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
-FROM {{ database }}.events_1m
-GROUP BY hour, model_id, model_version, deployment, feature
+{{ event_merge("toStartOfHour(minute) AS hour", "hour", "events_1m") }}
 COMMENT 'Carries each insert into events_1m on to events_1h.';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {{ database }}.events_1d_mv {{ on_cluster }}
 TO {{ database }}.events_1d AS
-SELECT toStartOfDay(hour) AS day, model_id, model_version, deployment, feature,
-       sum(events) AS events, sum(errors) AS errors, sum(violating) AS violating, sum(blocked) AS blocked,
-       sum(decisions) AS decisions, sum(favorable) AS favorable, sum(request_tokens) AS request_tokens,
-       sum(response_tokens) AS response_tokens, sum(latency_n) AS latency_n, sum(latency_ms_sum) AS latency_ms_sum,
-       max(latency_ms_max) AS latency_ms_max, quantilesTDigestMergeState(0.5, 0.95, 0.99)(latency_ms_q) AS latency_ms_q,
-       uniqCombinedMergeState(users) AS users, max(rolled_to) AS rolled_to, max(rolled_at) AS rolled_at
-FROM {{ database }}.events_1h
-GROUP BY day, model_id, model_version, deployment, feature
+{{ event_merge("toStartOfDay(hour) AS day", "day", "events_1h") }}
 COMMENT 'Carries each insert into events_1h on to events_1d.';

@@ -49,6 +49,7 @@ log = logging.getLogger("raiwatch.pipeline")
 Notify = Callable[[list[IncidentChange]], None]
 Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees each written batch
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
+CATCH_UP_HOURS = 2  # hours of rows a live worker's roll-up inserts per family at most
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
 _DECODE, _OBSERVE, _CLOSE, _RULES, _PREPARE, _WRITE = (
     metrics.STAGE_SECONDS.labels(stage)
@@ -109,7 +110,12 @@ class Pipeline:
         self._next_mirror = 0.0
         self._pending: Future | None = None
         self._reload: Callable[[], RuleEngine] | None = None  # a rule reload waiting for the pipeline thread
-        self.rollups = Rollups(cfg.clickhouse.database) if cfg.clickhouse.rollups else None
+        # a live worker catches up on unrolled history a few hours per roll-up, not all at once
+        self.rollups = (
+            Rollups(cfg.clickhouse.database, max_chunks=CATCH_UP_HOURS if live else None)
+            if cfg.clickhouse.rollups
+            else None
+        )
         self._rolled: set[str] = set()  # models whose rows this pipeline rolls up (live: owned ones)
         self._next_roll = 0.0
 
@@ -568,8 +574,11 @@ class Pipeline:
         assert rollups is not None
         try:
             with _sink("rollups"):
-                w.call("rolling up signals and events", lambda: rollups.advance(w.client, models, until))
-            metrics.ROLLED_UP.set(until)
+                done = w.call(
+                    "rolling up signals and events", lambda: rollups.advance(w.client, models, until)
+                )
+            if done:
+                metrics.ROLLED_UP.set(until)
         except StorageError as e:
             log.error("rollups not advanced: %s", e)
 

@@ -1,15 +1,17 @@
 """Roll signals and event counts up into the 1-minute tables, exactly once per stored row.
 
 A materialized view on the raw inserts would count a row each time it is written: an event re-read
-after a restart, a window re-written after a crash, a history replayed twice. So raiwatch rolls up
+after a restart or by a partition's next owner, a window re-written after a crash. So raiwatch rolls up
 from the ``FINAL`` (deduplicated) tables instead, and only rows whose windows have closed (their
 values are final): for each model, the rows between its cursor and the pipeline's closed-until
 time. The cursor is ``rolled_to`` in the rollup tables themselves, written in the same insert as the
 rows it covers, so a crash can neither lose a range nor roll it twice. ``signals_1h_mv`` and the
 other views carry each insert on to the hour and the day (migration 0008).
 
-A model's first roll-up starts from its first stored row; a live worker's late events (stored after
-their window closed) are not rolled up.
+A model's first roll-up starts from its first stored row. Each insert covers at most one UTC hour
+(one partition, one ``rolled_to``), and a live worker does at most ``max_chunks`` of them per call,
+so catching up on a long history (a store upgraded to migration 0008) holds its writer thread for
+one short step at a time. Late events (stored after their window closed) are not rolled up.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raiwatch.rollups")
 
-DAY_MS = 86_400_000
+CHUNK_MS = 3_600_000  # one insert: at most one UTC hour of rows
 
 
 @dataclass(frozen=True)
@@ -74,10 +76,10 @@ LEVELS = ("1m", "1h", "1d")
 class Rollups:
     """Per-model cursors and the inserts that advance them (called on the pipeline's writer thread)."""
 
-    def __init__(self, database: str):
+    def __init__(self, database: str, max_chunks: int | None = None):
         self.database = database
+        self.max_chunks = max_chunks  # inserts per family and call (None: as many as it takes)
         self._cursor: dict[str, dict[str, int | None]] = {f.name: {} for f in FAMILIES}  # ms; None: never
-        self.rows = 0  # 1-minute rows inserted by this process
 
     def forget(self, models: Collection[str]) -> None:
         """Drop the cursors of models this worker no longer owns (their next owner reads them)."""
@@ -85,13 +87,13 @@ class Rollups:
             for m in models:
                 cursors.pop(m, None)
 
-    def advance(self, client: Client, models: Collection[str], until: float) -> int:
-        """Roll up every stored row of ``models`` up to ``until`` (epoch seconds: every window ending
-        by then is closed) not rolled up yet; returns the 1-minute rows inserted."""
+    def advance(self, client: Client, models: Collection[str], until: float) -> bool:
+        """Roll up the stored rows of ``models`` up to ``until`` (epoch seconds: every window ending
+        by then is closed) not rolled up yet; False when ``max_chunks`` stopped it short of there."""
         if not models or not math.isfinite(until):
-            return 0
+            return True
         u = int(until * 1000)
-        inserted = 0
+        done = True
         for fam in FAMILIES:
             cursors = self._cursor[fam.name]
             unknown = [m for m in models if m not in cursors]
@@ -104,16 +106,15 @@ class Rollups:
                     groups[c].append(m)
             for c, ms in sorted(groups.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
                 try:
-                    start = c if c is not None else self._first_ms(client, fam, ms, u)
-                    if start is not None:
-                        inserted += self._roll(client, fam, sorted(ms), start, c is None, u)
+                    start = c if c is not None else self._before_first(client, fam, ms, u)
+                    reached = u if start is None else self._roll(client, fam, sorted(ms), start, u)
                 except BaseException:
-                    self.forget(ms)  # a retry reads how far the days written got from the tables
+                    self.forget(ms)  # a retry reads how far the inserts got from the tables
                     raise
+                done = done and reached >= u
                 for m in ms:
-                    cursors[m] = u
-        self.rows += inserted
-        return inserted
+                    cursors[m] = reached
+        return done
 
     def _read_cursors(self, client: Client, fam: Family, models: list[str]) -> dict[str, int | None]:
         """Each model's cursor: the newest ``rolled_to`` of its rows in the rollup tables (None: never
@@ -143,53 +144,44 @@ class Rollups:
                 )
         return found
 
-    def _first_ms(self, client: Client, fam: Family, models: list[str], u: int) -> int | None:
-        """Where a first roll-up starts: the models' first stored row before ``u`` (None: no rows)."""
+    def _before_first(self, client: Client, fam: Family, models: list[str], u: int) -> int | None:
+        """A cursor just before the models' first stored row up to ``u`` (None: no rows)."""
         row = client.query(
             f"SELECT toUnixTimestamp64Milli(min(ts)), count() FROM {self.database}.{fam.source}"
             " WHERE model_id IN {models:Array(String)}"
             f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC')",
             parameters={"models": models, "u": u},
         ).result_rows[0]
-        return int(row[0]) if row[1] else None
+        if not row[1]:
+            return None
+        return int(row[0]) - (1 if fam.lower_op == ">" else 0)
 
-    def _roll(self, client: Client, fam: Family, models: list[str], start: int, first: bool, u: int) -> int:
-        """Insert the rows of ``models`` from ``start`` to ``u`` (a first roll-up includes ``start``),
-        one UTC day per insert: one partition each, whose ``rolled_to`` is the end of that day's range,
-        so a crash between two days leaves the cursor at the last one written."""
-        inserted = 0
-        lo, lo_op = start, (">=" if first else fam.lower_op)
-        while True:
-            hi = min(u, (lo // DAY_MS + 1) * DAY_MS)
-            sql = (
+    def _roll(self, client: Client, fam: Family, models: list[str], start: int, u: int) -> int:
+        """Insert the rows of ``models`` from the cursor ``start`` towards ``u``, one UTC hour per
+        insert, at most ``max_chunks`` inserts; returns how far it got."""
+        lo, chunks = start, 0
+        while lo < u and (self.max_chunks is None or chunks < self.max_chunks):
+            hi = min(u, (lo // CHUNK_MS + 1) * CHUNK_MS)
+            client.command(
                 f"INSERT INTO {self.database}.{fam.name}_1m {fam.select},"
                 " fromUnixTimestamp64Milli({hi:Int64}, 'UTC'), now()"
                 f" FROM {self.database}.{fam.source} FINAL"
                 " WHERE model_id IN {models:Array(String)}"
-                f" AND ts {lo_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
+                f" AND ts {fam.lower_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
                 f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')"
-                f" GROUP BY {_GROUP[fam.name]}"
+                f" GROUP BY {_GROUP[fam.name]}",
+                parameters={"models": models, "lo": lo, "hi": hi},
             )
-            summary = client.command(sql, parameters={"models": models, "lo": lo, "hi": hi})
-            inserted += _written_rows(summary)
-            if hi >= u:
-                break
-            lo, lo_op = hi, fam.lower_op
-        if inserted and (u - start) > DAY_MS:
+            lo, chunks = hi, chunks + 1
+        if chunks > 24:
             log.info(
                 "rolled up %s of %d models from %s to %s",
                 fam.name,
                 len(models),
                 datetime.fromtimestamp(start / 1000, UTC).isoformat(),
-                datetime.fromtimestamp(u / 1000, UTC).isoformat(),
+                datetime.fromtimestamp(lo / 1000, UTC).isoformat(),
             )
-        return inserted
-
-
-def _written_rows(summary: object) -> int:
-    """Rows the insert wrote into the 1-minute table, from clickhouse-connect's QuerySummary."""
-    written = getattr(summary, "written_rows", None)
-    return int(written) if written is not None else 0
+        return lo
 
 
 __all__ = ["FAMILIES", "Rollups"]

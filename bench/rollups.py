@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from storage.clickhouse import Rollups, close_all, connect, migrate  # noqa: E402
+from storage.clickhouse import Client, Rollups, close_all, connect, migrate  # noqa: E402
 
 SERIES = 30
 QUERIES = {
@@ -59,7 +60,7 @@ QUERIES = {
 }
 
 
-def fill_signals(client, t0: int, windows: int, models: int) -> int:
+def fill_signals(client: Client, t0: int, windows: int, models: int) -> int:
     """``windows`` 60 s windows of SERIES series per model, the first ending at ``t0 + 60``."""
     client.command(
         "INSERT INTO raiwatch.signals (ts, window_s, signal, family, model_id, model_version, dims, dims_key,"
@@ -74,7 +75,7 @@ def fill_signals(client, t0: int, windows: int, models: int) -> int:
     return windows * models * SERIES
 
 
-def fill_events(client, t0: int, seconds: int, models: int, rate: float, first_id: int) -> int:
+def fill_events(client: Client, t0: int, seconds: int, models: int, rate: float, first_id: int) -> int:
     """``rate`` events per second per model for ``seconds`` from ``t0``, ids from ``first_id``."""
     events = int(seconds * rate * models)
     client.command(
@@ -88,7 +89,7 @@ def fill_events(client, t0: int, seconds: int, models: int, rate: float, first_i
     return events
 
 
-def timed(fn, repeat: int = 1) -> tuple[float, object]:
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
         t = time.perf_counter()

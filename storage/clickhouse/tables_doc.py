@@ -11,11 +11,15 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from storage.clickhouse.client import close_all, connect
 from storage.clickhouse.schema import migrate
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 DATABASE = "raiwatch"
 INTERNAL = re.compile(r"^(schema_migrations|telemetry_events_in|.*_mv)$")
@@ -39,7 +43,7 @@ How to count:
 """
 
 
-def describe(client, database: str, notes: dict) -> str:
+def describe(client: Client, database: str, notes: dict) -> str:
     """The markdown for every table of ``database``."""
     tables = client.query(
         "SELECT name, engine, comment, sorting_key, partition_key, engine_full FROM system.tables"

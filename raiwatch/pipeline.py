@@ -103,7 +103,7 @@ class Pipeline:
         self.storage_rejected: list[Rejected] = []  # replay reads these after its last flush
         self._idle: set[Hashable] = set()
         self._recent: dict[Hashable, RecentIds] = {}
-        self._models_of: dict[Hashable, set[str]] = {}  # live: models whose events came from each source
+        self._models_of: dict[Hashable, set[str]] = {}  # models whose events came from each source
         self._known: set[str] = set()  # live: models whose state is in memory (restored or new)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
         self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
@@ -116,7 +116,6 @@ class Pipeline:
             if cfg.clickhouse.rollups
             else None
         )
-        self._rolled: set[str] = set()  # models whose rows this pipeline rolls up (live: owned ones)
         self._next_roll = 0.0
 
     def request_reload(self, build: Callable[[], RuleEngine]) -> None:
@@ -206,10 +205,7 @@ class Pipeline:
                     events, idx, ts, srcs = ([x[i] for i in keep] for x in (events, idx, ts, srcs))
                     stored = tuple([x[i] for i in keep] for x in stored)
             if events:
-                if self.live:
-                    self._track_models(events, srcs)
-                if self.rollups is not None:
-                    self._rolled.update(e.model.id for e in events)
+                self._track_models(events, srcs)
                 starts, status = self.clock.assign_batch(srcs, ts)
                 windows = result.windows
                 counted_events, counted_starts = [], []
@@ -357,9 +353,7 @@ class Pipeline:
             self.engine.forget(models)
             self._known -= models
             if self.rollups is not None:  # roll their closed windows up first: the next owner goes on
-                owned = sorted(models & self._rolled)
-                self._rolled -= models
-                self._io.submit(self._hand_over, owned, until).result()
+                self._io.submit(self._hand_over, sorted(models), until).result()
         if not self.clock.sources():
             # Kafka's eager rebalances revoke every partition before assigning: start the window
             # clock afresh, so a partition that comes next continues from its own checkpoint even
@@ -414,11 +408,14 @@ class Pipeline:
         return out
 
     def _track_models(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> None:
-        """Remember which source feeds each model; restore the monitor and rule state of models new
-        to memory (after a restart, or when a partition moved here from another worker)."""
+        """Remember which source feeds each model (the models whose rows this pipeline rolls up); live,
+        restore the monitor and rule state of models new to memory (after a restart, or when a
+        partition moved here from another worker)."""
         pairs = set(zip((e.model.id for e in events), srcs, strict=True))
         for model, src in pairs:
             self._models_of.setdefault(src, set()).add(model)
+        if not self.live:
+            return
         new = sorted({m for m, _ in pairs} - self._known)
         if not new:
             return
@@ -596,13 +593,16 @@ class Pipeline:
 
     def _roll_args(self, force: bool = False) -> tuple[list[str], float] | None:
         """The models to roll up and how far (the closed-until time), when a roll-up is due."""
-        if self.rollups is None or not self._rolled or not math.isfinite(self.clock.closed_until):
+        if self.rollups is None or not math.isfinite(self.clock.closed_until):
             return None
         now = time.monotonic()
         if not force and now < self._next_roll:
             return None
+        models = set().union(*self._models_of.values())
+        if not models:
+            return None
         self._next_roll = now + self.cfg.clickhouse.rollup_every_s
-        return sorted(self._rolled), self.clock.closed_until
+        return sorted(models), self.clock.closed_until
 
     def _read(self, what: str, query: Callable, *args: object):
         """Run ``query(client, *args)`` on the writer thread, after the writes queued before it, under

@@ -111,15 +111,23 @@ def rollup_queries() -> dict[str, str]:
     return out
 
 
+def rows_of(client, queries: dict[str, str]) -> dict[str, list[dict]]:
+    """Each query's rows as dicts, the bucket ``b`` as text (a chdb or a server client)."""
+    out = {}
+    for name, sql in queries.items():
+        r = client.query(sql)
+        out[name] = [
+            {k: (str(v) if k == "b" else v) for k, v in zip(r.column_names, row, strict=True)}
+            for row in r.result_rows
+        ]
+    return out
+
+
 _RUN_ALL = """
 import sys, orjson
 from storage.clickhouse import connect
-client = connect(sys.argv[1], "raiwatch")
-out = {}
-for name, sql in orjson.loads(sys.stdin.buffer.read()).items():
-    r = client.query(sql)
-    out[name] = [dict(zip(r.column_names, (str(v) if k == "b" else v for k, v in zip(r.column_names, row))))
-                 for row in r.result_rows]
+from tests.test_rollups import rows_of
+out = rows_of(connect(sys.argv[1], "raiwatch"), orjson.loads(sys.stdin.buffer.read()))
 sys.stdout.buffer.write(orjson.dumps(out, default=str, option=orjson.OPT_SERIALIZE_NUMPY))
 """
 

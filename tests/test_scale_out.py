@@ -36,7 +36,7 @@ from tests.harness import (
     start_worker,
     stop_worker,
 )
-from tests.test_rollups import assert_rollups_exact, rollup_queries
+from tests.test_rollups import assert_rollups_exact, rollup_queries, rows_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 COPIES = 3  # each of the demo's three models three times: nine models over twelve partitions
@@ -148,13 +148,7 @@ def test_workers_joining_and_one_killed_count_every_event_once_and_equal_one_rep
         assert got == want_incidents  # one store, three workers, the same incidents as one replay
         # the rollups each worker advanced for the models it held, restarts and moves included,
         # equal the deduplicated tables they summarise, at every level
-        rolled = {}
-        for name, sql in rollup_queries().items():
-            r = ch.query(sql)
-            rolled[name] = [
-                {k: (str(v) if k == "b" else v) for k, v in zip(r.column_names, row, strict=True)}
-                for row in r.result_rows
-            ]
+        rolled = rows_of(ch, rollup_queries())
         assert_rollups_exact(rolled)
         assert sum(r["events"] for r in rolled["events_rolled_1d"]) == truth["valid"]
     finally:

@@ -43,7 +43,7 @@ How to count:
 """
 
 
-def describe(client: Client, database: str, notes: dict) -> str:
+def describe(client: Client, database: str, about: dict) -> str:
     """The markdown for every table of ``database``."""
     tables = client.query(
         "SELECT name, engine, comment, sorting_key, partition_key, engine_full FROM system.tables"
@@ -58,19 +58,19 @@ def describe(client: Client, database: str, notes: dict) -> str:
     ).result_rows:
         columns.setdefault(table, []).append((name, typ, comment))
     public = [t for t in tables if not INTERNAL.match(t[0])]
-    missing = sorted({t[0] for t in public} - notes.keys())
-    extra = sorted(notes.keys() - {t[0] for t in public})
+    missing = sorted({t[0] for t in public} - about.keys())
+    extra = sorted(about.keys() - {t[0] for t in public})
     if missing or extra:
         raise SystemExit(f"tables.yaml does not match the schema: missing {missing}; unknown {extra}")
-    order = list(notes)  # the yaml's order: raw tables, derived tables, views, rollups
+    order = list(about)  # the yaml's order: raw tables, derived tables, views, rollups
     out = [HEADER, "| table | grain |", "|---|---|"]
-    out += [f"| [`{name}`](#{name}) | {notes[name]['grain']} |" for name in order]
+    out += [f"| [`{name}`](#{name}) | {about[name]['grain']} |" for name in order]
     by_name = {t[0]: t for t in public}
     for name in order:
         _, engine, comment, sorting, partition, full = by_name[name]
         ttl = _TTL.search(full or "")
         out += ["", f"## {name}", "", comment.strip(), "", "| | |", "|---|---|"]
-        out.append(f"| grain | {notes[name]['grain']} |")
+        out.append(f"| grain | {about[name]['grain']} |")
         out.append(f"| engine | {engine} |")
         if sorting:
             out.append(f"| sorting key | `{sorting}` |")
@@ -80,7 +80,7 @@ def describe(client: Client, database: str, notes: dict) -> str:
             out.append(f"| TTL | {f'`{ttl.group(1)}`' if ttl else 'none (kept)'} |")
         out += ["", "| column | type | meaning |", "|---|---|---|"]
         out += [f"| `{c}` | `{t}` | {_cell(m)} |" for c, t, m in columns.get(name, [])]
-        out += ["", "```sql", notes[name]["example"].strip(), "```"]
+        out += ["", "```sql", about[name]["example"].strip(), "```"]
     internal = [t for t in tables if INTERNAL.match(t[0])]
     out += ["", "## Internal", "", "Used by raiwatch itself; not for queries.", ""]
     out += [f"- `{t[0]}` ({t[1]}): {t[2].strip()}" for t in internal]

@@ -16,6 +16,7 @@ from raiwatch.dev import synth
 from tests.harness import ROOT, cli, query
 
 START = datetime(2026, 11, 1, 23, 40, tzinfo=UTC)  # 40,000 events at 20/s: to 00:13, over midnight
+STRAY = "2001-02-03T04:05:06Z"  # and first, one event from long ago: its hour, not every hour since
 SETTINGS = "monitors:\n  drift:\n    reference_s: 600\nclickhouse:\n  rollup_every_s: 0\n"
 BUCKET = {"1m": "minute", "1h": "hour", "1d": "day"}
 ROUND = {"1m": "toStartOfMinute", "1h": "toStartOfHour", "1d": "toStartOfDay"}
@@ -170,6 +171,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     events = tmp / "events.jsonl"
     scenario = synth.default_scenario(40_000, seed=5, rate_per_s=20.0, start=START, drift=True, fairness=True)
     synth.write(events, scenario)
+    lines = events.read_bytes().splitlines()
+    stray = orjson.loads(lines[0]) | {"event_id": "stray", "timestamp": STRAY}
+    events.write_bytes(b"\n".join([orjson.dumps(stray), *lines]) + b"\n")
     settings = tmp / "raiwatch.yaml"
     settings.write_text(SETTINGS)
     return events, settings
@@ -186,8 +190,8 @@ def test_every_level_equals_the_deduplicated_tables_over_an_hour_and_a_day(repla
     rows = check(replayed)
     days = {r["b"][:10] for r in rows["events_rolled_1d"]}
     hours = {r["b"] for r in rows["events_rolled_1h"]}
-    assert days == {"2026-11-01", "2026-11-02"} and len(hours) == 2  # crossed midnight
-    assert sum(r["events"] for r in rows["events_rolled_1d"]) == 40_000
+    assert days == {STRAY[:10], "2026-11-01", "2026-11-02"} and len(hours) == 3  # crossed midnight
+    assert sum(r["events"] for r in rows["events_rolled_1d"]) == 40_001
     assert {r["signal"] for r in rows["signals_rolled_1d"]} >= {
         "safety.violation_rate", "drift.feature", "fairness.disparity"
     }  # fmt: skip
@@ -226,7 +230,8 @@ mark1 = datetime(2026, 11, 1, 23, 50, tzinfo=UTC).timestamp()
 mark2 = datetime(2026, 11, 2, 0, 5, tzinfo=UTC).timestamp()
 end = datetime(2026, 11, 2, 1, 0, tzinfo=UTC).timestamp()
 first = Rollups("raiwatch", max_chunks=1)  # a live worker's pace: one hour per family and call
-assert first.advance(client, models, mark1)  # from the first rows (23:40) to 23:50
+assert not first.advance(client, models, mark1)  # the stray event's hour, in 2001
+assert first.advance(client, models, mark1)  # then straight on, from the first rows (23:40) to 23:50
 assert not first.advance(client, models, mark2)  # to the hour's end (00:00), short of 00:05
 assert first.advance(client, models, mark2)  # on from its in-memory cursors
 assert first.advance(client, models, mark2)  # nothing new
@@ -250,5 +255,5 @@ def test_rows_written_again_and_a_restarted_roller_count_once(history, tmp_path)
         [sys.executable, "-c", _WRITE_TWICE_AND_RESTART, dsn], capture_output=True, text=True, cwd=ROOT
     )
     assert p.returncode == 0, p.stderr
-    assert totals(out)["e"] == 40_000
+    assert totals(out)["e"] == 40_001
     check(out)

@@ -9,9 +9,10 @@ rows it covers, so a crash can neither lose a range nor roll it twice. ``signals
 other views carry each insert on to the hour and the day (migration 0008).
 
 A model's first roll-up starts from its first stored row. Each insert covers at most one UTC hour
-(one partition, one ``rolled_to``), and a live worker does at most ``max_chunks`` of them per call,
-so catching up on a long history (a store upgraded to migration 0008) holds its writer thread for
-one short step at a time. Late events (stored after their window closed) are not rolled up.
+(one partition, one ``rolled_to``), hours without rows are skipped (a stray event from years ago
+costs one insert), and a live worker does at most ``max_chunks`` inserts per call, so catching up on
+a long history (a store upgraded to migration 0008) holds its writer thread for one short step at a
+time. Late events (stored after their window closed) are not rolled up.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class Family:
     lower_op: str  # rows at the cursor were rolled (signals: ts > cursor) or not yet (events: ts >= cursor)
     upper_op: str
     select: str
+
+    @property
+    def shift(self) -> int:
+        """Milliseconds to take from ``ts`` so that a row on a chunk's boundary falls in the chunk
+        whose range holds it: 1 when ranges are (lo, hi], 0 when [lo, hi)."""
+        return 1 if self.lower_op == ">" else 0
 
 
 SIGNALS = Family(
@@ -106,8 +113,7 @@ class Rollups:
                     groups[c].append(m)
             for c, ms in sorted(groups.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)):
                 try:
-                    start = c if c is not None else self._before_first(client, fam, ms, u)
-                    reached = u if start is None else self._roll(client, fam, sorted(ms), start, u)
+                    reached = self._roll(client, fam, sorted(ms), c, u)
                 except BaseException:
                     self.forget(ms)  # a retry reads how far the inserts got from the tables
                     raise
@@ -144,24 +150,31 @@ class Rollups:
                 )
         return found
 
-    def _before_first(self, client: Client, fam: Family, models: list[str], u: int) -> int | None:
-        """A cursor just before the models' first stored row up to ``u`` (None: no rows)."""
-        row = client.query(
-            f"SELECT toUnixTimestamp64Milli(min(ts)), count() FROM {self.database}.{fam.source}"
-            " WHERE model_id IN {models:Array(String)}"
-            f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC')",
-            parameters={"models": models, "u": u},
-        ).result_rows[0]
-        if not row[1]:
-            return None
-        return int(row[0]) - (1 if fam.lower_op == ">" else 0)
+    def _hours(self, client: Client, fam: Family, models: list[str], lo: int | None, u: int) -> list[int]:
+        """The UTC hours (chunk numbers) holding rows of ``models`` after the cursor ``lo`` (None: from
+        the first row) up to ``u``, oldest first, at most ``max_chunks``. Empty hours are skipped, so a
+        stray old event costs one insert, not one per hour since its time."""
+        after = (
+            f" AND ts {fam.lower_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')" if lo is not None else ""
+        )
+        limit = f" LIMIT {self.max_chunks}" if self.max_chunks is not None else ""
+        rows = client.query(
+            # the chunk of a row: signals (lo, hi] take ts - 1 ms, events [lo, hi) take ts
+            f"SELECT DISTINCT toInt64(floor((toUnixTimestamp64Milli(ts) - {fam.shift}) / {CHUNK_MS})) AS h"
+            f" FROM {self.database}.{fam.source} WHERE model_id IN {{models:Array(String)}}{after}"
+            f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC') ORDER BY h{limit}",
+            parameters={"models": models, "lo": lo, "u": u},
+        ).result_rows
+        return [int(r[0]) for r in rows]
 
-    def _roll(self, client: Client, fam: Family, models: list[str], start: int, u: int) -> int:
-        """Insert the rows of ``models`` from the cursor ``start`` towards ``u``, one UTC hour per
-        insert, at most ``max_chunks`` inserts; returns how far it got."""
-        lo, chunks = start, 0
-        while lo < u and (self.max_chunks is None or chunks < self.max_chunks):
-            hi = min(u, (lo // CHUNK_MS + 1) * CHUNK_MS)
+    def _roll(self, client: Client, fam: Family, models: list[str], start: int | None, u: int) -> int:
+        """Insert the rows of ``models`` from the cursor ``start`` (None: never rolled up) towards
+        ``u``, one insert per UTC hour that has rows, at most ``max_chunks``; returns how far it got."""
+        hours = self._hours(client, fam, models, start, u)
+        lo = start
+        for h in hours:
+            lo = h * CHUNK_MS if lo is None else max(lo, h * CHUNK_MS)
+            hi = min(u, (h + 1) * CHUNK_MS)
             client.command(
                 f"INSERT INTO {self.database}.{fam.name}_1m {fam.select},"
                 " fromUnixTimestamp64Milli({hi:Int64}, 'UTC'), now()"
@@ -172,16 +185,18 @@ class Rollups:
                 f" GROUP BY {_GROUP[fam.name]}",
                 parameters={"models": models, "lo": lo, "hi": hi},
             )
-            lo, chunks = hi, chunks + 1
-        if chunks > 24:
+            lo = hi
+        if len(hours) > 24:
             log.info(
-                "rolled up %s of %d models from %s to %s",
+                "rolled up %s of %d models: %d hours up to %s",
                 fam.name,
                 len(models),
-                datetime.fromtimestamp(start / 1000, UTC).isoformat(),
-                datetime.fromtimestamp(lo / 1000, UTC).isoformat(),
+                len(hours),
+                datetime.fromtimestamp((lo or u) / 1000, UTC).isoformat(),
             )
-        return lo
+        if self.max_chunks is not None and len(hours) == self.max_chunks and lo is not None:
+            return lo  # there may be more: the next call goes on from here
+        return u
 
 
 __all__ = ["FAMILIES", "Rollups"]

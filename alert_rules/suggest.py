@@ -49,6 +49,17 @@ def in_scope(rule: Rule, s: Signal) -> bool:
     return s.n >= rule.min_samples and rule.sees(s, s.labels())
 
 
+def observed_weeks(signals: Sequence[Signal]) -> float:
+    """The weeks of event time the signals' windows cover (their union): the denominator of
+    incidents per week, so a gap without data (a stray signal from years ago) does not dilute it."""
+    spans = sorted((s.ts.timestamp() - s.window, s.ts.timestamp()) for s in signals)
+    covered, end = 0.0, -np.inf
+    for lo, hi in spans:
+        covered += max(0.0, hi - max(lo, end))
+        end = max(end, hi)
+    return covered / (7 * 86400)
+
+
 def candidates(rule: Rule, signals: Sequence[Signal]) -> list[float]:
     """Quantiles of what the first clause compares, over the rule's signals, and its threshold."""
     first = rule.fire_when.clauses[0]

@@ -274,7 +274,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
 
 def cmd_rules_suggest(args: argparse.Namespace) -> int:
     from alert_rules import load_rules
-    from alert_rules.suggest import pick, suggest
+    from alert_rules.suggest import observed_weeks, pick, suggest
     from monitors.registry import catalogue
     from raiwatch.report import print_suggestions
     from storage.clickhouse import signals_between
@@ -294,9 +294,10 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     ]
     with IncidentStore(cfg.incident_db_url) as store:
         judged = [i for i in store.list(rule=rule.name, limit=100_000) if i.feedback]
-    weeks = max((until - since).total_seconds() / (7 * 86400), 1e-9)
+    weeks = max(observed_weeks(signals), 1e-9)
     options = suggest(rule, signals, judged, weeks)
-    print_suggestions(rule, options, pick(options, args.target_per_week, args.target_precision), since, until)
+    chosen = pick(options, args.target_per_week, args.target_precision)
+    print_suggestions(rule, options, chosen, since, until, weeks)
     return 0
 
 

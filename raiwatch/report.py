@@ -176,13 +176,14 @@ def print_stats(rows: Sequence[dict], fp_goal: float) -> None:
     Console().print(t)
 
 
-def print_suggestions(rule, options: Sequence, chosen, since, until) -> None:
+def print_suggestions(rule, options: Sequence, chosen, since, until, weeks: float) -> None:
     """``rules suggest``: each candidate threshold, its incidents per week and precision, with bars."""
     console = Console()
     first = rule.fire_when.clauses[0]
     console.print(
         f"{rule.name}: {first.field} {first.op} THRESHOLD{' * ' + first.ref if first.ref else ''}"
-        f" over {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC (the rule alone, no inhibition)",
+        f" over {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC, {weeks * 7:.2f} days of it with signals"
+        " (the rule alone, no inhibition)",
         soft_wrap=True,
     )
     t = Table()

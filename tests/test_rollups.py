@@ -257,3 +257,35 @@ def test_rows_written_again_and_a_restarted_roller_count_once(history, tmp_path)
     assert p.returncode == 0, p.stderr
     assert totals(out)["e"] == 40_001
     check(out)
+
+
+_READ_ACROSS_THE_GAP = """
+import sys
+from storage.clickhouse import connect, signal_span, signals_between
+client = connect(sys.argv[1], "raiwatch")
+calls = 0
+query = client.query
+def counted(*a, **k):
+    global calls
+    calls += 1
+    return query(*a, **k)
+client.query = counted
+since, until = signal_span(client, "raiwatch")
+names = ["safety.violation_rate"]
+got = sum(len(b) for b in signals_between(client, "raiwatch", since, until, names))
+stored = query("SELECT count() FROM raiwatch.signals FINAL WHERE signal IN {n:Array(String)}",
+               parameters={"n": names}).result_rows[0][0]
+print(since.year, got, stored, calls)
+"""
+
+
+def test_the_history_of_a_backtest_crosses_a_gap_of_years_in_a_few_reads(replayed):
+    """Backtests read signals in 6-hour batches: 25 years without any would be 36,500 reads."""
+    dsn = f"chdb://{(replayed / 'clickhouse').resolve()}"
+    p = subprocess.run(
+        [sys.executable, "-c", _READ_ACROSS_THE_GAP, dsn], capture_output=True, text=True, cwd=ROOT
+    )
+    assert p.returncode == 0, p.stderr
+    first_year, got, stored, calls = map(int, p.stdout.split())
+    assert first_year == 2001 and got == stored > 0
+    assert calls <= 6, calls

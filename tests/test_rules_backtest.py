@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from alert_rules.suggest import observed_weeks
+from raiwatch.core.records import Signal
 from raiwatch.dev import synth
 from tests.harness import cli, incidents_jsonl
 
@@ -108,6 +111,18 @@ def test_suggest_proposes_a_threshold_that_meets_the_target(replayed: Path):
         "rules", "suggest", "FavourableOutcomDisparity", "--target-per-week", "1", "--data-dir", str(replayed)
     )
     assert bad.returncode == 2 and "did you mean 'FavourableOutcomeDisparity'?" in bad.stderr
+
+
+def test_incidents_per_week_count_the_weeks_with_signals_not_a_gap_between_them():
+    def sig(end: datetime, window: int = 60) -> Signal:
+        return Signal(ts=end, window=window, signal="safety.violation_rate", model_id="m", value=0.1, n=100)
+
+    day = datetime(2026, 11, 2, tzinfo=UTC)
+    stray = sig(datetime(2001, 2, 3, tzinfo=UTC))
+    minutes = [sig(day + timedelta(minutes=k)) for k in range(1, 7 * 1440 + 1)]  # a week, windows abutting
+    overlapping = [sig(day + timedelta(minutes=k), window=300) for k in range(5, 7 * 1440 + 1, 5)]
+    assert observed_weeks([stray, *minutes, *overlapping]) == pytest.approx(1 + 60 / (7 * 86400))
+    assert observed_weeks([]) == 0
 
 
 def test_runbook_base_url_makes_links_the_paged_person_can_open(tmp_path: Path):

@@ -192,7 +192,7 @@ class Rollups:
                 fam.name,
                 len(models),
                 len(hours),
-                datetime.fromtimestamp((lo or u) / 1000, UTC).isoformat(),
+                datetime.fromtimestamp((u if lo is None else lo) / 1000, UTC).isoformat(),
             )
         if self.max_chunks is not None and len(hours) == self.max_chunks and lo is not None:
             return lo  # there may be more: the next call goes on from here

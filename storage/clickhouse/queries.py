@@ -114,14 +114,15 @@ def signals_between(
     """Stored signals named ``names`` with window ends in ``(since, until]``, oldest first, in
     batches of ``step`` of event time (so a month of history never sits in memory at once); a gap
     without signals is crossed in one step (a stray signal from years ago costs one batch)."""
-    of = " AND signal IN {names:Array(String)}"
+    between = (
+        " WHERE ts > fromUnixTimestamp64Milli({a:Int64}, 'UTC')"
+        " AND ts <= fromUnixTimestamp64Milli({b:Int64}, 'UTC') AND signal IN {names:Array(String)}"
+    )
     t = since
     while t < until:
         end = min(t + step, until)
         rows = client.query(
-            f"SELECT {_SIGNAL_COLUMNS} FROM {database}.signals FINAL"
-            " WHERE ts > fromUnixTimestamp64Milli({a:Int64}, 'UTC')"
-            f" AND ts <= fromUnixTimestamp64Milli({{b:Int64}}, 'UTC'){of}{_SIGNAL_ORDER}",
+            f"SELECT {_SIGNAL_COLUMNS} FROM {database}.signals FINAL{between}{_SIGNAL_ORDER}",
             parameters={"a": (t - EPOCH) // MS, "b": (end - EPOCH) // MS, "names": list(names)},
         ).result_rows
         if rows:
@@ -129,9 +130,7 @@ def signals_between(
         t = end
         if not rows and t < until:  # jump to just before the next stored signal, if any
             after = client.query(
-                f"SELECT min(ts), count() FROM {database}.signals"
-                f" WHERE ts > fromUnixTimestamp64Milli({{a:Int64}}, 'UTC')"
-                f" AND ts <= fromUnixTimestamp64Milli({{b:Int64}}, 'UTC'){of}",
+                f"SELECT min(ts), count() FROM {database}.signals{between}",
                 parameters={"a": (t - EPOCH) // MS, "b": (until - EPOCH) // MS, "names": list(names)},
             ).result_rows[0]
             if not after[1]:

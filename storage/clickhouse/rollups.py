@@ -43,6 +43,12 @@ class Family:
     upper_op: str
     select: str
 
+    def rows_in(self, after: bool = True) -> str:
+        """The condition on ``ts`` of the rows in the range from the parameter ``lo`` to ``hi``
+        (``after=False``: from the first row to ``hi``), with this family's ends."""
+        lower = f" AND ts {self.lower_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')" if after else ""
+        return f"{lower} AND ts {self.upper_op} fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')"
+
     @property
     def shift(self) -> int:
         """Milliseconds to take from ``ts`` so that a row on a chunk's boundary falls in the chunk
@@ -154,16 +160,13 @@ class Rollups:
         """The UTC hours (chunk numbers) holding rows of ``models`` after the cursor ``lo`` (None: from
         the first row) up to ``u``, oldest first, at most ``max_chunks``. Empty hours are skipped, so a
         stray old event costs one insert, not one per hour since its time."""
-        after = (
-            f" AND ts {fam.lower_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')" if lo is not None else ""
-        )
         limit = f" LIMIT {self.max_chunks}" if self.max_chunks is not None else ""
         rows = client.query(
             # the chunk of a row: signals (lo, hi] take ts - 1 ms, events [lo, hi) take ts
             f"SELECT DISTINCT toInt64(floor((toUnixTimestamp64Milli(ts) - {fam.shift}) / {CHUNK_MS})) AS h"
-            f" FROM {self.database}.{fam.source} WHERE model_id IN {{models:Array(String)}}{after}"
-            f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{u:Int64}}, 'UTC') ORDER BY h{limit}",
-            parameters={"models": models, "lo": lo, "u": u},
+            f" FROM {self.database}.{fam.source} WHERE model_id IN {{models:Array(String)}}"
+            f"{fam.rows_in(after=lo is not None)} ORDER BY h{limit}",
+            parameters={"models": models, "lo": lo, "hi": u},
         ).result_rows
         return [int(r[0]) for r in rows]
 
@@ -179,9 +182,7 @@ class Rollups:
                 f"INSERT INTO {self.database}.{fam.name}_1m {fam.select},"
                 " fromUnixTimestamp64Milli({hi:Int64}, 'UTC'), now()"
                 f" FROM {self.database}.{fam.source} FINAL"
-                " WHERE model_id IN {models:Array(String)}"
-                f" AND ts {fam.lower_op} fromUnixTimestamp64Milli({{lo:Int64}}, 'UTC')"
-                f" AND ts {fam.upper_op} fromUnixTimestamp64Milli({{hi:Int64}}, 'UTC')"
+                f" WHERE model_id IN {{models:Array(String)}}{fam.rows_in()}"
                 f" GROUP BY {_GROUP[fam.name]}",
                 parameters={"models": models, "lo": lo, "hi": hi},
             )

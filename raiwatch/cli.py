@@ -218,7 +218,6 @@ def _stored_data(cfg: Config, what: str, write: bool = False):
     This process holds the data folder of an embedded store while it reads it (``raiwatch.datadir``):
     nothing replaces the store under it. While a worker holds it, the client reads through the
     read-only HTTP endpoint the worker serves it on (``clickhouse.serve_http``)."""
-    from raiwatch import datadir
     from raiwatch.wiring import clickhouse_client
     from storage.clickhouse import ConnectOptions, connect
     from storage.clickhouse.client import held_by_another_process, served_url
@@ -273,7 +272,6 @@ def _signal_history(cfg: Config, args: argparse.Namespace, why: str):
 
     Refuses the output of a replay that did not finish unless ``--partial`` is given: its signals
     stop early, so counts, precision and plots would be wrong without a word."""
-    from raiwatch import datadir
     from storage.clickhouse import signal_span
 
     client = _stored_data(cfg, _what(args))

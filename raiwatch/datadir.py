@@ -63,8 +63,11 @@ def _acquire(path: Path, what: str) -> Path:
         if held is not None:  # this process holds it already (a lock is per process, not per caller)
             held.count += 1
             return path
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RaiwatchError(f"cannot hold the data folder {path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -105,12 +105,14 @@ def prepare_out(out: Path, force: bool = False) -> str:
 
     A folder an earlier replay made is replaced only with ``force``, and then only what a replay
     makes (``OUTPUTS``, and the incidents only the rule engine touched): on-call's work in the
-    incident store and anything else in the folder stay.
+    incident store and anything else in the folder stay. A replay that stopped before its first
+    batch (bad rules or settings) replayed nothing: its folder is replaced as if given ``force``.
     """
     _refuse_foreign(out)
     kept = ""
-    if datadir.replay_mark(out) is not None:
-        if not force:
+    mark = datadir.replay_mark(out)
+    if mark is not None:
+        if not force and (mark.complete or mark.lines):  # one that stopped at its start made nothing
             raise RaiwatchError(
                 f"--out {out} holds an earlier replay's output: add --force to replace it (on-call's "
                 "acknowledgements, feedback and silences there are kept, and any file of yours), "

@@ -333,6 +333,8 @@ def test_errors_come_back_as_clickhouse_errors(rw: Server, tmp_path: Path) -> No
     outfile = tmp_path / "out.csv"
     status, headers, _ = http(f"{rw.url}/", f"SELECT 1 INTO OUTFILE '{outfile}' FORMAT CSV".encode())
     assert headers["X-ClickHouse-Exception-Code"] == "358" and not outfile.exists()
+    infile = f"INSERT INTO curl (s) FROM INFILE '{ROOT / 'README.md'}' FORMAT LineAsString"
+    assert http(f"{rw.url}/", infile.encode())[1]["X-ClickHouse-Exception-Code"] == "78"
 
 
 def test_requests_run_in_parallel(rw: Server) -> None:
@@ -512,7 +514,7 @@ def test_the_read_only_server_reads_no_file_of_the_machine(ro: Server, tmp_path:
     ).result_rows == [("a-b", "2026-11-02")]
 
 
-def test_who_may_ask_and_what_comes_back_in_headers(ro: Server) -> None:
+def test_who_may_ask_and_what_comes_back_in_headers(ro: Server, tmp_path: Path) -> None:
     sql = "SELECT 1"
     assert http(f"{ro.plain_url}/ping")[::2] == (200, b"Ok.\n")  # probes need no password
     for url, headers in (
@@ -544,11 +546,14 @@ def test_who_may_ask_and_what_comes_back_in_headers(ro: Server) -> None:
     )
     for name, value in (
         ("max_untracked_memory", str(1 << 40)),
-        ("max_memory_usage_for_user", "1"),
+        ("max_memory_usage_for_user", "1"),  # all of chdb's sessions are one user: the worker too
         ("dialect", "prql"),
+        ("output_format_schema", str(tmp_path / "schema.proto")),  # FORMAT Protobuf would write it
+        ("format_template_row", "/etc/hostname"),  # FORMAT Template would read it
     ):
-        status, headers, body = http(sql_url(ro, sql, **{name: value}))
+        status, headers, body = http(sql_url(ro, "SELECT 1 AS a FORMAT Protobuf", **{name: value}))
         assert headers["X-ClickHouse-Exception-Code"] == "164" and name.encode() in body, name
+    assert not (tmp_path / "schema.proto").exists()
     assert (
         http(
             sql_url(

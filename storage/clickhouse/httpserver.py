@@ -120,16 +120,22 @@ _QUEUE_WAIT_S = 5.0  # a statement waits this long for a free slot (ClickHouse's
 USER = "default"  # the only user, as in ClickHouse out of the box
 
 # What a read-only server lets a request's URL settings change (a ClickHouse readonly user may
-# change none): output formats, time zone, HTTP behaviour, and the bounds, which it may only lower.
+# change none): how results are written, the time zone, HTTP behaviour, and the bounds, which it
+# may only lower. Not, e.g., output_format_schema (writes a file) or format_template_row (reads one).
 _READONLY_SETTINGS = frozenset(
     {
         "session_timezone", "date_time_output_format", "send_progress_in_http_headers", "wait_end_of_query",
-        "enable_http_compression", "cancel_http_readonly_queries_on_client_close", "join_use_nulls",
-        "extremes", "log_comment", "max_execution_time", "max_result_rows", "max_result_bytes",
-        "max_memory_usage", "result_overflow_mode",
+        "enable_http_compression", "http_zlib_compression_level", "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close", "join_use_nulls", "extremes", "log_comment",
+        "output_format_decimal_trailing_zeros", "output_format_write_statistics", "max_execution_time",
+        "max_result_rows", "max_result_bytes", "max_memory_usage", "result_overflow_mode",
     }
 )  # fmt: skip
-_READONLY_SETTING_PREFIXES = ("output_format_", "format_", "http_")
+_OUTPUT_FAMILIES = ("json", "csv", "tsv", "pretty", "arrow", "parquet", "orc", "native", "markdown", "values")
+_READONLY_SETTING_PREFIXES = (
+    *(f"output_format_{family}_" for family in _OUTPUT_FAMILIES),
+    "format_csv_", "format_tsv_", "format_custom_",
+)  # fmt: skip
 # Statements a read-only server runs, by the first word of the engine's rendering of them.
 _SERVED_KINDS = (b"SELECT", b"WITH", b"SHOW", b"DESCRIBE", b"EXPLAIN")
 # Table functions that read nothing outside the engine; ``format`` is also a common scalar

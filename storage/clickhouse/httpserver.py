@@ -653,7 +653,7 @@ class _Engine:
         if _INFILE_RE.match(rendered):
             raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
         if self.readonly:
-            if rendered.split(None, 1)[0] not in _SERVED_KINDS:
+            if (rendered.split(None, 1) or [b""])[0] not in _SERVED_KINDS:
                 message = (
                     f"{USER}: Cannot execute query in readonly mode (SELECT, SHOW, DESCRIBE, EXPLAIN only)"
                 )

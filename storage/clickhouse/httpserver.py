@@ -29,7 +29,8 @@ write outside the engine in a ``SELECT``, but not ``INTO OUTFILE``, ``KILL QUERY
    passed by name to a higher-order function) or any table function the engine lists but those
    that read nothing outside it (``numbers``, ``zeros``, ``values``, ``null``,
    ``generateRandom``, ``generate_series``, ``primes``, ``view``) is refused (497), wherever it
-   appears (``DESCRIBE file(...)``, subqueries, lambdas);
+   appears (``DESCRIBE file(...)``, subqueries, lambdas). The dump leaves out a ``SHOW``'s
+   ``WHERE``, so a ``SHOW`` whose rendering has a ``(`` (a function call) is refused too;
 3. run with ``readonly = 1``, ``allow_python_table_function = 0`` and
    ``allow_introspection_functions = 0`` set after the request's URL settings, which are limited
    to formats, time zone, HTTP behaviour and the bounds below (others: 164, as for a ClickHouse

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -621,3 +622,24 @@ def test_statements_wait_for_a_slot_and_big_bodies_are_refused(
         and headers["X-ClickHouse-Exception-Code"] == "62"
         and b"Max query size exceeded" in body
     )
+
+
+def test_the_url_file_is_the_password_and_only_its_owner_reads_it(tmp_path: Path, monkeypatch) -> None:
+    from raiwatch.core.errors import StorageError
+    from storage.clickhouse.client import served_url, served_url_file, write_served_url
+
+    dsn = f"chdb://{tmp_path}/clickhouse"
+    target = served_url_file(dsn)
+    target.write_text("http://127.0.0.1:1\n")  # a worker's of old: world-readable
+    target.chmod(0o644)
+    write_served_url(target, "http://default:pw@127.0.0.1:2")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert served_url(dsn) == "http://default:pw@127.0.0.1:2"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+    def denied(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)  # root reads any file: deny as for another user
+    with pytest.raises(StorageError, match="only the worker's user may read it"):
+        served_url(dsn)

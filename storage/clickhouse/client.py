@@ -116,9 +116,16 @@ def served_url_file(dsn: str) -> Path:
 def served_url(dsn: str) -> str | None:
     """The URL on which the process holding this embedded chdb path serves it read-only, as that
     process wrote it (``http://default:PASSWORD@host:port``: a secret, show it through ``redact``);
-    None when none is written or this user may not read it (ask ``held_by_another_process`` first)."""
+    None when none is written (ask ``held_by_another_process`` first). A ``StorageError`` when this
+    user may not read it: the file is the password, readable by the worker's user only."""
+    path = served_url_file(dsn)
     try:
-        url = served_url_file(dsn).read_text().split()[0]
+        url = path.read_text().split()[0]
+    except PermissionError:
+        raise StorageError(
+            f"{path} holds the password of the running worker's query endpoint and only the worker's "
+            "user may read it: query as that user"
+        ) from None
     except (OSError, IndexError):
         return None
     return url if url.startswith("http://") else None

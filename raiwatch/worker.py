@@ -38,22 +38,28 @@ log = logging.getLogger("raiwatch.worker")
 
 def serve_store(cfg: Config, pipe: Pipeline) -> ClickHouseHTTPServer | None:
     """Serve an embedded store read-only over ClickHouse's HTTP interface while this worker holds it,
-    and write its URL beside the data path for ``raiwatch query`` (None: a server DSN, or off)."""
+    and write its URL, with the random password it takes, beside the data path for ``raiwatch query``
+    (mode 0600: who can read it can query). None: a server DSN, or off."""
+    from storage.clickhouse.client import write_served_url
+    from storage.clickhouse.httpserver import Limits
+
     ch = cfg.clickhouse
     if not ch.serve_http or not cfg.clickhouse_dsn.startswith("chdb:"):
         return None
+    limits = Limits(
+        max_execution_time_s=ch.http_max_execution_time_s, max_result_rows=ch.http_max_result_rows
+    )
     try:
         server = ClickHouseHTTPServer(
-            pipe.writer.client, ch.http_host, ch.http_port, readonly=True,
-            max_execution_time_s=ch.http_max_execution_time_s, max_result_rows=ch.http_max_result_rows,
-        )  # fmt: skip
+            pipe.writer.client, ch.http_host, ch.http_port, readonly=True, limits=limits
+        )
         server.start()
     except OSError as e:
         raise RaiwatchError(
             f"cannot serve the ClickHouse data on {ch.http_host}:{ch.http_port} ({e.strerror or e}); "
             "set clickhouse.http_port to a free port (0 picks one) or clickhouse.serve_http: false"
         ) from None
-    served_url_file(cfg.clickhouse_dsn).write_text(f"{server.url}\n")
+    write_served_url(served_url_file(cfg.clickhouse_dsn), server.dsn)
     log.info("serving the trend tables read-only on %s (ClickHouse HTTP interface)", server.url)
     return server
 

@@ -99,7 +99,7 @@ class MetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     """A worker's /metrics (Prometheus), /healthz and /readyz."""
 
     enabled: bool = True
-    host: str = "0.0.0.0"  # where probes and Prometheus reach it (a pod's address)
+    host: str = "127.0.0.1"  # /metrics has no auth; deploy/ sets 0.0.0.0 where Prometheus scrapes from afar
     port: Annotated[int, Meta(ge=0, le=65535)] = 9464  # 0: any free port (logged)
 
 

@@ -136,12 +136,13 @@ def request(route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_
     secret = os.environ.get(route.secret_env, "") if route.secret_env else ""
     url, body, headers = _request(route, inc, kind, now, resend_s, secret)
     parts = urlsplit(url)
+    token = ""
     if parts.username is not None:  # userinfo goes as Basic auth, never on the request line
         user, password = unquote(parts.username), unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"
         url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    return Outgoing(url, body, headers, redact_url(route.url), _secrets(route.url, secret))
+    return Outgoing(url, body, headers, redact_url(route.url), _secrets(route.url, secret, token))
 
 
 def _request(

@@ -201,3 +201,13 @@ def test_an_anchor_that_names_no_heading_is_a_lint_problem(tmp_path: Path) -> No
     assert lint(path) == [
         f"{path}:15: runbook 'rb.md' has no heading #frist-checks (did you mean #first-checks?)"
     ]
+
+
+def test_lint_of_a_path_that_is_not_there_is_a_users_mistake(tmp_path: Path, capsys) -> None:
+    from raiwatch.cli import main
+
+    assert main(["rules", "lint", str(tmp_path / "nope.yaml")]) == 2  # 1 stays for "problems found"
+    assert capsys.readouterr().err == f"raiwatch: error: {tmp_path / 'nope.yaml'}: no such file or folder\n"
+    bomb = _write(tmp_path, "bomb.yaml", _bomb())
+    assert main(["rules", "lint", str(bomb)]) == 1
+    assert "YAML refused: too large once aliases are expanded" in capsys.readouterr().out

@@ -74,7 +74,8 @@ class Delivery:
         self._matchers = {r.name: matchers(r.match) for r in cfg.routes}
         self.wall = wall
         self._stop = threading.Event()
-        self._wakes = {name: threading.Event() for name in [*self.routes, ""]}  # "": the housekeeper
+        # one thread per route, and one (None) for the housekeeping
+        self._wakes: dict[str | None, threading.Event] = {n: threading.Event() for n in [*self.routes, None]}
         self._threads: list[threading.Thread] = []
         self._next_resend = dict.fromkeys(self.routes, 0.0)
         self._unreadable: set[str] = set()  # silences already reported as unreadable
@@ -218,7 +219,7 @@ class Delivery:
     def start(self) -> None:
         """A thread per route, and one for the housekeeping."""
         for name in self._wakes:
-            label = f"raiwatch-delivery-{name or 'outbox'}"
+            label = f"raiwatch-delivery-{'outbox' if name is None else name}"
             t = threading.Thread(target=self._loop, args=(name,), name=label, daemon=True)
             t.start()
             self._threads.append(t)
@@ -235,17 +236,17 @@ class Delivery:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def _loop(self, name: str) -> None:
+    def _loop(self, name: str | None) -> None:
         wake = self._wakes[name]
         while not self._stop.is_set():
             try:
-                if name:
-                    self.run_route(name)
-                else:
+                if name is None:
                     self._housekeeping()
+                else:
+                    self.run_route(name)
             except Exception:  # the store away for a moment: try again next round
-                log.exception("alert delivery round of %s failed", name or "the outbox")
-            if self._more.get(name):
+                log.exception("alert delivery round of %s failed", "the outbox" if name is None else name)
+            if name is not None and self._more[name]:
                 continue
             wake.wait(self.cfg.poll_s)
             wake.clear()

@@ -14,11 +14,15 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
+import yaml
 from msgspec import Meta, Struct, inspect
 
+from raiwatch.core import yamlfile
 from raiwatch.core.errors import ConfigError
+from raiwatch.core.matchers import MatcherError, matchers
 
 PosInt = Annotated[int, Meta(gt=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]
@@ -103,7 +107,7 @@ class MetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     """A worker's /metrics (Prometheus), /healthz and /readyz."""
 
     enabled: bool = True
-    host: str = "0.0.0.0"  # where probes and Prometheus reach it (a pod's address)
+    host: str = "127.0.0.1"  # /metrics has no auth; deploy/ sets 0.0.0.0 where Prometheus scrapes from afar
     port: Annotated[int, Meta(ge=0, le=65535)] = 9464  # 0: any free port (logged)
 
 
@@ -162,15 +166,16 @@ def load_config(
     if path is not None:
         p = Path(path)
         try:
-            raw = msgspec.yaml.decode(p.read_bytes()) or {}
+            raw = yamlfile.load_file(p) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist") from None
         except IsADirectoryError:
             raise ConfigError(f"config file {p} is a folder; give the YAML file") from None
         except OSError as e:
             raise ConfigError(f"config file {p}: cannot read it ({e.strerror or e})") from None
-        except msgspec.DecodeError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            why = yamlfile.describe(e) if isinstance(e, yaml.YAMLError) else e
+            raise ConfigError(f"{p}: not valid YAML: {why}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of settings")
     for var, keys in _ENV.items():
@@ -196,6 +201,7 @@ def load_config(
                 msgspec.convert(value or {}, classes[key], strict=False)
             except msgspec.ValidationError as e:
                 raise ConfigError(where + explain(e, classes[key], at)) from None
+    _check_routes(cfg.notify.routes, where)
     return cfg
 
 
@@ -252,3 +258,26 @@ def _unwrap(t: Any) -> Any:
     if isinstance(t, inspect.UnionType):
         return next((x for x in t.types if isinstance(_unwrap(x), inspect.StructType)), t)
     return t
+
+
+def _check_routes(routes: list[RouteConfig], where: str) -> None:
+    """Refuse a route that could never deliver: a regex its matcher cannot compile, a URL that is
+    no http(s) URL with a host, a name used twice (the messages never repeat a URL: it may hold a
+    token)."""
+    seen = set()
+    for i, r in enumerate(routes):
+        at = f"{where}bad setting: notify.routes[{i}] ({r.name})"
+        if r.name in seen:
+            raise ConfigError(f"{at}: another route has this name")
+        seen.add(r.name)
+        try:
+            matchers(r.match)
+        except MatcherError as e:
+            raise ConfigError(f"{at}: match: {e}") from None
+        try:
+            parts = urlsplit(r.url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is no number, or out of range
+            ok = False
+        if not ok:
+            raise ConfigError(f"{at}: url must be http://HOST/... or https://HOST/...")

@@ -561,7 +561,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     from raiwatch.report import print_frame
-    from storage.clickhouse.client import query_error, writes_a_file
+    from storage.clickhouse.client import held_by_another_process, query_error, writes_a_file
     from storage.clickhouse.saved import saved_queries, saved_query
 
     cfg = _cfg(args)
@@ -587,9 +587,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     if fmt == "parquet" and not args.out:
         raise RaiwatchError("--format parquet writes a file: add --out FILE.parquet")
     client = _stored_data(cfg, _what(args), write=args.write)
+    # in this process, readonly = 1 lets these through (a worker's endpoint refuses them itself)
+    direct = cfg.clickhouse_dsn.startswith("chdb:") and not held_by_another_process(cfg.clickhouse_dsn)
     try:
-        # readonly = 1 lets these through on the embedded engine: refuse them here
-        why = None if args.write or not cfg.clickhouse_dsn.startswith("chdb:") else writes_a_file(client, sql)
+        why = writes_a_file(client, sql) if direct and not args.write else None
         if why:
             raise RaiwatchError(
                 f"{why}; raiwatch query only reads unless given --write (--out FILE saves a result)"

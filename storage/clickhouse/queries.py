@@ -1,6 +1,7 @@
 """Read helpers for analysts, tests and the pipeline's warm start.
 
-Each reads with ``FINAL``, so replayed rows count once. For example
+Each reads with ``FINAL``, so replayed rows count once (but ``recent_event_ids``: a set of ids takes
+a repeat as one). For example
 ``signals_df(connect(dsn, "raiwatch"), "raiwatch", signal="safety.violation_rate")``.
 """
 

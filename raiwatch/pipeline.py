@@ -12,20 +12,25 @@ checkpoint that says those windows are done, the rollups up to them (every
 ``clickhouse.rollup_every_s``), and last the observers (the drift reporter), which see the written
 signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
-once that is done and the event's window is no longer open.
+once that is done and the event's window is no longer in ``open_windows()``. A window stays there
+from its first event until its results are queued for writing: if closing it raises (a monitor,
+the rules, the writer), it never leaves, so no offset of its events is ever committed.
 
 ``live`` (the streaming worker) adds what only a long-running process needs: the age check
 against the wall clock, checkpoints of the window clock and of each model's monitor state, and
-their restore when a partition is assigned or a model first seen.
+their restore when a partition is assigned or a model first seen; then too the ids of the model's
+events already counted (read back from the stored events, which are durable before the clock's
+checkpoint) refill the memory of recent ids, so a copy sent after a restart is still a duplicate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
@@ -40,7 +45,7 @@ from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
-from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_signals
+from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_event_ids, recent_signals
 from storage.incidents import IncidentStore
 from storage.incidents.store import Route
 
@@ -102,6 +107,7 @@ class Pipeline:
         self.signals_out = 0
         self.storage_rejected: list[Rejected] = []  # replay reads these after its last flush
         self._idle: set[Hashable] = set()
+        self._unwritten: set[int] = set()  # windows closed in the clock whose results are not queued yet
         self._recent: dict[Hashable, RecentIds] = {}
         self._models_of: dict[Hashable, set[str]] = {}  # models whose events came from each source
         self._known: set[str] = set()  # live: models whose state is in memory (restored or new)
@@ -193,14 +199,18 @@ class Pipeline:
                 )
             stored = (events, ev_raws, ts, idx)
             if events:
+                self._track_models(events, srcs)  # first: a restored model's ids count as seen
                 fresh = self._first_seen(events, srcs)
                 if not all(fresh):
-                    result.duplicates = fresh.count(False)
+                    again = [i for i, f in enumerate(fresh) if not f]
+                    # a re-read (after a restart) of an event already counted is replayed, not a duplicate
+                    counted = int(self.clock.counted([srcs[i] for i in again], [ts[i] for i in again]).sum())
+                    result.replayed += counted
+                    result.duplicates = len(again) - counted
                     keep = [i for i, f in enumerate(fresh) if f]
                     events, idx, ts, srcs = ([x[i] for i in keep] for x in (events, idx, ts, srcs))
                     stored = tuple([x[i] for i in keep] for x in stored)
             if events:
-                self._track_models(events, srcs)
                 starts, status = self.clock.assign_batch(srcs, ts)
                 windows = result.windows
                 counted_events, counted_starts = [], []
@@ -229,12 +239,14 @@ class Pipeline:
             metrics.REPLAYED.inc(result.replayed)
             metrics.DUPLICATES.inc(result.duplicates)
             _count_rejects(result.rejected)
-            result.merge(self._close(self.clock.advance(self._idle, self.wall() if self.live else None)))
-            events, raws, ts, idx = stored
-            result.durable = self._submit(
-                result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
-                rows=result.rows,
-            )  # fmt: skip
+            closing = self.clock.advance(self._idle, self.wall() if self.live else None)
+            with self._writing(closing):
+                result.merge(self._close(closing))
+                events, raws, ts, idx = stored
+                result.durable = self._submit(
+                    result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
+                    rows=result.rows,
+                )  # fmt: skip
         return result
 
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
@@ -243,9 +255,13 @@ class Pipeline:
         if self._reload is not None:
             self._swap_rules()
         self._idle = set(idle)
-        result = self._close(self.clock.advance(self._idle, now))
-        if result.closed:
-            result.durable = self._submit(signals=result.signals, changes=result.changes, rows=result.rows)
+        closing = self.clock.advance(self._idle, now)
+        with self._writing(closing):
+            result = self._close(closing)
+            if result.closed:
+                result.durable = self._submit(
+                    signals=result.signals, changes=result.changes, rows=result.rows
+                )
         if time.monotonic() >= self._next_mirror:
             self._next_mirror = time.monotonic() + MIRROR_EVERY_S
             self._io.submit(self._mirror_store)
@@ -297,10 +313,15 @@ class Pipeline:
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
-        result = self._close(self.clock.close_all())
-        result.durable = self._submit(
-            signals=result.signals, changes=result.changes, rows=result.rows, roll=self._roll_args(force=True)
-        )
+        closing = self.clock.close_all()
+        with self._writing(closing):
+            result = self._close(closing)
+            result.durable = self._submit(
+                signals=result.signals,
+                changes=result.changes,
+                rows=result.rows,
+                roll=self._roll_args(force=True),
+            )
         self.flush()
         return result
 
@@ -310,7 +331,17 @@ class Pipeline:
         return pending.result() if pending is not None else []
 
     def open_windows(self) -> set[int]:
-        return self.clock.open_windows()
+        """Windows whose events' offsets may not be committed yet (bar the writes a result waits for):
+        open, or closed by a call that raised before their results were queued."""
+        return self.clock.open_windows() | self._unwritten
+
+    @contextlib.contextmanager
+    def _writing(self, closing: list[int]) -> Iterator[None]:
+        """Windows being closed count as open until the block queued their results; if it raises
+        (a monitor's close, the rules, the previous batch's writes), they stay open for good."""
+        self._unwritten.update(closing)
+        yield
+        self._unwritten.difference_update(closing)
 
     # -- sources: partitions coming and going -------------------------------------------------
 
@@ -404,8 +435,8 @@ class Pipeline:
 
     def _track_models(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> None:
         """Remember which source feeds each model (the models whose rows this pipeline rolls up); live,
-        restore the monitor and rule state of models new to memory (after a restart, or when a
-        partition moved here from another worker)."""
+        restore the monitor and rule state, and the ids counted, of models new to memory (after a
+        restart, or when a partition moved here from another worker)."""
         pairs = set(zip((e.model.id for e in events), srcs, strict=True))
         for model, src in pairs:
             self._models_of.setdefault(src, set()).add(model)
@@ -415,6 +446,7 @@ class Pipeline:
         if not new:
             return
         db = self.cfg.clickhouse.database
+        self._restore_ids({(m, s) for m, s in pairs if m in new})
         for m in self.monitors:
             keys = new + (list(getattr(m, "shared_keys", ())) if not self._known else [])
             prefixes = [f"{model}{STATE_SEP}" for model in new]
@@ -430,6 +462,18 @@ class Pipeline:
                 m.restore(key, state)
         self.warm_start(models=new)
         self._known.update(new)
+
+    def _restore_ids(self, pairs: Collection[tuple[str, Hashable]]) -> None:
+        """Refill each source's memory of recent ids with the stored events of models new to this
+        worker that its windows had counted before a restart (dated before its restored clock)."""
+        db, cap = self.cfg.clickhouse.database, self.cfg.ingest.dedup_ids
+        for model, src in sorted(pairs, key=str):
+            until = self.clock.restored(src)
+            if not math.isfinite(until):
+                continue
+            ids = self._read(f"reading the event ids of {model}", recent_event_ids, db, model, until, cap)
+            seen = self._recent.get(src) or self._recent.setdefault(src, RecentIds(cap))
+            seen.remember(ids)
 
     def _close(self, starts: list[int]) -> BatchResult:
         result = BatchResult(closed=list(starts))

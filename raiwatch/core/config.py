@@ -55,7 +55,9 @@ class WindowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     size_s: PosInt = 60  # tumbling event-time window
     allowed_lateness_s: NonNegFloat = 30.0  # events later than this past the watermark are counted late
     idle_close_s: Annotated[float, Meta(gt=0)] = 5.0  # a caught-up partition this silent is idle
-    watermark_confirm: PosInt = 3  # a partition's event time moves once this many events reach it
+    # a partition's event time is the median of its last 2k-1 timestamps (k = this): fewer than k
+    # of them, however far ahead, cannot move it; it trails the partition's newest by k-1 events
+    watermark_confirm: PosInt = 16
 
 
 class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):

@@ -88,9 +88,12 @@ class WindowClock:
         starts, status = self.assign_batch([source], [ts])
         return int(starts[0]) if status[0] == OK else None
 
-    def assign_batch(self, sources: Sequence[Hashable], ts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def assign_batch(
+        self, sources: Sequence[Hashable], ts: Sequence[float], move: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Window start and status (``OK``, ``LATE``, ``REPLAYED``) of each event; positions move here,
-        the watermark only in ``advance``."""
+        the watermark only in ``advance``. ``move=False`` keeps the windows open without moving
+        event time (an input that only waits for its window: an OTLP evaluation result)."""
         t = np.asarray(ts, dtype=np.float64)
         size = self.size
         starts = (np.floor_divide(t, size) * size).astype(np.int64)
@@ -105,11 +108,13 @@ class WindowClock:
                 replayed = ends <= self._restored[s] if mask is None else (ends <= self._restored[s]) & mask
                 status[replayed] = REPLAYED
             mine = t if mask is None else t[mask]
+            if not move:
+                continue
             k = min(self.confirm, len(mine))
             newest = np.partition(mine, len(mine) - k)[len(mine) - k :] if k else mine
             self._top[s] = sorted([*self._top.get(s, ()), *newest.tolist()])[-self.confirm :]
         self._open.update(np.unique(starts[status == OK]).tolist())
-        if len(t):
+        if len(t) and move:
             self._newest = max(self._newest, float(t.max()))
         return starts, status
 

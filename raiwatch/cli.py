@@ -43,7 +43,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         disable=args.quiet,
     ) as bar:
         task = bar.add_task("replaying", total=size)
-        s = replay(args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n))
+        s = replay(
+            args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n),
+            otlp=args.otlp or bool(args.otlp_logs), otlp_logs=args.otlp_logs,
+        )  # fmt: skip
     print_replay(s, feedback=bool(args.feedback))
     return 0
 
@@ -570,6 +573,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
     sp.add_argument("--out", default="replay-out", help="output folder (default: ./replay-out)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument(
+        "--otlp", action="store_true",
+        help="EVENTS holds OTLP/JSON span messages (the Collector's kafka exporter, encoding otlp_json)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--otlp-logs", help="OTLP/JSON log messages with gen_ai.evaluation.result events (implies --otlp)"
+    )
 
     sp = cmd("run", "Start a streaming worker that consumes telemetry from Kafka until stopped.", cmd_run)
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")

@@ -27,6 +27,8 @@ from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import Incident
+from raiwatch.otelreplay import BATCH as OTLP_BATCH
+from raiwatch.otelreplay import OtlpReplay
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline
 
@@ -105,10 +107,15 @@ def replay(
     rules_dir: str | Path | None = None,
     feedback_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    otlp: bool = False,
+    otlp_logs: str | Path | None = None,
 ) -> ReplaySummary:
-    """Run the pipeline over ``events_path``; ``progress`` is called with bytes read so far."""
+    """Run the pipeline over ``events_path``; ``progress`` is called with bytes read so far.
+    ``otlp``: the file holds OTLP/JSON span messages, ``otlp_logs`` their evaluations
+    (``raiwatch.otelreplay``)."""
     events_path, out = Path(events_path), Path(out).resolve()
-    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events")):
+    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events"),
+                       (otlp_logs, "OTLP/JSON log messages")):  # fmt: skip
         if path is None:
             continue
         if Path(path).is_dir():
@@ -124,15 +131,22 @@ def replay(
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
         labels = _Labels(Path(feedback_path), pipe, summary, rej) if feedback_path else None
-        for first, lines in read_chunks(events_path, BATCH):
+        spans = None
+        if otlp:
+            spans = OtlpReplay(cfg, pipe, Path(otlp_logs) if otlp_logs else None, _numbered,
+                               lambda r: _collect_evaluations(r, summary, incidents, rej))  # fmt: skip
+        for first, lines in read_chunks(events_path, OTLP_BATCH if otlp else BATCH):
             numbers = range(first, first + len(lines))
             if not all(lines):  # blank lines are skipped, not rejected
                 numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
                 lines = [b for b in lines if b.strip()]
             name = events_path.name
+            if spans is not None:
+                spans.before_batch()
             res = pipe.process(
-                lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"
-            )
+                lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}",
+                codec=spans.spans if spans is not None else None,
+            )  # fmt: skip
             _collect(res, summary, incidents, rej)
             if labels:  # labels dated up to the newest event so far: their inferences came before them
                 labels.feed_until(pipe.clock.newest)
@@ -140,6 +154,8 @@ def replay(
                 progress(sum(map(len, lines)) + len(lines))
         if labels:
             labels.feed_until(math.inf)
+        if spans is not None:
+            spans.feed(math.inf)
         _collect(pipe.close_all(), summary, incidents, rej)
         summary.rejected += len(pipe.storage_rejected)
         _write_rejected(rej, pipe.storage_rejected)
@@ -164,6 +180,21 @@ def _collect(res: BatchResult, summary: ReplaySummary, incidents: dict[str, Inci
     _write_rejected(rej, res.rejected)
     for c in res.changes:
         incidents[c.incident.incident_id] = c.incident
+
+
+def _collect_evaluations(
+    res: BatchResult, summary: ReplaySummary, incidents: dict[str, Incident], rej
+) -> None:
+    """An OTLP evaluation batch's outcome: its rejections count as feedback's, its closes as any."""
+    summary.feedback_rejected += len(res.rejected)
+    summary.signals += len(res.signals)
+    _write_rejected(rej, res.rejected)
+    for c in res.changes:
+        incidents[c.incident.incident_id] = c.incident
+
+
+def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
+    return ((n, ln) for first, chunk in read_chunks(path, BATCH) for n, ln in enumerate(chunk, first))
 
 
 class _Stamp(msgspec.Struct):

@@ -170,7 +170,7 @@ def run_worker(
     """Create topics, then consume until SIGTERM/SIGINT; return the exit status."""
     setup_logging(loglevel, json_logs)
     try:
-        ensure_topics(cfg.kafka)
+        ensure_topics(cfg.kafka, extra=[t for t in (cfg.otel.spans_topic, cfg.otel.logs_topic) if t])
     except (KafkaError, TimeoutError) as e:
         raise RaiwatchError(
             f"no Kafka broker answers at {cfg.kafka.bootstrap_servers} ({type(e).__name__}); start one "

@@ -17,7 +17,7 @@ from pathlib import Path
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.config import Config
 from raiwatch.core.otelmap import load_mapping
-from raiwatch.core.otlp import OtlpLogs, OtlpSpans
+from raiwatch.core.otlp import OtlpLogs, OtlpSpans, SpansDecoded
 from raiwatch.evaljoin import EvaluationJoin
 from raiwatch.pipeline import Pipeline
 
@@ -46,9 +46,14 @@ class OtlpReplay:
         self._lines = lines(logs_path) if logs_path is not None else iter(())
         self._next: tuple[int, bytes, float] | None = None
 
-    def before_batch(self) -> None:
-        newest = self.pipe.clock.newest
-        self.feed(newest + self.reach if math.isfinite(newest) else -math.inf)
+    def before_batch(self, lines: list[bytes], origin: Callable[[int], str]) -> _Decoded:
+        """Decode a batch of span lines and feed the evaluations it may meet; the codec that hands
+        ``Pipeline.process`` this decoding."""
+        decoded = self.spans.decode_batch(lines, origin)
+        newest = max(decoded.ts, default=self.pipe.clock.newest)
+        if math.isfinite(newest):
+            self.feed(newest + self.reach)
+        return _Decoded(decoded)
 
     def feed(self, until: float) -> None:
         """Hand the pipeline every evaluation line dated up to ``until`` (its earliest result)."""
@@ -79,3 +84,13 @@ class OtlpReplay:
             [ln for _, ln in batch], [0] * len(batch), lambda i: f"{name}:{batch[i][0]}", codec=self.logs
         )
         self.on_result(res)
+
+
+class _Decoded:
+    """A codec whose answer is already known (the batch was decoded to see how far it reaches)."""
+
+    def __init__(self, decoded: SpansDecoded):
+        self.decoded = decoded
+
+    def decode_batch(self, raws: object, origin: object = None) -> SpansDecoded:
+        return self.decoded

@@ -41,7 +41,7 @@ from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
-from raiwatch.core.otlp import OtlpLogs, OtlpSpans
+from raiwatch.core.otlp import OtlpLogs, SpanDecoder
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
 from raiwatch.evaljoin import EvaluationJoin
 from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_signals
@@ -185,7 +185,7 @@ class Pipeline:
         raws: Sequence[bytes],
         sources: Sequence[Hashable],
         origin: Callable[[int], str] | None = None,
-        codec: OtlpSpans | None = None,
+        codec: SpanDecoder | None = None,
     ) -> BatchResult:
         """Decode, check, window and monitor a batch, evaluate the windows it closes, queue its writes.
 

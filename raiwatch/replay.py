@@ -141,12 +141,9 @@ def replay(
                 numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
                 lines = [b for b in lines if b.strip()]
             name = events_path.name
-            if spans is not None:
-                spans.before_batch()
-            res = pipe.process(
-                lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}",
-                codec=spans.spans if spans is not None else None,
-            )  # fmt: skip
+            origin = lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"  # noqa: E731
+            codec = spans.before_batch(lines, origin) if spans is not None else None
+            res = pipe.process(lines, [0] * len(lines), origin, codec=codec)
             _collect(res, summary, incidents, rej)
             if labels:  # labels dated up to the newest event so far: their inferences came before them
                 labels.feed_until(pipe.clock.newest)

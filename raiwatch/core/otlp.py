@@ -27,7 +27,7 @@ import base64
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 import orjson
@@ -180,6 +180,12 @@ def _str(v: Any) -> str | None:
 
 def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+class SpanDecoder(Protocol):
+    """What ``Pipeline.process`` takes to read OTLP span messages (``OtlpSpans``)."""
+
+    def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> SpansDecoded: ...
 
 
 class OtlpSpans:

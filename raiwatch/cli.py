@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from raiwatch import otelcli
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import ConfigError, RaiwatchError
 
@@ -772,6 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["install", "start", "stop", "status"])
     sp.add_argument("--data", default="var/kafka")
     sp.add_argument("--port", type=int)
+
+    otelcli.add_commands(sub, cmd)  # raiwatch otel lint | build-collector
     return p
 
 

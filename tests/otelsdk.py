@@ -31,7 +31,8 @@ RESOURCE = {"service.name": "chat-api", "deployment.environment.name": "prod", "
 def span_messages(spans: Sequence[Any], per_message: int) -> list[bytes]:
     """Finished SDK spans as exporter messages of ``per_message`` spans each."""
     return [
-        encode_spans(spans[i : i + per_message]).SerializeToString() for i in range(0, len(spans), per_message)
+        encode_spans(spans[i : i + per_message]).SerializeToString()
+        for i in range(0, len(spans), per_message)
     ]
 
 
@@ -68,17 +69,30 @@ class GenAISpans:
         self.tracer = self.tp.get_tracer("opentelemetry.instrumentation.openai_v2")
         self.logger = self.lp.get_logger("evaluator")
 
-    def chat(self, start_s: float, model: str = "gpt-4o", duration_s: float = 0.5, error: str | None = None,
-             evaluation: tuple[str, str | None, float | None] | None = None, as_span_event: bool = False,
-             bare: bool = False, **attrs: Any) -> Any:  # fmt: skip
+    def chat(
+        self,
+        start_s: float,
+        model: str = "gpt-4o",
+        duration_s: float = 0.5,
+        error: str | None = None,
+        evaluation: tuple[str, str | None, float | None] | None = None,
+        as_span_event: bool = False,
+        bare: bool = False,
+        **attrs: Any,
+    ) -> Any:
         """One chat operation at ``start_s`` (epoch seconds); ``evaluation`` = (name, label, score)
         emitted 1 s after it ends, as a log record in its context (or as a span event). ``bare``:
         only ``attrs``, none of the current GenAI conventions' (older or OpenInference spans)."""
         start = int(start_s * 1e9)
         end = start + int(duration_s * 1e9)
-        a = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": model,
-             "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 30,
-             "gen_ai.response.finish_reasons": ["stop"]}  # fmt: skip
+        a = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 12,
+            "gen_ai.usage.output_tokens": 30,
+            "gen_ai.response.finish_reasons": ["stop"],
+        }
         a = attrs if bare else {**a, **attrs}
         span = self.tracer.start_span(f"chat {model}", start_time=start, attributes=a)
         if error:
@@ -89,22 +103,28 @@ class GenAISpans:
         span.end(end_time=end)
         if evaluation and not as_span_event:
             self.logger.emit(
-                event_name=EVALUATION, attributes=self._eval_attrs(*evaluation),
-                timestamp=end + 1_000_000_000, context=set_span_in_context(span),
-            )  # fmt: skip
+                event_name=EVALUATION,
+                attributes=self._eval_attrs(*evaluation),
+                timestamp=end + 1_000_000_000,
+                context=set_span_in_context(span),
+            )
         return span
 
     def evaluate(self, at_s: float, name: str, label: str | None, score: float | None, **attrs: Any) -> None:
         """An evaluation result with no span context (joined by ``gen_ai.response.id`` in ``attrs``)."""
         self.logger.emit(
-            event_name=EVALUATION, attributes={**self._eval_attrs(name, label, score), **attrs},
+            event_name=EVALUATION,
+            attributes={**self._eval_attrs(name, label, score), **attrs},
             timestamp=int(at_s * 1e9),
-        )  # fmt: skip
+        )
 
     def http(self, start_s: float) -> None:
         """A non-GenAI span (an HTTP server span)."""
-        span = self.tracer.start_span("GET /health", start_time=int(start_s * 1e9),
-                                      attributes={"http.request.method": "GET", "http.route": "/health"})  # fmt: skip
+        span = self.tracer.start_span(
+            "GET /health",
+            start_time=int(start_s * 1e9),
+            attributes={"http.request.method": "GET", "http.route": "/health"},
+        )
         span.end(end_time=int(start_s * 1e9) + 1000)
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The OTLP source in process: decode and map SDK-made messages, skip, reject, hold offsets, join evaluations."""
+"""The OTLP source in process: decode and map SDK-made messages, skip, reject, hold, join."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from raiwatch.core import metrics
 from raiwatch.core.config import load_config
 from raiwatch.core.otelmap import from_dict, lint
 from raiwatch.core.otlp import OtlpLogs, OtlpSpans
+from raiwatch.dev import otelcol
 from raiwatch.dev.otelapp import Call
 from raiwatch.evaljoin import EvaluationJoin
 from raiwatch.wiring import build_pipeline
 from streams.offsets import OffsetTracker
+from tests.harness import ROOT, cli
 from tests.otelsdk import GenAISpans, app_payload
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()  # a fixed event time: nothing depends on today
@@ -26,12 +28,19 @@ MAPPING = {
     "segments": {"plan": "app.plan"},
     "features": {"prompt_chars": "app.prompt_chars"},
     "evaluations": {
-        "toxicity": {"safety": {"category": "toxicity", "violation_labels": ["toxic"], "violation_above": 0.8}},
-        "guardrail": {"safety": {"category": "jailbreak", "violation_labels": ["blocked"],
-                                 "action_labels": {"blocked": "blocked", "pass": "allowed"}}},
+        "toxicity": {
+            "safety": {"category": "toxicity", "violation_labels": ["toxic"], "violation_above": 0.8}
+        },
+        "guardrail": {
+            "safety": {
+                "category": "jailbreak",
+                "violation_labels": ["blocked"],
+                "action_labels": {"blocked": "blocked", "pass": "allowed"},
+            }
+        },
         "relevance": {"quality": {"favorable_labels": ["relevant"]}},
     },
-}  # fmt: skip
+}
 
 
 def skipped(reason: str) -> float:
@@ -39,7 +48,9 @@ def skipped(reason: str) -> float:
 
 
 def test_the_instrumented_openai_app_maps_to_telemetry_events():
-    calls = [Call(f"question {i}", tenant="globex", user=f"u{i % 3}") for i in range(4)] + [Call("please FAIL")]
+    calls = [Call(f"question {i}", tenant="globex", user=f"u{i % 3}") for i in range(4)] + [
+        Call("please FAIL")
+    ]
     span_msgs, log_msgs = app_payload(calls, per_message=100)
     before = skipped("not_genai")
     d = OtlpSpans(from_dict(MAPPING)).decode_batch(span_msgs)
@@ -55,21 +66,41 @@ def test_the_instrumented_openai_app_maps_to_telemetry_events():
     failed = d.events[-1]
     assert failed.response.error and failed.response.tokens is msgspec.UNSET
     # the raw bytes stored for each event are the telemetry contract's JSON
-    assert msgspec.json.decode(d.raws[0])["model"] == {"id": "gpt-4o", "version": "gpt-4o-2025-01-01", "kind": "llm"}
+    assert msgspec.json.decode(d.raws[0])["model"] == {
+        "id": "gpt-4o",
+        "version": "gpt-4o-2025-01-01",
+        "kind": "llm",
+    }
     assert log_msgs == []  # no evaluator ran
 
 
 def test_openinference_and_older_attribute_names_map_too():
     sdk = GenAISpans()
-    sdk.chat(T0, bare=True, **{"llm.model_name": "claude-3", "openinference.span.kind": "LLM",
-                                "llm.token_count.prompt": 7, "llm.token_count.completion": 9,
-                                "input.value": "hi", "output.value": "ho"})  # fmt: skip
-    sdk.chat(T0 + 1, bare=True, **{"gen_ai.system": "openai", "gen_ai.request.model": "gpt-3.5",
-                                   "gen_ai.conversation.id": "conv-9"})  # fmt: skip
+    sdk.chat(
+        T0,
+        bare=True,
+        **{
+            "llm.model_name": "claude-3",
+            "openinference.span.kind": "LLM",
+            "llm.token_count.prompt": 7,
+            "llm.token_count.completion": 9,
+            "input.value": "hi",
+            "output.value": "ho",
+        },
+    )
+    sdk.chat(
+        T0 + 1,
+        bare=True,
+        **{"gen_ai.system": "openai", "gen_ai.request.model": "gpt-3.5", "gen_ai.conversation.id": "conv-9"},
+    )
     spans, _ = sdk.take()
     a, b = OtlpSpans().decode_batch(spans).events
     assert (a.model.id, a.request.tokens, a.response.tokens, a.request.text, a.response.text) == (
-        "claude-3", 7, 9, "hi", "ho",
+        "claude-3",
+        7,
+        9,
+        "hi",
+        "ho",
     )
     assert b.model.id == "gpt-3.5" and b.session_id == "conv-9"
 
@@ -120,8 +151,10 @@ def test_otlp_json_as_the_exporter_writes_it():
 
 def test_mapping_lint_names_file_and_line(tmp_path):
     p = tmp_path / "otel.yaml"
-    p.write_text("version: 1\ntenant_id: [tenant.id]\nevaluations:\n  tox:\n    safety:\n      violation_above: 2\n"
-                 "  rel:\n    qualty: {}\nbogus: 1\n")  # fmt: skip
+    p.write_text(
+        "version: 1\ntenant_id: [tenant.id]\nevaluations:\n  tox:\n    safety:\n      violation_above: 2\n"
+        "  rel:\n    qualty: {}\nbogus: 1\n"
+    )
     problems = lint(p)
     assert any(x.startswith(f"{p}:6: evaluations.tox.safety.violation_above") for x in problems), problems
     assert any(x.startswith(f"{p}:8: evaluations.rel") and "qualty" in x for x in problems), problems
@@ -207,8 +240,11 @@ def test_evaluations_join_their_operation_in_either_order_and_late_ones_become_l
     spans, _ = sdk.take()
     res = pipe.process(spans, [0], codec=spans_codec)
     res.durable.result()
-    rates = {(s.dims.get("category"), s.dims.get("tenant_id")): (s.value, s.n)
-             for s in res.signals if s.signal == "safety.violation_rate"}  # fmt: skip
+    rates = {
+        (s.dims.get("category"), s.dims.get("tenant_id")): (s.value, s.n)
+        for s in res.signals
+        if s.signal == "safety.violation_rate"
+    }
     assert rates[("toxicity", None)] == (pytest.approx(1 / 3), 3)
     assert rates[("jailbreak", None)] == (pytest.approx(1 / 3), 3)
     # an evaluation of a counted operation arrives late: a label, and so is a quality evaluation
@@ -236,3 +272,31 @@ def test_held_operations_are_bounded(pipeline):
     spans, _ = sdk.take()
     pipe.process(spans, [0], codec=OtlpSpans())
     assert pipe.evaluations.held <= 3 and pipe.evaluations.counts["released_early"] >= 2
+
+
+def test_otel_lint_on_the_command_line(tmp_path):
+    ok = cli("otel", "lint", str(ROOT / "deploy" / "otelcol" / "otel-mapping.yaml"))
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1"), ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nsegments:\n  plan: []\n")
+    p = cli("otel", "lint", str(bad))
+    assert p.returncode == 1 and p.stdout.startswith(f"{bad}:3: segments.plan: give an attribute name")
+    # a worker refuses to start on a mapping that does not lint: one line, exit 2
+    cfg = tmp_path / "raiwatch.yaml"
+    cfg.write_text(f"otel:\n  spans_topic: otlp_spans\n  mapping: {bad}\n")
+    p = cli("replay", str(bad), "--otlp", "--config", str(cfg), "--out", str(tmp_path / "out"), "--quiet")
+    assert p.returncode == 2 and p.stderr.startswith(
+        "raiwatch: error: the OpenTelemetry mapping does not lint"
+    )
+    assert "Traceback" not in p.stderr
+
+
+@pytest.mark.skipif(otelcol.find() is None, reason="no collector built here (raiwatch otel build-collector)")
+def test_the_collector_accepts_the_shipped_config_and_refuses_a_broken_one(tmp_path):
+    binary = otelcol.find()
+    ok = otelcol.validate(binary, otelcol.CONFIG)
+    assert ok.returncode == 0, ok.stderr
+    broken = tmp_path / "collector.yaml"
+    broken.write_text(otelcol.CONFIG.read_text().replace("partition_traces_by_id", "partition_spans_by_id"))
+    p = otelcol.validate(binary, broken)
+    assert p.returncode != 0 and "partition_spans_by_id" in p.stderr

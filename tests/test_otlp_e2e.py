@@ -1,4 +1,4 @@
-"""End to end: the instrumented OpenAI app -> OpenTelemetry Collector -> Kafka -> raiwatch worker -> incidents.
+"""End to end: an instrumented OpenAI app -> OpenTelemetry Collector -> Kafka -> worker -> incidents.
 
 The app is the real ``openai`` client under the official OpenAI instrumentation, exporting OTLP/HTTP
 with the SDK's batch processors; its evaluator emits ``gen_ai.evaluation.result`` through the Logs
@@ -76,9 +76,11 @@ def calls(n: int) -> list[Call]:
                 "FAIL now" if i % 50 == 49 else f"question {i} about item {i % 17}",
                 tenant=("acme", "globex")[i % 2],
                 user=f"u{i % 7}",
-                verdicts={"toxicity": ("toxic", 0.95) if toxic else ("ok", 0.02),
-                          "relevance": ("relevant", 0.8)},
-            )  # fmt: skip
+                verdicts={
+                    "toxicity": ("toxic", 0.95) if toxic else ("ok", 0.02),
+                    "relevance": ("relevant", 0.8),
+                },
+            )
         )
     return out
 
@@ -93,8 +95,14 @@ def make_traffic(bootstrap: str, spans_topic: str, logs_topic: str, tmp: Path, n
             from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            with otelcol.Collector(binary, bootstrap, tmp / "collector.log", OTLP_SPANS_TOPIC=spans_topic,
-                                   OTLP_LOGS_TOPIC=logs_topic, OTLP_ENCODING="otlp_json") as col:  # fmt: skip
+            with otelcol.Collector(
+                binary,
+                bootstrap,
+                tmp / "collector.log",
+                OTLP_SPANS_TOPIC=spans_topic,
+                OTLP_LOGS_TOPIC=logs_topic,
+                OTLP_ENCODING="otlp_json",
+            ) as col:
                 app = OtelApp(
                     stub.url,
                     BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{col.http_endpoint}/v1/traces")),
@@ -123,7 +131,10 @@ def make_traffic(bootstrap: str, spans_topic: str, logs_topic: str, tmp: Path, n
         producer.send(logs_topic, value=m, partition=0)
     producer.flush()
     producer.close()
-    print("\nOTLP path: no collector built (raiwatch otel build-collector); SDK OTLP encoder -> Kafka, otlp_proto")
+    print(
+        "\nOTLP path: no collector built (raiwatch otel build-collector); "
+        "the SDK's OTLP encoder -> Kafka, otlp_proto"
+    )
     return "otlp_proto"
 
 
@@ -138,8 +149,16 @@ def test_otel_app_through_the_collector_opens_incidents_and_survives_kill_9(kafk
         f"otel:\n  spans_topic: {spans_topic}\n  logs_topic: {logs_topic}\n  encoding: {encoding}\n"
         f"  mapping: {tmp_path / 'otel.yaml'}\n  telemetry_topic: false\n"
     )
-    config = write_config(tmp_path / "raiwatch.yaml", kafka_bootstrap, f"telemetry.{tag}", group, otel,
-                          size_s=2, allowed_lateness_s=2, watermark_confirm=1)  # fmt: skip
+    config = write_config(
+        tmp_path / "raiwatch.yaml",
+        kafka_bootstrap,
+        f"telemetry.{tag}",
+        group,
+        otel,
+        size_s=2,
+        allowed_lateness_s=2,
+        watermark_confirm=1,
+    )
     data, log = tmp_path / "data", tmp_path / "worker.log"
     rules = str(tmp_path / "rules")
     worker = start_worker(config, data, log, "--rules", rules)
@@ -150,8 +169,14 @@ def test_otel_app_through_the_collector_opens_incidents_and_survives_kill_9(kafk
         total = sum(1 for r in read_topic(kafka_bootstrap, spans_topic, 10**9, timeout=5))
         assert total > 0
         # kill -9 once something is committed (or an incident is open), then a new worker goes on
-        poll(lambda: (lag(kafka_bootstrap, group, spans_topic) or 10**9) < 10**9 or "INCIDENT OPENED" in
-             log.read_text(), 120, "a first commit")  # fmt: skip
+        poll(
+            lambda: (
+                (lag(kafka_bootstrap, group, spans_topic) or 10**9) < 10**9
+                or "INCIDENT OPENED" in log.read_text()
+            ),
+            120,
+            "a first commit",
+        )
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -179,10 +204,23 @@ def test_otel_app_through_the_collector_opens_incidents_and_survives_kill_9(kafk
     # produced across partitions: a replay is one source in event time) opens the same incidents
     spans_file, logs_file = tmp_path / "spans.jsonl", tmp_path / "logs.jsonl"
     for topic, path in ((spans_topic, spans_file), (logs_topic, logs_file)):
-        records = sorted(read_topic(kafka_bootstrap, topic, 10**9, timeout=5), key=lambda r: (r.timestamp, r.offset))
+        records = sorted(
+            read_topic(kafka_bootstrap, topic, 10**9, timeout=5), key=lambda r: (r.timestamp, r.offset)
+        )
         path.write_bytes(b"".join(r.value + b"\n" for r in records if r.value.startswith(b"{")))
     out = tmp_path / "replay"
-    p = cli("replay", str(spans_file), "--otlp-logs", str(logs_file), "--rules", rules, "--config", str(config),
-            "--out", str(out), "--quiet")  # fmt: skip
+    p = cli(
+        "replay",
+        str(spans_file),
+        "--otlp-logs",
+        str(logs_file),
+        "--rules",
+        rules,
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr
     assert incident_keys(incidents_jsonl(out / "incidents.jsonl")) == incident_keys(incidents)

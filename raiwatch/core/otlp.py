@@ -185,7 +185,9 @@ def _int(v: Any) -> int | None:
 class SpanDecoder(Protocol):
     """What ``Pipeline.process`` takes to read OTLP span messages (``OtlpSpans``)."""
 
-    def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> SpansDecoded: ...
+    def decode_batch(
+        self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None
+    ) -> SpansDecoded: ...
 
 
 class OtlpSpans:

@@ -125,7 +125,9 @@ class Collector:
                 if s.connect_ex(("127.0.0.1", self.http_port)) == 0:
                     return self
             time.sleep(0.1)
-        raise RaiwatchError(f"the collector did not listen on {self.http_endpoint} within 60 s; see {self.log}")
+        raise RaiwatchError(
+            f"the collector did not listen on {self.http_endpoint} within 60 s; see {self.log}"
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -529,6 +529,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.otel:
+        from raiwatch.otel_demo import run_otel_demo
+
+        return run_otel_demo(Path(args.data_dir or "var/demo-otel"))
     from raiwatch.demo import run_demo
 
     return run_demo(events=args.events, data_dir=Path(args.data_dir or "var/demo"))
@@ -765,6 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--events", type=int, default=60_000)
     sp.add_argument("--data-dir", help="where the demo keeps its data (default: ./var/demo)")
+    sp.add_argument(
+        "--otel", action="store_true",
+        help="an OpenTelemetry-instrumented OpenAI app through the Collector instead (./var/demo-otel)",
+    )  # fmt: skip
 
     sp = cmd(
         "kafka", "Install, start, stop the local Apache Kafka broker used by the demo and tests.", cmd_kafka,

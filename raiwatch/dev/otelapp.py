@@ -25,7 +25,8 @@ EVALUATION = "gen_ai.evaluation.result"
 class OpenAIStub:
     """A local OpenAI-compatible server: ``POST /v1/chat/completions`` answers every prompt.
 
-    The reply, its token counts and its id derive from the prompt; a prompt containing ``FAIL``
+    The reply and its token counts derive from the prompt, its id from the prompt and the call's
+    number (unique, as a real API's); a prompt containing ``FAIL``
     gets an HTTP 500 (the instrumentation records ``error.type``). Serves on 127.0.0.1 only.
     """
 
@@ -44,7 +45,7 @@ class OpenAIStub:
                 digest = hashlib.sha256(prompt.encode()).hexdigest()
                 answer = f"reply to: {prompt[:60]}"
                 self._send(200, {
-                    "id": f"chatcmpl-{digest[:24]}",
+                    "id": f"chatcmpl-{stub.calls:08d}{digest[:16]}",  # unique, as a real API's
                     "object": "chat.completion",
                     "created": 1_700_000_000,
                     "model": f"{body.get('model', 'model')}-2025-01-01",

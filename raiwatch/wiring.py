@@ -70,7 +70,7 @@ def build_pipeline(
         cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers,
         routes=routes,
     )  # fmt: skip
-    if cfg.otel.spans_topic:  # OTLP spans: operations wait in their window for their evaluations
+    if cfg.otel.spans_topic or cfg.otel.logs_topic:  # OTLP: operations wait in their window for evaluations
         pipe.evaluations = evaluation_join
     return pipe
 

@@ -85,8 +85,7 @@ class EvaluationJoin:
             rid = response_ids.get(ev.event_id)
             if rid:
                 self._response[rid] = ev.event_id
-        if self._early:
-            self._retry_early()
+        labels = self._retry_early() if self._early else []
         now_events: list[TelemetryEvent] = []
         now_starts: list[int] = []
         while self.held > self.max_held:
@@ -95,7 +94,7 @@ class EvaluationJoin:
             self._count("released_early", len(out))
             now_events += out
             now_starts += [oldest] * len(out)
-        labels = self.add(decoded.evaluations, [None] * len(decoded.evaluations))
+        labels += self.add(decoded.evaluations, [None] * len(decoded.evaluations))
         return now_events, now_starts, labels
 
     def release(self, start: int) -> list[TelemetryEvent]:
@@ -171,8 +170,9 @@ class EvaluationJoin:
             return self._response.get(e.response_id)
         return None
 
-    def _retry_early(self) -> None:
-        """Early evaluations whose operation is now held join it."""
+    def _retry_early(self) -> list[tuple[int, FeedbackEvent]]:
+        """Early evaluations whose operation is now held join it; quality ones become its labels."""
+        labels = []
         for k, (e, _) in list(self._early.items()):
             target = self._target(e)
             if target is None or target not in self._window_of:
@@ -180,7 +180,10 @@ class EvaluationJoin:
             del self._early[k]
             if e.name in self.mapping.safety:
                 self._apply(target, e)
+            if e.name in self.mapping.quality:
+                labels.append((e.index, self._label(target, e)))
             self._count("joined")
+        return labels
 
     def _apply(self, event_id: str, e: Evaluation) -> None:
         """Put a safety verdict on the held event."""

@@ -300,3 +300,19 @@ def test_the_collector_accepts_the_shipped_config_and_refuses_a_broken_one(tmp_p
     broken.write_text(otelcol.CONFIG.read_text().replace("partition_traces_by_id", "partition_spans_by_id"))
     p = otelcol.validate(binary, broken)
     assert p.returncode != 0 and "partition_spans_by_id" in p.stderr
+
+
+def test_an_early_quality_evaluation_becomes_a_label_once_its_operation_comes(pipeline):
+    pipe = pipeline(size_s=60, allowed_lateness_s=30)
+    sdk = GenAISpans()
+    sdk.evaluate(T0 + 3, "relevance", "relevant", 0.9, **{"gen_ai.response.id": "resp-q"})
+    _, early = sdk.take()
+    sdk.chat(T0 + 1, **{"gen_ai.response.id": "resp-q"})
+    spans, _ = sdk.take()
+    pipe.process_evaluations(early, [0], codec=OtlpLogs())
+    before = pipe.feedback_in
+    res = pipe.process(spans, [0], codec=OtlpSpans(from_dict(MAPPING)))
+    res.durable.result()
+    assert pipe.evaluations.counts == {"early": 1, "joined": 1}
+    assert pipe.feedback_in - before == 1  # the label went to the quality monitor's join
+    assert res.windows == [T0]  # the message waits for the window its label counts in

@@ -332,18 +332,20 @@ class OtlpSpans:
                     out.evaluations.append(e)
 
 
-def _events(span: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """A span's events: name, time, attributes."""
+def _events(span: Any) -> list[tuple[str, int, dict[str, Any]]]:
+    """A span's events: name, time, attributes (most spans have none: answered without a loop)."""
     if isinstance(span, _JsonSpan):
-        for se in span.d.get("events") or ():
-            yield (
-                se.get("name", ""),
-                int(se.get("timeUnixNano") or 0),
-                _json_attrs(se.get("attributes"), None),
-            )
-    else:
-        for se in span.events:
-            yield se.name, se.time_unix_nano, {kv.key: _value(kv.value) for kv in se.attributes}
+        evs = span.d.get("events")
+        if not evs:
+            return []
+        return [
+            (se.get("name", ""), int(se.get("timeUnixNano") or 0), _json_attrs(se.get("attributes"), None))
+            for se in evs
+        ]
+    evs = span.events
+    if not evs:
+        return []
+    return [(se.name, se.time_unix_nano, {kv.key: _value(kv.value) for kv in se.attributes}) for se in evs]
 
 
 # -- OTLP/JSON (the exporter's otlp_json): orjson's dicts, read in the shape the OTLP spec gives

@@ -85,7 +85,8 @@ def test_prometheus_scrapes_a_live_worker_and_reads_its_metrics_back(kafka_boots
         assert value("raiwatch_consumer_lag_messages") == 0  # every partition read to its end
         assert value("raiwatch_event_time_lag_seconds") > 0
         assert value("raiwatch_watermark_timestamp_seconds") > 1.7e9
-        assert value("raiwatch_rollups_timestamp_seconds") > 1.7e9
+        # set by the last write before the final commit: Prometheus may not have scraped it yet
+        poll(lambda: (value("raiwatch_rollups_timestamp_seconds") or 0) > 1.7e9, 10, "rollups in Prometheus")
         assert value("raiwatch_safety_any_violation_rate") is not None  # a headline AI signal
         _, page = _get(f"http://127.0.0.1:{port}/metrics")
     finally:

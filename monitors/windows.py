@@ -112,17 +112,21 @@ class WindowClock:
         starts, status = self.assign_batch([source], [ts])
         return int(starts[0]) if status[0] == OK else None
 
-    def assign_batch(self, sources: Sequence[Hashable], ts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    def assign_batch(
+        self, sources: Sequence[Hashable], ts: Sequence[float], move: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Window start and status (``OK``, ``LATE``, ``REPLAYED``) of each event (in arrival order);
-        positions move here, the watermark only in ``advance``."""
+        positions move here, the watermark only in ``advance``. ``move=False`` keeps the windows
+        open without moving event time (an input that only waits for its window: an OTLP
+        evaluation result)."""
         t = np.asarray(ts, dtype=np.float64)
         size = self.size
         starts = (np.floor_divide(t, size) * size).astype(np.int64)
         ends = starts + size
         status = np.where(ends <= self._closed_until, LATE, OK).astype(np.int8)
         status[self.counted(sources, t)] = REPLAYED
-        uniq = set(sources)
-        src = None if len(uniq) == 1 else np.asarray(sources, dtype=object)
+        uniq = set(sources) if move else set()
+        src = None if len(uniq) <= 1 else np.asarray(sources, dtype=object)
         k, n = self.confirm, self.sample
         for s in uniq:
             mine = t if src is None else t[src == s]
@@ -133,7 +137,7 @@ class WindowClock:
             else:
                 self._pos.setdefault(s, -math.inf)
         self._open.update(np.unique(starts[status == OK]).tolist())
-        if len(t):
+        if len(t) and move:
             self._newest = max(self._newest, float(t.max()))
         return starts, status
 

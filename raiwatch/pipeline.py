@@ -34,6 +34,8 @@ from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
+import msgspec
+
 from alert_rules import RuleEngine
 from monitors.base import STATE_SEP, Monitor
 from monitors.dedup import RecentIds
@@ -44,7 +46,9 @@ from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
+from raiwatch.core.otlp import OtlpLogs, SpanDecoder
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
+from raiwatch.evaljoin import EvaluationJoin
 from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_event_ids, recent_signals
 from storage.incidents import IncidentStore
 from storage.incidents.store import Route
@@ -116,6 +120,7 @@ class Pipeline:
         self._next_mirror = 0.0
         self._pending: Future | None = None
         self._reload: RuleEngine | None = None  # new rules, built elsewhere, waiting for the pipeline thread
+        self.evaluations: EvaluationJoin | None = None  # OTLP input: operations wait for their evaluations
         # a live worker catches up on unrolled history a few hours per roll-up, not all at once
         self.rollups = (
             Rollups(cfg.clickhouse.database, max_chunks=CATCH_UP_HOURS if live else None)
@@ -177,17 +182,23 @@ class Pipeline:
     # -- the batch path -----------------------------------------------------------------------
 
     def process(
-        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
+        self,
+        raws: Sequence[bytes],
+        sources: Sequence[Hashable],
+        origin: Callable[[int], str] | None = None,
+        codec: SpanDecoder | None = None,
     ) -> BatchResult:
         """Decode, check, window and monitor a batch, evaluate the windows it closes, queue its writes.
 
+        ``codec``: OTLP span messages (``raiwatch.core.otlp``) instead of telemetry-event.v1; one
+        message then feeds many events, and its ``windows`` entry is the latest window they fed.
         At most one batch's writes are in flight: a failed write raises from the next call.
         """
         if self._reload is not None:
             self._swap_rules()
         with metrics.BATCH_SECONDS.time():
             t0 = time.perf_counter()
-            decoded = telemetry_codec.decode_batch(raws, origin)
+            decoded = (codec or telemetry_codec).decode_batch(raws, origin)
             _DECODE.observe(time.perf_counter() - t0)
             result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
             events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
@@ -198,6 +209,7 @@ class Pipeline:
                     events, ev_raws, idx, ts, srcs, origin, result
                 )
             stored = (events, ev_raws, ts, idx)
+            labels: list[tuple[int, FeedbackEvent]] = []  # OTLP span events that became labels
             if events:
                 self._track_models(events, srcs)  # first: a restored model's ids count as seen
                 fresh = self._first_seen(events, srcs)
@@ -216,13 +228,17 @@ class Pipeline:
                 counted_events, counted_starts = [], []
                 for i, ev, start, st in zip(idx, events, starts.tolist(), status.tolist(), strict=True):
                     if st == OK:
-                        windows[i] = start
+                        windows[i] = start if windows[i] is None else max(windows[i], start)
                         counted_events.append(ev)
                         counted_starts.append(start)
                     elif st == REPLAYED:
                         result.replayed += 1
                     else:
                         result.late += 1
+                if codec is not None and self.evaluations is not None:  # counted at their window's close
+                    counted_events, counted_starts, labels = self.evaluations.hold(
+                        counted_events, counted_starts, decoded
+                    )
                 t_obs = time.perf_counter()
                 for m in self.monitors:
                     t0 = time.perf_counter()
@@ -239,6 +255,8 @@ class Pipeline:
             metrics.REPLAYED.inc(result.replayed)
             metrics.DUPLICATES.inc(result.duplicates)
             _count_rejects(result.rejected)
+            if codec is not None and labels:
+                self._otlp_labels(labels, sources, result)
             closing = self.clock.advance(self._idle, self.wall() if self.live else None)
             with self._writing(closing):
                 result.merge(self._close(closing))
@@ -343,6 +361,74 @@ class Pipeline:
         yield
         self._unwritten.difference_update(closing)
 
+    # -- OpenTelemetry: evaluation events (issue 24; the spans go through ``process``) --------
+
+    def process_evaluations(
+        self,
+        raws: Sequence[bytes],
+        sources: Sequence[Hashable],
+        origin: Callable[[int], str] | None = None,
+        codec: OtlpLogs | None = None,
+    ) -> BatchResult:
+        """OTLP log messages: ``gen_ai.evaluation.result`` events joined to the operations they judge
+        (``raiwatch.evaljoin``). Each message is held until the latest window its evaluations fell
+        in has closed (an evaluation ends no earlier than its operation); late ones become labels."""
+        decoded = (codec or OtlpLogs()).decode_batch(raws, origin)
+        result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
+        evals = decoded.evaluations
+        if evals and self.evaluations is not None:
+            starts, status = self.clock.assign_batch(
+                [sources[e.index] for e in evals], [e.ts for e in evals], move=False
+            )
+            keep, wins = [], []
+            for e, start, st in zip(evals, starts.tolist(), status.tolist(), strict=True):
+                if st == REPLAYED:  # its window was written before a restart: so was its verdict
+                    continue
+                w = start if st == OK else None
+                keep.append(e)
+                wins.append(w)
+                if w is not None:
+                    old = result.windows[e.index]
+                    result.windows[e.index] = w if old is None else max(old, w)
+            labels = self.evaluations.add(keep, wins)
+            if labels:
+                self._otlp_labels(labels, sources, result)
+        _count_rejects(result.rejected)
+        closing = self.clock.advance(self._idle, self.wall() if self.live else None)
+        with self._writing(closing):
+            result.merge(self._close(closing))
+            result.durable = self._submit(
+                result.rejected, signals=result.signals, changes=result.changes, rows=result.rows
+            )
+        return result
+
+    def _otlp_labels(self, labels: list[tuple[int, FeedbackEvent]], sources: Sequence[Hashable],
+                     result: BatchResult) -> None:  # fmt: skip
+        """Hand evaluations that became labels (message index, label) to ``process_feedback``; each
+        message is then held as its labels are."""
+        sub = self.process_feedback(
+            [msgspec.json.encode(fb) for _, fb in labels], [sources[i] for i, _ in labels]
+        )
+        for (i, _), w in zip(labels, sub.windows, strict=True):
+            if w is not None:
+                result.windows[i] = w if result.windows[i] is None else max(result.windows[i], w)
+
+    def _observe_held(self, start: int) -> None:
+        """The OTLP operations held in window ``start``, with the verdicts joined to them, go to the
+        monitors now that it closes."""
+        assert self.evaluations is not None
+        held = self.evaluations.release(start)
+        metrics.OTLP_HELD.set(self.evaluations.held)
+        if not held:
+            return
+        starts = [start] * len(held)
+        for m in self.monitors:
+            t0 = time.perf_counter()
+            m.observe(held, starts)
+            dt = time.perf_counter() - t0
+            self.monitor_seconds[m.family] += dt
+            metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
+
     # -- sources: partitions coming and going -------------------------------------------------
 
     def assign_sources(self, sources: Collection[Hashable]) -> None:
@@ -374,6 +460,8 @@ class Pipeline:
             self._recent.pop(s, None)
             self._idle.discard(s)
         if models:
+            if self.evaluations is not None:
+                self.evaluations.forget(models)
             for m in self.monitors:
                 m.forget(models)
             self.engine.forget(models)
@@ -478,6 +566,8 @@ class Pipeline:
     def _close(self, starts: list[int]) -> BatchResult:
         result = BatchResult(closed=list(starts))
         for start in starts:
+            if self.evaluations is not None:
+                self._observe_held(start)
             signals: list[Signal] = []
             t_close = time.perf_counter()
             for m in self.monitors:

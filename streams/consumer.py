@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -45,6 +46,8 @@ from raiwatch.core import metrics
 from raiwatch.core.batch import BatchHandler, BatchResult
 from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
+from raiwatch.core.otelmap import load_mapping
+from raiwatch.core.otlp import OtlpLogs, OtlpSpans
 from streams.dlq import DeadLetters, Stopping
 from streams.offsets import OffsetTracker
 
@@ -104,6 +107,9 @@ class StreamWorker:
         self._closing: dict[int, asyncio.Future] = {}  # window -> the write of its results
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: DeadLetters | None = None
+        self.inputs = inputs(cfg, handler)
+        # topics whose partitions are event-time sources (partition k of each is source k)
+        self.event_topics = {t for t, _ in self.inputs if t != cfg.kafka.feedback_topic}
 
     def stop(self) -> None:
         """Ask the loop to finish: stop taking input, commit what is done, leave the group."""
@@ -139,7 +145,7 @@ class StreamWorker:
         self._dlq = DeadLetters(producer, k.dlq_topic, k.dlq_max_bytes, self.stop_event.is_set)
         await producer.start()
         try:
-            consumer.subscribe([k.telemetry_topic, k.feedback_topic], listener=_Listener(self))
+            consumer.subscribe([t for t, _ in self.inputs], listener=_Listener(self))
             await consumer.start()
             watch = asyncio.ensure_future(self._watch())
             try:
@@ -225,12 +231,8 @@ class StreamWorker:
             await self._tick(idle)
 
     async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """Telemetry to ``handler.process`` (sources: its partitions), labels to ``process_feedback``."""
-        k = self.cfg.kafka
-        for topic, handle in (
-            (k.telemetry_topic, self.handler.process),
-            (k.feedback_topic, self.handler.process_feedback),
-        ):
+        """Each topic's records to its handler method (``inputs``; sources: partitions)."""
+        for topic, handle in self.inputs:
             part = {tp: batch for tp, batch in records.items() if tp.topic == topic}
             if part:
                 await self._handle(part, handle)
@@ -329,11 +331,11 @@ class StreamWorker:
         Any break restarts a partition's quiet time: a record, a stale fetch answer (the broker is
         away: silence then says nothing about the producers), or a fetch showing it behind.
         """
-        topic = self.cfg.kafka.telemetry_topic
-        parts = {tp for tp in consumer.assignment() if tp.topic == topic}
+        parts = {tp for tp in consumer.assignment() if tp.topic in self.event_topics}
         if not parts:
             return None
         now, now_ms = time.monotonic(), time.time() * 1000
+        busy = set()  # a source is idle only when its partition of every event topic is
         quiet = self.cfg.windows.idle_close_s
         idle = set()
         for tp in parts:
@@ -346,11 +348,12 @@ class StreamWorker:
                     caught_up = await asyncio.wait_for(consumer.position(tp), 0.2) >= high
             if not caught_up:
                 self._quiet_since.pop(p, None)
+                busy.add(p)
                 continue
             since = self._quiet_since.setdefault(p, now)
             if now - since >= quiet:
                 idle.add(p)
-        return idle
+        return idle - busy
 
     async def _watch(self) -> None:
         """Beside the loop (which an outage can hold inside a fetch): is Kafka answering, is the
@@ -358,9 +361,10 @@ class StreamWorker:
         while not self._stop.is_set():
             await asyncio.sleep(TICK_S)
             consumer = self._consumer
-            topic = self.cfg.kafka.telemetry_topic
             parts = (
-                {tp for tp in consumer.assignment() if tp.topic == topic} if consumer is not None else set()
+                {tp for tp in consumer.assignment() if tp.topic in self.event_topics}
+                if consumer is not None
+                else set()
             )
             now = time.monotonic()
             if not parts or self.paused:  # no answer is due: nothing was asked for
@@ -439,7 +443,7 @@ class StreamWorker:
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
             return
-        parts = {tp.partition for tp in revoked if tp.topic == self.cfg.kafka.telemetry_topic}
+        parts = {tp.partition for tp in revoked if tp.topic in self.event_topics}
         try:
             async with self._lock:
                 await self._blocking(self.handler.flush)
@@ -460,7 +464,7 @@ class StreamWorker:
         log.info("partitions revoked: %s", _names(revoked))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == self.cfg.kafka.telemetry_topic}
+        parts = {tp.partition for tp in assigned if tp.topic in self.event_topics}
         self.assigned |= set(assigned)
         self._heard_at = time.monotonic()  # the first fetch of a new assignment is not due yet
         try:
@@ -494,6 +498,23 @@ class StreamWorker:
                 log.warning("stopped with writes not done (%s); their input will be read again", e)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), timeout=10)
+
+
+def inputs(cfg: Config, handler: BatchHandler) -> list[tuple[str, Callable[..., BatchResult]]]:
+    """The topics a worker reads, each with the handler method for its messages, in the order a
+    fetch is handled: OTLP evaluations first (they join the spans of the same fetch), telemetry
+    (telemetry-event.v1 and/or OTLP spans, as ``otel`` says), labels last."""
+    k, o = cfg.kafka, cfg.otel
+    out: list[tuple[str, Callable[..., BatchResult]]] = []
+    if o.logs_topic:
+        out.append((o.logs_topic, functools.partial(handler.process_evaluations, codec=OtlpLogs(o.encoding))))
+    if o.telemetry_topic or not o.spans_topic:
+        out.append((k.telemetry_topic, handler.process))
+    if o.spans_topic:
+        spans = OtlpSpans(load_mapping(o.mapping), o.encoding)
+        out.append((o.spans_topic, functools.partial(handler.process, codec=spans)))
+    out.append((k.feedback_topic, handler.process_feedback))
+    return out
 
 
 def _names(tps: set[TopicPartition]) -> str:

@@ -301,14 +301,16 @@ def test_a_restarted_worker_joins_labels_of_events_it_read_before(tmp_path, tmp_
     first.process(raws(df.iloc[300:], t0 + timedelta(minutes=2)), [0] * 300)  # closes the first window
     fb = first.process_feedback(label_raws(df.iloc[:100], t0 + timedelta(minutes=2)), [1] * 100)
     assert fb.windows[0] == _start(t0 + timedelta(minutes=2))  # held until the label's window closes
-    first.process(raws(_population(10, seed=10), t0 + timedelta(minutes=4)), [0] * 10)
+    first.process(raws(_population(40, seed=10), t0 + timedelta(minutes=4)), [0] * 40)  # closes the second
     first.flush()
 
     second = build_pipeline(cfg, live=True)  # a restart: state only from ClickHouse
     second.wall = lambda: now.timestamp()
     second.process(raws(_population(10, seed=11), t0 + timedelta(minutes=5)), [0] * 10)
     second.process_feedback(label_raws(df.iloc[100:400], t0 + timedelta(minutes=5)), [1] * 300)
-    out = second.process(raws(_population(10, seed=12), t0 + timedelta(minutes=7)), [0] * 10).signals
+    # 40 events move the watermark (a partition's position is the median of its last 31 timestamps)
+    later = _population(40, seed=12)
+    out = second.process(raws(later, t0 + timedelta(minutes=7)), [0] * 40).signals
     second.flush()
     joined = [s for s in out if s.signal == "quality.labels" and s.dims == {"result": "joined"}]
     assert [s.value for s in joined] == [300]  # every label of an event read before the restart

@@ -28,6 +28,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from detectors.evidence import Bounds, divergence_bounds
+
 F64 = NDArray[np.float64]
 
 
@@ -241,6 +243,34 @@ def embedding_mean_shift(
     stat = float((((mu1 - mu0) ** 2)[ok] / (var[ok] * (1 / max(ref_n, 1) + 1 / max(cur_n, 1)))).sum())
     p = float(stats.chi2.sf(stat, int(ok.sum()))) if ok.any() else math.nan
     return DriftResult(np.array([effect]), np.array([p]), np.array([cur_n], dtype=np.int64))
+
+
+def embedding_shift_bounds(
+    ref_mean: ArrayLike, ref_var: ArrayLike, ref_n: int, cur_mean: ArrayLike, cur_n: int, alpha: float
+) -> Bounds:
+    """One-sided bounds of ``embedding_mean_shift``'s effect, each wrong with probability ``alpha``.
+
+    The diagonal statistic is a noncentral chi-square whose noncentrality bounds the squared
+    shift in per-dimension standard deviations (``divergence_bounds``); the effect is measured in
+    the total standard deviation, so the bounds scale by the smallest (lower) and largest (upper)
+    dimension's share of the variance: exact for isotropic embeddings, conservative otherwise.
+
+    >>> b = embedding_shift_bounds([0.0] * 4, [1.0] * 4, 4000, [0.2] * 4, 900, alpha=1e-7)
+    >>> round(float(b.lower[0]), 3), round(float(b.upper[0]), 3)  # the effect is 0.2
+    (0.101, 0.294)
+    """
+    mu0, var = np.asarray(ref_mean, np.float64), np.asarray(ref_var, np.float64)
+    mu1 = np.asarray(cur_mean, np.float64)
+    ok = var > 0
+    if not ok.any() or ref_n <= 0 or cur_n <= 0:
+        return Bounds(np.array([math.nan]), np.array([math.nan]))
+    n_eff = 1 / (1 / ref_n + 1 / cur_n)
+    d2 = float((((mu1 - mu0) ** 2)[ok] / var[ok]).sum())  # squared shift in per-dimension sds
+    b = divergence_bounds([d2], n_eff, int(ok.sum()), alpha)
+    total = var[ok].sum()
+    lo = np.sqrt(b.lower * var[ok].min() / total)
+    hi = np.sqrt(b.upper * var[ok].max() / total)
+    return Bounds(lo, hi)
 
 
 def mmd_rbf(x: ArrayLike, y: ArrayLike, permutations: int = 200, seed: int = 0) -> DriftResult:

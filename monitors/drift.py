@@ -33,13 +33,19 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
 - ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
   each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
   standard normal without change, whatever the feature's units), detects a change. Its threshold
-  is set so that all numeric features of a model together raise ``online_false_alarms_per_week``
-  on stationary traffic (``page_hinkley_threshold``, checked by simulation in the tests).
+  is set so that all numeric features of a model together raise the signal's share of the model's
+  false-alarm budget on stationary traffic (``page_hinkley_threshold``, checked by simulation in
+  the tests).
 
-p-values are Bonferroni-adjusted over every test of the model in that window, so a rule's
-``p_value < a`` bounds the chance that any feature of the model crosses it on stationary traffic
-by ``a`` per evaluation: ``a = 1e-4`` at one evaluation a minute is at most one false alarm per
-model-week, before the effect-size floor the default rules add.
+**Evidence.** ``drift.feature`` and ``drift.prediction`` carry one-sided bounds of the PSI (a rule's
+``value.lower > 0.1``: the shift is above 0.1 with confidence, not merely different): the PSI of
+two binned samples, times their effective size ``n m / (n + m)``, is close to a noncentral
+chi-square with bins - 1 degrees of freedom and noncentrality ``n_eff x PSI``, whose inversion
+(``detectors.evidence.divergence_bounds``) gives the bounds; ``drift.missing_rate`` bounds its
+difference with the reference (``delta``), ``drift.embedding`` its shift. Each is set at the
+signal's share of the model's false-alarm budget, split over the model's series of that signal
+and a week of windows. p-values (Bonferroni-adjusted over every test of the model in that window)
+test "no difference at all" and are kept for analysts.
 
 State per model is bounded: the reference (bins x features, 200 embeddings) and
 ``sliding_windows`` count matrices and embedding samples; the learning sample only during the
@@ -66,14 +72,16 @@ from river.drift import PageHinkley
 from detectors.drift import (
     chi2_homogeneity,
     embedding_mean_shift,
+    embedding_shift_bounds,
     mean_shift_z,
     mmd_rbf,
     page_hinkley_threshold,
     psi,
     two_proportions,
 )
+from detectors.evidence import Bounds, diff_bounds, divergence_bounds, look_alpha
 from monitors.base import PerModelState
-from monitors.registry import register
+from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
@@ -98,7 +106,6 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_features: Annotated[int, msgspec.Meta(gt=0)] = 200  # per model (by name order); more: ignored
     new_reference_on_version: bool = False  # a new model.version learns a new reference
     reference_file: str = ""  # from `raiwatch reference build`: models in it start with that reference
-    online_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all features
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
     max_events_per_window: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 600  # per model, by hash
@@ -480,6 +487,10 @@ class _State(msgspec.Struct, array_like=True):
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
+_PSI_EVIDENCE = (
+    "one-sided bounds of the PSI from the noncentral chi-square of n_eff x PSI (df = bins - 1), at the"
+    " signal's share of the budget over the model's features and a week of windows"
+)
 SIGNALS = (
     SignalSpec(
         name="drift.feature",
@@ -487,6 +498,9 @@ SIGNALS = (
         value="population stability index of the feature's binned values against the reference",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.35,
+        evidence_text=_PSI_EVIDENCE,
         **_COMMON,
     ),
     SignalSpec(
@@ -495,6 +509,9 @@ SIGNALS = (
         value="population stability index of the model's score or label against the reference",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.15,
+        evidence_text=_PSI_EVIDENCE,
         **_COMMON,
     ),
     SignalSpec(
@@ -504,6 +521,10 @@ SIGNALS = (
         unit="ratio",
         range=(0.0, 1.0),
         baseline="share of reference events without the feature",
+        evidence="delta",
+        budget=0.1,
+        evidence_text="one-sided Newcombe bounds of the difference with the reference's share, budgeted"
+        " as drift.feature",
         **(_COMMON | {"n": "events in the last sliding_windows windows"}),
     ),
     SignalSpec(
@@ -512,6 +533,10 @@ SIGNALS = (
         value="distance of the mean embedding from the reference's, over its total standard deviation",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.1,
+        evidence_text="one-sided bounds from the diagonal noncentral chi-square (conservative when the"
+        " dimensions' variances differ)",
         **(_COMMON | {"n": "embeddings in the last sliding_windows windows"}),
     ),
     SignalSpec(
@@ -527,10 +552,14 @@ SIGNALS = (
         dims=(("feature", "reference"),),
         value=(
             "1 in the window where the Page-Hinkley test on the feature's mean bin (in standard errors "
-            "from the reference) detects a change, else 0; calibrated to online_false_alarms_per_week"
+            "from the reference) detects a change, else 0"
         ),
         unit="score",
         range=(0.0, 1.0),
+        evidence="sequential",
+        budget=0.3,
+        evidence_text="Page-Hinkley threshold for an in-control run length of a week over the signal's"
+        " share of the budget, over the model's numeric features (Siegmund's approximation)",
         **(_COMMON | {"n": "values present in the window"}),
     ),
     SignalSpec(
@@ -553,9 +582,12 @@ class DriftMonitor(PerModelState):
     Config = DriftConfig
     SIGNALS = SIGNALS
 
-    def __init__(self, window_s: int, config: DriftConfig | None = None):
+    def __init__(
+        self, window_s: int, config: DriftConfig | None = None, budget: dict[str, float] | None = None
+    ):
         self.window_s = window_s
         self.cfg = config or DriftConfig()
+        self.budget = budgets() if budget is None else budget  # false alarms per model-week, per signal
         self._models: dict[str, _Model] = {}
         self._windows: dict[int, dict[str, list[TelemetryEvent]]] = {}  # window -> model -> its events
         self._dirty: set[str] = set()
@@ -649,7 +681,7 @@ class DriftMonitor(PerModelState):
     def _online_threshold(self, series: int) -> float:
         """Page-Hinkley threshold for ``series`` detectors together at the configured false-alarm rate."""
         windows_per_week = 7 * 86400 / self.window_s
-        arl0 = windows_per_week * max(series, 1) / self.cfg.online_false_alarms_per_week
+        arl0 = windows_per_week * max(series, 1) / self.budget.get("drift.change", 1e-9)
         return page_hinkley_threshold(arl0, self.cfg.online_delta)
 
     def _relearn(self, st: _Model, start: int) -> None:
@@ -680,10 +712,19 @@ class DriftMonitor(PerModelState):
         shift = psi(ref_bins, bins)
         miss = two_proportions(ref_missing, ref.n, missing, n)
         present = bins.sum(axis=1)
+        ev_psi, ev_miss = self._evidence(feats, ref_bins, bins, shift.effect, missing, n, ref.n)
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = []
 
-        def emit(name: str, dims: dict[str, str], value: float, cnt: int, p: float, base: float | None):
+        def emit(
+            name: str,
+            dims: dict[str, str],
+            value: float,
+            cnt: int,
+            p: float,
+            base: float | None,
+            evidence: dict | None = None,
+        ):
             out.append(
                 Signal(
                     ts=ts,
@@ -696,6 +737,7 @@ class DriftMonitor(PerModelState):
                     n=cnt,
                     p_value=None if math.isnan(p) else min(1.0, p * tests),
                     baseline=base,
+                    **(evidence or {}),
                 )
             )
 
@@ -703,10 +745,12 @@ class DriftMonitor(PerModelState):
             cnt = int(present[i])
             if f.name.startswith("prediction."):
                 dims = {"output": f.name.removeprefix("prediction.")}
-                emit("drift.prediction", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+                emit("drift.prediction", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None,
+                     _fields("value", ev_psi, i))  # fmt: skip
             else:
                 dims = {"feature": f.name}
-                emit("drift.feature", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+                emit("drift.feature", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None,
+                     _fields("value", ev_psi, i))  # fmt: skip
             emit(
                 "drift.missing_rate",
                 {"feature": f.name},
@@ -714,6 +758,7 @@ class DriftMonitor(PerModelState):
                 n,
                 float(miss.p_value[i]),
                 f.missing / ref.n if ref.n else None,
+                _fields("delta", ev_miss, i),
             )
             ref_present = sum(f.counts)
             emit(
@@ -729,7 +774,10 @@ class DriftMonitor(PerModelState):
             count = sum(w[1] for w in st.recent_emb)
             if count:
                 shift = embedding_mean_shift(emb.mean, emb.var, emb.n, total / count, count)
-                emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None)
+                alpha = look_alpha(self.budget.get("drift.embedding", 0.0), 1, self.window_s)
+                ev = embedding_shift_bounds(emb.mean, emb.var, emb.n, total / count, count, alpha)
+                emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None,
+                     _fields("value", ev, 0))  # fmt: skip
             if count and (start // self.window_s) % self.cfg.sliding_windows == 0:  # once per span
                 recent = sorted((x for w in st.recent_emb for x in w[2]), key=itemgetter(0))
                 pooled = [v for _, v in recent[:EMBEDDING_SAMPLE]]
@@ -738,6 +786,38 @@ class DriftMonitor(PerModelState):
                     p = float(mmd.p_value[0])
                     emit("drift.embedding_mmd", {}, float(mmd.effect[0]), len(pooled), p, None)
         return out
+
+    def _evidence(
+        self,
+        feats: list,
+        ref_bins: np.ndarray,
+        bins: np.ndarray,
+        psi_: np.ndarray,
+        missing: np.ndarray,
+        n: int,
+        ref_events: int,
+    ) -> tuple[Bounds, Bounds]:
+        """Budgeted bounds of each feature's PSI (drift.feature and drift.prediction share out their
+        budgets over their own features) and of its missing share's difference with the reference."""
+        ref_n = ref_bins.sum(axis=1).astype(np.float64)
+        cur_n = bins.sum(axis=1).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_eff = np.where((ref_n > 0) & (cur_n > 0), ref_n * cur_n / (ref_n + cur_n), 0.0)
+        df = ((ref_bins + bins) > 0).sum(axis=1) - 1
+        is_pred = np.array([f.name.startswith("prediction.") for f in feats], dtype=bool)
+        alpha = np.empty(len(feats))
+        for mask, name in ((is_pred, "drift.prediction"), (~is_pred, "drift.feature")):
+            tested = int((mask & (n_eff > 0)).sum())
+            alpha[mask] = look_alpha(self.budget.get(name, 0.0), tested, self.window_s)
+        lo, hi = np.full(len(feats), math.nan), np.full(len(feats), math.nan)
+        for a in np.unique(alpha):  # one inversion per budget level
+            sel = alpha == a
+            b = divergence_bounds(psi_[sel], n_eff[sel], df[sel], float(a))
+            lo[sel], hi[sel] = b.lower, b.upper
+        ref_missing = np.array([f.missing for f in feats], dtype=np.float64)
+        miss_alpha = look_alpha(self.budget.get("drift.missing_rate", 0.0), len(feats), self.window_s)
+        miss = diff_bounds(missing, n, ref_missing, ref_events, miss_alpha)
+        return Bounds(lo, hi), miss
 
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
         """Step each numeric feature's Page-Hinkley test with this window's mean-bin z."""
@@ -803,3 +883,15 @@ class DriftMonitor(PerModelState):
                 [(t.tolist(), n, smp) for t, n, smp in st.recent_emb],
             )
         )
+
+
+def _fields(of: str, b: Bounds, i: int) -> dict:
+    """Row ``i`` of evidence bounds as Signal fields (none where nothing was measured)."""
+    lo, hi = float(b.lower[i]), float(b.upper[i])
+    if math.isnan(lo) and math.isnan(hi):
+        return {}
+    return {
+        "evidence_of": of,
+        "evidence_lower": None if math.isnan(lo) else lo,
+        "evidence_upper": None if math.isnan(hi) else hi,
+    }

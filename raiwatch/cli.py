@@ -334,6 +334,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
 
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from alert_rules import lint, load_rules
+    from alert_rules.loader import evidence_check
     from monitors.registry import catalogue
 
     signals = catalogue()
@@ -344,8 +345,11 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
-    n = sum(len(load_rules(p, signals)) for p in paths)
-    print(f"ok: {n} rules")
+    rules = [r for p in paths for r in load_rules(p, signals)]
+    warnings = evidence_check(rules, signals)[1]
+    for w in warnings:
+        print(w)
+    print(f"ok: {len(rules)} rules" + (f", {len(warnings)} warning(s)" if warnings else ""))
     return 0
 
 

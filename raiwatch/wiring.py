@@ -46,7 +46,7 @@ def build_pipeline(
     Refuses (``ConfigError``, ``RuleError``) before touching any store when the settings or the
     rules are bad. ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
     """
-    monitors = build_monitors(cfg.windows.size_s, cfg.monitors)
+    monitors = build_monitors(cfg.windows.size_s, cfg.monitors, cfg.false_alarms_per_model_week)
     signals = catalogue()
     rules = load_rules(rules_dir or cfg.rules_dir or None, signals)
     ch = cfg.clickhouse

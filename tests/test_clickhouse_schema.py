@@ -25,7 +25,7 @@ TABLES = {
     "signals_1m", "signals_1h", "signals_1d", "signals_1h_mv", "signals_1d_mv",  # rollups
     "events_1m", "events_1h", "events_1d", "events_1h_mv", "events_1d_mv",
 }  # fmt: skip
-VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8]
+VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 10]
 
 
 @pytest.fixture(scope="session")

@@ -112,6 +112,9 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     )
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
     queries_dir: str = ""  # a folder of one's own saved queries (NAME.sql) for `raiwatch query --saved`
+    # expected false alarms per model and week over every threshold and change test the shipped
+    # rules use, split among them (monitors.registry.budgets)
+    false_alarms_per_model_week: Annotated[float, Meta(gt=0)] = 1.0
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)

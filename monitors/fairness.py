@@ -29,8 +29,9 @@ split over every comparison of that signal the model made in the window and the 
 (``detectors.evidence``): a standing disparity on the compliant side of a rule's threshold crosses
 it at most that often, however many groups and however long it is watched. ``p_value`` (kept for
 analysts) is the one-sided two-proportion z-test of "no difference" in the harmful direction,
-Bonferroni-adjusted over the model's comparisons in the window; rules do not page on it. Every window's rates, sizes and reference group go to the ClickHouse table
-``fairness_metrics`` (``drain_rows``). State per model: ``horizon_windows`` of per-group counts.
+Bonferroni-adjusted over the model's comparisons in the window; rules do not page on it. Every
+window's rates, sizes and reference group go to the ClickHouse table ``fairness_metrics``
+(``drain_rows``). State per model: ``horizon_windows`` of per-group counts.
 """
 
 from __future__ import annotations
@@ -299,7 +300,7 @@ class FairnessMonitor(PerModelState):
             Signal(ts=ts, window=self.window_s, signal="fairness.favorable_change", model_id=model,
                    dims={"attribute": keys[i][0], "group": keys[i][1]}, value=float(state[i, S]) / h,
                    n=int(run_n[j]), baseline=float(p0[i]), lower=_num(lo[j], run_n[j]),
-                   upper=_num(hi[j], run_n[j]))  # fmt: skip
+                   upper=_num(hi[j], run_n[j]))
             for j, i in enumerate(rows.tolist())
         ]
 

@@ -535,7 +535,8 @@ class QualityMonitor:
         m = max(1, len(tests))
         tpr = [(i, b) for name, i, b, _ in tests if name == "true_positive_rate"]
         rows, refs = [i for i, _ in tpr], [b for _, b in tpr]
-        found = self._evidence("quality.true_positive_rate", c[rows, TP], c[rows, POS], c[refs, TP], c[refs, POS])
+        signal = "quality.true_positive_rate"
+        found = self._evidence(signal, c[rows, TP], c[rows, POS], c[refs, TP], c[refs, POS])
         tpr_evidence = dict(zip(tpr, found, strict=True))
         for name, i, b, p in tests:
             k, n = (TP, POS) if name == "true_positive_rate" else (FP, NEG)

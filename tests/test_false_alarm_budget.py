@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 import numpy as np
-import pytest
 from scipy import stats
 
 from alert_rules import RuleEngine, load_rules
@@ -25,7 +24,7 @@ from monitors.drift import DriftConfig, DriftMonitor, _Reference, build_referenc
 from monitors.fairness import FairnessConfig, FairnessMonitor
 from monitors.registry import budgets, catalogue
 from monitors.safety import SafetyMonitor
-from raiwatch.core.records import IncidentChange, Signal
+from raiwatch.core.records import Signal
 
 WINDOW = 600
 WEEK = 7 * 86400 // WINDOW
@@ -143,8 +142,10 @@ def test_safety_rates_just_under_the_threshold_stay_within_the_budget():
             by_model[m] = w
         signals += mon.close(start)
     model_weeks = len(models) * WEEK * WINDOW / (7 * 86400)
-    rules = ["SafetyViolationRateHigh", "TenantSafetyViolationRateHigh", "SafetyRegression",
-             "SafetyRegressionCritical", "TenantSafetyRegression", "TenantSafetyRegressionCritical"]  # fmt: skip
+    rules = [
+        "SafetyViolationRateHigh", "TenantSafetyViolationRateHigh", "SafetyRegression",
+        "SafetyRegressionCritical", "TenantSafetyRegression", "TenantSafetyRegressionCritical",
+    ]  # fmt: skip
     pages = _pages(signals, rules)
     share = budgets()["safety.violation_rate"] + budgets()["safety.rate_change"]
     _within_budget(pages, share, model_weeks)
@@ -154,9 +155,10 @@ def test_safety_rates_just_under_the_threshold_stay_within_the_budget():
 
 def _reference(rng: np.random.Generator, features: int) -> _Reference:
     rows = [
-        {f"x{j:02d}": float(v) for j, v in enumerate(rng.normal(size=features))} | {"kind": str(rng.choice(["a", "b", "c"]))}
+        {f"x{j:02d}": float(v) for j, v in enumerate(rng.normal(size=features))}
+        | {"kind": str(rng.choice(["a", "b", "c"]))}
         for _ in range(4000)
-    ]  # fmt: skip
+    ]
     return build_reference(rows, DriftConfig(), "ref@test", "")
 
 
@@ -183,7 +185,8 @@ def test_drift_stationary_features_stay_within_the_budget():
             for i, f in enumerate(st.ref.features):
                 if f.numeric:
                     x = rng.normal(0, 1, size=n)
-                    counts.bins[i, : f.width - 1] += np.bincount(np.searchsorted(f.cuts, x), minlength=f.width - 1)
+                    binned = np.bincount(np.searchsorted(f.cuts, x), minlength=f.width - 1)
+                    counts.bins[i, : f.width - 1] += binned
                 else:
                     k = rng.multinomial(n, [1 / 3] * 3)
                     idx = [f.categories.index(c) for c in ("a", "b", "c")]

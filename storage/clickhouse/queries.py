@@ -79,7 +79,8 @@ def _signals(rows: Sequence[Sequence]) -> list[Signal]:
         Signal(ts=ts, window=window, signal=signal, model_id=model, value=value, n=n, model_version=version,
                dims=dict(dims), baseline=baseline, lower=lower, upper=upper, p_value=p, evidence_of=of,
                evidence_lower=ev_lo, evidence_upper=ev_hi)
-        for ts, window, signal, model, value, n, version, dims, baseline, lower, upper, p, of, ev_lo, ev_hi in rows
+        for (ts, window, signal, model, value, n, version, dims, baseline, lower, upper, p, of, ev_lo,
+             ev_hi) in rows
     ]  # fmt: skip
 
 

@@ -26,17 +26,18 @@ tests "the rate is above 5%", and a model at a standing 4% pages at most as ofte
   Wilson interval (scaled alike); the evidence bounds are the lower (and upper) of the two spans'
   budgeted Wilson bounds, scaled alike.
 - ``safety.rate_change`` {category}, {category, tenant_id}, {action}: a Bernoulli CUSUM
-  (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value`` is
-  the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline rate
-  it tests against, ``lower``/``upper`` the Wilson interval of the rate since the statistic last
-  left zero and ``n`` the events since then. The limit gives at most the signal's share of the
-  model's false-alarm budget per week over all its series (Lorden's bound, ``ARL0 >= e^h``).
+  (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value``
+  is the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline
+  rate it tests against, ``lower``/``upper`` the Wilson interval of the rate since the statistic
+  last left zero and ``n`` the events since then. The limit gives at most the signal's share of
+  the model's false-alarm budget per week over all its series (Lorden's bound, ``ARL0 >= e^h``).
   The baseline is an exponentially weighted rate (half-life ``change_half_life_windows``), taken
-  at its upper 95% bound so a thin baseline errs towards quiet, and frozen while the statistic is
-  above half its limit, so a regression cannot become its own baseline. A tenant's baseline starts from the model-wide rate of the category, worth
-  ``change_prior_events`` events, so a small or new tenant is judged against the model until its
-  own traffic says otherwise. A series is tested once its baseline holds ``change_min_baseline``
-  events (the model-wide one, for a tenant).
+  at its upper 95% bound so a thin baseline errs towards quiet, and frozen while the statistic
+  is above half its limit, so a regression cannot become its own baseline. A tenant's baseline
+  starts from the model-wide rate of the category, worth ``change_prior_events`` events, so a
+  small or new tenant is judged against the model until its own traffic says otherwise. A series
+  is tested once its baseline holds ``change_min_baseline`` events (the model-wide one, for a
+  tenant).
 
 Categories and tenants are admitted to a model's tracked set when the window that first shows
 them closes (new names in sorted order, up to the caps; the rest fold into ``other``), so the

@@ -297,10 +297,18 @@ class FairnessMonitor(PerModelState):
         run_n = np.where(state[rows, RUN_N] > 0, state[rows, RUN_N], n[rows])
         _, lo, hi = wilson_interval(run_k, run_n)
         return [
-            Signal(ts=ts, window=self.window_s, signal="fairness.favorable_change", model_id=model,
-                   dims={"attribute": keys[i][0], "group": keys[i][1]}, value=float(state[i, S]) / h,
-                   n=int(run_n[j]), baseline=float(p0[i]), lower=_num(lo[j], run_n[j]),
-                   upper=_num(hi[j], run_n[j]))
+            Signal(
+                ts=ts,
+                window=self.window_s,
+                signal="fairness.favorable_change",
+                model_id=model,
+                dims={"attribute": keys[i][0], "group": keys[i][1]},
+                value=float(state[i, S]) / h,
+                n=int(run_n[j]),
+                baseline=float(p0[i]),
+                lower=_num(lo[j], run_n[j]),
+                upper=_num(hi[j], run_n[j]),
+            )
             for j, i in enumerate(rows.tolist())
         ]
 

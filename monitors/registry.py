@@ -103,9 +103,7 @@ def budgets(per_model_week: float = 1.0) -> dict[str, float]:
     return out
 
 
-def build_monitors(
-    window_s: int, sections: Mapping[str, Any], per_model_week: float = 1.0
-) -> list[Monitor]:
+def build_monitors(window_s: int, sections: Mapping[str, Any], per_model_week: float = 1.0) -> list[Monitor]:
     """One instance of every registered monitor, configured from ``sections``, each with its
     signals' shares of the false-alarm budget (``budgets``)."""
     configs = monitor_configs(sections)

@@ -12,7 +12,8 @@ signals). Each runs inactive -> pending -> firing -> resolved on the windows it 
   in the band between the two conditions keeps it firing and restarts the clear streak;
 - a window not newer than the last one seen for its series is ignored (replays, redeliveries);
 - a rule with ``inhibited_by`` stays pending while a named rule fires on the same values of the
-  labels both share (a model-wide incident holds back the per-tenant ones it explains).
+  labels both share (a model-wide incident holds back the per-tenant ones it explains); in each
+  window the inhibitors are stepped first, so the outcome does not depend on signal order.
 
 Incident ids hash the dedup key and ``opened_at``, so a stream run and a replay agree.
 """
@@ -24,13 +25,13 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Literal
 
 from msgspec.structs import replace
 
 from alert_rules.conditions import signal_fields
-from alert_rules.loader import Rule
+from alert_rules.loader import Rule, inhibition_levels
 from raiwatch.core.records import Incident, IncidentChange, Signal
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -71,7 +72,7 @@ class RuleEngine:
         for r in rules:
             self._routes.setdefault(r.signal, []).append(r)
         self._runbooks = {r.name: r.runbook_url(runbook_base_url) for r in rules}
-        self._inhibitors = {name for r in rules for name in r.inhibited_by}
+        self._levels = inhibition_levels(rules)
         self._series: dict[SeriesKey, _Series] = {}
         self._evict_after = evict_after
         self._now: datetime | None = None  # latest event time seen
@@ -80,9 +81,10 @@ class RuleEngine:
     def evaluate(self, signals: Sequence[Signal]) -> list[IncidentChange]:
         """Feed signals (any mix of series and rules; stably sorted by ``ts`` here); return the changes.
 
-        Within one window, rules that inhibit others are evaluated first, so whether an inhibited
-        rule opens never depends on the order of the signals (a replay and a restarted worker
-        read them back in another order than the monitors emitted them).
+        Within one window, rules are stepped level by level of ``inhibited_by`` (a rule after
+        every rule that can hold it back, inhibitors of inhibitors first), so whether an inhibited
+        rule opens never depends on the order of the signals: a replay, a backtest and a restarted
+        worker read them back in another order than the monitors emitted them.
         """
         changes = []
         ordered = sorted(signals, key=attrgetter("ts"))
@@ -91,26 +93,24 @@ class RuleEngine:
             j = i
             while j < len(ordered) and ordered[j].ts == ordered[i].ts:
                 j += 1
-            window = ordered[i:j]
-            for inhibitors_pass in (True, False):
-                for s in window:
-                    changes += self._route(s, inhibitors_pass)
+            changes += self._window(ordered[i:j])
             i = j
         self._evict()
         return changes
 
-    def _route(self, s: Signal, inhibitors: bool) -> list[IncidentChange]:
-        """Step the series ``s`` feeds, of the rules that inhibit others (or of the rest)."""
-        self._now = s.ts if self._now is None else max(self._now, s.ts)
-        routes = self._routes.get(s.signal)
-        if not routes:
-            return []
-        labels = s.labels()
-        fields = signal_fields(s)
-        out = []
-        for rule in routes:
-            if (rule.name in self._inhibitors) != inhibitors or not rule.sees(s, labels):
+    def _window(self, window: Sequence[Signal]) -> list[IncidentChange]:
+        """Step every series the signals of one window feed, a level of ``inhibited_by`` at a time."""
+        self._now = window[0].ts if self._now is None else max(self._now, window[0].ts)
+        steps: list[tuple[int, Rule, Signal, dict[str, str], dict[str, float | None]]] = []
+        for s in window:
+            routes = self._routes.get(s.signal)
+            if not routes:
                 continue
+            labels = s.labels()
+            fields = signal_fields(s)
+            steps += [(self._levels[r.name], r, s, labels, fields) for r in routes if r.sees(s, labels)]
+        out = []
+        for _, rule, s, labels, fields in sorted(steps, key=itemgetter(0)):  # stable: same level, same order
             scope = {k: labels[k] for k in rule.group_by}
             if s.model_id:
                 scope.setdefault("model_id", s.model_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,9 +30,12 @@ from alert_rules.conditions import (
     parse_condition,
     parse_duration,
 )
+from raiwatch.core import yamlfile
 from raiwatch.core.catalogue import BOUNDED, Catalogue, SignalSpec
 from raiwatch.core.errors import RuleError
+from raiwatch.core.matchers import Matcher, MatcherError, accept_all, matchers
 from raiwatch.core.records import SIGNAL_FAMILIES, Severity, Signal
+from raiwatch.core.yamlfile import YAMLLimitError
 
 RULES_DIR = Path(__file__).resolve().parent
 SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
@@ -76,41 +80,6 @@ TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=Fa
 TEMPLATES.filters.update(pct=_pct, num=_num)
 
 
-@dataclass(frozen=True)
-class Matcher:
-    """The values one ``match`` label may take: ``v`` (equal), ``~re`` (a full regex match),
-    ``!v`` or ``!~re`` (not that). A label must match one of the positive entries (when there are
-    any) and none of the negative ones.
-
-    >>> m = Matcher.of(["~self_.*", "!self_test"])
-    >>> m.accepts("self_harm"), m.accepts("self_test"), m.accepts("pii")
-    (True, False, False)
-    >>> Matcher.of(["!acme"]).accepts("globex"), Matcher.of(["!acme"]).accepts("acme")
-    (True, False)
-    """
-
-    allow: tuple[re.Pattern[str], ...]
-    deny: tuple[re.Pattern[str], ...]
-
-    @classmethod
-    def of(cls, values: Sequence[str]) -> Matcher:
-        allow, deny = [], []
-        for v in values:
-            neg = v.startswith("!")
-            body = v[1:] if neg else v
-            pattern = re.compile(body[1:] if body.startswith("~") else re.escape(body))
-            (deny if neg else allow).append(pattern)
-        return cls(tuple(allow), tuple(deny))
-
-    def accepts(self, value: str | None) -> bool:
-        """Whether ``value`` passes (a missing label passes only a matcher of exclusions)."""
-        if value is None:
-            return not self.allow
-        if self.allow and not any(p.fullmatch(value) for p in self.allow):
-            return False
-        return not any(p.fullmatch(value) for p in self.deny)
-
-
 @dataclass(frozen=True, eq=False)
 class Rule:
     """One validated alert rule. ``runbook`` is a file in runbooks/ or an absolute URL."""
@@ -140,12 +109,12 @@ class Rule:
         object.__setattr__(self, "template", TEMPLATES.from_string(self.summary))
         match = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
         object.__setattr__(self, "match", match)
-        object.__setattr__(self, "_matchers", {k: Matcher.of(v) for k, v in match.items()})
+        object.__setattr__(self, "_matchers", matchers(match))
         object.__setattr__(self, "_dims", frozenset(self.group_by).union(match) - SCOPE_LABELS)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether every ``match`` matcher accepts the value of its label in ``labels``."""
-        return all(m.accepts(labels.get(k)) for k, m in self._matchers.items())  # type: ignore[attr-defined]
+        return accept_all(self._matchers, labels)  # type: ignore[attr-defined]
 
     @property
     def dims(self) -> frozenset[str]:
@@ -251,19 +220,56 @@ def _check(
                 problems.append(f"{r.source}: inhibited_by names {name!r}, which is no loaded alert")
             elif name == r.name:
                 problems.append(f"{r.source}: a rule cannot inhibit itself")
+    try:
+        inhibition_levels(rules)
+    except ValueError as e:
+        problems.append(str(e))
     if catalogue is not None:
         problems += evidence_check(rules, catalogue)[0]
     return rules, problems
 
 
+def inhibition_levels(rules: Sequence[Rule]) -> dict[str, int]:
+    """Each rule's level: 0 when nothing loaded inhibits it, else one more than its highest
+    inhibitor's. Evaluating a window level by level settles every inhibitor before the rules it
+    holds back. ``ValueError`` (naming the rules) when ``inhibited_by`` goes round in a circle.
+
+    >>> from alert_rules.conditions import parse_condition as c
+    >>> def r(name, *by):
+    ...     return Rule(name, "safety.x", (), c("value > 1"), c("value < 1"), 1, "info", "", "rb.md",
+    ...                 inhibited_by=by)
+    >>> inhibition_levels([r("Tenant", "Model"), r("Model", "Wide"), r("Wide"), r("Other", "Gone")])
+    {'Wide': 0, 'Model': 1, 'Tenant': 2, 'Other': 0}
+    """
+    by_name = {r.name: r for r in rules}
+    levels: dict[str, int] = {}
+
+    def level(name: str, path: tuple[str, ...]) -> int:
+        if name in path:
+            loop = " -> ".join((*path[path.index(name) :], name))
+            raise ValueError(
+                f"{by_name[name].source}: inhibited_by goes round in a circle ({loop}): "
+                "each would wait for the other"
+            )
+        if name not in levels:
+            above = [
+                level(n, (*path, name)) for n in by_name[name].inhibited_by if n in by_name and n != name
+            ]
+            levels[name] = 1 + max(above) if above else 0
+        return levels[name]
+
+    for r in rules:
+        level(r.name, ())
+    return levels
+
+
 def _check_file(f: Path, catalogue: Catalogue | None) -> tuple[list[Rule], list[str]]:
     try:
-        loader = yaml.SafeLoader(f.read_text(encoding="utf-8"))
-        try:
-            root = loader.get_single_node()
-            data = loader.construct_document(root) if root is not None else None
-        finally:
-            loader.dispose()
+        root = yamlfile.compose(yamlfile.read(f))
+        data = yamlfile.construct(root)
+    except YAMLLimitError as e:  # a YAML bomb or a runaway file: refused before anything walks it
+        mark = e.problem_mark
+        return [], [f"{f}:{mark.line + 1 if mark else 1}: YAML refused: {e.problem}"]
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark, why = getattr(e, "problem_mark", None), getattr(e, "problem", None) or e
         if getattr(e, "context", None) and e.context_mark:
@@ -336,9 +342,16 @@ def _check_rule(
                 "annotations",
             )
         elif isinstance(ann.get("runbook"), str):
-            name = ann["runbook"].split("#")[0]
-            if not any((d / "runbooks" / name).is_file() for d in (f.parent, RULES_DIR)):
+            name, _, anchor = ann["runbook"].partition("#")
+            found = [
+                d / "runbooks" / name for d in (f.parent, RULES_DIR) if (d / "runbooks" / name).is_file()
+            ]
+            if not found:
                 bad(f"runbook {name!r} not found in runbooks/", "annotations", "runbook")
+            elif anchor and anchor not in (slugs := heading_slugs(found[0].read_text(encoding="utf-8"))):
+                close = difflib.get_close_matches(anchor, slugs, n=1)
+                hint = f"did you mean #{close[0]}?" if close else f"its headings: #{', #'.join(slugs)}"
+                bad(f"runbook {name!r} has no heading #{anchor} ({hint})", "annotations", "runbook")
         if isinstance(ann.get("summary"), str):
             try:
                 TEMPLATES.from_string(ann["summary"])
@@ -372,14 +385,11 @@ def _check_rule(
         return None
     match, static = r.get("match", {}), r.get("labels", {})
     for key, values in match.items():
-        for v in [values] if isinstance(values, str) else values:
-            body = v[1:] if v.startswith("!") else v
-            if body.startswith("~"):
-                try:
-                    re.compile(body[1:])
-                except re.error as e:
-                    bad(f"match: {key}: bad regular expression {body[1:]!r}: {e}", "match", key)
-                    return None
+        try:
+            Matcher.of(values)
+        except MatcherError as e:
+            bad(f"match: {key}: {e}", "match", key)
+            return None
     rule = Rule(
         name=r["alert"],
         signal=signal,
@@ -448,6 +458,27 @@ def evidence_check(rules: Sequence[Rule], catalogue: Catalogue) -> tuple[list[st
                 )
                 break
     return problems, warnings
+
+
+def heading_slugs(markdown: str) -> list[str]:
+    r"""The anchors a Markdown file's headings get on GitHub (and most renderers): lower case,
+    punctuation dropped, spaces as hyphens, a repeated one suffixed ``-1``, ``-2``...
+
+    >>> heading_slugs("# Drift\n## What fired\n```\n# a comment\n```\n## First checks (5 min)\n## What fired")
+    ['drift', 'what-fired', 'first-checks-5-min', 'what-fired-1']
+    """
+    slugs: list[str] = []
+    seen: Counter[str] = Counter()
+    fenced = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        m = None if fenced else re.match(r"#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if m:
+            slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+            slugs.append(f"{slug}-{seen[slug]}" if seen[slug] else slug)
+            seen[slug] += 1
+    return slugs
 
 
 def _outside_range(cond: Condition, spec: SignalSpec) -> Iterator[str]:

@@ -29,7 +29,8 @@ expected incident's labels must equal the incident's (the rule's group_by labels
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import difflib
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ import yaml
 from alert_rules.conditions import BOUNDS, parse_duration
 from alert_rules.engine import RuleEngine
 from alert_rules.loader import load_rules
+from raiwatch.core import yamlfile
 from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.errors import RuleError
 from raiwatch.core.records import Signal
@@ -99,14 +101,26 @@ def _ramp(body: str, tok: str, what: str) -> tuple[float, float]:
     raise RuleTestError(f"{what}: cannot read {tok!r} (write A, AxN, A+BxN, A-BxN, _ or _xN)")
 
 
-def _series(spec: Any, where: str, interval: timedelta) -> Iterator[tuple[int, Signal]]:
-    """``(index, signal)`` for every value of one input series."""
+def _series(
+    spec: Any, where: str, interval: timedelta, read: Collection[str], catalogue: Catalogue | None
+) -> Iterator[tuple[int, Signal]]:
+    """``(index, signal)`` for every value of one input series (``read``: the signals the rules read)."""
     if not isinstance(spec, Mapping) or "signal" not in spec or "values" not in spec:
         raise RuleTestError(f"{where}: an input series needs signal, labels and values")
     unknown = set(spec) - {"signal", "labels", "values", *FIELDS}
     if unknown:
         raise RuleTestError(f"{where}: unknown key(s) {sorted(unknown)} (known: signal, labels, values, "
                             f"{', '.join(FIELDS)})")  # fmt: skip
+    name = str(spec["signal"])
+    # a misspelled signal feeds no rule, so `firing: []` would pass whatever the rules do
+    if catalogue is not None and catalogue.get(name) is None:
+        close = catalogue.closest(name)
+        hint = f": did you mean {close!r}?" if close else ""
+        raise RuleTestError(f"{where}.signal: unknown signal {name!r} (no monitor emits it){hint}")
+    if name not in read:
+        close = difflib.get_close_matches(name, sorted(read), n=1)
+        hint = f": did you mean {close[0]!r}?" if close else f" (they read {', '.join(sorted(read))})"
+        raise RuleTestError(f"{where}.signal: no rule of rule_files reads {name!r}{hint}")
     dims = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
     model, version = dims.pop("model_id", ""), dims.pop("model_version", "")
     values = expand(spec["values"], f"{where}.values")
@@ -123,7 +137,7 @@ def _series(spec: Any, where: str, interval: timedelta) -> Iterator[tuple[int, S
             fields["evidence_of"] = of
             fields[f"evidence_{side}"] = fields.pop(bound)
         yield k, Signal(
-            ts=START + (k + 1) * interval, window=int(interval.total_seconds()), signal=str(spec["signal"]),
+            ts=START + (k + 1) * interval, window=int(interval.total_seconds()), signal=name,
             model_id=model, model_version=version, dims=dims, value=v,
             n=1_000_000 if n is None else int(n), **fields,
         )  # fmt: skip
@@ -132,9 +146,10 @@ def _series(spec: Any, where: str, interval: timedelta) -> Iterator[tuple[int, S
 def run_file(path: Path, catalogue: Catalogue | None = None) -> tuple[int, list[Failure]]:
     """Run every test of a test file: ``(tests run, failures)``. Raises ``RuleTestError``."""
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yamlfile.load_file(path)  # bounded: a YAML bomb is refused, not expanded
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RuleTestError(f"{path}: cannot read it: {str(e).splitlines()[0]}") from None
+        why = yamlfile.describe(e) if isinstance(e, yaml.YAMLError) else str(e).splitlines()[0]
+        raise RuleTestError(f"{path}: cannot read it: {why}") from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("tests"), list):
         raise RuleTestError(f"{path}: a test file needs rule_files and a list of tests")
     files = [(path.parent / f) for f in doc.get("rule_files") or []]
@@ -150,17 +165,20 @@ def run_file(path: Path, catalogue: Catalogue | None = None) -> tuple[int, list[
     failures: list[Failure] = []
     for i, test in enumerate(doc["tests"]):
         name = str(test.get("name") or f"tests[{i}]") if isinstance(test, Mapping) else f"tests[{i}]"
-        failures += _run_test(path, name, test, rules, interval)
+        failures += _run_test(path, name, test, rules, interval, catalogue)
     return len(doc["tests"]), failures
 
 
-def _run_test(path: Path, name: str, test: Any, rules: list, interval: timedelta) -> list[Failure]:
+def _run_test(
+    path: Path, name: str, test: Any, rules: list, interval: timedelta, catalogue: Catalogue | None
+) -> list[Failure]:
     where = f"{path}: test {name!r}"
     if not isinstance(test, Mapping):
         raise RuleTestError(f"{where}: a test is a mapping with input_signals and expected_incidents")
     steps: dict[int, list[Signal]] = {}
+    read = {r.signal for r in rules}
     for j, spec in enumerate(test.get("input_signals") or []):
-        for k, signal in _series(spec, f"{where}: input_signals[{j}]", interval):
+        for k, signal in _series(spec, f"{where}: input_signals[{j}]", interval, read, catalogue):
             steps.setdefault(k, []).append(signal)
     expected = []
     for j, exp in enumerate(test.get("expected_incidents") or []):

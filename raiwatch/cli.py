@@ -339,6 +339,9 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
 
     signals = catalogue()
     paths = args.paths or [RULES_DIR]
+    for p in paths:  # a path that is not there is the user's mistake (2), not a problem found (1)
+        if not p.exists():
+            raise RaiwatchError(f"{p}: no such file or folder")
     problems = lint(paths, signals)
     for p in problems:
         print(p)

@@ -155,7 +155,10 @@ def incident_report(
     """The report of a drift incident: its model's last ``recent_s`` before it opened against its
     reference, in ``out_dir/<incident_id>.html``."""
     if not incident.signal.startswith("drift."):
-        raise RaiwatchError(f"{incident.incident_id} is a {incident.signal} incident; reports are for drift")
+        raise RaiwatchError(
+            f"{incident.incident_id} is an incident of {incident.signal} ({incident.rule}); "
+            "reports are for drift incidents (signal drift.*)"
+        )
     current = (incident.opened_at - timedelta(seconds=recent_s), incident.opened_at)
     return write_report(
         client, database, incident.labels.get("model_id", ""), incident.labels.get("reference", ""),

@@ -1,5 +1,9 @@
 """The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/healthz`` (alive) and ``/readyz``
-(consuming and writing: 503 with the reason otherwise)."""
+(consuming and writing: 503 with the reason otherwise).
+
+They ask no credentials and ``/metrics`` names models and categories, so the worker binds them to
+``metrics.host``, 127.0.0.1 by default; a deployment whose Prometheus or probes come from another
+host sets 0.0.0.0 (deploy/ does)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ class Pipeline:
         self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
         self._next_mirror = 0.0
         self._pending: Future | None = None
-        self._reload: Callable[[], RuleEngine] | None = None  # a rule reload waiting for the pipeline thread
+        self._reload: RuleEngine | None = None  # new rules, built elsewhere, waiting for the pipeline thread
         # a live worker catches up on unrolled history a few hours per roll-up, not all at once
         self.rollups = (
             Rollups(cfg.clickhouse.database, max_chunks=CATCH_UP_HOURS if live else None)
@@ -118,20 +118,15 @@ class Pipeline:
         )
         self._next_roll = 0.0
 
-    def request_reload(self, build: Callable[[], RuleEngine]) -> None:
-        """Ask for new rules (any thread): ``build`` loads and checks them and returns their engine,
-        or raises. The pipeline thread swaps them in between batches; a failure keeps the rules
-        running, logs why and sets ``raiwatch_rules_last_reload_successful`` to 0."""
-        self._reload = build
+    def request_reload(self, engine: RuleEngine) -> None:
+        """Hand over new rules (any thread): an engine already built on rules that lint, by the
+        caller's thread (a bad file costs the pipeline nothing). The pipeline thread swaps it in
+        between batches."""
+        self._reload = engine
 
     def _swap_rules(self) -> None:
-        build, self._reload = self._reload, None
-        try:
-            engine = build()  # type: ignore[misc]
-        except Exception as e:  # a bad edit: the old rules keep running
-            metrics.RULE_RELOADS.labels("failed").inc()
-            metrics.RULES_RELOAD_OK.set(0)
-            log.error("rule reload failed, the previous rules keep running: %s", e)
+        engine, self._reload = self._reload, None
+        if engine is None:
             return
         self.flush()
         old = self.engine

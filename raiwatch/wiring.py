@@ -80,6 +80,21 @@ def rule_engine(cfg: Config, rules_dir: str | Path | None = None) -> RuleEngine:
     return RuleEngine(load_rules(rules_dir or cfg.rules_dir or None, catalogue()), runbook_base(cfg))
 
 
+def reload_rules(pipe: Pipeline, cfg: Config, rules_dir: str | Path | None = None) -> bool:
+    """Load, lint and build the rules on the calling thread (the watcher's, never the pipeline's),
+    then hand the engine to ``pipe`` to swap in between batches. A bad edit keeps the old rules,
+    logs why and sets ``raiwatch_rules_last_reload_successful`` to 0; False then."""
+    try:
+        engine = rule_engine(cfg, rules_dir)
+    except Exception as e:  # a bad edit (or an unreadable file): the old rules keep running
+        metrics.RULE_RELOADS.labels("failed").inc()
+        metrics.RULES_RELOAD_OK.set(0)
+        log.error("rule reload failed, the previous rules keep running: %s", e)
+        return False
+    pipe.request_reload(engine)
+    return True
+
+
 def rule_files(cfg: Config, rules_dir: str | Path | None = None) -> list[Path]:
     """The rule files a worker runs on (what a watcher watches)."""
     p = Path(rules_dir or cfg.rules_dir or RULES_DIR)

@@ -27,7 +27,7 @@ from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
 from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
-from raiwatch.wiring import build_pipeline, drift_reporter, rule_engine, rule_files
+from raiwatch.wiring import build_pipeline, drift_reporter, reload_rules, rule_files
 from storage.clickhouse import served_url_file
 from storage.clickhouse.httpserver import ClickHouseHTTPServer
 from streams.consumer import StreamWorker
@@ -38,35 +38,43 @@ log = logging.getLogger("raiwatch.worker")
 
 def serve_store(cfg: Config, pipe: Pipeline) -> ClickHouseHTTPServer | None:
     """Serve an embedded store read-only over ClickHouse's HTTP interface while this worker holds it,
-    and write its URL beside the data path for ``raiwatch query`` (None: a server DSN, or off)."""
+    and write its URL, with the random password it takes, beside the data path for ``raiwatch query``
+    (mode 0600: who can read it can query). None: a server DSN, or off."""
+    from storage.clickhouse.client import write_served_url
+    from storage.clickhouse.httpserver import Limits
+
     ch = cfg.clickhouse
     if not ch.serve_http or not cfg.clickhouse_dsn.startswith("chdb:"):
         return None
+    limits = Limits(
+        max_execution_time_s=ch.http_max_execution_time_s, max_result_rows=ch.http_max_result_rows
+    )
     try:
         server = ClickHouseHTTPServer(
-            pipe.writer.client, ch.http_host, ch.http_port, readonly=True,
-            max_execution_time_s=ch.http_max_execution_time_s, max_result_rows=ch.http_max_result_rows,
-        )  # fmt: skip
+            pipe.writer.client, ch.http_host, ch.http_port, readonly=True, limits=limits
+        )
         server.start()
     except OSError as e:
         raise RaiwatchError(
             f"cannot serve the ClickHouse data on {ch.http_host}:{ch.http_port} ({e.strerror or e}); "
             "set clickhouse.http_port to a free port (0 picks one) or clickhouse.serve_http: false"
         ) from None
-    served_url_file(cfg.clickhouse_dsn).write_text(f"{server.url}\n")
+    write_served_url(served_url_file(cfg.clickhouse_dsn), server.dsn)
     log.info("serving the trend tables read-only on %s (ClickHouse HTTP interface)", server.url)
     return server
 
 
 class RuleWatcher:
-    """Calls ``on_change`` when a rule file's size or modification time changes (checked every
-    ``every_s``), or a file appears in or leaves its folder."""
+    """Calls ``on_change``, on its own thread, when a rule file's size or modification time changes
+    (checked every ``every_s``; 0: never), a file appears in or leaves its folder, or ``trigger``
+    is called (SIGHUP)."""
 
     def __init__(self, files: list[Path], every_s: float, on_change: Callable[[], None]):
         self.folders = sorted({f.parent for f in files})
         self.every_s = every_s
         self.on_change = on_change
         self._stop = threading.Event()
+        self._asked = threading.Event()
         self._seen = self._fingerprint()
 
     def _fingerprint(self) -> dict[Path, tuple[int, int]]:
@@ -83,15 +91,24 @@ class RuleWatcher:
     def start(self) -> None:
         threading.Thread(target=self._loop, name="raiwatch-rule-watch", daemon=True).start()
 
+    def trigger(self) -> None:
+        """Reload now, whether or not a file changed (any thread; returns at once)."""
+        self._asked.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._asked.set()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:
+            asked = self._asked.wait(self.every_s or None)
+            if self._stop.is_set():
+                return
+            self._asked.clear()
             now = self._fingerprint()
-            if now != self._seen:
+            if asked or now != self._seen:
                 self._seen = now
-                log.info("rule files changed: reloading")
+                log.info("rule reload asked for (SIGHUP)" if asked else "rule files changed: reloading")
                 self.on_change()
 
 
@@ -217,20 +234,18 @@ def run_worker(
     )
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
 
-    def reload() -> None:
-        pipe.request_reload(lambda: rule_engine(cfg, rules_dir))
-
-    watcher = (
-        RuleWatcher(rule_files(cfg, rules_dir), cfg.rules_watch_s, reload) if cfg.rules_watch_s else None
+    # rules are loaded, linted and built on the watcher's thread (on a change, or SIGHUP); the
+    # pipeline thread only swaps the engine in between batches
+    watcher = RuleWatcher(
+        rule_files(cfg, rules_dir), cfg.rules_watch_s, lambda: reload_rules(pipe, cfg, rules_dir)
     )
-    if watcher:
-        watcher.start()
+    watcher.start()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, watcher.trigger)
         await worker.run()
 
     try:
@@ -243,8 +258,7 @@ def run_worker(
             reporter.close()
         if delivery:
             delivery.stop()
-        if watcher:
-            watcher.stop()
+        watcher.stop()
         if served:
             served.stop()
             served_url_file(cfg.clickhouse_dsn).unlink(missing_ok=True)

@@ -10,16 +10,25 @@
 - ``slack``: an incoming-webhook message (``text`` and ``blocks``).
 - ``pagerduty``: an Events API v2 event: ``trigger`` / ``acknowledge`` / ``resolve`` with ``dedup_key`` = the
   incident's dedup key, the routing key from the secret, the runbook in ``links``.
+
+A URL with a user and password (``https://user:pass@host/hook``) is sent with HTTP Basic
+authentication, as curl and Alertmanager's own HTTP client do. A receiver's URL, path and query
+included, is a secret (a Slack webhook's path is its token): a ``DeliveryError`` shows it as
+``redact_url`` does, and scrubs the secrets from whatever the receiver answered.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import http.client
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
@@ -30,7 +39,64 @@ PD_SEVERITY = {"critical": "critical", "high": "error", "warning": "warning", "i
 
 
 class DeliveryError(Exception):
-    """A receiver did not take a notification (down, refused, or answered with an error)."""
+    """A receiver did not take a notification (down, refused, or answered with an error); the
+    message carries no secret."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One notification, ready to POST: ``shown`` is its URL for messages, ``secrets`` what no
+    message may contain (credentials, the URL's path and query, the HMAC secret or routing key)."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    shown: str
+    secrets: tuple[str, ...]
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log: the password and the path and query masked (a Slack webhook's path
+    is its token), a user alone (a token as user name) masked too.
+
+    >>> redact_url("https://hooks.slack.com/services/T0/B0/XyZ"), redact_url("http://am:9093")
+    ('https://hooks.slack.com/***', 'http://am:9093')
+    >>> redact_url("https://ops:s3cret@hooks.example.com/in?token=abc")
+    'https://ops:***@hooks.example.com/***'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<an unreadable URL>"
+    if parts.password is not None:
+        host = f"{parts.username}:***@{host}"
+    elif parts.username is not None:
+        host = f"***@{host}"
+    hidden = "/***" if parts.path.strip("/") or parts.query or parts.fragment else parts.path
+    return urlunsplit((parts.scheme, host, hidden, "", ""))
+
+
+def _secrets(url: str, *more: str) -> tuple[str, ...]:
+    """What of ``url`` (and ``more``) must never be shown, longest first (so a part never leaves
+    the rest of its whole visible): credentials, the path and query, and their long segments."""
+    parts = urlsplit(url)
+    user = parts.username if parts.password is None else None  # a user alone is a token
+    found = {*more, user or "", parts.password or "", parts.query}
+    pieces = [
+        parts.path.strip("/"),
+        *f"{parts.path}/{parts.query}".replace("&", "/").replace("=", "/").split("/"),
+    ]
+    found |= {p for p in pieces if len(p) >= 8}  # a token is long; "hook" is no secret
+    found |= {unquote(x) for x in found}
+    return tuple(sorted((x for x in found if x), key=len, reverse=True))
+
+
+def scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for x in secrets:
+        text = text.replace(x, "***")
+    return text
 
 
 def _iso(t: datetime) -> str:
@@ -65,12 +131,24 @@ def alertmanager_alert(inc: Incident, kind: str, now: datetime, resend_s: float)
     }
 
 
-def request(
-    route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_s: float = 60.0
-) -> tuple[str, bytes, dict[str, str]]:
-    """``(url, body, headers)`` of the notification of ``inc`` (``kind``: opened or resolved)."""
-    headers = {"Content-Type": "application/json", "User-Agent": "raiwatch"}
+def request(route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_s: float = 60.0) -> Outgoing:
+    """The notification of ``inc`` (``kind``: opened, acknowledged or resolved) to ``route``."""
     secret = os.environ.get(route.secret_env, "") if route.secret_env else ""
+    url, body, headers = _request(route, inc, kind, now, resend_s, secret)
+    parts = urlsplit(url)
+    token = ""
+    if parts.username is not None:  # userinfo goes as Basic auth, never on the request line
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return Outgoing(url, body, headers, redact_url(route.url), _secrets(route.url, secret, token))
+
+
+def _request(
+    route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_s: float, secret: str
+) -> tuple[str, bytes, dict[str, str]]:
+    headers = {"Content-Type": "application/json", "User-Agent": "raiwatch"}
     if route.type == "alertmanager":
         body = orjson.dumps([alertmanager_alert(inc, kind, now, resend_s)])
         return route.url.rstrip("/") + "/api/v2/alerts", body, headers
@@ -109,14 +187,15 @@ def request(
     return route.url, body, headers
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
-    """POST; the HTTP status when 2xx, else ``DeliveryError`` saying what happened."""
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+def post(out: Outgoing, timeout_s: float) -> int:
+    """POST; the HTTP status when 2xx, else ``DeliveryError`` saying what happened, secrets masked."""
+    req = urllib.request.Request(out.url, data=out.body, headers=out.headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
             return resp.status
     except urllib.error.HTTPError as e:
         detail = e.read(300).decode("utf-8", "replace").strip()
-        raise DeliveryError(f"{url} answered {e.code} {e.reason}: {detail}") from None
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise DeliveryError(f"{url}: {getattr(e, 'reason', e)}") from None
+        why = f"answered {e.code} {e.reason}: {detail}"
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+        why = str(getattr(e, "reason", None) or e) or type(e).__name__
+    raise DeliveryError(f"{out.shown}: {scrub(why, out.secrets)}") from None

@@ -3,6 +3,7 @@ PagerDuty, and the outbox across a receiver outage."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import msgspec
 import pytest
@@ -41,20 +43,27 @@ def _incident(n: int = 1, severity: str = "critical", status: str = "open", **la
 
 
 class Receiver:
-    """A local HTTP receiver that records what it is sent; ``down`` refuses with 503."""
+    """A local HTTP receiver that records what it is sent; ``down`` refuses with 503, ``echo``
+    refuses with 400 and echoes the request line, headers and body (the worst a receiver can do
+    with secrets), ``hang`` holds every request until it is set."""
 
     def __init__(self) -> None:
         self.got: list[tuple[str, dict, bytes]] = []
         self.down = False
+        self.echo = False
+        self.hang: threading.Event | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if outer.down:
-                    self.send_response(503)
+                if outer.hang is not None:
+                    outer.hang.wait(30)
+                if outer.down or outer.echo:
+                    self.send_response(400 if outer.echo else 503)
                     self.end_headers()
-                    self.wfile.write(b"receiver down for maintenance")
+                    said = f"{self.path} {dict(self.headers)} ".encode() + body if outer.echo else b""
+                    self.wfile.write(said or b"receiver down for maintenance")
                     return
                 outer.got.append((self.path, dict(self.headers), body))
                 self.send_response(202)
@@ -345,3 +354,115 @@ def test_a_flap_is_not_paged_twice_when_resolutions_are_held_back(receiver: Rece
     assert delivery.run_once() == 0 and len(receiver.got) == 1  # one page for the whole flap
     notes = {n["kind"]: n["last_error"] for n in store.notifications("inc-0001")}
     assert notes == {"opened": None, "resolved": "not sent: the incident reopened (flap control)"}
+
+
+def test_a_broken_silence_in_the_store_holds_nothing_back_and_the_pages_go_out(
+    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture
+):
+    from raiwatch.cli import main
+    from storage.incidents.models import SilenceRow
+
+    cfg = NotifyConfig(routes=[RouteConfig(name="hook", type="webhook", url=f"{receiver.url}/hook")])
+    store = _store(tmp_path)
+    now = datetime.now(UTC)
+    with pytest.raises(ValueError, match=r"silence matcher alertname: bad regular expression 'Safety\['"):
+        store.add_silence({"alertname": "~Safety["}, now, now + timedelta(hours=2), "eve", "typo")
+    assert main(["silences", "add", "--match", "alertname=~Safety[", "--for", "2h", "--author", "eve",
+                 "--comment", "typo", "--data-dir", str(tmp_path)]) == 2  # fmt: skip
+    assert capsys.readouterr().err == (
+        "raiwatch: error: silence matcher alertname: bad regular expression 'Safety[': missing ]: [\n"
+    )
+    # one stored before matchers were checked, as a tester made it: it must not mute every page
+    with store._sessions.begin() as s:
+        s.add(SilenceRow(silence_id="sil-broken", matchers={"alertname": "~Safety["}, starts_at=now,
+                         ends_at=now + timedelta(hours=2), author="eve", comment="typo",
+                         created_at=now))  # fmt: skip
+    store.add_silence({"model_id": "quiet-bot"}, now, now + timedelta(hours=2), "alice", "known issue")
+    store.apply([IncidentChange(kind="opened", incident=_incident(n, model_id=m))
+                 for n, m in ((1, "bot"), (2, "quiet-bot"), (3, "bot"))], router(cfg))  # fmt: skip
+    delivery = Delivery(store, cfg, wall=lambda: time.time() + 1)
+    with caplog.at_level("ERROR", logger="raiwatch.delivery"):
+        assert delivery.run_once() == 2 and delivery.run_once() == 0
+    assert sorted(json.loads(b)["incident_id"] for _, _, b in receiver.got) == ["inc-0001", "inc-0003"]
+    (said,) = [r.getMessage() for r in caplog.records]  # once, not once per round
+    assert said.startswith("silence sil-broken holds nothing back: its matcher alertname: bad regular")
+
+
+def test_no_receiver_secret_reaches_a_log_an_error_incidents_show_or_a_metric(
+    receiver: Receiver, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    from prometheus_client import generate_latest
+
+    from tests.harness import cli
+
+    host = receiver.url.removeprefix("http://")
+    slack_token, password, routing_key, hmac_key = (
+        "XyZ9slackTOKEN4242",
+        "s3cr3t-pw:x",
+        "R0UTINGKEY77",
+        "HMACkey55",
+    )
+    monkeypatch.setenv("PD_KEY", routing_key)
+    monkeypatch.setenv("HOOK_KEY", hmac_key)
+    routes = [
+        RouteConfig(
+            name="slack", type="slack", url=f"{receiver.url}/services/T01ABCDEF/B02GHIJKL/{slack_token}"
+        ),
+        RouteConfig(name="basic", type="webhook", url=f"http://ops:{quote(password, safe='')}@{host}/hook"),
+        RouteConfig(name="pd", type="pagerduty", url=f"{receiver.url}/v2/enqueue", secret_env="PD_KEY"),
+        RouteConfig(name="signed", type="webhook", url=f"{receiver.url}/signed", secret_env="HOOK_KEY"),
+    ]
+    cfg = NotifyConfig(routes=routes)
+    store = _store(tmp_path)
+    store.apply([IncidentChange(kind="opened", incident=_incident())], router(cfg))
+    receiver.echo = True  # every receiver answers 400, echoing what it was sent
+    delivery = Delivery(store, cfg, wall=lambda: time.time() + 1)
+    with caplog.at_level("DEBUG"):
+        assert delivery.run_once() == 0
+    secrets = [slack_token, password, quote(password, safe=""), routing_key, hmac_key,
+               base64.b64encode(f"ops:{password}".encode()).decode()]  # fmt: skip
+    errors = {n["route"]: n["last_error"] for n in store.notifications()}
+    assert errors["slack"].startswith(f"{receiver.url}/***: answered 400 Bad Request: /***")
+    assert errors["basic"].startswith(f"http://ops:***@{host}/***: answered 400")
+    assert "Authorization': 'Basic ***'" in errors["basic"]
+    shown = cli("incidents", "show", "inc-0001", "--data-dir", str(tmp_path)).stdout
+    assert shown.count("answered 400 Bad Request") == 4
+    texts = {"log": caplog.text, "errors": str(errors), "show": shown, "metrics": generate_latest().decode()}
+    for where, text in texts.items():
+        assert not [x for x in secrets if x in text], where
+
+    # a URL with a user and password delivers, as HTTP Basic authentication
+    receiver.echo = False
+    assert Delivery(store, cfg, wall=lambda: time.time() + 600).run_once() == 4
+    got = {path: headers for path, headers, _ in receiver.got}
+    assert got["/hook"]["Authorization"] == "Basic " + base64.b64encode(f"ops:{password}".encode()).decode()
+    assert "Authorization" not in got["/signed"] and got["/signed"]["X-Raiwatch-Signature"].startswith(
+        "sha256="
+    )
+
+
+def test_a_hanging_receiver_delays_only_its_own_route(receiver: Receiver, tmp_path: Path):
+    hung = Receiver()
+    hung.hang = threading.Event()
+    try:
+        cfg = NotifyConfig(routes=[
+            RouteConfig(name="hung", type="webhook", url=f"{hung.url}/hook", timeout_s=20),
+            RouteConfig(name="ok", type="webhook", url=f"{receiver.url}/hook"),
+        ], poll_s=0.2)  # fmt: skip
+        store = _store(tmp_path)
+        delivery = Delivery(store, cfg)
+        delivery.start()
+        t0 = time.monotonic()
+        store.apply([IncidentChange(kind="opened", incident=_incident(n)) for n in (1, 2)], router(cfg))
+        delivery.wake()
+        poll(lambda: len(receiver.got) == 2, 10, "the healthy receiver's pages")
+        took = time.monotonic() - t0
+        assert took < 5, took  # not after the hung receiver's 20 s timeout
+        assert hung.got == [] and store.outbox_depth() == 2  # the hung route's two still wait
+        hung.hang.set()  # it answers: its route catches up by itself
+        poll(lambda: store.outbox_depth() == 0, 30, "the hung route to catch up")
+        assert len(hung.got) == 2
+    finally:
+        hung.hang.set()
+        delivery.stop()
+        hung.close()

@@ -2,13 +2,16 @@
 
 chdb opens one data path per process (and this pytest process may already hold another one), so
 every server here is a child process, ``python -m storage.clickhouse.httpserver``, reached over
-HTTP only. Readiness is its ``serving ...`` line on stdout, awaited with a deadline.
+HTTP only. Readiness is its ``serving ...`` line on stdout, awaited with a deadline; its password
+comes from the ``--url-file`` it writes, and ``http()`` sends it as curl does for ``user:pw@host``.
 """
 
 from __future__ import annotations
 
+import base64
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -29,6 +32,8 @@ import pytest
 from clickhouse_connect.datatypes.registry import get_from_name
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
+
+from tests.harness import rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0
@@ -56,17 +61,24 @@ local.command("INSERT INTO default.shared VALUES (1)")
 server = ClickHouseHTTPServer(local)  # read-only by default
 server.start()
 try:
-    clickhouse_connect.get_client(dsn=server.url).command("INSERT INTO default.shared VALUES (9)")
+    clickhouse_connect.get_client(dsn=server.dsn).command("INSERT INTO default.shared VALUES (9)")
 except DatabaseError as e:
     print("refused", e.code)
 server.stop()
 server = ClickHouseHTTPServer(local, readonly=False)
 server.start()
-remote = clickhouse_connect.get_client(dsn=server.url)
+remote = clickhouse_connect.get_client(dsn=server.dsn)
 remote.insert("shared", [[2]], column_names=["a"], column_type_names=["UInt8"], database="default")
 print(remote.command("SELECT groupArray(a) FROM (SELECT a FROM default.shared ORDER BY a)"))
 server.stop()
 print(local.command("SELECT count() FROM default.shared"))
+# Why the server parses with the engine: readonly = 1 alone lets chdb write INTO OUTFILE.
+import chdb, os
+conn = chdb.connect(local.path)
+conn.query("SET readonly = 1", "TabSeparated")
+conn.query(f"SELECT 1 INTO OUTFILE '{sys.argv[1]}.written'", "TabSeparated")
+conn.close()
+print("engine alone wrote", os.path.exists(sys.argv[1] + ".written"))
 """
 
 
@@ -77,17 +89,24 @@ class Server:
         self.path = path
         self.flags = flags
         self.port = 0
+        self.password = ""
         self.log = path.parent / f"{path.name}.stderr"
+        self.url_file = path.parent / f"{path.name}.url"
         self.proc: subprocess.Popen[str] | None = None
 
     @property
-    def url(self) -> str:
+    def plain_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The URL with the password, as the server writes it for its clients."""
+        return f"http://default:{self.password}@127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Start the server (on the port it had, if any) and wait for its ready line."""
         cmd = [sys.executable, "-m", "storage.clickhouse.httpserver", "--path", str(self.path)]
-        cmd += ["--port", str(self.port), *self.flags]
+        cmd += ["--port", str(self.port), "--url-file", str(self.url_file), *self.flags]
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
@@ -102,6 +121,9 @@ class Server:
         prefix = f"serving chdb://{self.path} on http://127.0.0.1:"
         assert line.startswith(prefix), f"unexpected ready line {line!r}; stderr: {self.log.read_text()}"
         self.port = int(line.removeprefix(prefix))
+        written = urllib.parse.urlsplit(self.url_file.read_text().strip())
+        assert (written.username, written.port) == ("default", self.port)
+        self.password = urllib.parse.unquote(written.password or "")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the server and return its exit code."""
@@ -115,15 +137,23 @@ class Server:
 
     def client(self, **kwargs: Any) -> Client:
         return clickhouse_connect.get_client(
-            host="127.0.0.1", port=self.port, username="default", password="", tz_mode="aware", **kwargs
-        )
+            host="127.0.0.1", port=self.port, username="default", password=self.password, tz_mode="aware",
+            **kwargs,
+        )  # fmt: skip
 
 
 def http(
     url: str, data: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, Message, bytes]:
-    """``(status, headers, body)`` of one plain HTTP request, as curl would make it."""
-    request = urllib.request.Request(url, data=data, headers=headers or {})
+    """``(status, headers, body)`` of one plain HTTP request, as curl would make it (``user:pw@``
+    in the URL becomes a Basic Authorization header)."""
+    parts = urllib.parse.urlsplit(url)
+    headers = dict(headers or {})
+    if parts.username is not None:
+        pair = f"{parts.username}:{urllib.parse.unquote(parts.password or '')}".encode()
+        headers.setdefault("Authorization", "Basic " + base64.b64encode(pair).decode())
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.headers, response.read()
@@ -177,7 +207,8 @@ def rw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def ro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A read-only server (max 5000 result rows, 0.5 s per query) over a path holding ``ro.t`` (20 rows)."""
+    """A read-only server (max 5000 result rows of at most 16 MiB, 0.5 s and 256 MiB per query) over
+    a path holding ``ro.t`` (20 rows)."""
     path = tmp_path_factory.mktemp("chdb_http") / "ro"
     setup = Server(path, "--read-write")
     setup.start()
@@ -187,7 +218,10 @@ def ro(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     insert(client, "ro.t", sample(20))
     client.close()
     assert setup.stop(signal.SIGTERM) == 0  # a clean shutdown on SIGTERM
-    server = Server(path, "--max-result-rows", "5000", "--max-execution-time", "0.5")
+    server = Server(
+        path, "--max-result-rows", "5000", "--max-execution-time", "0.5",
+        "--max-memory-usage", str(256 << 20), "--max-result-bytes", str(16 << 20),
+    )  # fmt: skip
     server.start()
     yield server
     assert server.stop(signal.SIGINT) == 0
@@ -261,7 +295,7 @@ def test_client_insert_query_command(rw: Server) -> None:
 
 @pytest.mark.parametrize("compress", ["zstd", "gzip", False])
 def test_other_compressions(rw: Server, compress: str | bool) -> None:
-    client = clickhouse_connect.get_client(dsn=f"{rw.url}", compress=compress, tz_mode="aware")
+    client = clickhouse_connect.get_client(dsn=rw.url, compress=compress, tz_mode="aware")
     table = f"app.c_{compress}".lower()
     client.command("CREATE DATABASE IF NOT EXISTS app")
     create_table(client, table)
@@ -300,6 +334,8 @@ def test_errors_come_back_as_clickhouse_errors(rw: Server, tmp_path: Path) -> No
     outfile = tmp_path / "out.csv"
     status, headers, _ = http(f"{rw.url}/", f"SELECT 1 INTO OUTFILE '{outfile}' FORMAT CSV".encode())
     assert headers["X-ClickHouse-Exception-Code"] == "358" and not outfile.exists()
+    infile = f"INSERT INTO curl (s) FROM INFILE '{ROOT / 'README.md'}' FORMAT LineAsString"
+    assert http(f"{rw.url}/", infile.encode())[1]["X-ClickHouse-Exception-Code"] == "78"
 
 
 def test_requests_run_in_parallel(rw: Server) -> None:
@@ -344,8 +380,9 @@ def test_readonly_refuses_writes_and_bounds_results(ro: Server) -> None:
         lambda: client.command("INSERT INTO ro.t (id) SELECT 100"),
         lambda: client.command("DROP TABLE ro.t"),
         lambda: insert(client, "ro.t", sample(50)),
-        lambda: client.query("SELECT * FROM file('/etc/hostname', 'LineAsString')"),
         lambda: client.query("SELECT number FROM numbers(10000) SETTINGS max_result_rows = 0"),
+        lambda: client.command("KILL QUERY WHERE 1"),  # readonly = 1 lets this one through
+        lambda: client.command("SYSTEM DROP MARK CACHE"),
     ):
         with pytest.raises(DatabaseError) as raised:
             write()
@@ -371,7 +408,7 @@ def test_serves_a_chdb_client_of_its_own_process(tmp_path: Path) -> None:
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split("\n")[:3] == ["refused 164", "[1,2]", "2"]
+    assert run.stdout.split("\n")[:4] == ["refused 164", "[1,2]", "2", "engine alone wrote True"]
 
 
 def test_an_insert_the_engine_refuses_is_reported_and_writes_nothing(rw: Server) -> None:
@@ -384,3 +421,225 @@ def test_an_insert_the_engine_refuses_is_reported_and_writes_nothing(rw: Server)
     assert client.command("SELECT count() FROM refusing") == 0
     assert insert(client, "refusing", [col[:3] for col in sample(50)]) == 3  # rows it takes are stored
     assert client.command("SELECT count() FROM refusing") == 3
+
+
+# ---- the read-only server as a security boundary ----------------------------------------------
+
+# Statements that would write a file (``{f}``) if run: the tester's bypass (the old tokenizer read
+# ``$x$`` as a heredoc, ClickHouse reads ``k$x$`` as a name), then its variants.
+WRITERS = [
+    "SELECT 'ssh-ed25519 AAAA' AS k$x$ INTO OUTFILE '{f}' TRUNCATE FORMAT LineAsString -- $x$",
+    "select 1 into outfile '{f}'",
+    "SeLeCt 1 InTo OuTfIlE '{f}' TrUnCaTe",
+    "SELECT 1 INTO OUTFILE '{f}' AND STDOUT",
+    "SELECT 1 /* INTO OUTFILE */ INTO/**/OUTFILE '{f}' APPEND",
+    "SELECT 1 -- comment\nINTO\tOUTFILE '{f}'",
+    "SELECT 1 /* nested /* comment */ still */ INTO OUTFILE '{f}'",
+    "SELECT $$ INTO $$ AS `x INTO` INTO OUTFILE '{f}' COMPRESSION 'gzip' LEVEL 1",
+    "SELECT $tag$it's$tag$ AS a, 'it''s' AS b INTO OUTFILE '{f}' FORMAT CSV",
+    'SELECT "INTO" FROM (SELECT 1 AS "INTO") INTO OUTFILE \'{f}\'',
+    "(SELECT 1) INTO OUTFILE '{f}'",
+    "WITH 1 AS x SELECT x UNION ALL SELECT 2 INTO OUTFILE '{f}' SETTINGS readonly = 0",
+    "SELECT 1 INTO OUTFILE '{escaped}'",  # the path spelled with \\x2f escapes
+    "EXPLAIN SELECT 1 INTO OUTFILE '{f}'",
+    "SHOW TABLES FROM ro INTO OUTFILE '{f}'",
+    "DESCRIBE TABLE ro.t INTO OUTFILE '{f}'",
+    "SELECT\u00a01\u00a0INTO\u00a0OUTFILE\u00a0'{f}'",  # no-break spaces, blanks to ClickHouse
+    "SELECT\u20031\u2003INTO\u2003OUTFILE\u2003'{f}'",
+    "SELECT 1; SELECT 2 INTO OUTFILE '{f}'",
+    "SELECT 2 INTO OUTFILE '{f}'; SELECT 1",
+    "INSERT INTO FUNCTION file('{f}', 'CSV') SELECT 1",
+    "insert into function file('{f}', 'LineAsString') values ('x')",
+    "CREATE TABLE ro.evil (a String) ENGINE = File(CSV, '{f}')",
+    "SELECT * FROM file('{f}', 'CSV', 'a String')",
+]
+
+
+@pytest.mark.parametrize("how", ["body", "query", "split"])
+def test_the_read_only_server_writes_no_file_whatever_the_spelling(
+    ro: Server, tmp_path: Path, how: str
+) -> None:
+    client = ro.client()
+    for i, template in enumerate(WRITERS):
+        target = tmp_path / f"{how}-{i}" / "authorized_keys"
+        target.parent.mkdir()
+        sql = template.format(f=target, escaped=str(target).replace("/", "\\x2f"))
+        if how == "body":
+            status, headers, body = http(f"{ro.url}/", sql.encode())
+        elif how == "query":  # with URL settings that would lift readonly if they were taken
+            status, headers, body = http(sql_url(ro, sql, readonly="0", allow_ddl="1"))
+        else:  # ClickHouse joins the query parameter and the body with a newline
+            head, _, tail = sql.partition(" ")
+            status, headers, body = http(sql_url(ro, head), tail.encode())
+        assert status != 200 and "X-ClickHouse-Exception-Code" in headers, (sql, body)
+        assert not any(target.parent.iterdir()), sql
+    with pytest.raises(DatabaseError) as raised:  # the tester's exact request, through clickhouse-connect
+        client.command(WRITERS[0].format(f=tmp_path / "authorized_keys"))
+    assert raised.value.code == 358 and "INTO OUTFILE is not allowed" in str(raised.value)
+    assert not (tmp_path / "authorized_keys").exists()
+
+
+def test_the_read_only_server_reads_no_file_of_the_machine(ro: Server, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("password_hash,user\nxyz,root\n")
+    client = ro.client()
+    for sql in (
+        "SELECT file('{f}')",  # the scalar: chdb confines it to no folder
+        "SELECT arrayMap(file, ['{f}'])",  # passed by name
+        "SELECT arrayMap(p -> file(p), ['{f}'])",
+        "SELECT * FROM (SELECT file({{p:String}}) AS x)",
+        "DESCRIBE TABLE file('{f}', 'CSVWithNames')",  # readonly lets DESCRIBE infer a schema
+        "EXPLAIN QUERY TREE SELECT file('{f}')",  # constant folding would run it
+        "SHOW TABLES FROM ro WHERE name = file('{f}')",
+        "SELECT * FROM url('http://127.0.0.1:1/', 'CSV', 'a String')",
+        "SELECT * FROM `{f}`",  # chdb's default database lists every file as a table
+        "SELECT * FROM Python(params)",  # this process's variables
+    ):
+        with pytest.raises(DatabaseError) as raised:
+            client.query(sql.format(f=secret), parameters={"p": str(secret)})
+        assert raised.value.code in (164, 497), sql
+        assert "password_hash" not in str(raised.value) and "xyz" not in str(raised.value)
+    # what analysts do keeps working: tables, subqueries, lambdas, inert table functions, SHOW, EXPLAIN
+    assert client.query(
+        "WITH m AS (SELECT model, count() AS n FROM ro.t GROUP BY model) "
+        "SELECT model, n, arrayMap(x -> x * 2, [n]) AS d FROM m ORDER BY n DESC, model LIMIT 1"
+    ).result_rows == [("model-0", 3, [6])]
+    assert client.query(
+        "SELECT sum(number) FROM numbers(10) WHERE number IN (SELECT id FROM ro.t)"
+    ).result_rows == [(45,)]
+    assert client.command("SHOW TABLES FROM ro") == "t"
+    assert "ReadFromMergeTree" in client.command("EXPLAIN SELECT count() FROM ro.t WHERE id > 3")
+    assert client.command("DESCRIBE TABLE ro.t")[:2] == ["id", "UInt32"]
+    assert client.query(
+        "SELECT format('{}-{}', 'a', 'b'), formatDateTime(toDate('2026-11-02'), '%F')"
+    ).result_rows == [("a-b", "2026-11-02")]
+
+
+def test_who_may_ask_and_what_comes_back_in_headers(ro: Server, tmp_path: Path) -> None:
+    sql = "SELECT 1"
+    assert http(f"{ro.plain_url}/ping")[::2] == (200, b"Ok.\n")  # probes need no password
+    for url, headers in (
+        (sql_url(ro, sql).replace(ro.url, ro.plain_url), {}),  # none
+        (sql_url(ro, sql).replace(ro.password, "wrong"), {}),
+        (sql_url(ro, sql).replace("default:", "reader:"), {}),  # another user
+    ):
+        status, got, body = http(url, None, headers)
+        assert (status, got["X-ClickHouse-Exception-Code"]) == (403, "516"), body
+        assert b"Authentication failed" in body and ro.password.encode() not in body
+    key = {"X-ClickHouse-User": "default", "X-ClickHouse-Key": ro.password}
+    assert http(f"{ro.plain_url}/?query=SELECT+2", None, key)[::2] == (200, b"2\n")
+    params = urllib.parse.urlencode({"query": "SELECT 3", "user": "default", "password": ro.password})
+    assert http(f"{ro.plain_url}/?{params}")[::2] == (200, b"3\n")
+
+    injected = "x\r\nSet-Cookie: stolen=1"
+    status, headers, _ = http(sql_url(ro, sql, query_id=injected))
+    assert status == 200 and "Set-Cookie" not in headers and "\r" not in headers["X-ClickHouse-Query-Id"]
+    asked = "6f3c1a52-0c1d-4a36-8b83-9bd0f4a7d0aa"
+    assert http(sql_url(ro, sql, query_id=asked))[1]["X-ClickHouse-Query-Id"] == asked
+    for params in ({"default_format": "CSV\r\nSet-Cookie: stolen=1"}, {"session_timezone": injected}):
+        status, headers, _ = http(sql_url(ro, sql, **params))
+        assert status != 200 and "Set-Cookie" not in headers, params
+
+    # URL settings: formats and lower bounds only; what would loosen a bound is refused
+    check = "SELECT getSetting('max_memory_usage'), getSetting('max_result_rows')"
+    assert (
+        http(sql_url(ro, check, max_memory_usage=str(1 << 40), max_result_rows="10"))[2] == b"268435456\t10\n"
+    )
+    for name, value in (
+        ("max_untracked_memory", str(1 << 40)),
+        ("max_memory_usage_for_user", "1"),  # all of chdb's sessions are one user: the worker too
+        ("dialect", "prql"),
+        ("output_format_schema", str(tmp_path / "schema.proto")),  # FORMAT Protobuf would write it
+        ("format_template_row", "/etc/hostname"),  # FORMAT Template would read it
+    ):
+        status, headers, body = http(sql_url(ro, "SELECT 1 AS a FORMAT Protobuf", **{name: value}))
+        assert headers["X-ClickHouse-Exception-Code"] == "164" and name.encode() in body, name
+    assert not (tmp_path / "schema.proto").exists()
+    assert (
+        http(
+            sql_url(
+                ro, "SELECT 1.5 AS x", output_format_json_quote_64bit_floats="1", default_format="JSONEachRow"
+            )
+        )[2]
+        == b'{"x":"1.5"}\n'
+    )
+
+
+def test_a_statement_cannot_take_the_servers_memory(ro: Server) -> None:
+    """max_memory_usage (256 MiB here) bounds a statement: refused with a clear error, RSS bounded."""
+    assert ro.proc is not None
+    pid = ro.proc.pid
+    client = ro.client()
+    before = rss_mb(pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_mb(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for sql, code in (
+            ("SELECT range(300000000)", 241),  # the tester's: 605 MB -> 4 GB, before the bound
+            ("SELECT arrayMap(x -> toString(x), range(30000000))", 241),  # grows up to the bound
+            ("SELECT repeat(toString(number), 1000) FROM numbers(1000000)", 241),  # a 1 GB result
+            ("SELECT concat(toString(number), repeat('x', 5000)) FROM numbers(4000)", 396),  # 20 MB
+            (
+                "SELECT repeat('x', 5000) FROM numbers(4000)",
+                396,
+            ),  # 20 MB of a constant, not counted by the engine
+        ):
+            with pytest.raises(DatabaseError) as raised:
+                client.query(sql)
+            assert raised.value.code == code, (sql, str(raised.value))
+            assert "limit" in str(raised.value).lower()
+    finally:
+        done.set()
+        sampler.join()
+    print(f"server RSS {before:.0f} MB before, {peak[0]:.0f} MB at most while refusing")
+    assert peak[0] - before < 256 + 200  # the bound and the engine's own overhead, not gigabytes
+    assert client.command("SELECT count() FROM ro.t") == 20  # and it goes on serving
+
+
+def test_statements_wait_for_a_slot_and_big_bodies_are_refused(
+    ro: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage.clickhouse import httpserver
+
+    engine = httpserver._Engine("/nowhere", True, httpserver.Limits(max_concurrent_queries=1), "pw")
+    monkeypatch.setattr(httpserver, "_QUEUE_WAIT_S", 0.05)
+    with engine._slot():
+        with pytest.raises(httpserver._ChError) as raised, engine._slot():
+            pass
+        assert raised.value.code == 202
+    with engine._slot():  # released
+        pass
+    status, headers, body = http(f"{ro.url}/", b"SELECT 1 -- " + b"x" * (2 << 20))
+    assert (
+        status == 400
+        and headers["X-ClickHouse-Exception-Code"] == "62"
+        and b"Max query size exceeded" in body
+    )
+
+
+def test_the_url_file_is_the_password_and_only_its_owner_reads_it(tmp_path: Path, monkeypatch) -> None:
+    from raiwatch.core.errors import StorageError
+    from storage.clickhouse.client import served_url, served_url_file, write_served_url
+
+    dsn = f"chdb://{tmp_path}/clickhouse"
+    target = served_url_file(dsn)
+    target.write_text("http://127.0.0.1:1\n")  # a worker's of old: world-readable
+    target.chmod(0o644)
+    write_served_url(target, "http://default:pw@127.0.0.1:2")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert served_url(dsn) == "http://default:pw@127.0.0.1:2"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+    def denied(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", denied)  # root reads any file: deny as for another user
+    with pytest.raises(StorageError, match="only the worker's user may read it"):
+        served_url(dsn)

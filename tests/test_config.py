@@ -61,3 +61,39 @@ def test_bad_settings_refuse_to_start_with_the_field_named(tmp_path: Path, text:
     with pytest.raises(ConfigError, match=r"bad\.yaml") as err:
         load_config(path)
     assert phrase in str(err.value)
+
+
+ROUTE = "notify:\n  routes:\n    - {name: hook, type: webhook, url: 'https://ops:pw@hooks.example/in', %s}\n"
+PLAIN = ROUTE % "timeout_s: 5"
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        (ROUTE % "match: {alertname: '~Safety['}",
+         "notify.routes[0] (hook): match: alertname: bad regular expression 'Safety[': missing ]: ["),
+        (ROUTE % "match: {team: '~(?=x)'}", "bad regular expression '(?=x)': invalid perl operator: (?="),
+        (PLAIN.replace("https://ops:pw@", "ftp://"), "url must be http://HOST/... or https://HOST/..."),
+        (PLAIN.replace("hooks.example", "hooks.example:99999"), "url must be http://HOST/..."),
+        (ROUTE % "match: {}" + PLAIN.split("routes:\n")[1], "(hook): another route has this name"),
+        (BOMB, "not valid YAML: line 6: refused: too large once aliases are expanded"),
+    ],
+)  # fmt: skip
+def test_a_route_or_a_file_that_could_never_work_is_refused_in_one_line(
+    tmp_path: Path, text: str, phrase: str
+):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert phrase in str(err.value) and "\n" not in str(err.value)
+    assert "pw" not in str(err.value)  # a route's URL, which may hold a password, is never repeated
+
+
+def test_a_route_url_with_a_user_and_password_is_accepted(tmp_path: Path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(ROUTE % "match: {alertname: '~Safety.*'}")
+    assert load_config(path).notify.routes[0].url == "https://ops:pw@hooks.example/in"  # sent as Basic auth

@@ -5,6 +5,7 @@ amtool, raiwatch settings with raiwatch's own loader, and every file a manifest 
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -86,6 +87,23 @@ def test_the_dockerfile_copies_what_exists_and_exposes_the_metrics_port():
     copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
     packages = {"raiwatch", "streams", "monitors", "detectors", "alert_rules", "storage", "dashboards"}
     assert packages <= copied  # every package pyproject installs
+
+
+def test_metrics_listen_on_loopback_unless_a_deploy_file_opens_them_to_prometheus(tmp_path):
+    """/metrics has no authentication and names models: 127.0.0.1 by default; each deployment
+    whose Prometheus (or kubelet probes) come from another host says 0.0.0.0 itself."""
+    assert Config().metrics.host == "127.0.0.1"
+    assert load_config(DEPLOY / "raiwatch.example.yaml").metrics.host == "127.0.0.1"
+    configmap = next(d for p in K8S for d in _docs(p) if d["kind"] == "ConfigMap")
+    (tmp_path / "k8s.yaml").write_text(configmap["data"]["raiwatch.yaml"])
+    image = DEPLOY / "raiwatch.image.yaml"
+    for path in (tmp_path / "k8s.yaml", DEPLOY / "compose" / "raiwatch.yaml", image):
+        assert load_config(path).metrics.host == "0.0.0.0", path.name
+    # the image's own settings are where its default command reads them
+    text = (DEPLOY / "Dockerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (.+)$", text, flags=re.M).group(1))
+    config = cmd[cmd.index("--config") + 1]
+    assert f"COPY deploy/{image.name} {config}" in text
 
 
 @pytest.mark.parametrize(

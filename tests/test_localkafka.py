@@ -219,35 +219,48 @@ def test_broker_accepts_every_configured_property(kafka_broker: LocalKafka) -> N
 
 @pytest.mark.skipif(not java_available(), reason="java not found on PATH: needs a Java 17+ runtime")
 def test_cli_start_detaches_and_stop_uses_the_pid_file(tmp_path: Path) -> None:
-    data = tmp_path / "cli-kafka"
-    port = free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
+    """Two brokers started with only ``--port`` run side by side: each controller takes a port of
+    its own (the one after ``--port`` when free), not one fixed port both would claim."""
+    ports = [free_port()]
+    while len(ports) < 2:
+        port = free_port()
+        if abs(port - ports[0]) > 1:
+            ports.append(port)
+    dirs = [tmp_path / "cli-kafka-a", tmp_path / "cli-kafka-b"]
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    def cli(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "raiwatch.dev.localkafka", *args, "--data", str(data)],
             capture_output=True, text=True, timeout=180, cwd=PROJECT_ROOT, check=False,
         )  # fmt: skip
 
-    started = cli("start", "--port", str(port), "--controller-port", str(controller_port))
-    assert started.returncode == 0, started.stderr
-    pid = int((data / "broker.pid").read_text())
+    pids: list[int] = []
     try:
-        bootstrap = f"127.0.0.1:{port}"
-        assert started.stdout.strip() == bootstrap
-        assert (data / "bootstrap").read_text().strip() == bootstrap
-        status = cli("status")  # the `start` process is gone; the broker is not
-        assert status.returncode == 0 and "ready" in status.stdout, status.stdout + status.stderr
-        assert cli("start").stdout.strip() == bootstrap  # already running: reports it
-        create_topics(bootstrap, {"cli-check": 1})
+        for data, port in zip(dirs, ports, strict=True):
+            started = cli(data, "start", "--port", str(port))
+            assert started.returncode == 0, started.stderr
+            pids.append(int((data / "broker.pid").read_text()))
+            bootstrap = f"127.0.0.1:{port}"
+            assert started.stdout.strip() == bootstrap
+            assert (data / "bootstrap").read_text().strip() == bootstrap
+        controllers = [
+            int(read_properties(d / "server.properties")["controller.quorum.voters"].rpartition(":")[2])
+            for d in dirs
+        ]
+        assert len(set(controllers) | set(ports)) == 4, (ports, controllers)
+        for data, port in zip(dirs, ports, strict=True):
+            status = cli(data, "status")  # the `start` process is gone; the broker is not
+            assert status.returncode == 0 and "ready" in status.stdout, status.stdout + status.stderr
+            assert cli(data, "start").stdout.strip() == f"127.0.0.1:{port}"  # already running: reports it
+            create_topics(f"127.0.0.1:{port}", {"cli-check": 1})
 
-        stopped = cli("stop")
-        assert stopped.returncode == 0, stopped.stderr
-        assert not _alive(pid)
-        assert not (data / "broker.pid").exists()
-        assert cli("status").returncode == 1
+        for data, pid in zip(dirs, pids, strict=True):
+            stopped = cli(data, "stop")
+            assert stopped.returncode == 0, stopped.stderr
+            assert not _alive(pid)
+            assert not (data / "broker.pid").exists()
+            assert cli(data, "status").returncode == 1
     finally:
-        if LocalKafka.attach(data) is not None:  # only if it is still our broker
-            os.killpg(pid, signal.SIGKILL)
+        for data, pid in zip(dirs, pids, strict=False):
+            if LocalKafka.attach(data) is not None:  # only if it is still our broker
+                os.killpg(pid, signal.SIGKILL)

@@ -52,6 +52,38 @@ def test_backtest_on_stored_signals_equals_the_live_engine(replayed: Path):
     assert norm(back) == norm(live)
 
 
+# A model-wide regression that every tenant shares, crossing in the same window as the tenants':
+# stored rows put a tenant's (dims_key `{"category":..,"tenant_id":..}`) before the model-wide one.
+SHARED_SPIKE = """\
+name: shared-spike
+seed: 5
+start: 2026-11-04T06:00:00Z
+duration: 22m
+models:
+  - {id: bot, kind: llm, rate: 8, version: "1", feature: chat, tenants: {northwind: 0.5, globex: 0.5},
+     languages: {en: 1.0}, accounts: 2000, prompts: [how do I reset my password, where is my order],
+     safety: {categories: {self_harm: 0.002, toxicity: 0.01}, blocking: [self_harm]}}
+anomalies:
+  - {kind: safety_spike, model: bot, category: self_harm, rate: 0.10, start: 14m, duration: 5m}
+  - {kind: safety_spike, model: bot, category: toxicity, factor: 8, start: 14m, duration: 5m}
+"""
+
+
+def test_backtest_holds_back_the_tenants_a_model_wide_incident_explains_as_the_replay_did(tmp_path: Path):
+    (tmp_path / "sc.yaml").write_text(SHARED_SPIKE)
+    synth.write(tmp_path / "events.jsonl", synth.load_scenario(tmp_path / "sc.yaml"))
+    out = tmp_path / "out"
+    p = cli("replay", str(tmp_path / "events.jsonl"), "--out", str(out), "--quiet")
+    assert p.returncode == 0, p.stderr
+    live = _incidents(incidents_jsonl(out / "incidents.jsonl"))
+    assert {(r, dict(lab)["category"]) for r, lab, *_ in live} == {
+        ("SafetyRegressionCritical", "self_harm"),
+        ("SafetyRegression", "toxicity"),
+    }  # the tenants' regressions are explained by the model's: held back
+    utc = {(r, lab, o.replace("Z", "+00:00"), c and c.replace("Z", "+00:00")) for r, lab, o, c in live}
+    assert _incidents(_backtest(out)) == utc
+
+
 def test_a_stricter_rule_drops_the_false_positive_and_keeps_the_true_one(replayed: Path, tmp_path: Path):
     incidents = incidents_jsonl(replayed / "incidents.jsonl")
     safety = next(i for i in incidents if i["rule"] == "SafetyRegressionCritical")

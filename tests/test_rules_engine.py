@@ -381,3 +381,38 @@ def test_flap_control_reopens_the_same_incident_within_reopen_within() -> None:
         ("resolved", True, "resolved"),
         ("opened", False, "open"),  # 14 minutes after: a new incident
     ]
+
+
+def test_inhibition_holds_in_every_order_of_a_window_with_the_shipped_rules():
+    """Inhibitors of inhibitors: SafetyRegressionCritical holds back TenantSafetyRegressionCritical,
+    which holds back TenantSafetyRegression and TenantSafetyViolationRateHigh. A backtest reads
+    stored rows in another order than the replay evaluated them; every order opens the same."""
+    from alert_rules import load_rules
+
+    rules = load_rules()
+
+    def window(i: int) -> list[Signal]:
+        at = dict(ts=T0 + timedelta(minutes=i), window=60, model_id="m")
+        out = []
+        for cat in ("self_harm", "toxicity"):
+            for tenant in ({}, {"tenant_id": "globex"}, {"tenant_id": "northwind"}):
+                dims = {"category": cat, **tenant}
+                out.append(Signal(**at, signal="safety.rate_change", dims=dims, value=1.5, n=500,
+                                  lower=0.1, upper=0.2, baseline=0.01))  # fmt: skip
+                out.append(Signal(**at, signal="safety.violation_rate", dims=dims, value=0.3, n=500,
+                                  lower=0.25, upper=0.35))  # fmt: skip
+        return out
+
+    shuffle = random.Random(21)
+    seen = set()
+    for trial in range(40):
+        engine = RuleEngine(rules, BASE)
+        opened = []
+        for i in range(1, 7):
+            w = window(i)
+            if trial:  # the first trial keeps the emitted order
+                shuffle.shuffle(w)
+            opened += [(c.incident.rule, c.incident.labels["category"], c.incident.labels.get("tenant_id"))
+                       for c in engine.evaluate(w) if c.kind == "opened"]  # fmt: skip
+        seen.add(tuple(sorted(opened)))
+    assert seen == {(("SafetyRegression", "toxicity", None), ("SafetyRegressionCritical", "self_harm", None))}

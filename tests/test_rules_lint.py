@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,71 @@ def test_absolute_runbook_url(tmp_path: Path) -> None:
     path = _write(tmp_path, "u.yaml", GOOD.replace("runbook: rb.md", "runbook_url: https://wiki.example/rb"))
     [rule] = load_rules(path)
     assert rule.runbook_url("https://ignored.example/") == "https://wiki.example/rb"
+
+
+def test_inhibition_in_a_circle_is_a_lint_problem(tmp_path: Path) -> None:
+    two = GOOD + GOOD.split("    rules:\n")[1].replace("alert: A", "alert: B")
+    two = two.replace("severity: critical\n", "severity: critical\n        inhibited_by: [B]\n", 1)
+    two = two.replace("alert: B\n", "alert: B\n        inhibited_by: [A]\n", 1)
+    path = _write(tmp_path, "loop.yaml", two)
+    assert [p for p in lint(path) if "circle" in p] == [
+        f"{path}:4: inhibited_by goes round in a circle (A -> B -> A): each would wait for the other"
+    ]
+
+
+def _bomb(levels: int = 9) -> str:
+    """Billion laughs: 10 aliases of 10 aliases of ... (10**levels strings once expanded)."""
+    lines = ["lol: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n" + GOOD
+
+
+def test_a_yaml_bomb_is_refused_fast_with_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "bomb.yaml", _bomb())
+    t0 = time.perf_counter()
+    assert lint(path) == [
+        f"{path}:6: YAML refused: too large once aliases are expanded: more than 200,000 nodes"
+    ]
+    assert time.perf_counter() - t0 < 2  # refused while composing, not after expanding 10**9 nodes
+    deep = _write(tmp_path, "deep.yaml", "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert lint(deep) == [f"{deep}:1: YAML refused: nested more than 100 levels deep"]
+    loop = _write(tmp_path, "loop.yaml", "x: &a [1, *a]\n")
+    assert lint(loop) == [f"{loop}:1: YAML refused: alias *a inside its own anchor (a recursive document)"]
+
+
+def test_a_backtracking_pattern_matches_in_linear_time() -> None:
+    """The tester's rule: `~(a+)+b` against 29 `a`s took minutes with a backtracking engine."""
+    rule = next(r for r in load_rules() if r.name == "TenantSafetyViolationRateHigh")
+    slow = replace(rule, match={"tenant_id": "~(a+)+b"})
+    t0 = time.perf_counter()
+    assert not any(slow.matches({"tenant_id": "a" * 29, "category": "x"}) for _ in range(18))
+    assert slow.matches({"tenant_id": "a" * 29 + "b"})
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_every_runbook_anchor_of_the_shipped_rules_is_a_heading() -> None:
+    from alert_rules.loader import heading_slugs
+
+    anchored = [r for r in load_rules() if "#" in r.runbook]
+    assert len(anchored) >= 14
+    for r in anchored:
+        name, anchor = r.runbook.split("#")
+        assert anchor in heading_slugs((RULES_DIR / "runbooks" / name).read_text()), r.name
+
+
+def test_an_anchor_that_names_no_heading_is_a_lint_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, "a.yaml", GOOD.replace("runbook: rb.md", "runbook: rb.md#frist-checks"))
+    (tmp_path / "runbooks" / "rb.md").write_text("# rb\n## First checks\n")
+    assert lint(path) == [
+        f"{path}:15: runbook 'rb.md' has no heading #frist-checks (did you mean #first-checks?)"
+    ]
+
+
+def test_lint_of_a_path_that_is_not_there_is_a_users_mistake(tmp_path: Path, capsys) -> None:
+    from raiwatch.cli import main
+
+    assert main(["rules", "lint", str(tmp_path / "nope.yaml")]) == 2  # 1 stays for "problems found"
+    assert capsys.readouterr().err == f"raiwatch: error: {tmp_path / 'nope.yaml'}: no such file or folder\n"
+    bomb = _write(tmp_path, "bomb.yaml", _bomb())
+    assert main(["rules", "lint", str(bomb)]) == 1
+    assert "YAML refused: too large once aliases are expanded" in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""Hot reload of rule files in a running worker: a bad edit keeps the old rules and says why; a
-good one takes over, by file watch or SIGHUP."""
+"""Hot reload of rule files in a running worker: a bad edit (a YAML bomb too) keeps the old rules
+and says why; a good one takes over, by file watch or SIGHUP."""
 
 from __future__ import annotations
 
@@ -54,5 +54,20 @@ def test_a_bad_edit_keeps_the_old_rules_and_a_good_one_is_taken(kafka_bootstrap,
             "the SIGHUP reload",
         )
         assert log.read_text().count("rules reloaded: 27 rules") == 2
+        # a billion-laughs file: refused by the bounded loader on the watcher's thread, in no time
+        levels = [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+        (rules / "bomb.yaml").write_text(
+            "l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n" + "\n".join(levels) + "\n"
+        )
+        poll(
+            lambda: scrape(port).get('raiwatch_rule_reloads_total{outcome="failed"}') == 2,
+            30,
+            "the bomb's refused reload",
+        )
+        assert (
+            f"{rules / 'bomb.yaml'}:6: YAML refused: too large once aliases are expanded" in log.read_text()
+        )
+        assert scrape(port)["raiwatch_rules_last_reload_successful"] == 0 and worker.poll() is None
+        assert log.read_text().count("rules reloaded: 27 rules") == 2  # the old rules still run
     finally:
         stop_worker(worker)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
+
+from alert_rules.ruletest import RuleTestError, run_file
+from monitors.registry import catalogue
 from tests.harness import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +62,35 @@ def test_a_broken_test_file_is_one_line_naming_file_and_problem(tmp_path: Path):
         f"raiwatch: error: {f}: test 't': input_signals[0].values: cannot read 'zz'"
         " (write A, AxN, A+BxN, A-BxN, _ or _xN)"
     )
+
+
+def test_a_misspelled_signal_fails_the_test_file_instead_of_passing_it(tmp_path: Path, capsys):
+    from raiwatch.cli import main
+
+    f = tmp_path / "typo.test.yaml"
+    f.write_text(
+        f"rule_files: [{ROOT / 'alert_rules' / 'safety.yaml'}]\n"
+        "tests:\n"
+        "  - name: quiet\n"
+        "    input_signals:\n"
+        "      - {signal: safety.rate_chnage, labels: {model_id: m, category: pii}, values: '0x5'}\n"
+        "    expected_incidents: [{eval_time: 5m, firing: []}]\n"
+    )
+    assert main(["rules", "test", str(f)]) == 2  # in process: the CLI's own error path, no subprocess
+    assert capsys.readouterr().err == (
+        f"raiwatch: error: {f}: test 'quiet': input_signals[0].signal: unknown signal 'safety.rate_chnage'"
+        " (no monitor emits it): did you mean 'safety.rate_change'?\n"
+    )
+    f.write_text(f.read_text().replace("safety.rate_chnage", "drift.feature"))  # emitted, read by none
+    with pytest.raises(RuleTestError, match=r"no rule of rule_files reads 'drift\.feature'"):
+        run_file(f, catalogue())
+
+
+def test_a_yaml_bomb_of_a_test_file_is_refused_fast(tmp_path: Path):
+    f = tmp_path / "bomb.test.yaml"
+    levels = [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    f.write_text("l0: &l0 [a, a, a, a, a, a, a, a, a, a]\n" + "\n".join(levels) + "\ntests: []\n")
+    t0 = time.perf_counter()
+    with pytest.raises(RuleTestError, match="refused: too large once aliases are expanded"):
+        run_file(f)
+    assert time.perf_counter() - t0 < 2

@@ -10,11 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
+import yaml
 from msgspec import Meta, Struct
 
+from raiwatch.core import yamlfile
 from raiwatch.core.errors import ConfigError
+from raiwatch.core.matchers import MatcherError, matchers
 
 PosInt = Annotated[int, Meta(gt=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]
@@ -99,7 +103,7 @@ class MetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     """A worker's /metrics (Prometheus), /healthz and /readyz."""
 
     enabled: bool = True
-    host: str = "0.0.0.0"  # where probes and Prometheus reach it (a pod's address)
+    host: str = "127.0.0.1"  # /metrics has no auth; deploy/ sets 0.0.0.0 where Prometheus scrapes from afar
     port: Annotated[int, Meta(ge=0, le=65535)] = 9464  # 0: any free port (logged)
 
 
@@ -152,11 +156,12 @@ def load_config(path: str | os.PathLike | None = None, **overrides: object) -> C
     if path is not None:
         p = Path(path)
         try:
-            raw = msgspec.yaml.decode(p.read_bytes()) or {}
+            raw = yamlfile.load_file(p) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist") from None
-        except msgspec.DecodeError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            why = yamlfile.describe(e) if isinstance(e, yaml.YAMLError) else e
+            raise ConfigError(f"{p}: not valid YAML: {why}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of settings")
     for var, keys in _ENV.items():
@@ -168,9 +173,34 @@ def load_config(path: str | os.PathLike | None = None, **overrides: object) -> C
     for key, val in overrides.items():
         if val is not None:
             raw[key] = val
+    where = f"{path}: " if path else ""
     try:
-        return msgspec.convert(raw, Config, strict=False)
+        cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        where = f"{path}: " if path else ""
         msg = str(e).replace("$.", "").replace("`$`", "the top level")
         raise ConfigError(f"{where}bad setting: {msg}") from None
+    _check_routes(cfg.notify.routes, where)
+    return cfg
+
+
+def _check_routes(routes: list[RouteConfig], where: str) -> None:
+    """Refuse a route that could never deliver: a regex its matcher cannot compile, a URL that is
+    no http(s) URL with a host, a name used twice (the messages never repeat a URL: it may hold a
+    token)."""
+    seen = set()
+    for i, r in enumerate(routes):
+        at = f"{where}bad setting: notify.routes[{i}] ({r.name})"
+        if r.name in seen:
+            raise ConfigError(f"{at}: another route has this name")
+        seen.add(r.name)
+        try:
+            matchers(r.match)
+        except MatcherError as e:
+            raise ConfigError(f"{at}: match: {e}") from None
+        try:
+            parts = urlsplit(r.url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # a port that is no number, or out of range
+            ok = False
+        if not ok:
+            raise ConfigError(f"{at}: url must be http://HOST/... or https://HOST/...")

@@ -12,7 +12,9 @@ Command line::
     python -m raiwatch.dev.localkafka stop [--data DIR]
 
 ``start`` detaches: the broker keeps running after the command exits, ``DIR/broker.pid`` and
-``DIR/bootstrap`` say where it is, and ``stop`` reads them. Only stdlib and kafka-python are used here.
+``DIR/bootstrap`` say where it is, and ``stop`` reads them. The controller listens on
+``--controller-port``, by default the port after ``--port`` (a free one if that is taken), so two
+brokers started with two ``--port`` values run side by side. Only stdlib and kafka-python are used here.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ DEFAULT_CACHE_ROOT = PROJECT_ROOT / ".cache" / "kafka"
 
 DEFAULT_DATA_DIR = Path("var/kafka")
 DEFAULT_PORT = 19092
-DEFAULT_CONTROLLER_PORT = 19093
 JVM_HEAP = "512m"
 
 PID_FILE = "broker.pid"
@@ -185,6 +186,11 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _controller_port(port: int) -> int | None:
+    """The port after ``port`` if it is free (19092 -> 19093), else None: LocalKafka picks a free one."""
+    return port + 1 if port < 65535 and _port_free(port + 1) else None
 
 
 def _random_cluster_id() -> str:
@@ -413,6 +419,8 @@ class LocalKafka:
                 f"a broker (pid {other.pid}, {other.bootstrap}) already runs on {self.data_dir}; "
                 "stop it first (`python -m raiwatch.dev.localkafka stop --data DIR`)"
             )
+        if self.port == self.controller_port:
+            raise RuntimeError(f"the controller needs a port of its own, not the broker's ({self.port})")
         for p in (self.port, self.controller_port):
             if not _port_free(p):
                 raise RuntimeError(f"port 127.0.0.1:{p} is already in use; pick another (--port) or stop it")
@@ -576,7 +584,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--timeout", type=float, default=60 if name == "start" else 30)
         if name == "start":
             p.add_argument("--port", type=int, default=DEFAULT_PORT)
-            p.add_argument("--controller-port", type=int, default=DEFAULT_CONTROLLER_PORT)
+            p.add_argument(
+                "--controller-port", type=int, default=None,
+                help="default: --port + 1, or a free port when that is taken",
+            )  # fmt: skip
         else:  # accepted for symmetry with `start`; the pid file says which broker it is
             p.add_argument("--port", type=int, default=None, help="ignored: DIR/broker.pid decides")
     args = ap.parse_args(argv)
@@ -609,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             print(running.bootstrap)
             return 0
         t0 = time.monotonic()
-        broker = LocalKafka(args.data, args.port, args.controller_port)
+        broker = LocalKafka(args.data, args.port, args.controller_port or _controller_port(args.port))
         bootstrap = broker.start(args.timeout)
         print(bootstrap)
         print(f"ready in {time.monotonic() - t0:.1f}s, pid {broker.pid}, logs {broker.server_log}",

@@ -18,13 +18,15 @@ import random
 import re
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
+import yaml
 
+from raiwatch.core import yamlfile
 from raiwatch.core.errors import ConfigError
 
 Span = Annotated[str, msgspec.Meta(pattern=r"^(\d+h)?(\d+m)?(\d+s)?$")]
@@ -252,13 +254,15 @@ def load_scenario(path: str | Path) -> Scenario:
     """A scenario from a YAML file; ``ConfigError`` names the field that is wrong."""
     p = Path(path)
     try:
-        sc = msgspec.yaml.decode(p.read_bytes(), type=Scenario)
+        raw = yamlfile.load_file(p)  # bounded: a YAML bomb is refused, not expanded
+        sc = msgspec.convert(raw, Scenario, builtin_types=(datetime, date))
     except FileNotFoundError:
         raise ConfigError(f"scenario file {p} does not exist") from None
     except msgspec.ValidationError as e:
         raise ConfigError(f"{p}: {e}".replace("$.", "")) from None
-    except msgspec.DecodeError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        why = yamlfile.describe(e) if isinstance(e, yaml.YAMLError) else e
+        raise ConfigError(f"{p}: not valid YAML: {why}") from None
     _check(sc, str(p))
     return sc
 

@@ -115,12 +115,30 @@ def served_url_file(dsn: str) -> Path:
 
 def served_url(dsn: str) -> str | None:
     """The URL on which the process holding this embedded chdb path serves it read-only, as that
-    process wrote it; None when none is written (ask ``held_by_another_process`` first)."""
+    process wrote it (``http://default:PASSWORD@host:port``: a secret, show it through ``redact``);
+    None when none is written (ask ``held_by_another_process`` first). A ``StorageError`` when this
+    user may not read it: the file is the password, readable by the worker's user only."""
+    path = served_url_file(dsn)
     try:
-        url = served_url_file(dsn).read_text().split()[0]
+        url = path.read_text().split()[0]
+    except PermissionError:
+        raise StorageError(
+            f"{path} holds the password of the running worker's query endpoint and only the worker's "
+            "user may read it: query as that user"
+        ) from None
     except (OSError, IndexError):
         return None
     return url if url.startswith("http://") else None
+
+
+def write_served_url(path: Path, url: str) -> None:
+    """Write ``url`` (with its password) to ``path`` readable by this user only (mode 0600), whole:
+    a reader sees the old file or the new one, never a part or a moment of wider permissions."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # a leftover temporary file would keep its old mode
+        f.write(f"{url}\n")
+    os.replace(tmp, path)
 
 
 def _explain(dsn: str, err: Exception, options: ConnectOptions) -> str:

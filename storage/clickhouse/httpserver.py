@@ -7,34 +7,72 @@ on both directions), plain ``curl`` use (``?query=``, SQL in the body, TabSepara
 ``GET /ping`` and ``GET /``. Errors come back as ClickHouse sends them: ``Code: N. DB::Exception:
 ...`` with the ``X-ClickHouse-Exception-Code`` header and ClickHouse's HTTP status for that code.
 
-Every request runs in a chdb connection of its own (chdb runs connections in parallel), set up
-with ``USE <database>`` and one ``SET`` holding the URL settings, then the server's bounds
-(``max_execution_time``, ``max_result_rows`` with ``result_overflow_mode='throw'``; a client may
-lower them, not raise them), then ``readonly``: 1 when the server is read-only (the engine then
-refuses writes, DDL and any later setting change, e.g. a ``SETTINGS`` clause; URL settings come
-first, so unlike ClickHouse's readonly users they are accepted), 2 for GET requests as in
-ClickHouse. Not supported: sessions (``session_id`` is accepted, but each request starts a
-fresh session, so ``SET``/``USE``/temporary tables do not carry over), external data, users and
-passwords (any credentials are accepted: bind to localhost), ClickHouse's own ``compress=1``
-block format, ``client_protocol_version`` (clients fall back to plain Native), progress headers,
-multi-statement requests, ``INTO OUTFILE`` and ``FROM INFILE``. Results are built in memory
-before they are sent.
+**Who may ask.** Every request but ``/ping`` and ``GET /`` carries the server's password, as
+ClickHouse's ``default`` user: ``Authorization: Basic`` (curl's ``http://default:PASSWORD@host``,
+clickhouse-connect), ``X-ClickHouse-User``/``X-ClickHouse-Key``, or ``user``/``password`` URL
+parameters; otherwise 516 AUTHENTICATION_FAILED. The password is random per server unless given;
+``dsn`` is the URL with it, for whoever may read the data.
 
-Run it with ``python -m storage.clickhouse.httpserver --path /abs/dir --port 8123 [--read-write]``.
+**What a read-only server (the default) runs**, and what enforces it. chdb has one user
+(``default``, every grant) and runs ``INTO OUTFILE`` on the client side of the process, where no
+setting applies, so the engine's ``readonly`` alone is not a reader's sandbox (chdb 4.4, engine
+26.9: ``readonly = 1`` refuses writes, DDL, setting changes and the table functions that read or
+write outside the engine in a ``SELECT``, but not ``INTO OUTFILE``, ``KILL QUERY``, the scalar
+``file()`` nor ``DESCRIBE`` of a table function). Each statement is therefore
+
+1. parsed by the engine, not by this module: ``formatQuery`` returns the engine's own rendering
+   of its AST (one statement, or SYNTAX_ERROR), and that rendering, not the request's text, is
+   what runs. It is refused when it has an ``INTO OUTFILE`` clause (358; the formatter puts every
+   top-level clause at the start of a line and escapes newlines in literals and names), or when it
+   is not a ``SELECT``/``WITH``/``SHOW``/``DESCRIBE``/``EXPLAIN`` statement (164);
+2. dumped by ``EXPLAIN AST`` with the request's parameters bound: a ``file`` function (also
+   passed by name to a higher-order function) or any table function the engine lists but those
+   that read nothing outside it (``numbers``, ``zeros``, ``values``, ``null``,
+   ``generateRandom``, ``generate_series``, ``primes``, ``view``) is refused (497), wherever it
+   appears (``DESCRIBE file(...)``, subqueries, lambdas). The dump leaves out a ``SHOW``'s
+   ``WHERE``, so a ``SHOW`` whose rendering has a ``(`` (a function call) is refused too;
+3. run with ``readonly = 1``, ``allow_python_table_function = 0`` and
+   ``allow_introspection_functions = 0`` set after the request's URL settings, which are limited
+   to formats, time zone, HTTP behaviour and the bounds below (others: 164, as for a ClickHouse
+   readonly user), and with ``max_execution_time``, ``max_memory_usage`` (also the bound on
+   temporary disk), ``max_result_rows`` and ``max_result_bytes`` (``result_overflow_mode =
+   'throw'``) no client can raise: ``readonly = 1`` then refuses any later change, e.g. a
+   ``SETTINGS`` clause. At most ``max_concurrent_queries`` statements run at once; others wait up
+   to 5 s, then get 202.
+
+A read-write server (``readonly=False``, for tests and trusted tools) runs any statement but
+``INTO OUTFILE`` and ``FROM INFILE``: it can read and write whatever files the process can.
+Response headers never carry request text: a ``query_id`` that is not a UUID is replaced, a time
+zone or format name outside ``[A-Za-z0-9_+/-]`` is not echoed.
+
+Every request runs in a chdb connection of its own (chdb runs connections in parallel), set up
+with ``USE <database>`` and one ``SET``. Not supported: sessions (``session_id`` is accepted, but
+each request starts a fresh session, so ``SET``/``USE``/temporary tables do not carry over),
+external data, other users, ClickHouse's own ``compress=1`` block format,
+``client_protocol_version`` (clients fall back to plain Native), progress headers. Results are
+built in memory before they are sent (bounded by ``max_result_bytes``); a statement's text is at
+most 1 MiB.
+
+Run it with ``python -m storage.clickhouse.httpserver --path /abs/dir --port 8123 [--read-write]
+[--url-file FILE]``; ``--url-file`` receives ``http://default:PASSWORD@host:port`` (mode 0600).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import email.policy
 import fcntl
 import gzip
+import hmac
 import io
 import json
 import logging
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
@@ -48,13 +86,15 @@ from email.message import Message
 from email.parser import BytesParser
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import chdb
 import lz4.frame
 
 from raiwatch.core.errors import StorageError
+from storage.clickhouse.client import write_served_url
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -67,15 +107,52 @@ except ImportError:  # pragma: no cover - Python 3.14+
     except ImportError:
         _zstd = None  # type: ignore[assignment]
 
-__all__ = ["ClickHouseHTTPServer", "main"]
+__all__ = ["USER", "ClickHouseHTTPServer", "Limits", "main"]
 
 log = logging.getLogger(__name__)
 
-_HEAD_BYTES = 1 << 20  # an INSERT's FORMAT clause must appear within this prefix of the request
+_HEAD_BYTES = 1 << 20  # an INSERT's FORMAT clause must appear within this prefix; any other statement too
 _READ_BYTES = 1 << 20
 _DRAIN_LIMIT = 256 << 20
+_FORM_BYTES = 16 << 20  # a multipart form (query and parameters, no files)
 _KEEP_ALIVE_S = 30
 _MAX_URI = 1 << 20  # ClickHouse's http_max_uri_size
+_QUEUE_WAIT_S = 5.0  # a statement waits this long for a free slot (ClickHouse's queue_max_wait_ms)
+USER = "default"  # the only user, as in ClickHouse out of the box
+
+# What a read-only server lets a request's URL settings change (a ClickHouse readonly user may
+# change none): how results are written, the time zone, HTTP behaviour, and the bounds, which it
+# may only lower. Not, e.g., output_format_schema (writes a file) or format_template_row (reads one).
+_READONLY_SETTINGS = frozenset(
+    {
+        "session_timezone", "date_time_output_format", "send_progress_in_http_headers", "wait_end_of_query",
+        "enable_http_compression", "http_zlib_compression_level", "http_headers_progress_interval_ms",
+        "cancel_http_readonly_queries_on_client_close", "join_use_nulls", "extremes", "log_comment",
+        "output_format_decimal_trailing_zeros", "output_format_write_statistics", "max_execution_time",
+        "max_result_rows", "max_result_bytes", "max_memory_usage", "result_overflow_mode",
+    }
+)  # fmt: skip
+_OUTPUT_FAMILIES = ("json", "csv", "tsv", "pretty", "arrow", "parquet", "orc", "native", "markdown", "values")
+_READONLY_SETTING_PREFIXES = (
+    *(f"output_format_{family}_" for family in _OUTPUT_FAMILIES),
+    "format_csv_", "format_tsv_", "format_custom_",
+)  # fmt: skip
+# Statements a read-only server runs, by the first word of the engine's rendering of them.
+_SERVED_KINDS = (b"SELECT", b"WITH", b"SHOW", b"DESCRIBE", b"EXPLAIN")
+# Table functions that read nothing outside the engine; ``format`` is also a common scalar
+# function (and readonly refuses the table function).
+_INERT_TABLE_FUNCTIONS = frozenset(
+    {"numbers", "numbers_mt", "zeros", "zeros_mt", "values", "null", "generaterandom", "generate_series",
+     "generateseries", "primes", "view", "format"}
+)  # fmt: skip
+_READS_FILES = "file"  # the scalar function that reads any file (chdb gives user_files_path no limit)
+# In the engine's rendering every top-level clause starts a line; literals and names escape newlines.
+_OUTFILE_RE = re.compile(rb"^INTO OUTFILE ", re.M)
+_INFILE_RE = re.compile(rb"^INSERT INTO .* FROM INFILE '", re.S)
+_FORMAT_RE = re.compile(rb"^FORMAT (\w+)$", re.M)
+_NAME_RE = re.compile(r"[A-Za-z0-9_+/-]{1,64}")  # a format or time-zone name fit for a header
+_PRINTABLE_RE = re.compile(r"[\x20-\x7e]*")
+_WRAPPER_RE = re.compile(r"\.?\s*:?\s*In scope SELECT formatQuery\(.*\)\. \(", re.S)
 
 # URL parameters that are part of the HTTP protocol, not settings.
 _RESERVED = frozenset(
@@ -309,64 +386,51 @@ def _tokens(sql: bytes) -> Iterator[tuple[str, bytes, int, int]]:
 
 @dataclass
 class _Shape:
-    """What the server needs to know about a statement without parsing it (ClickHouse parses it)."""
+    """Where an INSERT's inline data starts, found without parsing (the engine parses the rest).
+
+    Nothing here decides what may run: the engine's own parse does (``_Engine._checked``).
+    """
 
     empty: bool = True
     insert: bool = False
-    fmt: str | None = None  # an explicit FORMAT clause
+    fmt: str | None = None  # INSERT ... FORMAT: its format
     fmt_at: int = -1  # INSERT ... FORMAT: where the statement proper ends
     data_at: int = -1  # INSERT ... FORMAT: where its data starts
-    multi: bool = False
-    outfile: bool = False
-    infile: bool = False
 
 
 def _shape(sql: bytes) -> _Shape:
-    """Classify ``sql``: INSERT with inline data (and where it starts), explicit output format, ...
+    """Classify ``sql``: empty, an INSERT, and for an INSERT with inline data where that starts.
 
     An INSERT's data starts after its ``FORMAT <name>`` and the blanks and one newline that follow,
     as in ClickHouse's ParserInsertQuery; the data itself is never scanned.
     """
     shape = _Shape()
-    depth, prev = 0, b""
-    fmt_at, fmt_name = -1, ""  # a FORMAT keyword at depth 0, and the name after it
-    tokens = _tokens(sql)
-    for kind, text, start, end in tokens:
+    depth, prev, fmt_at = 0, b"", -1  # fmt_at: an INSERT's FORMAT keyword at depth 0
+    for kind, text, start, end in _tokens(sql):
         if shape.empty:
             shape.empty, shape.insert = False, kind == "word" and text == b"INSERT"
+            if not shape.insert:
+                return shape
         if fmt_at >= 0:
-            if not fmt_name and kind == "word":
-                if shape.insert:
-                    shape.fmt, shape.fmt_at = sql[start:end].decode(), fmt_at
-                    shape.data_at = _data_start(sql, end)
-                    return shape
-                fmt_name, prev = sql[start:end].decode(), text
-                continue
-            if fmt_name and text in (b";", b"SETTINGS"):  # only these may follow a SELECT's FORMAT <name>
-                shape.fmt = fmt_name
-            fmt_at, fmt_name = -1, ""
+            if kind == "word":
+                shape.fmt, shape.fmt_at = sql[start:end].decode(), fmt_at
+                shape.data_at = _data_start(sql, end)
+            return shape
         if kind == "punct":
             if text in (b"(", b"[", b"{"):
                 depth += 1
             elif text in (b")", b"]", b"}"):
                 depth = max(depth - 1, 0)
             elif text == b";" and depth == 0:
-                shape.multi = next(tokens, None) is not None
                 return shape
         elif kind == "word" and depth == 0:
-            if text == b"OUTFILE" and prev == b"INTO":
-                shape.outfile = True
-            elif text == b"INFILE" and prev == b"FROM":
-                shape.infile = True
-            elif prev in (b".", b"INTO", b"TABLE", b"FUNCTION"):
+            if prev in (b".", b"INTO", b"TABLE", b"FUNCTION"):
                 pass  # a name, e.g. a table called "format"
-            elif shape.insert and text in (b"SELECT", b"WITH", b"VALUES"):
-                return shape  # the rows come from the statement itself
-            elif text == b"FORMAT" and not shape.infile:
+            elif text in (b"SELECT", b"WITH", b"VALUES", b"INFILE"):
+                return shape  # the rows come from the statement itself (or a file: refused later)
+            elif text == b"FORMAT":
                 fmt_at = start
         prev = text
-    if fmt_name:
-        shape.fmt = fmt_name
     return shape
 
 
@@ -438,23 +502,37 @@ def _locked(path: str) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one statement of a request may use (0 = unbounded); a client may lower, not raise them."""
+
+    max_execution_time_s: float = 30.0
+    max_result_rows: int = 1_000_000
+    max_result_bytes: int = 128 << 20  # uncompressed, as the engine counts its blocks
+    max_memory_usage: int = 512 << 20  # per statement; also its temporary data on disk
+    max_concurrent_queries: int = 2  # statements running at once (others wait, then get 202)
+
+
 class _Engine:
     """Runs one HTTP request's statement on chdb, each in a chdb connection of its own."""
 
-    def __init__(self, path: str, readonly: bool, max_execution_time_s: float, max_result_rows: int):
+    def __init__(self, path: str, readonly: bool, limits: Limits, password: str):
         self.path = path
         self.readonly = readonly
-        self.max_execution_time_s = max_execution_time_s
-        self.max_result_rows = max_result_rows
+        self.limits = limits
+        self.password = password.encode()
         self.version = ""
         self.timezone = "UTC"
         self._anchor: Any = None
+        self._slots = threading.BoundedSemaphore(limits.max_concurrent_queries or 1 << 30)
+        self._refused_functions: frozenset[str] = frozenset({_READS_FILES})
 
     def open(self) -> None:
         """Open the anchor connection, which keeps the engine up between requests."""
         try:
             self._anchor = chdb.connect(self.path)
             info = self._anchor.query("SELECT version(), timezone()", "TabSeparated").bytes()
+            names = self._anchor.query("SELECT name FROM system.table_functions", "TabSeparatedRaw").bytes()
         except Exception as e:
             self.close()
             hint = (
@@ -465,6 +543,8 @@ class _Engine:
             raise StorageError(f"chdb path {self.path}: {hint}: {e}") from e
         self.version, _, tz = info.decode().strip().partition("\t")
         self.timezone = tz or "UTC"
+        table_functions = {name.lower() for name in names.decode().split()}
+        self._refused_functions = frozenset(table_functions - _INERT_TABLE_FUNCTIONS | {_READS_FILES})
 
     def close(self) -> None:
         anchor, self._anchor = self._anchor, None
@@ -472,22 +552,67 @@ class _Engine:
             with contextlib.suppress(Exception):
                 anchor.close()
 
+    def authenticate(self, params: dict[str, str], headers: Message) -> None:
+        """Accept the request's credentials (ClickHouse's three ways to send them) or raise 516."""
+        user, password = headers.get("X-ClickHouse-User"), headers.get("X-ClickHouse-Key")
+        basic = headers.get("Authorization") or ""
+        if password is None and basic[:6].lower() == "basic ":
+            try:
+                user, _, password = base64.b64decode(basic[6:].strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                password = None
+        if password is None:
+            user, password = params.get("user", user), params.get("password")
+        given = (password or "").encode()
+        if user not in (None, "", USER) or not hmac.compare_digest(given, self.password):
+            message = (
+                f"{user or USER}: Authentication failed: password is incorrect, or there is no such user"
+            )
+            raise _ChError.make(516, "AUTHENTICATION_FAILED", message)
+
     def _changes(self, settings: dict[str, str], is_get: bool) -> dict[str, str]:
         """URL settings, then the server's bounds, then ``readonly`` (applied in one SET)."""
         changes = dict(settings)
         asked_readonly = changes.pop("readonly", "0")
-        if self.max_execution_time_s > 0:
-            limit = _bounded(changes.get("max_execution_time"), self.max_execution_time_s)
+        if self.readonly:
+            for name in changes:
+                if name not in _READONLY_SETTINGS and not name.startswith(_READONLY_SETTING_PREFIXES):
+                    message = f"Cannot modify '{name}' setting in readonly mode"
+                    raise _ChError.make(164, "READONLY", message)
+        limits = self.limits
+        if limits.max_execution_time_s > 0:
+            limit = _bounded(changes.get("max_execution_time"), limits.max_execution_time_s)
             changes["max_execution_time"] = f"{limit:g}"
-        if self.max_result_rows > 0:
-            rows = int(_bounded(changes.get("max_result_rows"), self.max_result_rows))
-            changes["max_result_rows"] = str(rows)
-            changes["result_overflow_mode"] = "throw"
-        if self.readonly or asked_readonly == "1":
+        for name, bound in (
+            ("max_result_rows", limits.max_result_rows),
+            ("max_result_bytes", limits.max_result_bytes),
+        ):
+            if bound > 0:
+                changes[name] = str(int(_bounded(changes.get(name), bound)))
+                changes["result_overflow_mode"] = "throw"
+        if limits.max_memory_usage > 0:
+            memory = str(int(_bounded(changes.get("max_memory_usage"), limits.max_memory_usage)))
+            changes["max_memory_usage"] = changes["max_temporary_data_on_disk_size_for_query"] = memory
+        if self.readonly:
+            # chdb turns both on; neither belongs to a reader (the Python table function reads this
+            # process's variables). readonly = 1 comes last: it refuses any later change.
+            changes["allow_introspection_functions"] = changes["allow_python_table_function"] = "0"
             changes["readonly"] = "1"
         elif is_get or asked_readonly == "2":
             changes["readonly"] = "2"
+        elif asked_readonly == "1":
+            changes["readonly"] = "1"
         return changes
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=_QUEUE_WAIT_S):
+            message = f"Too many simultaneous queries. Maximum: {self.limits.max_concurrent_queries}"
+            raise _ChError.make(202, "TOO_MANY_SIMULTANEOUS_QUERIES", message)
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     @contextlib.contextmanager
     def _session(self, database: str | None, changes: dict[str, str]) -> Iterator[Any]:
@@ -505,9 +630,63 @@ class _Engine:
         finally:
             conn.close()
 
+    def _checked(self, conn: Any, sql: bytes, binds: dict[str, str]) -> tuple[bytes, str | None]:
+        """The statement to run, as the engine renders its parse of ``sql``, and its FORMAT clause.
+
+        Raises what ClickHouse would for a statement this server does not run (see the module doc).
+        """
+        try:
+            text = sql.decode()
+        except UnicodeDecodeError as e:
+            message = f"The query is not valid UTF-8 ({e.reason} at byte {e.start})"
+            raise _ChError.make(62, "SYNTAX_ERROR", message) from None
+        # One parse by the engine under this session's settings; query parameters take the
+        # escaped text format, so backslashes, tabs and newlines are escaped for the trip.
+        escaped = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        try:
+            result = conn.query("SELECT formatQuery({q:String})", "TabSeparatedRaw", params={"q": escaped})
+        except Exception as e:  # a syntax error: say it of the statement, not of this wrapper
+            error = _ChError.of(e)
+            raise _ChError(error.code, _WRAPPER_RE.sub(". (", error.text)) from None
+        rendered = (result.bytes() or b"\n")[:-1]
+        if _OUTFILE_RE.search(rendered):
+            raise _ChError.make(358, "INTO_OUTFILE_NOT_ALLOWED", "INTO OUTFILE is not allowed")
+        if _INFILE_RE.match(rendered):
+            raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
+        if self.readonly:
+            if (rendered.split(None, 1) or [b""])[0] not in _SERVED_KINDS:
+                message = (
+                    f"{USER}: Cannot execute query in readonly mode (SELECT, SHOW, DESCRIBE, EXPLAIN only)"
+                )
+                raise _ChError.make(164, "READONLY", message)
+            self._refuse_file_access(conn, rendered, binds)
+        elif rendered.startswith(b"INSERT "):
+            return sql, None  # the rendering drops an INSERT's inline VALUES
+        fmt = _FORMAT_RE.search(rendered)
+        return rendered, fmt.group(1).decode() if fmt else None
+
+    def _refuse_file_access(self, conn: Any, rendered: bytes, binds: dict[str, str]) -> None:
+        """Raise 497 if the engine's AST of ``rendered`` (parameters bound) calls a function that
+        reads outside the engine. Lines are ``<indent><node> <name>...``; a name with a newline can
+        only add lines, so this errs towards refusing."""
+        if rendered.startswith(b"SHOW ") and b"(" in rendered:
+            # EXPLAIN AST does not dump a SHOW's WHERE; without "(" a rendering calls no function
+            message = "Not enough privileges: a SHOW statement with function calls is not served here"
+            raise _ChError.make(497, "ACCESS_DENIED", message)
+        tree = conn.query(b"EXPLAIN AST " + rendered, "TabSeparatedRaw", params=binds).bytes() or b""
+        for line in tree.decode(errors="replace").splitlines():
+            node, _, rest = line.strip().partition(" ")
+            name = rest.split(" ", 1)[0].lower()
+            if (node == "Function" and name in self._refused_functions) or (
+                node == "Identifier" and name == _READS_FILES  # arrayMap(file, paths)
+            ):
+                message = f"Not enough privileges: {name}() reads outside the served data: not served here"
+                raise _ChError.make(497, "ACCESS_DENIED", message)
+
     def handle(self, params: dict[str, str], headers: Message, body: _Body, is_get: bool) -> _Response:
         """Run the request's statement; raises ``_ChError`` for anything ClickHouse would refuse."""
         started = time.monotonic()
+        self.authenticate(params, headers)
         for name in ("compress", "decompress"):
             if params.get(name, "0") not in ("", "0"):
                 message = f"{name}=1 (ClickHouse's own block compression) is not supported"
@@ -515,32 +694,55 @@ class _Engine:
         chunks = _decoded(body.chunks(), headers.get("Content-Encoding") or "")
         content_type = headers.get("Content-Type") or ""
         if content_type.lower().startswith("multipart/form-data"):
-            params.update(_form_fields(content_type, b"".join(chunks)))
+            params.update(_form_fields(content_type, _at_most(chunks, _FORM_BYTES, "The form")))
             chunks = iter(())
         head, shape = _statement(params.get("query", "").encode(), chunks, body.done)
+        inline_insert = shape.insert and shape.data_at >= 0
+        if inline_insert and self.readonly:  # refused before its data is read; the engine would too
+            raise _ChError.make(164, "READONLY", f"{USER}: Cannot execute query in readonly mode")
         settings = {k: v for k, v in params.items() if k not in _RESERVED and not k.startswith("param_")}
         database = params.get("database") or headers.get("X-ClickHouse-Database")
-        with self._session(database, self._changes(settings, is_get)) as conn:
-            if shape.insert and shape.data_at >= 0:
+        with self._slot(), self._session(database, self._changes(settings, is_get)) as conn:
+            if inline_insert:
                 response = _insert(conn, head, shape, chunks)
             else:
                 binds = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
+                sql, explicit = self._checked(conn, bytes(head), binds)
                 default_format = params.get("default_format") or headers.get("X-ClickHouse-Format")
-                response = _query(conn, bytes(head), shape.fmt, default_format or "TabSeparated", binds)
+                fmt = default_format or "TabSeparated"
+                response = _query(conn, sql, explicit, fmt, binds, self.limits.max_result_bytes)
         response.summary["elapsed_ns"] = int((time.monotonic() - started) * 1e9)
+        timezone = settings.get("session_timezone") or self.timezone
         response.headers = {
-            "X-ClickHouse-Query-Id": params.get("query_id") or str(uuid.uuid4()),
-            "X-ClickHouse-Timezone": settings.get("session_timezone") or self.timezone,
+            "X-ClickHouse-Query-Id": _query_id(params.get("query_id")),
+            "X-ClickHouse-Timezone": timezone if _NAME_RE.fullmatch(timezone) else self.timezone,
             "X-ClickHouse-Summary": json.dumps({k: str(v) for k, v in response.summary.items()}),
         }
         return response
+
+
+def _query_id(asked: str | None) -> str:
+    """The client's query id when it is a UUID (rewritten from its value), else a new one."""
+    try:
+        return str(uuid.UUID(asked or ""))
+    except ValueError:
+        return str(uuid.uuid4())
+
+
+def _at_most(chunks: Iterator[bytes], limit: int, what: str) -> bytes:
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > limit:
+            raise _ChError.make(62, "SYNTAX_ERROR", f"{what} is over {limit >> 20} MiB")
+    return bytes(data)
 
 
 def _statement(query: bytes, chunks: Iterator[bytes], no_body: bool) -> tuple[bytearray, _Shape]:
     """The ``query`` parameter and body as one text, as ClickHouse joins them, and its shape.
 
     An INSERT with inline data keeps only the body's first ``_HEAD_BYTES`` (more stays in
-    ``chunks``); anything else is read whole.
+    ``chunks``); any other statement longer than that is refused.
     """
     head = bytearray(query + b"\n" if query and not no_body else query)
     complete = True
@@ -551,17 +753,10 @@ def _statement(query: bytes, chunks: Iterator[bytes], no_body: bool) -> tuple[by
             break
     shape = _shape(bytes(head))
     if not complete and not (shape.insert and shape.data_at >= 0):
-        for chunk in chunks:
-            head += chunk
-        shape = _shape(bytes(head))
+        message = f"Max query size exceeded: the statement is over {_HEAD_BYTES >> 20} MiB"
+        raise _ChError.make(62, "SYNTAX_ERROR", message)
     if shape.empty:
         raise _ChError.make(62, "SYNTAX_ERROR", "Empty query")
-    if shape.multi:
-        raise _ChError.make(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
-    if shape.outfile:
-        raise _ChError.make(358, "INTO_OUTFILE_NOT_ALLOWED", "INTO OUTFILE is not allowed")
-    if shape.infile:
-        raise _ChError.make(78, "UNKNOWN_TYPE_OF_QUERY", "FROM INFILE is not allowed over HTTP")
     return head, shape
 
 
@@ -596,15 +791,21 @@ def _insert(conn: Any, head: bytearray, shape: _Shape, chunks: Iterator[bytes]) 
 
 
 def _query(
-    conn: Any, sql: bytes, explicit: str | None, default_format: str, binds: dict[str, str]
+    conn: Any, sql: bytes, explicit: str | None, default_format: str, binds: dict[str, str], max_bytes: int
 ) -> _Response:
-    """Run any other statement, with an explicit FORMAT or the request's default format."""
+    """Run any other statement, with an explicit FORMAT or the request's default format; refuse a
+    result over ``max_bytes`` as sent (the engine's own count misses constant columns)."""
     fmt = explicit or default_format
+    if not _NAME_RE.fullmatch(fmt):  # it goes back in a header
+        raise _ChError.make(73, "UNKNOWN_FORMAT", f"Unknown format {fmt[:64]!r}")
     # With the default TabSeparated, ask for names too: a result set always has that line, a
     # statement without one (DDL, SET, INSERT ... SELECT) has none. Like ClickHouse, only the
     # former gets X-ClickHouse-Format (clickhouse-connect's command() tells them apart by it).
     names = explicit is None and fmt in ("TabSeparated", "TSV")
     result = conn.query(sql, "TabSeparatedWithNames" if names else fmt, params=binds)
+    if 0 < max_bytes < result.size():  # checked before the result is copied out of the engine
+        message = f"Limit for result exceeded, max bytes: {max_bytes}, current bytes: {result.size()}"
+        raise _ChError.make(396, "TOO_MANY_ROWS_OR_BYTES", message)
     data = result.bytes() or b""
     out_fmt: str | None = fmt
     if names:
@@ -727,7 +928,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            if _PRINTABLE_RE.fullmatch(value):  # never a line break (header injection) in a value
+                self.send_header(name, value)
+            else:
+                log.warning("dropped response header %s: not printable ASCII", name)
         self.send_header("X-ClickHouse-Server-Display-Name", "chdb")
         self.send_header("Content-Length", str(len(data)))
         if self.close_connection:
@@ -744,8 +948,8 @@ class ClickHouseHTTPServer:
     ``client_or_path`` is a clickhouse-connect chdb client (``get_client(dsn="chdb:///abs/path")``)
     or an absolute directory (created if missing). chdb allows one data path per process and one
     process per path. The socket is bound here (``port=0`` picks a free port); ``start`` opens the
-    path and serves. ``readonly`` refuses writes and DDL with ClickHouse's READONLY error (code 164);
-    ``max_execution_time_s`` and ``max_result_rows`` bound every statement (0 = unbounded).
+    path and serves. ``readonly`` serves readers only (see the module doc); ``limits`` bound every
+    statement; ``password`` is what requests must send as user ``default`` (None: a random one).
     """
 
     def __init__(
@@ -755,8 +959,8 @@ class ClickHouseHTTPServer:
         port: int = 0,
         *,
         readonly: bool = True,
-        max_execution_time_s: float = 30,
-        max_result_rows: int = 1_000_000,
+        limits: Limits | None = None,
+        password: str | None = None,
     ):
         if isinstance(client_or_path, str | os.PathLike):
             path = os.fspath(client_or_path)
@@ -775,15 +979,22 @@ class ClickHouseHTTPServer:
                 path = os.path.realpath(path)  # chdb compares engine paths literally
         self._client = client_or_path  # keeps a given client's engine up while serving
         self.path = path
-        self._engine = _Engine(path, readonly, max_execution_time_s, max_result_rows)
+        self.password = secrets.token_urlsafe(32) if password is None else password
+        self._engine = _Engine(path, readonly, limits or Limits(), self.password)
         self._httpd = _HTTPServer((host, port), self._engine)
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        """``http://host:port`` of the bound socket."""
+        """``http://host:port`` of the bound socket (no credentials: fit for messages)."""
         host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    @property
+    def dsn(self) -> str:
+        """``http://default:PASSWORD@host:port``: what a client connects with. A secret."""
+        host, port = self._httpd.server_address[:2]
+        return f"http://{USER}:{quote(self.password, safe='')}@{host!s}:{port}"
 
     def start(self) -> None:
         """Open the chdb path and serve requests in a background thread."""
@@ -817,8 +1028,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123, help="0 picks a free port")
     parser.add_argument("--read-write", action="store_true", help="allow inserts and DDL (default read-only)")
-    parser.add_argument("--max-execution-time", type=float, default=30.0, help="seconds per query, 0 = none")
-    parser.add_argument("--max-result-rows", type=int, default=1_000_000, help="rows per result, 0 = none")
+    parser.add_argument("--url-file", help="write http://default:PASSWORD@host:port here (mode 0600)")
+    limits = Limits()
+    for name, kind in (
+        ("max_execution_time_s", float), ("max_result_rows", int), ("max_result_bytes", int),
+        ("max_memory_usage", int), ("max_concurrent_queries", int),
+    ):  # fmt: skip
+        flag = "--" + name.removesuffix("_s").replace("_", "-")
+        parser.add_argument(flag, dest=name, type=kind, default=getattr(limits, name), help="0 = none")
     args = parser.parse_args(argv)
     if not os.path.isabs(args.path):
         parser.error(f"--path must be absolute, not {args.path!r}")
@@ -831,10 +1048,11 @@ def main(argv: list[str] | None = None) -> int:
             args.host,
             args.port,
             readonly=not args.read_write,
-            max_execution_time_s=args.max_execution_time,
-            max_result_rows=args.max_result_rows,
+            limits=Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__}),
         )
         server.start()
+        if args.url_file:
+            write_served_url(Path(args.url_file), server.dsn)
     except (StorageError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -843,6 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
         stop.wait()
     finally:
         server.stop()
+        if args.url_file:
+            Path(args.url_file).unlink(missing_ok=True)
     return 0
 
 

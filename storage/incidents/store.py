@@ -17,16 +17,18 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from raiwatch.core.errors import StorageError
+from raiwatch.core.matchers import MatcherError
+from raiwatch.core.matchers import matchers as compile_matchers
 from raiwatch.core.records import Incident, IncidentChange
 from storage.incidents.db import WRITE, make_engine, safe_url, upgrade
 from storage.incidents.models import (
@@ -410,10 +412,11 @@ class IncidentStore:
                                       attempts=0, next_attempt_at=now))  # fmt: skip
 
     def claim_notifications(
-        self, now: datetime | None = None, lease_s: float = 60.0, limit: int = 100
+        self, now: datetime | None = None, lease_s: float = 60.0, limit: int = 100, route: str | None = None
     ) -> builtins.list[tuple[int, str, str, int, str, Incident]]:
-        """Take the undelivered notifications whose next attempt is due, oldest first, for
-        ``lease_s``: ``(id, route, kind, attempts so far, last error or note, incident as stored now)``.
+        """Take the undelivered notifications whose next attempt is due (of one ``route``, or of
+        all), oldest first, for ``lease_s``: ``(id, route, kind, attempts so far, last error or
+        note, incident as stored now)``.
 
         Their next attempt moves ``lease_s`` ahead in the same transaction, so workers sharing the
         store never send one twice (PostgreSQL skips rows another worker is claiming; SQLite runs
@@ -428,6 +431,8 @@ class IncidentStore:
             .limit(limit)
             .with_for_update(of=NotificationRow, skip_locked=True)
         )
+        if route is not None:
+            q = q.where(NotificationRow.route == route)
 
         def claim(s: Session) -> builtins.list[tuple[int, str, str, int, str, Incident]]:
             out = []
@@ -437,6 +442,20 @@ class IncidentStore:
             return out
 
         return self._transact(claim, write=True)
+
+    def park_unrouted(self, routes: Collection[str], note: str, until: datetime, now: datetime) -> int:
+        """Postpone until ``until`` the due notifications of routes not in ``routes`` (a route taken
+        out of the config: none of the per-route senders claims them); how many."""
+        q = (
+            update(NotificationRow)
+            .where(
+                NotificationRow.delivered_at.is_(None),
+                NotificationRow.next_attempt_at <= now,
+                NotificationRow.route.not_in(list(routes)),
+            )
+            .values(last_error=note[:1000], next_attempt_at=until)
+        )
+        return self._transact(lambda s: s.execute(q).rowcount, write=True)
 
     def mark_delivered(self, notification_id: int, at: datetime | None = None) -> None:
         self._settle(notification_id, attempts=1, delivered_at=at or _now(), last_error=None)
@@ -486,6 +505,10 @@ class IncidentStore:
             raise ValueError("a silence needs at least one matcher (it would hold back every notification)")
         if not author or not comment:
             raise ValueError("a silence needs an author and a comment saying why")
+        try:  # checked once here, so a stored silence never fails to compile in delivery
+            compile_matchers(matchers)
+        except MatcherError as e:
+            raise MatcherError(f"silence matcher {e}") from None
         sid = "sil-" + uuid.uuid4().hex[:12]
         row = SilenceRow(silence_id=sid, matchers=dict(matchers), starts_at=starts_at, ends_at=ends_at,
                          author=author, comment=comment, created_at=_now())  # fmt: skip

@@ -204,6 +204,36 @@ def mean_shift_z(ref: ArrayLike, cur: ArrayLike) -> DriftResult:
     return DriftResult(z, np.full(r.shape[:-1], np.nan), _n(c))
 
 
+def recursive_shift_z(
+    ref: ArrayLike, cur: ArrayLike, prior_mean: ArrayLike, prior_n: ArrayLike
+) -> tuple[F64, F64, F64]:
+    """The current mean bin against the mean of all that came before it (``prior_mean`` over
+    ``prior_n`` values: the reference, then every earlier window), in standard errors of that
+    difference, with the reference's spread: ``(z, current mean bin, current n)``.
+
+    These are recursive residuals: without change they are independent and close to standard
+    normal whatever the window sizes, unlike a window's distance from the reference alone, which
+    carries the reference's own sampling error scaled by the window's size (so a daily cycle in
+    volume becomes a daily cycle in its mean, which a sequential test reads as change).
+
+    >>> z, m, n = recursive_shift_z([[25, 25, 25, 25]], [[0, 0, 50, 50]], [1.5], [100])
+    >>> round(float(z[0]), 2), float(m[0]), float(n[0])
+    (6.32, 2.5, 100.0)
+    """
+    r, c = _pair(ref, cur)
+    idx = np.arange(r.shape[-1], dtype=np.float64)
+    p, q = _shares(r), _shares(c)
+    mu = (p * idx).sum(-1)
+    sd = np.sqrt((p * (idx - mu[..., None]) ** 2).sum(-1))
+    n = c.sum(-1)
+    m0, n0 = np.asarray(prior_mean, np.float64), np.asarray(prior_n, np.float64)
+    mean = (q * idx).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = sd * np.sqrt(1 / n + 1 / n0)
+        z = np.where((sd > 0) & (n > 0) & (n0 > 0), (mean - m0) / se, np.nan)
+    return z, mean, n
+
+
 def page_hinkley_threshold(arl0: float, delta: float = 0.5) -> float:
     """The threshold of a two-sided Page-Hinkley test (river's, ``alpha=1``) on standard-normal
     inputs whose average run length without change is ``arl0`` inputs.

@@ -31,8 +31,9 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
   {reference}: MMD of 200 recent against 200 reference embeddings, permutation p-value (100
   permutations), once every ``sliding_windows`` windows.
 - ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
-  each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
-  standard normal without change, whatever the feature's units), detects a change. Its threshold
+  each window's mean bin in standard errors from the mean of the reference and every window
+  before it (``recursive_shift_z``: independent and close to standard normal without change,
+  whatever the feature's units and the windows' sizes), detects a change. Its threshold
   is set so that all numeric features of a model together raise the signal's share of the model's
   false-alarm budget on stationary traffic (``page_hinkley_threshold``, checked by simulation in
   the tests).
@@ -73,10 +74,10 @@ from detectors.drift import (
     chi2_homogeneity,
     embedding_mean_shift,
     embedding_shift_bounds,
-    mean_shift_z,
     mmd_rbf,
     page_hinkley_threshold,
     psi,
+    recursive_shift_z,
     two_proportions,
 )
 from detectors.evidence import Bounds, diff_bounds, divergence_bounds, look_alpha
@@ -86,7 +87,7 @@ from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the running mean bins (a version 1 state is read: they start from the reference)
 MIN_REFERENCE = 200  # events a reference needs; a model keeps learning until it has them
 _NAN, _INF = math.nan, math.inf
 
@@ -458,7 +459,8 @@ class _Model:
     """What the monitor remembers of one model."""
 
     __slots__ = (
-        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "sample", "threshold", "version"
+        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "running", "sample",
+        "threshold", "version",
     )  # fmt: skip
 
     def __init__(self, start: int, reference_s: int):
@@ -469,6 +471,7 @@ class _Model:
         self.ref: _Reference | None = None
         self.recent: deque[tuple[np.ndarray, np.ndarray, int]] = deque()  # closed windows' counts
         self.online: dict[str, PageHinkley] = {}  # per numeric feature, on its window's mean-bin z
+        self.running: dict[str, tuple[float, float]] = {}  # per numeric feature: mean bin so far, values
         self.recent_emb: deque[_WindowEmbeddings] = deque()  # closed windows' embedding sums and samples
         self.version = ""
 
@@ -484,6 +487,7 @@ class _State(msgspec.Struct, array_like=True):
     version: str
     online: bytes  # river's detectors, pickled
     recent_emb: list[tuple[list[float], int, list[tuple[int, list[float]]]]] = []
+    running: list[tuple[str, float, float]] = []
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
@@ -675,6 +679,7 @@ class DriftMonitor(PerModelState):
             )
             for name in numeric
         }
+        st.running = {}
         st.sample = []
         st.threshold = 1 << 32
 
@@ -687,6 +692,7 @@ class DriftMonitor(PerModelState):
     def _relearn(self, st: _Model, start: int) -> None:
         st.ref = None
         st.online = {}
+        st.running = {}
         st.recent.clear()
         st.recent_emb.clear()
         st.learn_from, st.learn_until = start, start + self.cfg.reference_s
@@ -820,7 +826,8 @@ class DriftMonitor(PerModelState):
         return Bounds(lo, hi), miss
 
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
-        """Step each numeric feature's Page-Hinkley test with this window's mean-bin z."""
+        """Step each numeric feature's Page-Hinkley test with this window's mean bin, in standard
+        errors from the mean of all before it (``recursive_shift_z``)."""
         ref = st.ref
         assert ref is not None
         out = []
@@ -830,11 +837,15 @@ class DriftMonitor(PerModelState):
             if det is None:
                 continue
             ordered = f.width - 1  # the last bin (values the reference never had) has no order
-            z = mean_shift_z(f.counts[:ordered], counts.bins[i, :ordered])
-            n = int(z.n[0])
-            if not n or not math.isfinite(z.effect[0]):
+            # against the mean of everything before this window (the reference, then each window)
+            prior = st.running.get(f.name) or _reference_mean(f)
+            ref_bins, cur_bins = f.counts[:ordered], counts.bins[i, :ordered]
+            z, mean, cur_n = recursive_shift_z(ref_bins, cur_bins, prior[0], prior[1])
+            n = int(cur_n[0])
+            if not n or not math.isfinite(z[0]):
                 continue
-            det.update(float(z.effect[0]))
+            st.running[f.name] = ((prior[0] * prior[1] + mean[0] * n) / (prior[1] + n), prior[1] + n)
+            det.update(float(z[0]))
             name = "drift.change"
             out.append(
                 Signal(
@@ -855,12 +866,13 @@ class DriftMonitor(PerModelState):
     def restore(self, model: str, state: bytes) -> None:
         """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
         s = msgspec.msgpack.decode(state, type=_State)
-        if s.v != STATE_VERSION:
+        if s.v not in (1, STATE_VERSION):
             return
         st = _Model(s.learn_from, 0)
         st.learn_until, st.threshold, st.version, st.ref = s.learn_until, s.threshold, s.version, s.ref
         st.sample = [(h, eid, row) for h, eid, row in s.sample]
         st.online = pickle.loads(s.online) if s.online else {}  # raiwatch wrote it: its own checkpoint
+        st.running = {name: (m, n) for name, m, n in s.running}
         st.recent_emb = deque((np.array(t), n, [(h, v) for h, v in smp]) for t, n, smp in s.recent_emb)
         st.recent = deque(
             (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
@@ -881,6 +893,7 @@ class DriftMonitor(PerModelState):
                 st.version,
                 pickle.dumps(st.online) if st.online else b"",
                 [(t.tolist(), n, smp) for t, n, smp in st.recent_emb],
+                [(name, m, n) for name, (m, n) in sorted(st.running.items())],
             )
         )
 
@@ -895,3 +908,10 @@ def _fields(of: str, b: Bounds, i: int) -> dict:
         "evidence_lower": None if math.isnan(lo) else lo,
         "evidence_upper": None if math.isnan(hi) else hi,
     }
+
+
+def _reference_mean(f: _Feature) -> tuple[float, float]:
+    """A numeric feature's mean bin and value count in its reference (its ordered bins only)."""
+    counts = np.asarray(f.counts[: f.width - 1], dtype=np.float64)
+    total = counts.sum()
+    return (float((counts * np.arange(len(counts))).sum() / total) if total else 0.0), float(total)

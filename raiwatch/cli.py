@@ -239,6 +239,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from alert_rules.backtest import backtest, score
     from monitors.registry import catalogue
     from raiwatch.report import print_backtest
+    from raiwatch.wiring import problems
     from storage.clickhouse import signals_between
     from storage.incidents import IncidentStore
 
@@ -253,14 +254,16 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     results = []
     for name, rules in versions:
         names = sorted({r.signal for r in rules})
-        fired = backtest(rules, signals_between(client, cfg.clickhouse.database, since, until, names))
+        history = signals_between(client, cfg.clickhouse.database, since, until, names)
+        fired = backtest(rules, history, problems(cfg))
         results.append((name, fired, score(rules, fired, judged)))
     if args.json:
         for name, fired, scores in results:
             for f in fired:
                 row = {"kind": "incident", "version": name, "rule": f.rule, "labels": dict(f.labels),
                        "severity": f.severity, "opened_at": f.opened_at.isoformat(),
-                       "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None}  # fmt: skip
+                       "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
+                       "group_id": f.group_id}  # fmt: skip
                 print(json.dumps(row))
             for sc in scores.values():
                 row = {"kind": "rule", "version": name, "rule": sc.rule, "incidents": len(sc.fired),
@@ -381,6 +384,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     + (f": {n['last_error']}" if n["last_error"] else "")
                 )
                 print(f"notification {n['kind']} to {n['route']}: {state}")
+            if inc.group_id:
+                members = store.problem(inc.group_id)
+                print(f"problem {inc.group_id}: {len(members)} incident(s), paged once")
+                for m in members:
+                    mark = "*" if m.incident_id == inc.incident_id else " "
+                    print(f" {mark} {m.opened_at:%Y-%m-%d %H:%M}Z {m.incident_id} [{m.severity}] {m.rule} "
+                          f"{m.status}{' ' + m.feedback if m.feedback else ''}")  # fmt: skip
         return 0
     if args.action == "report":
         return _drift_report(cfg, store, args)

@@ -168,6 +168,7 @@ class Incident(Struct, kw_only=True):
     value: float | None = None
     threshold: float | None = None
     feedback: Feedback | None = None
+    group_id: str | None = None  # the problem it belongs to: its first incident's id (alert_rules.grouping)
     updated_at: datetime | None = None  # last event time the rule re-confirmed it; not in the contract
 
     def to_contract(self) -> dict:

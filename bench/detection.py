@@ -41,6 +41,7 @@ def run_scenario(path: Path, work: Path, rules: Path | None) -> dict:
     t1 = time.perf_counter()
     out = work / f"{path.stem}-replay"
     cmd = [sys.executable, "-m", "raiwatch.cli", "replay", str(events), "--out", str(out), "--quiet"]
+    cmd += ["--force"]  # --work DIR keeps the replays: the next run replaces its own
     if truth["labels"]:
         cmd += ["--feedback", str(synth.feedback_path(events))]
     if rules:

@@ -16,34 +16,51 @@ from pathlib import Path
 
 import msgspec
 
+from raiwatch import datadir
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import ConfigError, RaiwatchError
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "alert_rules"
+PARTIAL = "use the output of a replay that did not finish (its history stops early)"
 
 
-def _cfg(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None), data_dir=getattr(args, "data_dir", None))
+def _cfg(args: argparse.Namespace, monitors: bool = False) -> Config:
+    """The settings of ``--config`` and ``--data-dir``; ``monitors``: check the ``monitors``
+    section too (commands that run monitors, which cost seconds to import, ask for it)."""
+    sections = None
+    if monitors:
+        from monitors.registry import monitor_classes
+
+        sections = {"monitors": {family: cls.Config for family, cls in monitor_classes().items()}}
+    return load_config(getattr(args, "config", None), sections, data_dir=getattr(args, "data_dir", None))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    from raiwatch.replay import replay
+    from raiwatch.replay import ReplayInterrupted, check_inputs, replay
     from raiwatch.report import print_replay
 
-    cfg = _cfg(args)
+    check_inputs(args.events, args.feedback)  # before the seconds that checking the monitors' settings takes
+    cfg = _cfg(args, monitors=True)
     size = Path(args.events).stat().st_size if Path(args.events).is_file() else 0
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        transient=True,
-        disable=args.quiet,
-    ) as bar:
-        task = bar.add_task("replaying", total=size)
-        s = replay(args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n))
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=True,
+            disable=args.quiet,
+        ) as bar:
+            task = bar.add_task("replaying", total=size)
+            s = replay(
+                args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n),
+                force=args.force,
+            )  # fmt: skip
+    except ReplayInterrupted as e:
+        print(f"raiwatch: {e}", file=sys.stderr)
+        return 130
     print_replay(s, feedback=bool(args.feedback))
     return 0
 
@@ -51,7 +68,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from raiwatch.worker import run_worker
 
-    return run_worker(_cfg(args), args.rules, args.metrics_port, args.log_level, args.json_logs)
+    return run_worker(
+        _cfg(args, monitors=True), args.rules, args.metrics_port, args.log_level, args.json_logs
+    )
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
@@ -114,15 +133,15 @@ def _start(text: str, sc) -> datetime:
 
 
 def cmd_reference_build(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from monitors.drift import STATE_VERSION, ReferenceBuilder, ReferenceFile
     from monitors.registry import monitor_configs
     from raiwatch.core.codec import telemetry_codec
     from raiwatch.replay import read_chunks
+    from raiwatch.report import terminal
 
-    cfg = _cfg(args)
+    cfg = _cfg(args, monitors=True)
     path = _input_file(args.events, "telemetry events")
     out = Path(args.out)
     if out.is_dir():
@@ -146,7 +165,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
     for m, (r, n) in refs.items():
         numeric = sum(f.numeric for f in r.features)
         t.add_row(m, f"{n:,}", f"{r.n:,}", str(len(r.features)), str(numeric), r.id)
-    Console().print(t)
+    terminal().print(t)
     print(f"use it: monitors: {{drift: {{reference_file: {out.resolve()}}}}} in the config file")
     return 0
 
@@ -192,38 +211,76 @@ def _when(text: str | None, what: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _stored_data(cfg: Config):
-    """A client on the stored trend tables; a one-line error when an embedded store is not there.
+def _stored_data(cfg: Config, what: str, write: bool = False):
+    """A client on the stored trend tables, read-only unless ``write``; a one-line error when an
+    embedded store is not there, or another process writes it.
 
-    While a worker holds an embedded store, the client reads through the read-only HTTP endpoint
-    the worker serves it on (``clickhouse.serve_http``)."""
+    This process holds the data folder of an embedded store while it reads it (``raiwatch.datadir``):
+    nothing replaces the store under it. While a worker holds it, the client reads through the
+    read-only HTTP endpoint the worker serves it on (``clickhouse.serve_http``)."""
     from raiwatch.wiring import clickhouse_client
     from storage.clickhouse import ConnectOptions, connect
     from storage.clickhouse.client import held_by_another_process, served_url
 
     dsn = cfg.clickhouse_dsn
-    if dsn.startswith("chdb:") and not Path(dsn[len("chdb://") :]).is_dir():
+    if not dsn.startswith("chdb:"):
+        return clickhouse_client(cfg, readonly=not write)
+    if not Path(dsn[len("chdb://") :]).is_dir():
         raise RaiwatchError(
             f"no raiwatch data under {cfg.data_path} (no clickhouse/ folder there): check --data-dir "
             "(a replay's data is in its --out folder), or run a replay or a worker first"
         )
-    if held_by_another_process(dsn):
+    try:
+        datadir.hold(cfg.data_path, what)
+    except datadir.DataDirBusy as busy:
+        if not held_by_another_process(dsn) or not busy.by_worker:
+            raise
         url = served_url(dsn)
         if url is None:
             raise RaiwatchError(
-                f"a running worker holds the ClickHouse data under {cfg.data_path} and serves it to no "
-                "one (clickhouse.serve_http is off): stop it, or restart it with clickhouse.serve_http on"
+                f"{busy.holder} holds the ClickHouse data under {cfg.data_path} and serves it to no one "
+                "(clickhouse.serve_http is off): stop it, or restart it with clickhouse.serve_http on"
+            ) from None
+    else:
+        if not held_by_another_process(dsn):
+            return clickhouse_client(cfg, readonly=not write)
+        url = served_url(dsn)  # a process that opened the store without holding its folder
+        if url is None:
+            raise RaiwatchError(
+                f"another process has the ClickHouse data under {cfg.data_path} open and serves it to "
+                "no one: stop it, or if it is a worker, restart it with clickhouse.serve_http on"
             )
-        ch = cfg.clickhouse
-        return connect(url, ch.database, ConnectOptions(ch.connect_timeout_s, ch.timeout_s))
-    return clickhouse_client(cfg)
+    if write:
+        raise RaiwatchError(
+            f"a running worker holds the ClickHouse data under {cfg.data_path} and serves it "
+            "read-only: stop it to write"
+        )
+    ch = cfg.clickhouse
+    return connect(url, ch.database, ConnectOptions(ch.connect_timeout_s, ch.timeout_s))
+
+
+def _what(args: argparse.Namespace) -> str:
+    """This command as a holder of a data folder is named to others: ``raiwatch rules backtest``."""
+    words = [args.command] + [
+        getattr(args, k, None) for k in ("rules_command", "db_command", "reference_command", "action")
+    ]
+    return " ".join(["raiwatch", *(w for w in words if w)])
 
 
 def _signal_history(cfg: Config, args: argparse.Namespace, why: str):
-    """``(client, since, until)``: the stored signals' span, narrowed by ``--since``/``--until``."""
+    """``(client, since, until)``: the stored signals' span, narrowed by ``--since``/``--until``.
+
+    Refuses the output of a replay that did not finish unless ``--partial`` is given: its signals
+    stop early, so counts, precision and plots would be wrong without a word."""
     from storage.clickhouse import signal_span
 
-    client = _stored_data(cfg)
+    client = _stored_data(cfg, _what(args))
+    mark = datadir.replay_mark(cfg.data_path)
+    if mark is not None and not mark.complete and not getattr(args, "partial", False):
+        raise RaiwatchError(
+            f"{cfg.data_path} holds {mark.describe()}: its history stops early; replay again with "
+            "--force for a whole one, or add --partial to use it as it is"
+        )
     span = signal_span(client, cfg.clickhouse.database)
     if span is None:
         raise RaiwatchError(f"no signals stored under {cfg.data_path}: {why}")
@@ -234,6 +291,44 @@ def _signal_history(cfg: Config, args: argparse.Namespace, why: str):
     return client, since, until
 
 
+def _incident_store(cfg: Config):
+    """The incident store the settings name, opened (and brought to the newest schema); a one-line
+    error, and nothing created, when there is none: a mistyped --data-dir must not look like an
+    empty store. ``raiwatch db migrate``, a worker and a replay create one."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    from storage.incidents import IncidentStore, make_engine
+    from storage.incidents.db import safe_url
+    from storage.incidents.models import VERSION_TABLE
+
+    url = cfg.incident_db_url
+    hint = (
+        "check --data-dir (a replay's data is in its --out folder), or run a replay, a worker or "
+        "`raiwatch db migrate` first"
+    )
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return IncidentStore(url)  # which says what is wrong with the URL
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise RaiwatchError(f"no incident store at {parsed.database}: {hint}")
+        return IncidentStore(url)
+    engine = make_engine(url)
+    try:
+        found = inspect(engine).has_table(VERSION_TABLE)
+    except DBAPIError as e:
+        first = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e.orig).__name__
+        raise RaiwatchError(f"incident store {safe_url(url)}: cannot connect: {first}") from None
+    finally:
+        engine.dispose()
+    if not found:
+        raise RaiwatchError(f"no raiwatch incident store in {safe_url(url)}: {hint}")
+    return IncidentStore(url)
+
+
 def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from alert_rules import load_rules
     from alert_rules.backtest import backtest, score
@@ -241,7 +336,6 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from raiwatch.report import print_backtest
     from raiwatch.wiring import problems
     from storage.clickhouse import signals_between
-    from storage.incidents import IncidentStore
 
     cfg = _cfg(args)
     signals = catalogue()
@@ -249,7 +343,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     if args.compare:
         versions.insert(0, ("old", load_rules(args.compare, signals)))
     client, since, until = _signal_history(cfg, args, "nothing to backtest on")
-    with IncidentStore(cfg.incident_db_url) as store:
+    with _incident_store(cfg) as store:
         judged = [i for i in store.list(limit=100_000) if i.feedback and since <= i.opened_at <= until]
     results = []
     for name, rules in versions:
@@ -281,7 +375,6 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     from monitors.registry import catalogue
     from raiwatch.report import print_suggestions
     from storage.clickhouse import signals_between
-    from storage.incidents import IncidentStore
 
     if (args.target_per_week is None) == (args.target_precision is None):
         raise RaiwatchError("give one target: --target-per-week N or --target-precision P")
@@ -295,7 +388,7 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
     signals = [
         s for b in signals_between(client, cfg.clickhouse.database, since, until, [rule.signal]) for s in b
     ]
-    with IncidentStore(cfg.incident_db_url) as store:
+    with _incident_store(cfg) as store:
         judged = [i for i in store.list(rule=rule.name, limit=100_000) if i.feedback]
     weeks = max(observed_weeks(signals), 1e-9)
     options = suggest(rule, signals, judged, weeks)
@@ -307,10 +400,9 @@ def cmd_rules_suggest(args: argparse.Namespace) -> int:
 def cmd_silences(args: argparse.Namespace) -> int:
     from alert_rules.conditions import parse_duration
     from raiwatch.report import print_silences
-    from storage.incidents import IncidentStore
 
     cfg = _cfg(args)
-    with IncidentStore(cfg.incident_db_url) as store:
+    with _incident_store(cfg) as store:
         if args.action == "add":
             matchers = {}
             for m in args.match:
@@ -361,10 +453,9 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     from raiwatch.report import print_history, print_incident, print_incidents
-    from storage.incidents import IncidentStore
 
     cfg = _cfg(args)
-    store = IncidentStore(cfg.incident_db_url)
+    store = _incident_store(cfg)
     if args.action == "list":
         print_incidents(store.list(status=args.status, rule=args.rule, limit=args.limit), as_json=args.json)
         return 0
@@ -413,7 +504,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     else:
         inc = store.set_feedback(args.id, args.verdict, actor=args.by, note=args.note)
     print(f"{inc.incident_id}: status={inc.status} feedback={inc.feedback or '-'}")
-    print(_mirror(cfg, inc))
+    print(_mirror(cfg, inc, _what(args)))
     return 0
 
 
@@ -430,6 +521,7 @@ def _drift_report(cfg: Config, store, args: argparse.Namespace) -> int:
         raise RaiwatchError(
             "a running worker holds the embedded ClickHouse store: stop it, or use a server DSN"
         )
+    datadir.hold_for(cfg, _what(args))  # it writes the report's row: nobody else may write meanwhile
     drift = monitor_configs(cfg.monitors)["drift"]
     recent_s = drift.sliding_windows * cfg.windows.size_s
     out = cfg.data_path / "reports"
@@ -441,16 +533,23 @@ def _drift_report(cfg: Config, store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _mirror(cfg: Config, inc) -> str:
+def _mirror(cfg: Config, inc, what: str) -> str:
     """Copy an incident on-call changed to the ClickHouse mirror now, or say who will."""
     from raiwatch.wiring import clickhouse_client
     from storage.clickhouse import ClickHouseWriter
     from storage.clickhouse.client import held_by_another_process
 
+    worker = "ClickHouse copy: the running worker updates it within seconds"
     if held_by_another_process(cfg.clickhouse_dsn):
-        return "ClickHouse copy: the running worker updates it within seconds"
+        return worker
     if cfg.clickhouse_dsn.startswith("chdb:") and not Path(cfg.clickhouse_dsn[len("chdb://") :]).is_dir():
         return "ClickHouse copy: none yet (no trend tables under this data dir)"
+    try:
+        datadir.hold_for(cfg, what)
+    except datadir.DataDirBusy as busy:  # a worker starting, or a replay writing
+        if busy.by_worker:
+            return worker
+        return f"ClickHouse copy: not updated ({busy.holder} holds the data); run this again once it ended"
     ClickHouseWriter(clickhouse_client(cfg), cfg.clickhouse.database).write_incidents([inc])
     return "ClickHouse copy: updated"
 
@@ -463,6 +562,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     from storage.incidents.db import safe_url
 
     cfg = _cfg(args)
+    datadir.hold_for(cfg, "raiwatch db migrate")
     head = migrate_incidents(cfg.incident_db_url)
     print(f"incident store {safe_url(cfg.incident_db_url)}: at revision {head}")
     ch = cfg.clickhouse
@@ -475,7 +575,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from clickhouse_connect.driver.exceptions import DatabaseError
 
     from raiwatch.report import print_frame
-    from storage.clickhouse.client import query_error
+    from storage.clickhouse.client import held_by_another_process, query_error, writes_a_file
     from storage.clickhouse.saved import saved_queries, saved_query
 
     cfg = _cfg(args)
@@ -500,10 +600,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else args.format
     if fmt == "parquet" and not args.out:
         raise RaiwatchError("--format parquet writes a file: add --out FILE.parquet")
+    client = _stored_data(cfg, _what(args), write=args.write)
+    # in this process, readonly = 1 lets these through (a worker's endpoint refuses them itself)
+    direct = cfg.clickhouse_dsn.startswith("chdb:") and not held_by_another_process(cfg.clickhouse_dsn)
     try:
-        df = _stored_data(cfg).query_df(sql, parameters=params or None)
+        why = writes_a_file(client, sql) if direct and not args.write else None
+        if why:
+            raise RaiwatchError(
+                f"{why}; raiwatch query only reads unless given --write (--out FILE saves a result)"
+            )
+        df = client.query_df(sql, parameters=params or None)
     except DatabaseError as e:
-        raise RaiwatchError(f"ClickHouse refused the query: {query_error(e)}") from None
+        hint = "" if args.write else " (raiwatch query reads only unless given --write)"
+        raise RaiwatchError(
+            f"ClickHouse refused the query: {query_error(e)}" + (hint if "(READONLY)" in str(e) else "")
+        ) from None
     out = Path(args.out) if args.out else None
     if out is not None and out.is_dir():
         raise RaiwatchError(f"{out} is a folder; give a file to write, e.g. {out / ('result.' + fmt)}")
@@ -569,11 +680,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def cmd(name: str, help: str, fn, config: bool = True, parent=sub) -> argparse.ArgumentParser:
+    def cmd(
+        name: str, help: str, fn, config: bool = True, parent=sub, stores: bool = True
+    ) -> argparse.ArgumentParser:
+        """A command; ``config``: it takes --config, and --data-dir too when it uses ``stores``."""
         sp = parent.add_parser(name, help=help, description=help)
         sp.set_defaults(fn=fn)
         if config:
             sp.add_argument("--config", help="YAML config file (default: built-in defaults)")
+        if config and stores:
             sp.add_argument("--data-dir", help="where embedded stores live (default: ./var)")
         return sp
 
@@ -581,11 +696,17 @@ def build_parser() -> argparse.ArgumentParser:
         "replay",
         "Run the monitors and rules over a JSON-lines file in event time, without Kafka.",
         cmd_replay,
+        stores=False,  # its stores are made in --out
     )
     sp.add_argument("events", help="telemetry-event.v1 JSON lines")
     sp.add_argument("--feedback", help="feedback-event.v1 JSON lines (delayed labels)")
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
     sp.add_argument("--out", default="replay-out", help="output folder (default: ./replay-out)")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier replay's output in --out (on-call's work in its incident store is kept)",
+    )
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = cmd("run", "Start a streaming worker that consumes telemetry from Kafka until stopped.", cmd_run)
@@ -599,7 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     sp.add_argument("--json-logs", action="store_true", help="one JSON object per log line")
 
-    sp = cmd("produce", "Publish a JSON-lines telemetry file to Kafka, keyed by model.id.", cmd_produce)
+    sp = cmd(
+        "produce",
+        "Publish a JSON-lines telemetry file to Kafka, keyed by model.id.",
+        cmd_produce,
+        stores=False,
+    )
     sp.add_argument("file")
     sp.add_argument("--bootstrap", help="bootstrap servers (default: from config)")
     sp.add_argument("--topic", help="topic (default: ai.telemetry.v1)")
@@ -639,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--until", help="... and at or before this one (default: the last stored)")
     sp.add_argument("--compare", type=Path, help="another version of the rules, shown beside them")
     sp.add_argument("--json", action="store_true", help="print every incident as a JSON line instead")
+    sp.add_argument("--partial", action="store_true", help=PARTIAL)
     sp = cmd(
         "suggest",
         "Propose a threshold for a rule from the stored history of its signal: the trade-off between"
@@ -654,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--since", help="history from (ISO 8601; default: the first stored window)")
     sp.add_argument("--until", help="history to (default: the last stored window)")
+    sp.add_argument("--partial", action="store_true", help=PARTIAL)
     sp = cmd(
         "test", "Run rule unit tests (like promtool test rules): signal series in, expected incidents out.",
         cmd_rules_test, config=False, parent=rsub,
@@ -677,6 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it to OUT; set monitors.drift.reference_file: OUT to compare with it from the first event.",
         cmd_reference_build,
         parent=refsub,
+        stores=False,
     )
     sp.add_argument("events", help="telemetry-event.v1 JSON lines")
     sp.add_argument("--out", required=True, help="reference file to write")
@@ -755,6 +884,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table")
     sp.add_argument("--json", action="store_true", help="same as --format json: one JSON object per row")
     sp.add_argument("--out", help="write the result to this file instead of the terminal")
+    sp.add_argument(
+        "--write",
+        action="store_true",
+        help="let the SQL change data (INSERT, ALTER, DROP...); without it the engine refuses to",
+    )
 
     sp = cmd(
         "report", "Write a static HTML report with plots of the main signals and the incidents.", cmd_report
@@ -762,6 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", help="ISO 8601 start (default: the first stored window)")
     sp.add_argument("--until", help="ISO 8601 end (default: the last stored window)")
     sp.add_argument("--out", default="report", help="folder for index.html and its PNGs (default ./report)")
+    sp.add_argument("--partial", action="store_true", help=PARTIAL)
 
     sp = cmd(
         "demo",

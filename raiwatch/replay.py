@@ -4,6 +4,9 @@ Writes into OUT: ``incidents.jsonl`` (incident.v1, final state of each incident)
 ``rejected.jsonl`` (each bad line with its line number and reason), the ClickHouse data
 (``OUT/clickhouse``: raw events, signals, incidents) and the incident store
 (``OUT/incidents.db``). It is the backtest engine: point ``--rules`` at a draft rule folder.
+
+OUT is held (``raiwatch.datadir``) while the replay runs, and marked as a replay's: a folder no
+replay made is refused, and an earlier replay's output is replaced only with ``force``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from pathlib import Path
 
 import msgspec
 import orjson
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import DBAPIError
 
+from raiwatch import datadir
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
@@ -29,9 +35,19 @@ from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import Incident
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline
+from storage.incidents import IncidentEventRow, IncidentRow, make_engine
+from storage.incidents import migrate as migrate_incidents
+from storage.incidents.db import WRITE
+from storage.incidents.models import SilenceRow
+from storage.incidents.store import ENGINE_ACTOR
 
-MARKER = ".raiwatch-replay"
 BATCH = 20_000
+OUTPUTS = ("clickhouse", "incidents.jsonl", "rejected.jsonl")  # what --force replaces (and incidents.db's
+# incidents that only the rule engine touched)
+
+
+class ReplayInterrupted(RaiwatchError):
+    """Ctrl-C stopped a replay; the message says how far it got and that its output is incomplete."""
 
 
 @dataclass
@@ -49,24 +65,94 @@ class ReplaySummary:
     incidents: list[Incident] = field(default_factory=list)
     monitor_seconds: dict[str, float] = field(default_factory=dict)  # per family: observe + close
     out: Path = Path()
+    kept: str = ""  # what --force kept of an earlier replay in OUT
 
     @property
     def events_per_s(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-def prepare_out(out: Path) -> None:
-    """Make OUT empty for a new run; refuse a non-empty folder that a replay did not create."""
+def check_inputs(events_path: str | Path, feedback_path: str | Path | None = None) -> None:
+    """A one-line error unless both are files."""
+    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events")):
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise RaiwatchError(f"{path} is a folder; give a JSON-lines file of {what}")
+        if not Path(path).is_file():
+            raise RaiwatchError(f"{path}: no such file")
+
+
+def _foreign(out: Path) -> bool:
+    """Whether ``out`` holds anything (beside a lock) that no replay made."""
+    if datadir.replay_mark(out) is not None:
+        return False
+    return out.is_dir() and any(p.name != datadir.LOCK_FILE for p in out.iterdir())
+
+
+def _refuse_foreign(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise RaiwatchError(f"--out {out} is a file; give a folder (it is created if missing)")
-    if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
+    if _foreign(out):
+        raise RaiwatchError(
+            f"--out {out} is not empty and was not made by raiwatch replay: choose a new or empty folder "
+            "(nothing in it was touched)"
+        )
+
+
+def prepare_out(out: Path, force: bool = False) -> str:
+    """Make ``out`` ready for a new run, under its lock; return what was kept of an earlier replay.
+
+    A folder an earlier replay made is replaced only with ``force``, and then only what a replay
+    makes (``OUTPUTS``, and the incidents only the rule engine touched): on-call's work in the
+    incident store and anything else in the folder stay. A replay that stopped before its first
+    batch (bad rules or settings) replayed nothing: its folder is replaced as if given ``force``.
+    """
+    _refuse_foreign(out)
+    kept = ""
+    mark = datadir.replay_mark(out)
+    if mark is not None:
+        if not force and (mark.complete or mark.lines):  # one that stopped at its start made nothing
             raise RaiwatchError(
-                f"{out} is not empty and was not made by raiwatch replay; choose another --out"
+                f"--out {out} holds an earlier replay's output: add --force to replace it (on-call's "
+                "acknowledgements, feedback and silences there are kept, and any file of yours), "
+                "or choose another --out"
             )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by raiwatch replay; the next replay into this folder replaces it\n")
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        kept = _keep_on_calls_work(out / "incidents.db")
+    return kept
+
+
+def _keep_on_calls_work(db: Path) -> str:
+    """In an earlier replay's incident store, delete the incidents only the rule engine touched
+    (this replay opens them again, with the same ids); keep those on-call acknowledged, resolved
+    or judged, with their history, and every silence. Says what it kept."""
+    if not db.is_file():
+        return ""
+    url = f"sqlite:///{db}"
+    migrate_incidents(url)
+    engine = make_engine(url)
+    try:
+        with engine.execution_options(**{WRITE: True}).begin() as conn:
+            on_call = select(IncidentEventRow.incident_id).where(IncidentEventRow.actor != ENGINE_ACTOR)
+            conn.execute(delete(IncidentRow).where(IncidentRow.incident_id.not_in(on_call)))
+            incidents = conn.scalar(select(func.count()).select_from(IncidentRow)) or 0
+            silences = conn.scalar(select(func.count()).select_from(SilenceRow)) or 0
+    except DBAPIError as e:
+        raise RaiwatchError(f"{db}: cannot read the earlier replay's incident store ({e.orig})") from None
+    finally:
+        engine.dispose()
+    if not incidents and not silences:
+        return ""
+    return (
+        f"kept from the earlier replay: {incidents} incident(s) on-call acknowledged, resolved or "
+        f"judged, {silences} silence(s)"
+    )
 
 
 def read_chunks(path: Path, size: int) -> Iterator[tuple[int, list[bytes]]]:
@@ -105,27 +191,57 @@ def replay(
     rules_dir: str | Path | None = None,
     feedback_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> ReplaySummary:
-    """Run the pipeline over ``events_path``; ``progress`` is called with bytes read so far."""
+    """Run the pipeline over ``events_path`` into ``out``, holding ``out`` meanwhile; ``progress``
+    is called with bytes read so far. ``force``: replace an earlier replay's output (``prepare_out``).
+
+    ``out``'s mark says ``running`` until the replay is complete: a replay stopped early (Ctrl-C:
+    ``ReplayInterrupted``, an error, a kill) leaves a store marked incomplete."""
     events_path, out = Path(events_path), Path(out).resolve()
-    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events")):
-        if path is None:
-            continue
-        if Path(path).is_dir():
-            raise RaiwatchError(f"{path} is a folder; give a JSON-lines file of {what}")
-        if not Path(path).is_file():
-            raise RaiwatchError(f"{path}: no such file")
-    prepare_out(out)
+    check_inputs(events_path, feedback_path)
+    _refuse_foreign(out)  # before the lock: its file is not left in someone else's folder
+    with datadir.lock(out, "raiwatch replay"):
+        kept = prepare_out(out, force)
+        mark = datadir.ReplayMark(state="running", events=str(events_path.resolve()))
+        datadir.write_replay_mark(out, mark)
+        try:
+            summary = _run(events_path, cfg, out, rules_dir, feedback_path, progress, mark, kept)
+        except KeyboardInterrupt:
+            mark.state = "interrupted"
+            datadir.write_replay_mark(out, mark)
+            raise ReplayInterrupted(
+                f"replay interrupted after {mark.lines:,} lines ({mark.share:.0%} of {events_path.name}): "
+                f"the store in {out} is incomplete and marked so (rules backtest, rules suggest and "
+                "report refuse it without --partial); replay again with --force for a whole one"
+            ) from None
+        mark.state = "complete"
+        datadir.write_replay_mark(out, mark)
+    return summary
+
+
+def _run(
+    events_path: Path,
+    cfg: Config,
+    out: Path,
+    rules_dir: str | Path | None,
+    feedback_path: str | Path | None,
+    progress: Callable[[int], None] | None,
+    mark: datadir.ReplayMark,
+    kept: str,
+) -> ReplaySummary:
     cfg = _replay_config(cfg, out)
     pipe = build_pipeline(cfg, rules_dir)
     gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
-    summary = ReplaySummary(out=out)
+    summary = ReplaySummary(out=out, kept=kept)
     incidents: dict[str, Incident] = {}
+    size, read = max(events_path.stat().st_size, 1), 0
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
         labels = _Labels(Path(feedback_path), pipe, summary, rej) if feedback_path else None
         for first, lines in read_chunks(events_path, BATCH):
             numbers = range(first, first + len(lines))
+            n_bytes = sum(map(len, lines)) + len(lines)
             if not all(lines):  # blank lines are skipped, not rejected
                 numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
                 lines = [b for b in lines if b.strip()]
@@ -136,11 +252,16 @@ def replay(
             _collect(res, summary, incidents, rej)
             if labels:  # labels dated up to the newest event so far: their inferences came before them
                 labels.feed_until(pipe.clock.newest)
+            read += n_bytes
+            mark.lines, mark.share = summary.lines, min(read / size, 1.0)
+            datadir.write_replay_mark(out, mark)  # how far it got, should it stop here
             if progress:
-                progress(sum(map(len, lines)) + len(lines))
+                progress(n_bytes)
         if labels:
             labels.feed_until(math.inf)
         _collect(pipe.close_all(), summary, incidents, rej)
+        if kept:  # the incidents on-call worked on, as the store has them, reach the ClickHouse copy
+            pipe.mirror_now()
         summary.rejected += len(pipe.storage_rejected)
         _write_rejected(rej, pipe.storage_rejected)
     summary.events = pipe.events_in

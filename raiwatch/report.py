@@ -1,7 +1,12 @@
-"""Terminal tables for incidents, signals and query results (rich), or JSON lines."""
+"""Terminal tables for incidents, signals and query results (rich), or JSON lines.
+
+On a terminal, tables fit its width; piped or written to a file, they print whole (rich would cut
+them to 80 columns), unless ``COLUMNS`` says how wide to be.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -12,7 +17,15 @@ from rich.table import Table
 
 from raiwatch.core.records import Incident
 
-console = Console()
+UNBOUNDED = 100_000  # columns of a console that is not a terminal: no table is cut or squeezed
+
+
+def terminal(file: TextIO | None = None) -> Console:
+    """A console on ``file`` (stdout by default): the terminal's width on a terminal, else unbounded."""
+    c = Console(file=file)
+    if c.is_terminal or "COLUMNS" in os.environ:
+        return c
+    return Console(file=file, width=UNBOUNDED)
 
 
 def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> None:
@@ -22,14 +35,14 @@ def print_incidents(incidents: Sequence[Incident], as_json: bool = False) -> Non
             print(orjson.dumps(inc.to_contract()).decode())
         return
     if not incidents:
-        console.print("no incidents")
+        terminal().print("no incidents")
         return
     colour = {"critical": "red", "high": "yellow", "warning": "cyan", "info": "white"}
     for i in incidents:
         when = f"opened {i.opened_at:%Y-%m-%d %H:%M:%S}Z"
         if i.resolved_at:
             when += f", resolved {i.resolved_at:%H:%M:%S}Z"
-        console.print(
+        terminal().print(
             f"[bold {colour[i.severity]}]{i.severity.upper()}[/] {i.rule} [dim]{i.incident_id}[/] "
             f"{i.status}{f' feedback={i.feedback}' if i.feedback else ''}\n"
             f"  {i.summary}\n  {when} (event time)\n  runbook: {i.runbook_url}",
@@ -51,6 +64,8 @@ def print_replay(s, feedback: bool = False) -> None:
         print(f"monitor cost, microseconds per event: {cost}")
     print_incidents(s.incidents)
     print(f"out: {s.out}/incidents.jsonl, {s.out}/rejected.jsonl, ClickHouse at {s.out}/clickhouse")
+    if s.kept:
+        print(f"{s.kept} (in {s.out}/incidents.db)")
 
 
 def print_incident(inc: Incident, as_json: bool = False) -> None:
@@ -59,16 +74,16 @@ def print_incident(inc: Incident, as_json: bool = False) -> None:
         print(orjson.dumps(inc.to_contract(), option=orjson.OPT_INDENT_2).decode())
         return
     for k, v in inc.to_contract().items():
-        console.print(f"[bold]{k:>16}[/]: {escape(str(v))}", soft_wrap=True)
+        terminal().print(f"[bold]{k:>16}[/]: {escape(str(v))}", soft_wrap=True)
 
 
 def print_history(rows: Sequence[dict]) -> None:
     """The audit trail: when, what, who, details."""
     if rows:
-        console.print("[bold]history[/]")
+        terminal().print("[bold]history[/]")
     for r in rows:
         detail = r.get("detail") or ""
-        console.print(
+        terminal().print(
             f"  {r['at']} {r['kind']:<12} {r.get('actor') or '-'} {escape(str(detail))}", soft_wrap=True
         )
 
@@ -84,7 +99,7 @@ def print_frame(df, as_json: bool = False, title: str | None = None, file: TextI
         t.add_column(str(c), overflow="fold")
     for row in df.itertuples(index=False):
         t.add_row(*(_fmt(v) for v in row))
-    (Console(file=file, width=max(120, 16 * len(df.columns))) if file else console).print(t)
+    terminal(file).print(t)
 
 
 def _fmt(v: object) -> str:
@@ -96,7 +111,7 @@ def _fmt(v: object) -> str:
 def print_backtest(results: Sequence[tuple], since, until, judged: int) -> None:
     """A backtest's table: per rule and version, the incidents it opened, when, for how long, and
     their verdicts from on-call's feedback on overlapping incidents."""
-    console = Console()
+    console = terminal()
     versions = [name for name, _, _ in results]
     console.print(
         f"Backtest over {since:%Y-%m-%d %H:%M} to {until:%Y-%m-%d %H:%M} UTC "
@@ -173,12 +188,12 @@ def print_stats(rows: Sequence[dict], fp_goal: float) -> None:
             str(r["unlabelled"]), "-" if r["precision"] is None else f"{r['precision']:.0%}",
             minutes(r["median_minutes_to_ack"]), minutes(r["median_minutes_to_resolve"]), goal,
         )  # fmt: skip
-    Console().print(t)
+    terminal().print(t)
 
 
 def print_suggestions(rule, options: Sequence, chosen, since, until, weeks: float) -> None:
     """``rules suggest``: each candidate threshold, its incidents per week and precision, with bars."""
-    console = Console()
+    console = terminal()
     first = rule.fire_when.clauses[0]
     console.print(
         f"{rule.name}: {first.field} {first.op} THRESHOLD{' * ' + first.ref if first.ref else ''}"
@@ -217,4 +232,4 @@ def print_silences(rows: Sequence[dict]) -> None:
         matchers = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
         t.add_row(r["silence_id"], escape(matchers), f"{r['starts_at']:%Y-%m-%d %H:%M}Z",
                   f"{r['ends_at']:%Y-%m-%d %H:%M}Z", escape(r["author"]), escape(r["comment"]))  # fmt: skip
-    Console().print(t)
+    terminal().print(t)

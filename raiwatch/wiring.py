@@ -25,12 +25,13 @@ from storage.incidents.store import Route
 log = logging.getLogger("raiwatch.pipeline")
 
 
-def clickhouse_client(cfg: Config, name: str = "") -> Client:
+def clickhouse_client(cfg: Config, name: str = "", readonly: bool = False) -> Client:
     """The ClickHouse client the settings name (embedded chdb by default), with their timeouts;
-    ``name`` one of its own for a thread that queries beside the writer."""
+    ``name`` one of its own for a thread that queries beside the writer; ``readonly``: one the
+    engine refuses writes to."""
     ch = cfg.clickhouse
     options = ConnectOptions(ch.connect_timeout_s, ch.timeout_s, ch.verify_tls, ch.ca_cert)
-    return connect(cfg.clickhouse_dsn, ch.database, options, name)
+    return connect(cfg.clickhouse_dsn, ch.database, options, name, readonly)
 
 
 def build_pipeline(

@@ -25,6 +25,7 @@ from raiwatch.core.batch import BatchResult
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import IncidentChange
+from raiwatch.datadir import WORKER, hold_for
 from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline, drift_reporter, reload_rules, rule_files
@@ -185,6 +186,7 @@ def run_worker(
     json_logs: bool = False,
 ) -> int:
     """Create topics, then consume until SIGTERM/SIGINT; return the exit status."""
+    hold_for(cfg, WORKER)  # the embedded store's folder is this worker's until it ends
     setup_logging(loglevel, json_logs)
     try:
         ensure_topics(cfg.kafka)

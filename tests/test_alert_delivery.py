@@ -314,9 +314,11 @@ def test_a_silence_holds_notifications_back_and_says_so_on_the_incident(receiver
 
 
 def test_silences_on_the_command_line(tmp_path: Path):
+    from storage.incidents import migrate
     from tests.harness import cli
 
     data = ["--data-dir", str(tmp_path)]
+    migrate(f"sqlite:///{tmp_path / 'incidents.db'}")  # silences need a store: none is made by accident
     p = cli("silences", "add", "--match", "model_id=bot", "--match", "alertname=~Safety.*", "--for", "2h",
             "--author", "alice", "--comment", "red-team exercise", *data)  # fmt: skip
     assert p.returncode == 0, p.stderr

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+import pandas as pd
 import pytest
 
+from alert_rules.backtest import Fired, RuleScore
+from raiwatch import datadir
+from raiwatch.cli import build_parser
 from raiwatch.dev import synth
+from raiwatch.report import print_backtest, print_frame
 from storage.clickhouse import render_migrations
-from tests.harness import cli, query
+from tests.harness import ROOT, cli, query
 
 COMMANDS = [
     ["replay"], ["run"], ["produce"], ["generate"], ["rules", "lint"], ["incidents", "list"],
@@ -84,7 +92,7 @@ def test_a_bad_config_refuses_to_start_and_says_why(tmp_path: Path):
     cfg.write_text("windows:\n  size_s: -5\n")
     p = cli("db", "migrate", "--config", str(cfg), "--data-dir", str(tmp_path))
     assert p.returncode == 2
-    assert "raiwatch.yaml: bad setting" in p.stderr and "windows.size_s" in p.stderr
+    assert "raiwatch.yaml: windows.size_s: bad setting: Expected `int` >= 1" in p.stderr
     cfg.write_text("kafka:\n  bootstrap: x\n")
     p = cli("db", "migrate", "--config", str(cfg), "--data-dir", str(tmp_path))
     assert p.returncode == 2 and "bootstrap" in p.stderr
@@ -137,12 +145,27 @@ def _no_traceback(p) -> None:
         ("SELECT * FROM raiwatch.nope", "Unknown table expression identifier 'raiwatch.nope'"),
         ("SELECT nocol FROM raiwatch.signals", "Unknown expression identifier `nocol`"),
         ("  ;", "nothing to run: give one SQL query"),
+        # read-only unless --write, enforced by the engine (readonly = 1 for the whole session) ...
+        ("DROP TABLE raiwatch.signals", "Cannot execute query in readonly mode"),
+        ("SELECT * FROM file('/etc/hostname', 'LineAsString')", "readonly mode"),
+        # ... and what chdb's readonly lets through: INTO OUTFILE, and a write before a last statement
+        ("SELECT 1 INTO /* */ OUTFILE '{out}/leak.csv' TRUNCATE FORMAT CSV", "INTO OUTFILE writes a file"),
+        ("DROP TABLE raiwatch.signals; SELECT 1", "several statements in one query"),
     ],
 )
 def test_query_mistakes_get_one_line(replayed_out: Path, sql: str, phrase: str):
-    p = cli("query", "--data-dir", str(replayed_out), sql)
+    p = cli("query", "--data-dir", str(replayed_out), sql.format(out=replayed_out))
     assert p.returncode == 2 and phrase in p.stderr and "FORMAT Native" not in p.stderr, p.stderr
     _no_traceback(p)
+    assert not (replayed_out / "leak.csv").exists()
+
+
+def test_query_writes_only_with_write_and_nothing_was_dropped(replayed_out: Path):
+    sql = "CREATE TABLE raiwatch.scratch (x Int32) ENGINE = Memory"
+    assert cli("query", "--data-dir", str(replayed_out), sql).returncode == 2
+    p = cli("query", "--data-dir", str(replayed_out), "--write", sql)
+    assert p.returncode == 0, p.stderr
+    assert query(replayed_out, "SELECT count() > 0 AS some FROM raiwatch.signals") == [{"some": True}]
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +177,41 @@ def replayed_out(tmp_path_factory) -> Path:
     return work / "out"
 
 
-def test_a_mistyped_data_dir_is_said_and_nothing_is_created(tmp_path: Path):
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["query", "SELECT 1"], "no raiwatch data under {wrong}"),
+        (["report", "--out", "{tmp}/report"], "no raiwatch data under {wrong}"),
+        (["incidents", "list"], "no incident store at {wrong}/incidents.db"),
+        (["incidents", "ack", "inc-x"], "no incident store at {wrong}/incidents.db"),
+        (["silences", "list"], "no incident store at {wrong}/incidents.db"),
+    ],
+)
+def test_a_mistyped_data_dir_is_said_and_nothing_is_created(tmp_path: Path, args: list[str], phrase: str):
     wrong = tmp_path / "vra"
-    p = cli("query", "--data-dir", str(wrong), "SELECT 1")
-    assert p.returncode == 2 and f"no raiwatch data under {wrong}" in p.stderr
-    assert not wrong.exists()
+    p = cli(*[a.format(tmp=tmp_path) for a in args], "--data-dir", str(wrong))
+    assert p.returncode == 2 and phrase.format(wrong=wrong) in p.stderr, p.stderr
+    assert not wrong.exists() and not (tmp_path / "report").exists()
     _no_traceback(p)
+
+
+def test_writers_refuse_a_folder_another_process_holds_before_touching_it(tmp_path: Path):
+    data = tmp_path / "data"
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"{}\n")
+    nobroker = tmp_path / "nobroker.yaml"
+    nobroker.write_text("kafka:\n  bootstrap_servers: 127.0.0.1:1\n")
+    with datadir.lock(data, "raiwatch replay"):  # this test's process stands for a running replay
+        for args in (
+            ["replay", str(events), "--out", str(data), "--quiet"],
+            ["run", "--config", str(nobroker), "--data-dir", str(data)],  # a worker: refused before Kafka
+            ["db", "migrate", "--data-dir", str(data)],
+        ):
+            p = cli(*args, timeout=60)
+            assert p.returncode == 2, (args, p.stderr)
+            assert f"{data} is in use by pid {os.getpid()} (raiwatch replay)" in p.stderr, p.stderr
+            _no_traceback(p)
+        assert [f.name for f in data.iterdir()] == [datadir.LOCK_FILE]  # nothing made, nothing removed
 
 
 @pytest.mark.parametrize(
@@ -175,7 +227,6 @@ def test_a_mistyped_data_dir_is_said_and_nothing_is_created(tmp_path: Path):
             ["run", "--data-dir", "{tmp}/d", "--config", "{nobroker}"],
             "no Kafka broker answers at 127.0.0.1:1",
         ),
-        (["incidents", "ack", "inc-x", "--data-dir", "{tmp}/d"], "no incident has the id or id prefix"),
     ],
 )
 def test_user_mistakes_get_one_line_and_no_traceback(tmp_path: Path, args: list[str], phrase: str):
@@ -196,3 +247,47 @@ def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path):
     assert p.returncode == 2 and "was not made by raiwatch demo" in p.stderr
     assert keep.read_text() == "mine"
     _no_traceback(p)
+
+
+def test_piped_tables_print_whole(capsys, monkeypatch: pytest.MonkeyPatch):
+    """Not a terminal: rich would cut every table to 80 columns, and --compare's to nothing legible."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+    fired = [Fired("FavourableOutcomeDisparity", (("model_id", "claims-triage"),), t0, None, "warning")]
+    scores = {"FavourableOutcomeDisparity": RuleScore("FavourableOutcomeDisparity", fired, 1, 2)}
+    print_backtest([("old", fired, scores), ("new", fired, scores)], t0, t0.replace(hour=10), 3)
+    print_frame(pd.DataFrame({"prompt": ["x" * 150], "n": [1]}))
+    out = capsys.readouterr().out
+    for header in ("old: incidents", "old: opened (UTC)", "new: median span", "new: missed TPs"):
+        assert header in out
+    assert "FavourableOutcomeDisparity" in out and "x" * 150 in out and "…" not in out
+    assert max(map(len, out.splitlines())) > 160
+
+
+def test_the_readme_says_which_commands_take_config_and_data_dir():
+    """The README's sentence about --config and --data-dir names exactly the commands that take them."""
+    takes: dict[str, set[str]] = {}
+
+    def walk(parser, words: list[str]) -> None:
+        subs = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+        if not subs:
+            takes[" ".join(words)] = {o for a in parser._actions for o in a.option_strings}
+        for sub in subs:
+            for name, child in sub.choices.items():
+                walk(child, [*words, name])
+
+    walk(build_parser(), [])
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    without = re.search(r"is taken by every command that uses settings: all but (.+?)\. `--data-dir", readme)
+    with_dir = re.search(r"for the commands that use them: (.+?); `replay` keeps", readme)
+    assert without and with_dir
+
+    def named(text: str) -> set[str]:
+        out = set()
+        for name in re.findall(r"`([^`]+)`", text):
+            group = name.removesuffix(" …")
+            out |= {c for c in takes if c == group or (name.endswith("…") and c.startswith(group + " "))}
+        return out
+
+    assert named(without[1]) == {c for c, opts in takes.items() if "--config" not in opts}
+    assert named(with_dir[1]) == {c for c, opts in takes.items() if "--data-dir" in opts} - {"demo"}

@@ -63,6 +63,45 @@ def test_bad_settings_refuse_to_start_with_the_field_named(tmp_path: Path, text:
     assert phrase in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kafka:\n  bootstrap: x\n", "kafka.bootstrap: unknown setting; did you mean 'bootstrap_servers'?"),
+        (
+            "monitors:\n  safety:\n    max_tenant: 5\n",
+            "monitors.safety.max_tenant: unknown setting; did you mean 'max_tenants'?",
+        ),
+        ("monitors:\n  safty: {}\n", "monitors.safty: unknown setting; did you mean 'safety'?"),
+        (
+            "notify:\n  routes:\n    - {name: a, type: webhook, url: 'http://x', tmeout_s: 3}\n",
+            "notify.routes[0].tmeout_s: unknown setting; did you mean 'timeout_s'?",
+        ),
+        ("windows:\n  size_s: 0\n", "windows.size_s: bad setting: Expected `int` >= 1"),
+    ],
+)
+def test_a_mistake_names_the_file_and_the_setting_path(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    families = {"monitors": {family: cls.Config for family, cls in monitor_classes().items()}}
+    with pytest.raises(ConfigError) as err:
+        load_config(path, families)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_a_config_that_is_a_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    from raiwatch.cli import main
+
+    with pytest.raises(
+        ConfigError, match=f"config file {re.escape(str(tmp_path))} is a folder; give the YAML file"
+    ):
+        load_config(tmp_path)
+    assert main(["incidents", "list", "--config", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"raiwatch: error: config file {tmp_path} is a folder; give the YAML file\n"
+    )
+
+
 ROUTE = "notify:\n  routes:\n    - {name: hook, type: webhook, url: 'https://ops:pw@hooks.example/in', %s}\n"
 PLAIN = ROUTE % "timeout_s: 5"
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from raiwatch import datadir
 from raiwatch.core import contracts
 from raiwatch.dev import synth
-from tests.harness import cli, incidents_jsonl, query
+from raiwatch.replay import BATCH
+from storage.incidents import IncidentStore
+from tests.harness import ROOT, cli, incidents_jsonl, poll, query
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +101,93 @@ def test_replay_refuses_a_folder_it_did_not_make(scenario, tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     p = cli("replay", str(events), "--out", str(tmp_path), "--quiet")
     assert p.returncode == 2 and "not made by raiwatch replay" in p.stderr
-    assert (tmp_path / "precious.txt").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["precious.txt"]  # not even a lock file left
+
+
+def test_an_earlier_replay_is_replaced_only_with_force_and_on_calls_work_stays(scenario, replayed, tmp_path):
+    events, _ = scenario
+    out = tmp_path / "out"
+    assert cli("replay", str(events), "--out", str(out), "--quiet").returncode == 0  # an earlier replay
+    rows = incidents_jsonl(out / "incidents.jsonl")
+    assert rows == incidents_jsonl(replayed / "incidents.jsonl")
+    (judged,) = _model_incidents(rows)
+    fb = cli(
+        "incidents",
+        "feedback",
+        judged["incident_id"],
+        "true_positive",
+        "--by",
+        "alice",
+        "--data-dir",
+        str(out),
+    )
+    assert fb.returncode == 0, fb.stderr
+    sil = cli("silences", "add", "--match", "model_id=helpdesk-assistant", "--for", "1h", "--author", "bob",
+              "--comment", "red-team drill", "--data-dir", str(out))  # fmt: skip
+    assert sil.returncode == 0, sil.stderr
+    (out / "notes.txt").write_text("mine")
+    files = {f: f.read_bytes() for f in out.rglob("*") if f.is_file() and f.name != datadir.LOCK_FILE}
+
+    refused = cli("replay", str(events), "--out", str(out), "--quiet")
+    assert refused.returncode == 2 and "holds an earlier replay's output: add --force" in refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stderr.count("\n") == 1
+    assert {f: f.read_bytes() for f in files} == files  # nothing touched
+
+    forced = cli("replay", str(events), "--out", str(out), "--quiet", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (
+        "kept from the earlier replay: 1 incident(s) on-call acknowledged, resolved or judged, 1 silence(s)"
+        in (forced.stdout)
+    )
+    assert (out / "notes.txt").read_text() == "mine"
+    assert incidents_jsonl(out / "incidents.jsonl") == rows  # the replay's own output, made again
+    with IncidentStore(f"sqlite:///{out / 'incidents.db'}") as store:
+        stored = {i.incident_id: i for i in store.list(limit=1000)}
+        assert set(stored) == {r["incident_id"] for r in rows}  # re-created, none doubled or lost
+        assert stored[judged["incident_id"]].feedback == "true_positive"
+        assert [s["comment"] for s in store.silences(include_expired=True)] == ["red-team drill"]
+    (copy,) = query(
+        out, f"SELECT feedback FROM raiwatch.incidents FINAL WHERE incident_id = '{judged['incident_id']}'"
+    )
+    assert copy == {"feedback": "true_positive"}  # the analysts' copy, rebuilt, shows it too
+    assert datadir.replay_mark(out).complete
+
+
+def test_ctrl_c_says_how_far_it_got_and_the_store_is_refused_without_partial(scenario, tmp_path):
+    events, _ = scenario
+    copies = 8  # 240,000 lines, the copies after the first are duplicates: many batches to stop in
+    big = tmp_path / "events.jsonl"
+    big.write_bytes(events.read_bytes() * copies)
+    out = tmp_path / "out"
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "raiwatch.cli", "replay", str(big), "--out", str(out), "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+
+        def two_batches() -> bool:
+            mark = datadir.replay_mark(out)
+            return replay.poll() is not None or (mark is not None and mark.lines >= 2 * BATCH)
+
+        poll(two_batches, 300, "the replay to get through two batches", interval=0.02)
+        replay.send_signal(signal.SIGINT)
+        _, stderr = replay.communicate(timeout=120)
+    finally:
+        replay.kill()
+    mark = datadir.replay_mark(out)
+    assert replay.returncode == 130 and mark.state == "interrupted", stderr
+    assert 2 * BATCH <= mark.lines < copies * 30_000
+    assert (
+        stderr.startswith(f"raiwatch: replay interrupted after {mark.lines:,} lines (")
+        and "incomplete" in stderr
+    )
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    refused = cli("rules", "backtest", "--data-dir", str(out))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert f"holds a replay interrupted after {mark.lines:,} lines" in refused.stderr
+    assert "add --partial" in refused.stderr
+    partial = cli("rules", "backtest", "--data-dir", str(out), "--partial", "--json")
+    assert partial.returncode == 0, partial.stderr
 
 
 def test_replay_with_bad_rules_refuses_to_start(scenario, tmp_path):

@@ -1,20 +1,24 @@
 """Configuration: one YAML file, every field with a default that runs on embedded engines.
 
-``load_config(path)`` refuses a bad file with a message naming the field and the problem; the
+``load_config(path)`` refuses a bad file with one line naming the file, the setting's path and the
+problem (``cfg.yaml: kafka.bootstrap: unknown setting; did you mean 'bootstrap_servers'?``); the
 environment overrides the few settings that differ per machine (``RAIWATCH_KAFKA_BOOTSTRAP``,
 ``RAIWATCH_CLICKHOUSE_DSN``, ``RAIWATCH_INCIDENT_DB``, ``RAIWATCH_DATA_DIR``).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 import yaml
-from msgspec import Meta, Struct
+from msgspec import Meta, Struct, inspect
 
 from raiwatch.core import yamlfile
 from raiwatch.core.errors import ConfigError
@@ -159,8 +163,17 @@ _ENV = {
 }
 
 
-def load_config(path: str | os.PathLike | None = None, **overrides: object) -> Config:
-    """Read ``path`` (YAML) or the defaults, apply environment and keyword overrides, validate."""
+def load_config(
+    path: str | os.PathLike | None = None,
+    sections: Mapping[str, Mapping[str, type]] | None = None,
+    **overrides: object,
+) -> Config:
+    """Read ``path`` (YAML) or the defaults, apply environment and keyword overrides, validate.
+
+    ``sections``: settings kept as plain mappings (``monitors``) checked too, each of their keys
+    against its own struct (``{"monitors": {"safety": SafetyConfig, ...}}``), so that a mistake
+    there is named like any other.
+    """
     raw: dict = {}
     if path is not None:
         p = Path(path)
@@ -168,6 +181,10 @@ def load_config(path: str | os.PathLike | None = None, **overrides: object) -> C
             raw = yamlfile.load_file(p) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file {p} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(f"config file {p} is a folder; give the YAML file") from None
+        except OSError as e:
+            raise ConfigError(f"config file {p}: cannot read it ({e.strerror or e})") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             why = yamlfile.describe(e) if isinstance(e, yaml.YAMLError) else e
             raise ConfigError(f"{p}: not valid YAML: {why}") from None
@@ -186,10 +203,73 @@ def load_config(path: str | os.PathLike | None = None, **overrides: object) -> C
     try:
         cfg = msgspec.convert(raw, Config, strict=False)
     except msgspec.ValidationError as e:
-        msg = str(e).replace("$.", "").replace("`$`", "the top level")
-        raise ConfigError(f"{where}bad setting: {msg}") from None
+        raise ConfigError(where + explain(e, Config)) from None
+    for name, classes in (sections or {}).items():
+        for key, value in getattr(cfg, name).items():
+            at = f"{name}.{key}"
+            if key not in classes:
+                raise ConfigError(where + _unknown(at, key, list(classes)))
+            try:
+                msgspec.convert(value or {}, classes[key], strict=False)
+            except msgspec.ValidationError as e:
+                raise ConfigError(where + explain(e, classes[key], at)) from None
     _check_routes(cfg.notify.routes, where)
     return cfg
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]*)`(?: - at `\$(?P<at>[^`]*)`)?")
+_REASON = re.compile(r"(?P<reason>.*?)(?: - at `\$(?P<at>[^`]*)`)?", re.S)
+
+
+def explain(err: msgspec.ValidationError, root: type, prefix: str = "") -> str:
+    """msgspec's validation error as ``PATH: unknown setting; did you mean 'x'?`` or ``PATH: bad
+    setting: REASON``, PATH written from ``prefix`` (where ``root`` sits in the file) down."""
+    text = str(err)
+    unknown = _UNKNOWN.fullmatch(text)
+    if unknown:
+        at = unknown["at"] or ""
+        return _unknown(_path(prefix, at, unknown["key"]), unknown["key"], _fields_at(root, at))
+    m = _REASON.fullmatch(text)
+    assert m is not None  # the pattern matches any text
+    return f"{_path(prefix, m['at'] or '') or 'the top level'}: bad setting: {m['reason']}"
+
+
+def _unknown(path: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"{path}: unknown setting; did you mean {close[0]!r}?"
+    return f"{path}: unknown setting" + (f" (known: {', '.join(known)})" if known else "")
+
+
+def _path(prefix: str, at: str, key: str = "") -> str:
+    """``monitors.safety`` + ``.routes[0]`` + ``foo`` -> ``monitors.safety.routes[0].foo``."""
+    text = prefix + at + (f".{key}" if key else "")
+    return text.lstrip(".")
+
+
+def _fields_at(root: type, at: str) -> list[str]:
+    """The setting names of the struct at ``at`` (msgspec's ``.a.b[0]`` form) under ``root``."""
+    t: Any = inspect.type_info(root)
+    for name, _index in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", at):
+        t = _unwrap(t)
+        if name and isinstance(t, inspect.StructType):
+            t = next((f.type for f in t.fields if f.encode_name == name), None)
+        elif isinstance(t, inspect.ListType | inspect.SetType | inspect.VarTupleType):
+            t = t.item_type
+        elif isinstance(t, inspect.DictType):
+            t = t.value_type
+        else:
+            return []
+    t = _unwrap(t)
+    return [f.encode_name for f in t.fields] if isinstance(t, inspect.StructType) else []
+
+
+def _unwrap(t: Any) -> Any:
+    while isinstance(t, inspect.Metadata):
+        t = t.type
+    if isinstance(t, inspect.UnionType):
+        return next((x for x in t.types if isinstance(_unwrap(x), inspect.StructType)), t)
+    return t
 
 
 def _check_routes(routes: list[RouteConfig], where: str) -> None:

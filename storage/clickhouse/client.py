@@ -26,12 +26,15 @@ from urllib.parse import urlsplit, urlunsplit
 import clickhouse_connect
 from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from raiwatch.core.errors import StorageError
 
-__all__ = ["Client", "ConnectOptions", "close_all", "connect", "query_error", "redact", "scrub"]
+__all__ = [
+    "Client", "ConnectOptions", "close_all", "connect", "query_error", "redact", "scrub", "writes_a_file",
+]  # fmt: skip
 
-_clients: dict[tuple[str, str, str], Client] = {}
+_clients: dict[tuple[str, str, str, bool], Client] = {}
 _lock = threading.Lock()
 
 
@@ -171,15 +174,21 @@ class ConnectOptions:
     ca_cert: str = ""  # a CA bundle to check it against ("" = the system's)
 
 
-def connect(dsn: str, database: str, options: ConnectOptions | None = None, name: str = "") -> Client:
-    """The cached client for ``(dsn, database, name)``, with ``database`` as its default once it
-    exists. A thread that queries beside the writer asks for a ``name`` of its own: a client is not
-    shared between threads that use it at once.
+def connect(
+    dsn: str, database: str, options: ConnectOptions | None = None, name: str = "", readonly: bool = False
+) -> Client:
+    """The cached client for ``(dsn, database, name, readonly)``, with ``database`` as its default
+    once it exists. A thread that queries beside the writer asks for a ``name`` of its own: a client
+    is not shared between threads that use it at once.
+
+    ``readonly``: the engine refuses every write and DDL of this client's (ClickHouse's
+    ``readonly = 1``, set for its whole session: on chdb a per-query setting would cover only the
+    last statement of several). On chdb it does not refuse ``INTO OUTFILE``: see ``writes_a_file``.
 
     On chdb the database is created here (no cluster to consider); on a server ``migrate``
     creates it. raiwatch code names the database in every statement either way.
     """
-    key = (dsn, database, name)
+    key = (dsn, database, name, readonly)
     with _lock:
         client = _clients.get(key)
         if client is not None:
@@ -193,6 +202,8 @@ def connect(dsn: str, database: str, options: ConnectOptions | None = None, name
             )
             if int(exists):
                 client.database = database
+            if readonly:
+                client.set_client_setting("readonly", "1")
         except StorageError:
             raise
         except Exception as e:
@@ -208,6 +219,26 @@ def close_all() -> None:
             with contextlib.suppress(Exception):  # closing is best effort
                 client.close()
         _clients.clear()
+
+
+def writes_a_file(client: Client, sql: str) -> str | None:
+    """Why ``sql`` is refused on a read-only embedded client although ``readonly = 1`` lets it run,
+    or None. chdb runs ``INTO OUTFILE`` in this process, writing (or with ``TRUNCATE``, overwriting)
+    any file this process may write, read-only or not; and it runs several statements in one
+    call. ClickHouse's own parser (``formatQuery``) finds both; a ``DatabaseError`` when it cannot
+    parse ``sql`` at all.
+    """
+    try:
+        text = client.query("SELECT formatQuery({q:String})", parameters={"q": sql}).result_rows[0][0]
+    except DatabaseError as e:
+        if "Multi-statements are not allowed" in str(e):
+            return "several statements in one query (give one)"
+        raise
+    # string literals and quoted names cannot hold the clause once ClickHouse formatted the query
+    bare = re.sub(r"'(?:[^'\\]|\\.)*'|`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"", "''", text)
+    if re.search(r"\bINTO OUTFILE\b", bare):
+        return "INTO OUTFILE writes a file"
+    return None
 
 
 def query_error(err: Exception) -> str:

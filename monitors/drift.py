@@ -844,7 +844,7 @@ class DriftMonitor(PerModelState):
             n = int(cur_n[0])
             if not n or not math.isfinite(z[0]):
                 continue
-            st.running[f.name] = ((prior[0] * prior[1] + mean[0] * n) / (prior[1] + n), prior[1] + n)
+            st.running[f.name] = (float((prior[0] * prior[1] + mean[0] * n) / (prior[1] + n)), prior[1] + n)
             det.update(float(z[0]))
             name = "drift.change"
             out.append(

@@ -4,7 +4,9 @@ Producers retry, brokers redeliver: the same ``event_id`` can arrive twice, even
 timestamp. ``RecentIds`` remembers the last ``capacity`` to ``2 * capacity`` ids (two
 generations of sets: when the current one is full it becomes the previous one, and the previous
 one is dropped), so memory is bounded whatever the traffic and a duplicate is caught as long as
-it arrives within that many events of its first copy.
+it arrives within that many events of its first copy. A restarted worker refills it with the
+ids of the events it had already counted (``remember``), so a copy arriving after a restart is
+caught too.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class RecentIds:
         if len(current) >= self.capacity:
             self._previous, self._current = current, set()
         return fresh
+
+    def remember(self, ids: Sequence[str]) -> None:
+        """Take ``ids`` (oldest first) as seen, as ``first_seen`` would."""
+        for start in range(0, len(ids), self.capacity):  # a generation at a time: the newest stay
+            self.first_seen(ids[start : start + self.capacity])
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)

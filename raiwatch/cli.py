@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from raiwatch import datadir
+from raiwatch import datadir, otelcli
 from raiwatch.core.config import Config, load_config
 from raiwatch.core.errors import ConfigError, RaiwatchError
 
@@ -41,7 +41,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from raiwatch.replay import ReplayInterrupted, check_inputs, replay
     from raiwatch.report import print_replay
 
-    check_inputs(args.events, args.feedback)  # before the seconds that checking the monitors' settings takes
+    check_inputs(args.events, args.feedback, args.otlp_logs)  # before the seconds checking the monitors takes
     cfg = _cfg(args, monitors=True)
     size = Path(args.events).stat().st_size if Path(args.events).is_file() else 0
     try:
@@ -56,7 +56,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             task = bar.add_task("replaying", total=size)
             s = replay(
                 args.events, cfg, args.out, args.rules, args.feedback, lambda n: bar.advance(task, n),
-                force=args.force,
+                force=args.force, otlp=args.otlp or bool(args.otlp_logs), otlp_logs=args.otlp_logs,
             )  # fmt: skip
     except ReplayInterrupted as e:
         print(f"raiwatch: {e}", file=sys.stderr)
@@ -653,6 +653,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.otel:
+        from raiwatch.otel_demo import run_otel_demo
+
+        return run_otel_demo(Path(args.data_dir or "var/demo-otel"))
     from raiwatch.demo import run_demo
 
     return run_demo(events=args.events, data_dir=Path(args.data_dir or "var/demo"))
@@ -708,6 +712,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace an earlier replay's output in --out (on-call's work in its incident store is kept)",
     )
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument(
+        "--otlp", action="store_true",
+        help="EVENTS holds OTLP/JSON span messages (the Collector's kafka exporter, encoding otlp_json)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--otlp-logs", help="OTLP/JSON log messages with gen_ai.evaluation.result events (implies --otlp)"
+    )
 
     sp = cmd("run", "Start a streaming worker that consumes telemetry from Kafka until stopped.", cmd_run)
     sp.add_argument("--rules", help="rule folder or file (default: the shipped alert_rules/)")
@@ -906,6 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--events", type=int, default=60_000)
     sp.add_argument("--data-dir", help="where the demo keeps its data (default: ./var/demo)")
+    sp.add_argument(
+        "--otel", action="store_true",
+        help="an OpenTelemetry-instrumented OpenAI app through the Collector instead (./var/demo-otel)",
+    )  # fmt: skip
 
     sp = cmd(
         "kafka", "Install, start, stop the local Apache Kafka broker used by the demo and tests.", cmd_kafka,
@@ -914,6 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["install", "start", "stop", "status"])
     sp.add_argument("--data", default="var/kafka")
     sp.add_argument("--port", type=int)
+
+    otelcli.add_commands(sub, cmd)  # raiwatch otel lint | build-collector
     return p
 
 

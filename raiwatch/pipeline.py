@@ -12,22 +12,29 @@ checkpoint that says those windows are done, the rollups up to them (every
 ``clickhouse.rollup_every_s``), and last the observers (the drift reporter), which see the written
 signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
-once that is done and the event's window is no longer open.
+once that is done and the event's window is no longer in ``open_windows()``. A window stays there
+from its first event until its results are queued for writing: if closing it raises (a monitor,
+the rules, the writer), it never leaves, so no offset of its events is ever committed.
 
 ``live`` (the streaming worker) adds what only a long-running process needs: the age check
 against the wall clock, checkpoints of the window clock and of each model's monitor state, and
-their restore when a partition is assigned or a model first seen.
+their restore when a partition is assigned or a model first seen; then too the ids of the model's
+events already counted (read back from the stored events, which are durable before the clock's
+checkpoint) refill the memory of recent ids, so a copy sent after a restart is still a duplicate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+
+import msgspec
 
 from alert_rules import RuleEngine
 from monitors.base import STATE_SEP, Monitor
@@ -39,8 +46,10 @@ from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
+from raiwatch.core.otlp import OtlpLogs, SpanDecoder
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
-from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_signals
+from raiwatch.evaljoin import EvaluationJoin
+from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_event_ids, recent_signals
 from storage.incidents import IncidentStore
 from storage.incidents.store import Route
 
@@ -102,6 +111,7 @@ class Pipeline:
         self.signals_out = 0
         self.storage_rejected: list[Rejected] = []  # replay reads these after its last flush
         self._idle: set[Hashable] = set()
+        self._unwritten: set[int] = set()  # windows closed in the clock whose results are not queued yet
         self._recent: dict[Hashable, RecentIds] = {}
         self._models_of: dict[Hashable, set[str]] = {}  # models whose events came from each source
         self._known: set[str] = set()  # live: models whose state is in memory (restored or new)
@@ -110,6 +120,7 @@ class Pipeline:
         self._next_mirror = 0.0
         self._pending: Future | None = None
         self._reload: RuleEngine | None = None  # new rules, built elsewhere, waiting for the pipeline thread
+        self.evaluations: EvaluationJoin | None = None  # OTLP input: operations wait for their evaluations
         # a live worker catches up on unrolled history a few hours per roll-up, not all at once
         self.rollups = (
             Rollups(cfg.clickhouse.database, max_chunks=CATCH_UP_HOURS if live else None)
@@ -171,17 +182,23 @@ class Pipeline:
     # -- the batch path -----------------------------------------------------------------------
 
     def process(
-        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
+        self,
+        raws: Sequence[bytes],
+        sources: Sequence[Hashable],
+        origin: Callable[[int], str] | None = None,
+        codec: SpanDecoder | None = None,
     ) -> BatchResult:
         """Decode, check, window and monitor a batch, evaluate the windows it closes, queue its writes.
 
+        ``codec``: OTLP span messages (``raiwatch.core.otlp``) instead of telemetry-event.v1; one
+        message then feeds many events, and its ``windows`` entry is the latest window they fed.
         At most one batch's writes are in flight: a failed write raises from the next call.
         """
         if self._reload is not None:
             self._swap_rules()
         with metrics.BATCH_SECONDS.time():
             t0 = time.perf_counter()
-            decoded = telemetry_codec.decode_batch(raws, origin)
+            decoded = (codec or telemetry_codec).decode_batch(raws, origin)
             _DECODE.observe(time.perf_counter() - t0)
             result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
             events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
@@ -192,27 +209,36 @@ class Pipeline:
                     events, ev_raws, idx, ts, srcs, origin, result
                 )
             stored = (events, ev_raws, ts, idx)
+            labels: list[tuple[int, FeedbackEvent]] = []  # OTLP span events that became labels
             if events:
+                self._track_models(events, srcs)  # first: a restored model's ids count as seen
                 fresh = self._first_seen(events, srcs)
                 if not all(fresh):
-                    result.duplicates = fresh.count(False)
+                    again = [i for i, f in enumerate(fresh) if not f]
+                    # a re-read (after a restart) of an event already counted is replayed, not a duplicate
+                    counted = int(self.clock.counted([srcs[i] for i in again], [ts[i] for i in again]).sum())
+                    result.replayed += counted
+                    result.duplicates = len(again) - counted
                     keep = [i for i, f in enumerate(fresh) if f]
                     events, idx, ts, srcs = ([x[i] for i in keep] for x in (events, idx, ts, srcs))
                     stored = tuple([x[i] for i in keep] for x in stored)
             if events:
-                self._track_models(events, srcs)
                 starts, status = self.clock.assign_batch(srcs, ts)
                 windows = result.windows
                 counted_events, counted_starts = [], []
                 for i, ev, start, st in zip(idx, events, starts.tolist(), status.tolist(), strict=True):
                     if st == OK:
-                        windows[i] = start
+                        windows[i] = start if windows[i] is None else max(windows[i], start)
                         counted_events.append(ev)
                         counted_starts.append(start)
                     elif st == REPLAYED:
                         result.replayed += 1
                     else:
                         result.late += 1
+                if codec is not None and self.evaluations is not None:  # counted at their window's close
+                    counted_events, counted_starts, labels = self.evaluations.hold(
+                        counted_events, counted_starts, decoded
+                    )
                 t_obs = time.perf_counter()
                 for m in self.monitors:
                     t0 = time.perf_counter()
@@ -229,12 +255,16 @@ class Pipeline:
             metrics.REPLAYED.inc(result.replayed)
             metrics.DUPLICATES.inc(result.duplicates)
             _count_rejects(result.rejected)
-            result.merge(self._close(self.clock.advance(self._idle, self.wall() if self.live else None)))
-            events, raws, ts, idx = stored
-            result.durable = self._submit(
-                result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
-                rows=result.rows,
-            )  # fmt: skip
+            if codec is not None and labels:
+                self._otlp_labels(labels, sources, result)
+            closing = self.clock.advance(self._idle, self.wall() if self.live else None)
+            with self._writing(closing):
+                result.merge(self._close(closing))
+                events, raws, ts, idx = stored
+                result.durable = self._submit(
+                    result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
+                    rows=result.rows,
+                )  # fmt: skip
         return result
 
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
@@ -243,9 +273,13 @@ class Pipeline:
         if self._reload is not None:
             self._swap_rules()
         self._idle = set(idle)
-        result = self._close(self.clock.advance(self._idle, now))
-        if result.closed:
-            result.durable = self._submit(signals=result.signals, changes=result.changes, rows=result.rows)
+        closing = self.clock.advance(self._idle, now)
+        with self._writing(closing):
+            result = self._close(closing)
+            if result.closed:
+                result.durable = self._submit(
+                    signals=result.signals, changes=result.changes, rows=result.rows
+                )
         if time.monotonic() >= self._next_mirror:
             self._next_mirror = time.monotonic() + MIRROR_EVERY_S
             self._io.submit(self._mirror_store)
@@ -297,10 +331,15 @@ class Pipeline:
 
     def close_all(self) -> BatchResult:
         """Close every open window, write its results, and wait until everything is written."""
-        result = self._close(self.clock.close_all())
-        result.durable = self._submit(
-            signals=result.signals, changes=result.changes, rows=result.rows, roll=self._roll_args(force=True)
-        )
+        closing = self.clock.close_all()
+        with self._writing(closing):
+            result = self._close(closing)
+            result.durable = self._submit(
+                signals=result.signals,
+                changes=result.changes,
+                rows=result.rows,
+                roll=self._roll_args(force=True),
+            )
         self.flush()
         return result
 
@@ -310,7 +349,85 @@ class Pipeline:
         return pending.result() if pending is not None else []
 
     def open_windows(self) -> set[int]:
-        return self.clock.open_windows()
+        """Windows whose events' offsets may not be committed yet (bar the writes a result waits for):
+        open, or closed by a call that raised before their results were queued."""
+        return self.clock.open_windows() | self._unwritten
+
+    @contextlib.contextmanager
+    def _writing(self, closing: list[int]) -> Iterator[None]:
+        """Windows being closed count as open until the block queued their results; if it raises
+        (a monitor's close, the rules, the previous batch's writes), they stay open for good."""
+        self._unwritten.update(closing)
+        yield
+        self._unwritten.difference_update(closing)
+
+    # -- OpenTelemetry: evaluation events (issue 24; the spans go through ``process``) --------
+
+    def process_evaluations(
+        self,
+        raws: Sequence[bytes],
+        sources: Sequence[Hashable],
+        origin: Callable[[int], str] | None = None,
+        codec: OtlpLogs | None = None,
+    ) -> BatchResult:
+        """OTLP log messages: ``gen_ai.evaluation.result`` events joined to the operations they judge
+        (``raiwatch.evaljoin``). Each message is held until the latest window its evaluations fell
+        in has closed (an evaluation ends no earlier than its operation); late ones become labels."""
+        decoded = (codec or OtlpLogs()).decode_batch(raws, origin)
+        result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
+        evals = decoded.evaluations
+        if evals and self.evaluations is not None:
+            starts, status = self.clock.assign_batch(
+                [sources[e.index] for e in evals], [e.ts for e in evals], move=False
+            )
+            keep, wins = [], []
+            for e, start, st in zip(evals, starts.tolist(), status.tolist(), strict=True):
+                if st == REPLAYED:  # its window was written before a restart: so was its verdict
+                    continue
+                w = start if st == OK else None
+                keep.append(e)
+                wins.append(w)
+                if w is not None:
+                    old = result.windows[e.index]
+                    result.windows[e.index] = w if old is None else max(old, w)
+            labels = self.evaluations.add(keep, wins)
+            if labels:
+                self._otlp_labels(labels, sources, result)
+        _count_rejects(result.rejected)
+        closing = self.clock.advance(self._idle, self.wall() if self.live else None)
+        with self._writing(closing):
+            result.merge(self._close(closing))
+            result.durable = self._submit(
+                result.rejected, signals=result.signals, changes=result.changes, rows=result.rows
+            )
+        return result
+
+    def _otlp_labels(self, labels: list[tuple[int, FeedbackEvent]], sources: Sequence[Hashable],
+                     result: BatchResult) -> None:  # fmt: skip
+        """Hand evaluations that became labels (message index, label) to ``process_feedback``; each
+        message is then held as its labels are."""
+        sub = self.process_feedback(
+            [msgspec.json.encode(fb) for _, fb in labels], [sources[i] for i, _ in labels]
+        )
+        for (i, _), w in zip(labels, sub.windows, strict=True):
+            if w is not None:
+                result.windows[i] = w if result.windows[i] is None else max(result.windows[i], w)
+
+    def _observe_held(self, start: int) -> None:
+        """The OTLP operations held in window ``start``, with the verdicts joined to them, go to the
+        monitors now that it closes."""
+        assert self.evaluations is not None
+        held = self.evaluations.release(start)
+        metrics.OTLP_HELD.set(self.evaluations.held)
+        if not held:
+            return
+        starts = [start] * len(held)
+        for m in self.monitors:
+            t0 = time.perf_counter()
+            m.observe(held, starts)
+            dt = time.perf_counter() - t0
+            self.monitor_seconds[m.family] += dt
+            metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
 
     # -- sources: partitions coming and going -------------------------------------------------
 
@@ -343,6 +460,8 @@ class Pipeline:
             self._recent.pop(s, None)
             self._idle.discard(s)
         if models:
+            if self.evaluations is not None:
+                self.evaluations.forget(models)
             for m in self.monitors:
                 m.forget(models)
             self.engine.forget(models)
@@ -404,8 +523,8 @@ class Pipeline:
 
     def _track_models(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> None:
         """Remember which source feeds each model (the models whose rows this pipeline rolls up); live,
-        restore the monitor and rule state of models new to memory (after a restart, or when a
-        partition moved here from another worker)."""
+        restore the monitor and rule state, and the ids counted, of models new to memory (after a
+        restart, or when a partition moved here from another worker)."""
         pairs = set(zip((e.model.id for e in events), srcs, strict=True))
         for model, src in pairs:
             self._models_of.setdefault(src, set()).add(model)
@@ -415,6 +534,7 @@ class Pipeline:
         if not new:
             return
         db = self.cfg.clickhouse.database
+        self._restore_ids({(m, s) for m, s in pairs if m in new})
         for m in self.monitors:
             keys = new + (list(getattr(m, "shared_keys", ())) if not self._known else [])
             prefixes = [f"{model}{STATE_SEP}" for model in new]
@@ -431,9 +551,23 @@ class Pipeline:
         self.warm_start(models=new)
         self._known.update(new)
 
+    def _restore_ids(self, pairs: Collection[tuple[str, Hashable]]) -> None:
+        """Refill each source's memory of recent ids with the stored events of models new to this
+        worker that its windows had counted before a restart (dated before its restored clock)."""
+        db, cap = self.cfg.clickhouse.database, self.cfg.ingest.dedup_ids
+        for model, src in sorted(pairs, key=str):
+            until = self.clock.restored(src)
+            if not math.isfinite(until):
+                continue
+            ids = self._read(f"reading the event ids of {model}", recent_event_ids, db, model, until, cap)
+            seen = self._recent.get(src) or self._recent.setdefault(src, RecentIds(cap))
+            seen.remember(ids)
+
     def _close(self, starts: list[int]) -> BatchResult:
         result = BatchResult(closed=list(starts))
         for start in starts:
+            if self.evaluations is not None:
+                self._observe_held(start)
             signals: list[Signal] = []
             t_close = time.perf_counter()
             for m in self.monitors:

@@ -33,6 +33,8 @@ from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
 from raiwatch.core.errors import RaiwatchError
 from raiwatch.core.records import Incident
+from raiwatch.otelreplay import BATCH as OTLP_BATCH
+from raiwatch.otelreplay import OtlpReplay
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline
 from storage.incidents import IncidentEventRow, IncidentRow, make_engine
@@ -72,9 +74,12 @@ class ReplaySummary:
         return self.lines / self.seconds if self.seconds else 0.0
 
 
-def check_inputs(events_path: str | Path, feedback_path: str | Path | None = None) -> None:
-    """A one-line error unless both are files."""
-    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events")):
+def check_inputs(
+    events_path: str | Path, feedback_path: str | Path | None = None, otlp_logs: str | Path | None = None
+) -> None:
+    """A one-line error unless each given input is a file."""
+    for path, what in ((events_path, "telemetry events"), (feedback_path, "feedback events"),
+                       (otlp_logs, "OTLP/JSON log messages")):  # fmt: skip
         if path is None:
             continue
         if Path(path).is_dir():
@@ -192,21 +197,27 @@ def replay(
     feedback_path: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
     force: bool = False,
+    otlp: bool = False,
+    otlp_logs: str | Path | None = None,
 ) -> ReplaySummary:
     """Run the pipeline over ``events_path`` into ``out``, holding ``out`` meanwhile; ``progress``
     is called with bytes read so far. ``force``: replace an earlier replay's output (``prepare_out``).
+    ``otlp``: the file holds OTLP/JSON span messages, ``otlp_logs`` their evaluations
+    (``raiwatch.otelreplay``).
 
     ``out``'s mark says ``running`` until the replay is complete: a replay stopped early (Ctrl-C:
     ``ReplayInterrupted``, an error, a kill) leaves a store marked incomplete."""
     events_path, out = Path(events_path), Path(out).resolve()
-    check_inputs(events_path, feedback_path)
+    check_inputs(events_path, feedback_path, otlp_logs)
     _refuse_foreign(out)  # before the lock: its file is not left in someone else's folder
     with datadir.lock(out, "raiwatch replay"):
         kept = prepare_out(out, force)
         mark = datadir.ReplayMark(state="running", events=str(events_path.resolve()))
         datadir.write_replay_mark(out, mark)
         try:
-            summary = _run(events_path, cfg, out, rules_dir, feedback_path, progress, mark, kept)
+            summary = _run(
+                events_path, cfg, out, rules_dir, feedback_path, progress, mark, kept, otlp, otlp_logs
+            )
         except KeyboardInterrupt:
             mark.state = "interrupted"
             datadir.write_replay_mark(out, mark)
@@ -229,6 +240,8 @@ def _run(
     progress: Callable[[int], None] | None,
     mark: datadir.ReplayMark,
     kept: str,
+    otlp: bool = False,
+    otlp_logs: str | Path | None = None,
 ) -> ReplaySummary:
     cfg = _replay_config(cfg, out)
     pipe = build_pipeline(cfg, rules_dir)
@@ -239,16 +252,20 @@ def _run(
     t0 = time.perf_counter()
     with (out / "rejected.jsonl").open("wb") as rej:
         labels = _Labels(Path(feedback_path), pipe, summary, rej) if feedback_path else None
-        for first, lines in read_chunks(events_path, BATCH):
+        spans = None
+        if otlp:
+            spans = OtlpReplay(cfg, pipe, Path(otlp_logs) if otlp_logs else None, _numbered,
+                               lambda r: _collect_evaluations(r, summary, incidents, rej))  # fmt: skip
+        for first, lines in read_chunks(events_path, OTLP_BATCH if otlp else BATCH):
             numbers = range(first, first + len(lines))
             n_bytes = sum(map(len, lines)) + len(lines)
             if not all(lines):  # blank lines are skipped, not rejected
                 numbers = [n for n, b in zip(numbers, lines, strict=True) if b.strip()]
                 lines = [b for b in lines if b.strip()]
             name = events_path.name
-            res = pipe.process(
-                lines, [0] * len(lines), lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"
-            )
+            origin = lambda i, name=name, numbers=numbers: f"{name}:{numbers[i]}"  # noqa: E731
+            codec = spans.before_batch(lines, origin) if spans is not None else None
+            res = pipe.process(lines, [0] * len(lines), origin, codec=codec)
             _collect(res, summary, incidents, rej)
             if labels:  # labels dated up to the newest event so far: their inferences came before them
                 labels.feed_until(pipe.clock.newest)
@@ -259,6 +276,8 @@ def _run(
                 progress(n_bytes)
         if labels:
             labels.feed_until(math.inf)
+        if spans is not None:
+            spans.feed(math.inf)
         _collect(pipe.close_all(), summary, incidents, rej)
         if kept:  # the incidents on-call worked on, as the store has them, reach the ClickHouse copy
             pipe.mirror_now()
@@ -285,6 +304,21 @@ def _collect(res: BatchResult, summary: ReplaySummary, incidents: dict[str, Inci
     _write_rejected(rej, res.rejected)
     for c in res.changes:
         incidents[c.incident.incident_id] = c.incident
+
+
+def _collect_evaluations(
+    res: BatchResult, summary: ReplaySummary, incidents: dict[str, Incident], rej
+) -> None:
+    """An OTLP evaluation batch's outcome: its rejections count as feedback's, its closes as any."""
+    summary.feedback_rejected += len(res.rejected)
+    summary.signals += len(res.signals)
+    _write_rejected(rej, res.rejected)
+    for c in res.changes:
+        incidents[c.incident.incident_id] = c.incident
+
+
+def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
+    return ((n, ln) for first, chunk in read_chunks(path, BATCH) for n, ln in enumerate(chunk, first))
 
 
 class _Stamp(msgspec.Struct):

@@ -17,6 +17,7 @@ from monitors.registry import build_monitors, catalogue, monitor_configs
 from raiwatch.core import metrics
 from raiwatch.core.config import Config
 from raiwatch.drift_reporter import DriftReporter
+from raiwatch.evaljoin import EvaluationJoin
 from raiwatch.pipeline import Notify, Observe, Pipeline
 from storage.clickhouse import ClickHouseWriter, Client, ConnectOptions, connect, migrate
 from storage.incidents import IncidentStore
@@ -50,6 +51,7 @@ def build_pipeline(
     rules are bad. ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
     """
     monitors = build_monitors(cfg.windows.size_s, cfg.monitors, cfg.false_alarms_per_model_week)
+    evaluation_join = EvaluationJoin.from_config(cfg.otel)  # checks the OTel mapping file
     signals = catalogue()
     rules = load_rules(rules_dir or cfg.rules_dir or None, signals)
     ch = cfg.clickhouse
@@ -67,10 +69,13 @@ def build_pipeline(
     store = IncidentStore(cfg.incident_db_url)
     engine = RuleEngine(rules, runbook_base(cfg), problems=problems(cfg))
     metrics.RULES_RELOAD_OK.set(1)
-    return Pipeline(
+    pipe = Pipeline(
         cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers,
         routes=routes,
     )  # fmt: skip
+    if cfg.otel.spans_topic or cfg.otel.logs_topic:  # OTLP: operations wait in their window for evaluations
+        pipe.evaluations = evaluation_join
+    return pipe
 
 
 def runbook_base(cfg: Config) -> str:

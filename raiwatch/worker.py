@@ -189,7 +189,7 @@ def run_worker(
     hold_for(cfg, WORKER)  # the embedded store's folder is this worker's until it ends
     setup_logging(loglevel, json_logs)
     try:
-        ensure_topics(cfg.kafka)
+        ensure_topics(cfg.kafka, extra=[t for t in (cfg.otel.spans_topic, cfg.otel.logs_topic) if t])
     except (KafkaError, TimeoutError) as e:
         raise RaiwatchError(
             f"no Kafka broker answers at {cfg.kafka.bootstrap_servers} ({type(e).__name__}); start one "

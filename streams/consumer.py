@@ -9,20 +9,28 @@ works. What can stop monitoring is handled here, each in one place:
   it waits every partition is paused and the loop keeps polling (no records, membership kept),
   so memory stays bounded; ``raiwatch_input_paused`` says so, and it resumes by itself.
 - **A broker outage**: aiokafka reconnects; nothing closes windows meanwhile, because a
-  partition counts as idle only when a *fresh* fetch shows it caught up.
+  partition counts as idle only when a *fresh* fetch shows it caught up. Kafka counts as away
+  (``/readyz`` 503) once neither a fetch answer nor a record came for ``DOWN_S`` past the fetch's
+  own wait, not counting time it was not asking for data (paused, or busy on the pipeline).
 - **Idle traffic**: a partition caught up (by fresh fetch answers) and without records for
   ``idle_close_s`` in a row stops holding the watermark; with all idle, event time follows the
-  wall clock. An outage restarts that count: silence nobody could see is not idleness.
+  wall clock. An outage restarts that count: silence nobody could see is not idleness. The idle
+  set is checked again before each batch: a partition whose records already wait in the client
+  is not idle, so a backlog landing on idle partitions is not late for the first of them read.
 - **Rebalances**: a revoked partition's released offsets are committed and its partial windows
   dropped (the next owner re-reads them); an assigned one continues from its checkpoint.
 - **Crashes**: an unexpected error ends ``run`` with it, so the process exits non-zero and a
-  supervisor sees it; SIGTERM ends it within seconds, committing what is done.
+  supervisor sees it; SIGTERM ends it within seconds, committing what is done. Done means written:
+  a window whose close raised stays open in the handler, and a failed write of a window's results
+  (even one a tick closed, which no batch waits for) stops the worker before the next commit, so
+  no offset of its events is committed, whatever raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -38,12 +46,14 @@ from raiwatch.core import metrics
 from raiwatch.core.batch import BatchHandler, BatchResult
 from raiwatch.core.codec import Rejected
 from raiwatch.core.config import Config
+from raiwatch.core.otelmap import load_mapping
+from raiwatch.core.otlp import OtlpLogs, OtlpSpans
 from streams.dlq import DeadLetters, Stopping
 from streams.offsets import OffsetTracker
 
 log = logging.getLogger("raiwatch.worker")
 
-DOWN_S = 5.0  # no fetch answer for this long: say Kafka is away
+DOWN_S = 1.0  # no fetch answer nor record for this long (past the fetch's own wait): say Kafka is away
 TICK_S = 0.5  # how often idle partitions are looked for
 
 
@@ -77,7 +87,11 @@ class StreamWorker:
         self.tracker = OffsetTracker()
         self.paused = False
         self.broker_down = False
-        self._fetch_ok_at = time.monotonic()
+        self._heard_at = time.monotonic()  # the last sign of Kafka, or the last time none was due
+        self._busy_since: float | None = None  # when the call on the pipeline thread began
+        self._down_s = DOWN_S + cfg.kafka.fetch_max_wait_ms / 1000
+        self._told_idle: set[int] = set()  # the idle partitions the handler was last given
+        self._all_idle = False
         self.assigned: set[TopicPartition] = set()
         self.last_poll = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-pipeline")
@@ -93,6 +107,9 @@ class StreamWorker:
         self._closing: dict[int, asyncio.Future] = {}  # window -> the write of its results
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: DeadLetters | None = None
+        self.inputs = inputs(cfg, handler)
+        # topics whose partitions are event-time sources (partition k of each is source k)
+        self.event_topics = {t for t, _ in self.inputs if t != cfg.kafka.feedback_topic}
 
     def stop(self) -> None:
         """Ask the loop to finish: stop taking input, commit what is done, leave the group."""
@@ -128,7 +145,7 @@ class StreamWorker:
         self._dlq = DeadLetters(producer, k.dlq_topic, k.dlq_max_bytes, self.stop_event.is_set)
         await producer.start()
         try:
-            consumer.subscribe([k.telemetry_topic, k.feedback_topic], listener=_Listener(self))
+            consumer.subscribe([t for t, _ in self.inputs], listener=_Listener(self))
             await consumer.start()
             watch = asyncio.ensure_future(self._watch())
             try:
@@ -160,8 +177,10 @@ class StreamWorker:
                 if high is not None and batch:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(high - batch[-1].offset - 1)
             if records:
+                self._heard_at = self.last_poll
                 async with self._lock:
                     try:
+                        await self._untell_idle(consumer, records)
                         await self._process(records)
                     except Stopping:
                         break
@@ -176,19 +195,44 @@ class StreamWorker:
                 async with self._lock:
                     idle = await self._idle_partitions(consumer)
                     if idle is not None:
-                        result = await self._blocking(self.handler.tick, idle, time.time())
-                        self._track(result, [])
-                        self._report(result)
+                        await self._tick(idle)
             await self._commit(consumer, force=False)
             self._set_ready()
 
+    async def _tick(self, idle: set[int]) -> None:
+        """Tell the handler which partitions are idle now and let it close what that allows."""
+        topic = self.cfg.kafka.telemetry_topic
+        all_idle = bool(idle) and idle >= {tp.partition for tp in self.assigned if tp.topic == topic}
+        if all_idle and not self._all_idle:
+            log.info(
+                "all partitions idle (caught up, no record for %g s): windows close by the wall clock, "
+                "up to the newest event's window",
+                self.cfg.windows.idle_close_s,
+            )
+        self._all_idle = all_idle
+        self._told_idle = set(idle)
+        result = await self._blocking(self.handler.tick, idle, time.time())
+        self._track(result, [])
+        self._report(result)
+
+    async def _untell_idle(
+        self, consumer: AIOKafkaConsumer, records: dict[TopicPartition, list[Any]]
+    ) -> None:
+        """Before a batch: a partition the handler takes as idle that has records now (in this batch
+        or waiting in the client) holds the watermark again before any of them is processed."""
+        topic = self.cfg.kafka.telemetry_topic
+        for tp in records:
+            if tp.topic == topic:
+                self._quiet_since.pop(tp.partition, None)
+        if not self._told_idle:
+            return
+        idle = await self._idle_partitions(consumer)
+        if idle is not None and self._told_idle - idle:
+            await self._tick(idle)
+
     async def _process(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """Telemetry to ``handler.process`` (sources: its partitions), labels to ``process_feedback``."""
-        k = self.cfg.kafka
-        for topic, handle in (
-            (k.telemetry_topic, self.handler.process),
-            (k.feedback_topic, self.handler.process_feedback),
-        ):
+        """Each topic's records to its handler method (``inputs``; sources: partitions)."""
+        for topic, handle in self.inputs:
             part = {tp: batch for tp, batch in records.items() if tp.topic == topic}
             if part:
                 await self._handle(part, handle)
@@ -228,8 +272,10 @@ class StreamWorker:
         return settled
 
     def _not_done(self) -> set[int]:
-        """Windows whose events may not be committed yet: open, or closed with results not yet written."""
+        """Windows whose events may not be committed yet: open, or closed with results not yet written.
+        Raises when a window's writes failed (its offsets then stay uncommitted: the worker stops)."""
         for w in [w for w, fut in self._closing.items() if fut.done()]:
+            self._closing[w].result()
             del self._closing[w]
         return self.handler.open_windows() | self._closing.keys()
 
@@ -243,9 +289,15 @@ class StreamWorker:
         """Run ``fn`` on the pipeline thread; while it works, keep polling with every partition paused."""
         fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
         consumer = self._consumer
+        started = self._busy_since = time.monotonic()
         while True:
             done, _ = await asyncio.wait({fut}, timeout=1.0)
             if done:
+                # time the loop spent on the pipeline is not Kafka's silence: with every partition's
+                # records waiting in the client, no fetch was due meanwhile
+                now = time.monotonic()
+                self._heard_at = min(now, self._heard_at + (now - started))
+                self._busy_since = None
                 if self.paused:
                     self._pause(False)
                 return fut.result()
@@ -279,11 +331,11 @@ class StreamWorker:
         Any break restarts a partition's quiet time: a record, a stale fetch answer (the broker is
         away: silence then says nothing about the producers), or a fetch showing it behind.
         """
-        topic = self.cfg.kafka.telemetry_topic
-        parts = {tp for tp in consumer.assignment() if tp.topic == topic}
+        parts = {tp for tp in consumer.assignment() if tp.topic in self.event_topics}
         if not parts:
             return None
         now, now_ms = time.monotonic(), time.time() * 1000
+        busy = set()  # a source is idle only when its partition of every event topic is
         quiet = self.cfg.windows.idle_close_s
         idle = set()
         for tp in parts:
@@ -296,11 +348,12 @@ class StreamWorker:
                     caught_up = await asyncio.wait_for(consumer.position(tp), 0.2) >= high
             if not caught_up:
                 self._quiet_since.pop(p, None)
+                busy.add(p)
                 continue
             since = self._quiet_since.setdefault(p, now)
             if now - since >= quiet:
                 idle.add(p)
-        return idle
+        return idle - busy
 
     async def _watch(self) -> None:
         """Beside the loop (which an outage can hold inside a fetch): is Kafka answering, is the
@@ -308,31 +361,37 @@ class StreamWorker:
         while not self._stop.is_set():
             await asyncio.sleep(TICK_S)
             consumer = self._consumer
-            topic = self.cfg.kafka.telemetry_topic
             parts = (
-                {tp for tp in consumer.assignment() if tp.topic == topic} if consumer is not None else set()
+                {tp for tp in consumer.assignment() if tp.topic in self.event_topics}
+                if consumer is not None
+                else set()
             )
-            if parts:
+            now = time.monotonic()
+            if not parts or self.paused:  # no answer is due: nothing was asked for
+                self._heard_at = now
+            else:
                 now_ms = time.time() * 1000
                 stamps = {tp.partition: consumer.last_poll_timestamp(tp) for tp in parts}
                 for p, t in stamps.items():
                     if t is None or now_ms - t > self._fresh_ms:  # silence nobody could see
                         self._quiet_since.pop(p, None)
-                answering = any(t is not None and now_ms - t <= 1000 for t in stamps.values())
-                self._broker_status(answering or self.paused, time.monotonic())
+                answered = max((t for t in stamps.values() if t is not None), default=None)
+                if answered is not None:
+                    self._heard_at = max(self._heard_at, now - max(0.0, now_ms - answered) / 1000)
+            if self._busy_since is None:  # judged once the call on the pipeline thread is over
+                self._broker_status(now - self._heard_at)
             self._set_ready()
 
-    def _broker_status(self, up: bool, now: float) -> None:
+    def _broker_status(self, silent_s: float) -> None:
         """Say once when fetches stop coming back (and once when they resume)."""
-        if up:
-            self._fetch_ok_at = now
+        if silent_s <= self._down_s:
             if self.broker_down:
                 log.warning("Kafka answers again; windows close as its partitions catch up")
                 self.broker_down = False
-        elif not self.broker_down and now - self._fetch_ok_at > DOWN_S:
+        elif not self.broker_down:
             log.warning(
-                "no fetch answer from Kafka at %s for %.0f s: waiting (no window closes meanwhile)",
-                self.cfg.kafka.bootstrap_servers, now - self._fetch_ok_at,
+                "no fetch answer from Kafka at %s for %.1f s: waiting (no window closes meanwhile)",
+                self.cfg.kafka.bootstrap_servers, silent_s,
             )  # fmt: skip
             self.broker_down = True
         metrics.KAFKA_UP.set(0 if self.broker_down else 1)
@@ -384,7 +443,7 @@ class StreamWorker:
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         if not revoked:
             return
-        parts = {tp.partition for tp in revoked if tp.topic == self.cfg.kafka.telemetry_topic}
+        parts = {tp.partition for tp in revoked if tp.topic in self.event_topics}
         try:
             async with self._lock:
                 await self._blocking(self.handler.flush)
@@ -405,8 +464,9 @@ class StreamWorker:
         log.info("partitions revoked: %s", _names(revoked))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == self.cfg.kafka.telemetry_topic}
+        parts = {tp.partition for tp in assigned if tp.topic in self.event_topics}
         self.assigned |= set(assigned)
+        self._heard_at = time.monotonic()  # the first fetch of a new assignment is not due yet
         try:
             async with self._lock:
                 await self._blocking(self.handler.assign_sources, parts)
@@ -438,6 +498,23 @@ class StreamWorker:
                 log.warning("stopped with writes not done (%s); their input will be read again", e)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), timeout=10)
+
+
+def inputs(cfg: Config, handler: BatchHandler) -> list[tuple[str, Callable[..., BatchResult]]]:
+    """The topics a worker reads, each with the handler method for its messages, in the order a
+    fetch is handled: OTLP evaluations first (they join the spans of the same fetch), telemetry
+    (telemetry-event.v1 and/or OTLP spans, as ``otel`` says), labels last."""
+    k, o = cfg.kafka, cfg.otel
+    out: list[tuple[str, Callable[..., BatchResult]]] = []
+    if o.logs_topic:
+        out.append((o.logs_topic, functools.partial(handler.process_evaluations, codec=OtlpLogs(o.encoding))))
+    if o.telemetry_topic or not o.spans_topic:
+        out.append((k.telemetry_topic, handler.process))
+    if o.spans_topic:
+        spans = OtlpSpans(load_mapping(o.mapping), o.encoding)
+        out.append((o.spans_topic, functools.partial(handler.process, codec=spans)))
+    out.append((k.feedback_topic, handler.process_feedback))
+    return out
 
 
 def _names(tps: set[TopicPartition]) -> str:

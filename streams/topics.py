@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Sequence
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -26,8 +27,9 @@ def reachable(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
     return False
 
 
-def ensure_topics(cfg: KafkaConfig, timeout_s: float = 30.0) -> None:
-    """Create the telemetry, feedback and dead-letter topics if missing, and wait until they exist.
+def ensure_topics(cfg: KafkaConfig, timeout_s: float = 30.0, extra: Sequence[str] = ()) -> None:
+    """Create the telemetry, feedback and dead-letter topics (and ``extra`` ones, partitioned like
+    telemetry: the OTLP topics) if missing, and wait until they exist.
 
     Raises ``RaiwatchError`` within seconds when no bootstrap server accepts a connection.
     """
@@ -37,6 +39,7 @@ def ensure_topics(cfg: KafkaConfig, timeout_s: float = 30.0) -> None:
             "kafka.bootstrap_servers / RAIWATCH_KAFKA_BOOTSTRAP"
         )
     wanted = {cfg.telemetry_topic: cfg.partitions, cfg.feedback_topic: cfg.partitions, cfg.dlq_topic: 1}
+    wanted.update(dict.fromkeys(extra, cfg.partitions))
     admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers, client_id="raiwatch-admin")
     try:
         missing = [t for t in wanted if t not in set(admin.list_topics())]

@@ -7,6 +7,7 @@ worker's or a replay's ClickHouse through a ``raiwatch query`` subprocess after 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -231,10 +232,11 @@ class ClickHouseServer:
     def __init__(self, path: Path, port: int, log: Path):
         self.path, self.port, self.log = path, port, log
         self.proc: subprocess.Popen | None = None
+        self.password = secrets.token_urlsafe(16)  # the same across restarts: workers keep their DSN
 
     @property
     def dsn(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://default:{self.password}@127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
         """Start (or restart) the server and wait for its ready line."""
@@ -242,8 +244,9 @@ class ClickHouseServer:
         with self.log.open("ab") as f:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "storage.clickhouse.httpserver", "--path", str(self.path),
-                 "--port", str(self.port), "--read-write"],
+                 "--port", str(self.port), "--read-write", "--password-env", "RAIWATCH_TEST_CH_PASSWORD"],
                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "RAIWATCH_TEST_CH_PASSWORD": self.password},
             )  # fmt: skip
 
         def ready() -> bool:

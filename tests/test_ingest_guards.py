@@ -117,6 +117,41 @@ def test_a_redelivered_event_is_stored_and_counted_once(pipeline_factory):
     assert pipe.writer.client.command(f"SELECT count() FROM {db}.telemetry_events FINAL") == 20
 
 
+def test_a_copy_sent_after_a_restart_is_still_a_duplicate(pipeline_factory):
+    """The memory of recent ids comes back with the window clock: from the stored events its
+    checkpoint covers, at most ``ingest.dedup_ids`` of them."""
+    first = pipeline_factory(live=True, wall=NOW.timestamp(), dedup_ids=50)
+    t = NOW - timedelta(minutes=10)
+    raws = [event(f"e{i}", t + timedelta(seconds=i)) for i in range(200)]
+    first.assign_sources({0})
+    first.process(raws, [0] * 200)
+    first.flush()
+    counted_until = first.clock.closed_until
+    assert counted_until == (t + timedelta(seconds=120)).timestamp()  # e0..e119 counted and checkpointed
+
+    restarted = build_pipeline(first.cfg, live=True)  # the same stores
+    restarted.wall = lambda: NOW.timestamp()
+    restarted.assign_sources({0})
+    res = restarted.process(
+        [
+            event("e100", t + timedelta(seconds=190)),  # a producer's retry, with another timestamp
+            raws[110],  # re-read: its window was counted before the restart
+            raws[150],  # re-read: its window was still open, so it counts now
+            event("e5", t + timedelta(seconds=191)),  # a retry older than the 50 ids remembered
+        ],
+        [0] * 4,
+    )
+    assert (res.duplicates, res.replayed, res.late) == (1, 1, 0)
+    assert [w is not None for w in res.windows] == [False, False, True, True]
+    restarted.flush()
+    db = first.cfg.clickhouse.database
+    stored = restarted.writer.client.query(
+        f"SELECT event_id, count() FROM {db}.telemetry_events WHERE event_id IN ('e100', 'e110', 'e5')"
+        " GROUP BY event_id ORDER BY event_id"
+    ).result_rows
+    assert stored == [("e100", 1), ("e110", 1), ("e5", 2)]
+
+
 def test_rows_clickhouse_refuses_are_rejected_alone(pipeline_factory):
     pipe = pipeline_factory(wall=NOW.timestamp())
     db = pipe.cfg.clickhouse.database

@@ -1,4 +1,5 @@
-"""Never blind: poison messages, a broker outage, kill -9, a ClickHouse outage, a dead pipeline, SIGTERM.
+"""Never blind: poison messages, a broker outage, an idle start, wild clocks, kill -9, a crash in any
+stage of a window, a ClickHouse outage, a dead pipeline, SIGTERM.
 
 Each case runs a real worker process on the real broker and compares what it stored — every
 signal (value, interval, n, baseline) and every incident — with a ``raiwatch replay`` of the same
@@ -8,9 +9,14 @@ events, which no fault touched.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import os
+import random
 import re
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +32,7 @@ from raiwatch.dev import synth
 from raiwatch.dev.localkafka import free_port
 from streams.producer import produce
 from tests.harness import (
+    ROOT,
     ClickHouseServer,
     cli,
     incident_keys,
@@ -242,6 +249,80 @@ def test_a_broker_outage_under_live_traffic_changes_no_signal(kafka_broker, tmp_
     assert incident_keys(store_incidents(data)) == incidents
 
 
+# -- an idle start, wild clocks, a dead broker -----------------------------------------------------
+
+
+def _wild_live(path: Path, start: datetime, events: int, rate: float) -> int:
+    """Live traffic from ``start``, dated as sent: each model first sends three events stamped 240 s
+    ahead, and a tenth of the rest come from a clock 60 s fast. Returns how many events."""
+    synth.write(path, synth.default_scenario(events, seed=97, rate_per_s=rate, start=start))
+    rng = random.Random(97)
+    lines, wild, models = [], [], set()
+    for line in path.read_bytes().splitlines():
+        ev = orjson.loads(line)
+        if ev["model"]["id"] not in models:
+            models.add(ev["model"]["id"])
+            for k in range(3):
+                ts = (start + timedelta(seconds=240)).isoformat()
+                wild.append(orjson.dumps({**ev, "event_id": f"wild-{ev['event_id']}-{k}", "timestamp": ts}))
+        if rng.random() < 0.1:
+            ev["timestamp"] = (datetime.fromisoformat(ev["timestamp"]) + timedelta(seconds=60)).isoformat()
+        lines.append(orjson.dumps(ev))
+    path.write_bytes(b"\n".join(wild + lines) + b"\n")
+    return len(wild) + len(lines)
+
+
+def _readyz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_an_idle_worker_counts_a_backlog_as_a_replay_wild_clocks_make_nothing_late_kafka_loss_shows(
+    kafka_broker, tmp_path
+):
+    """One worker through three probes of issue 21 in turn. It waits for traffic (idle, ready), then
+    a 12-minute backlog arrives: counted as a replay counts it (it once counted all of it late).
+    Then live traffic where each model first sends three events 240 s ahead and a tenth of the
+    rest comes from a clock 60 s fast: no event is late (once: all, for minutes). Then the broker
+    is killed: /readyz says so within two seconds (it once took five), and never said so before."""
+    bootstrap = kafka_broker.bootstrap
+    backlog = tmp_path / "backlog.jsonl"
+    valid = _scenario(backlog, 7200, 10, seed=95)["valid"]
+    signals, incidents = _replay(backlog, tmp_path / "replay")
+    cfg, data, topic, group, log = _setup(tmp_path, bootstrap)
+    port = free_port()
+    worker = start_worker(cfg, data, log, "--metrics-port", str(port))
+    try:
+        poll(lambda: "all partitions idle" in log.read_text(), 120, "the worker to wait, idle")
+        assert _readyz(port)[0] == 200
+        with backlog.open("rb") as f:
+            produce(f, bootstrap, topic)
+        wait_drained(bootstrap, group, topic, worker, log)
+        assert scrape(port)["raiwatch_late_events_total"] == 0
+        assert signal_rows(data) == signals  # read through the running worker
+        assert incident_keys(store_incidents(data)) == incidents
+
+        live = tmp_path / "live.jsonl"
+        start = datetime.now(UTC) + timedelta(seconds=1)
+        sent = _wild_live(live, start, 1000, rate=50)
+        produce_paced(live, bootstrap, topic, per_s=50, start_at=start).join(120)
+        poll(lambda: scrape(port)["raiwatch_events_total"] == valid + sent, 60, "the live events")
+        assert scrape(port)["raiwatch_late_events_total"] == 0
+
+        assert _readyz(port)[0] == 200 and "no fetch answer" not in log.read_text()  # never flapped
+        kafka_broker.kill()
+        killed = time.monotonic()
+        poll(lambda: _readyz(port)[0] == 503, 10, "/readyz to drop", interval=0.05)
+        took = time.monotonic() - killed
+        assert took < 2.5, took
+        assert "Kafka does not answer" in _readyz(port)[1]
+    finally:
+        stop_worker(worker)
+
+
 def _windows_10s(tmp_path: Path) -> Path:
     path = tmp_path / "windows.yaml"
     path.write_text("windows:\n  size_s: 10\n  allowed_lateness_s: 60\n")
@@ -274,6 +355,65 @@ def test_kill_9_twice_then_restart_equals_an_uninterrupted_replay(kafka_bootstra
     assert row["n"] == row["u"] == 24_000
     assert signal_rows(data) == signals  # baselines included: monitor state came back from its checkpoint
     assert incident_keys(store_incidents(data)) == incidents
+
+
+# -- a crash in any stage of a window ---------------------------------------------------------------
+
+
+def test_a_crash_in_each_stage_of_a_window_then_a_restart_equals_an_uninterrupted_run(
+    kafka_bootstrap, tmp_path
+):
+    """Ten minutes of traffic arrive in parts cut at whole minutes. Each part lets the worker close
+    the windows before it (written, committed), then the next one makes it die handling its first
+    window, each time in another stage (``tests/faults.py`` makes one part raise: observe, close,
+    rules, write, checkpoint), and the worker is started again. Each commits only what it had
+    written, so at the end the signals and incidents equal the replay's (once, a crash while
+    closing brought back 607 of 1,074 signals, and the critical safety incident never opened)."""
+    events = tmp_path / "events.jsonl"
+    start = datetime.fromisoformat(_scenario(events, 6000, 10, seed=93)["start"])
+    signals, incidents = _replay(events, tmp_path / "replay")
+    assert "SafetyRegressionCritical" in {i[2] for i in incidents}
+    lines = events.read_bytes().splitlines()
+    minute = [
+        (datetime.fromisoformat(orjson.loads(x)["timestamp"]) - start).total_seconds() // 60 for x in lines
+    ]
+    stages = ["observe", "close", "rules", "write", "checkpoint"]
+    cuts = [4, 5, 6, 7, 8]  # the minute each stage's fault hits: the first part is the 4 minutes before
+    bounds = [0, *cuts, math.inf]
+    parts = [
+        [x for x, m in zip(lines, minute, strict=True) if lo <= m < hi]
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    cfg, data, topic, group, log = _setup(tmp_path, kafka_bootstrap)
+    produce(parts[0], kafka_bootstrap, topic)
+    for stage, at, part in zip(stages, cuts, parts[1:], strict=True):
+        seen = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            faulty = subprocess.Popen(
+                [sys.executable, "-m", "tests.faults", stage, str(start.timestamp() + 60 * at),
+                 "--config", str(cfg), "--data-dir", str(data), "--metrics-port", "0"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_drained(kafka_bootstrap, group, topic, faulty, log)  # it recounts what the last one lost
+            produce(part, kafka_bootstrap, topic)
+            poll(
+                lambda faulty=faulty: faulty.poll() is not None,
+                120,
+                f"the fault in {stage} to stop the worker",
+            )
+        finally:
+            stop_worker(faulty)
+        text = log.read_bytes()[seen:].decode()
+        assert faulty.returncode == 1 and f"injected fault: {stage}" in text, text[-3000:]
+        assert lag(kafka_bootstrap, group, topic) == len(part)  # nothing of its first window committed
+    worker = start_worker(cfg, data, log)
+    try:
+        wait_drained(kafka_bootstrap, group, topic, worker, log)
+        assert signal_rows(data) == signals
+        assert incident_keys(store_incidents(data)) == incidents
+    finally:
+        stop_worker(worker)
 
 
 # -- a ClickHouse outage ------------------------------------------------------------------------

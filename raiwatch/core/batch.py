@@ -60,6 +60,12 @@ class BatchHandler(Protocol):
         """Handle a batch of delayed labels (feedback-event.v1); they belong to no window."""
         ...
 
+    def process_evaluations(
+        self, raws: Sequence[bytes], sources: Sequence[Hashable], origin: Callable[[int], str] | None = None
+    ) -> BatchResult:
+        """Handle OTLP log messages (``gen_ai.evaluation.result`` events: verdicts on earlier inputs)."""
+        ...
+
     def tick(self, idle: Collection[Hashable], now: float) -> BatchResult:
         """Close what the watermark allows now that ``idle`` sources are caught up and silent."""
         ...

@@ -31,10 +31,10 @@ _EARLIEST_S, _LATEST_S = EARLIEST.timestamp(), LATEST.timestamp()
 T = TypeVar("T")
 
 # Rejection kinds (metric label values): too large, not JSON, not UTF-8, too deep, fails the
-# contract, timestamp out of range, dated in the future, too old, refused by ClickHouse.
+# contract, timestamp out of range, dated in the future, too old, refused by ClickHouse, not OTLP.
 KINDS = (
     "too_large", "not_json", "not_utf8", "too_deep", "schema",
-    "bad_time", "future", "too_old", "storage", "invalid",
+    "bad_time", "future", "too_old", "storage", "invalid", "not_otlp",
 )  # fmt: skip
 
 _ESCAPED_SURROGATE = re.compile(rb"(\\+)u[dD]([89a-fA-F])[0-9a-fA-F]{2}")

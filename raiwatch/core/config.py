@@ -45,6 +45,18 @@ class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     max_message_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576  # the broker's limit (message.max.bytes)
 
 
+class OtelConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """The OTLP source: the OpenTelemetry Collector's ``kafka`` exporter topics (raiwatch.core.otlp)."""
+
+    spans_topic: str = ""  # "" = off; the exporter's default topic is otlp_spans
+    logs_topic: str = ""  # gen_ai.evaluation.result events; "" = none (the exporter's default: otlp_logs)
+    encoding: Literal["otlp_proto", "otlp_json"] = "otlp_proto"  # the exporter's `encoding`
+    mapping: str = ""  # the mapping file (raiwatch otel lint); "" = the GenAI conventions' defaults
+    telemetry_topic: bool = True  # also read kafka.telemetry_topic (telemetry-event.v1)
+    max_held: PosInt = 200_000  # operations held in open windows for their evaluations
+    max_early: PosInt = 50_000  # evaluations waiting for their operation
+
+
 class IngestConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     max_future_s: NonNegFloat = 300.0  # reject events this far ahead of the worker's clock (0 = off)
     max_age_s: NonNegFloat = 30 * 86_400.0  # streaming: reject events older than this (0 = off)
@@ -55,7 +67,9 @@ class WindowConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     size_s: PosInt = 60  # tumbling event-time window
     allowed_lateness_s: NonNegFloat = 30.0  # events later than this past the watermark are counted late
     idle_close_s: Annotated[float, Meta(gt=0)] = 5.0  # a caught-up partition this silent is idle
-    watermark_confirm: PosInt = 3  # a partition's event time moves once this many events reach it
+    # a partition's event time is the median of its last 2k-1 timestamps (k = this): fewer than k
+    # of them, however far ahead, cannot move it; it trails the partition's newest by k-1 events
+    watermark_confirm: PosInt = 16
 
 
 class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -138,6 +152,7 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     clickhouse: ClickHouseConfig = msgspec.field(default_factory=ClickHouseConfig)
     notify: NotifyConfig = msgspec.field(default_factory=NotifyConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    otel: OtelConfig = msgspec.field(default_factory=OtelConfig)
     # per monitor family, its own settings (validated by monitors.registry against each monitor's Config)
     monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 

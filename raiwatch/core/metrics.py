@@ -103,6 +103,23 @@ DRIFT_REPORTS = Counter(
 )
 FIRING = Gauge("raiwatch_incidents_firing", "Incidents currently open, by severity.", ["severity"])
 
+# -- the OTLP source (issue 24) --
+OTLP_SKIPPED = Counter(
+    "raiwatch_otlp_skipped_total",
+    "OTLP spans and log records read but not mapped, by signal (spans, logs) and reason (not_genai,"
+    " no_model, operation, not_evaluation, no_name).",
+    ["signal", "reason"],
+)
+OTLP_EVALUATIONS = Counter(
+    "raiwatch_otlp_evaluations_total",
+    "gen_ai.evaluation.result events by what the join did with them (joined, early, label, unmatched,"
+    " unmapped, evicted), and held operations handed over before their window closed (released_early).",
+    ["result"],
+)
+OTLP_HELD = Gauge(
+    "raiwatch_otlp_held_operations", "OTLP operations held in open windows for their evaluations."
+)
+
 
 class SignalExport:
     """The headline signals on /metrics: each catalogued signal with ``export`` dims becomes a gauge

@@ -1029,6 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8123, help="0 picks a free port")
     parser.add_argument("--read-write", action="store_true", help="allow inserts and DDL (default read-only)")
     parser.add_argument("--url-file", help="write http://default:PASSWORD@host:port here (mode 0600)")
+    parser.add_argument(
+        "--password-env", metavar="NAME", help="read the password from this environment variable (or random)"
+    )
     limits = Limits()
     for name, kind in (
         ("max_execution_time_s", float), ("max_result_rows", int), ("max_result_bytes", int),
@@ -1039,6 +1042,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isabs(args.path):
         parser.error(f"--path must be absolute, not {args.path!r}")
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if not password:
+            parser.error(f"--password-env {args.password_env}: that variable is not set or empty")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -1049,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
             args.port,
             readonly=not args.read_write,
             limits=Limits(**{name: getattr(args, name) for name in Limits.__dataclass_fields__}),
+            password=password,
         )
         server.start()
         if args.url_file:

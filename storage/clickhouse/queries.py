@@ -1,11 +1,13 @@
 """Read helpers for analysts, tests and the pipeline's warm start.
 
-Each reads with ``FINAL``, so replayed rows count once. For example
+Each reads with ``FINAL``, so replayed rows count once (but ``recent_event_ids``: a set of ids takes
+a repeat as one). For example
 ``signals_df(connect(dsn, "raiwatch"), "raiwatch", signal="safety.violation_rate")``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -147,6 +149,17 @@ def signal_span(client: Client, database: str) -> tuple[datetime, datetime] | No
         f"SELECT min(ts - toIntervalSecond(window_s)), max(ts), count() FROM {database}.signals"
     ).result_rows[0]
     return (row[0], row[1]) if row[2] else None
+
+
+def recent_event_ids(client: Client, database: str, model_id: str, before: float, limit: int) -> list[str]:
+    """The ids of the newest ``limit`` stored events of a model dated before ``before`` (epoch s), oldest
+    first (an event stored twice may come twice)."""
+    rows = client.query(
+        f"SELECT event_id FROM {database}.telemetry_events WHERE model_id = {{model_id:String}}"
+        " AND ts < fromUnixTimestamp64Milli({before_ms:Int64}, 'UTC') ORDER BY ts DESC LIMIT {limit:UInt64}",
+        parameters={"model_id": model_id, "before_ms": math.floor(before * 1000), "limit": limit},
+    ).result_rows
+    return [r[0] for r in reversed(rows)]
 
 
 def read_checkpoints(

@@ -35,7 +35,7 @@ DB = "bench"
 def make_lines(n: int) -> list[bytes]:
     """``n`` JSON events: the examples in turn, with unique ids, advancing times, varied scope."""
     examples = [orjson.loads(line) for line in contracts.examples()]
-    start = datetime.now(UTC) - timedelta(hours=1)  # recent: older events would expire by TTL
+    start = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)  # any date: rows expire ttl_days after they are stored
     out = []
     for i in range(n):
         ev = dict(examples[i % len(examples)])

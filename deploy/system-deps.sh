@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need beyond the machine image: Java + Maven for the Kafka broker,
 # PostgreSQL for the incident store's second backend, Prometheus Alertmanager for alert delivery,
-# the Prometheus server that scrapes a live worker in the metrics test.
+# the Prometheus server that scrapes a live worker in the metrics test, libfaketime (faketime) for the
+# tests' clock-ahead pass.
 # Installs only what is missing; needs root.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ command -v mvn >/dev/null || need+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

@@ -98,8 +98,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
             flags = ", ".join(given)
             raise RaiwatchError(f"{flags} shape the built-in scenario; edit {args.scenario} instead")
         sc = synth.load_scenario(_input_file(args.scenario, "scenario (YAML)"))
-    else:
-        sc = synth.default_scenario(args.events or 60_000, 7, args.garbage or 0.0, args.rate or 40.0)
+    else:  # the demo's traffic, ending a few minutes ago unless --start says otherwise
+        sc = synth.demo_scenario(
+            args.events or synth.DEMO_EVENTS,
+            args.rate or synth.DEMO_RATE,
+            synth.DEMO_GARBAGE if args.garbage is None else args.garbage,
+        )
     if args.seed is not None:
         sc = msgspec.structs.replace(sc, seed=args.seed)
     if args.start:
@@ -750,10 +754,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out", help="events file to write (OUT.truth.json and OUT.feedback.jsonl beside it)")
     sp.add_argument("--scenario", help="scenario YAML (see bench/scenarios/); default: the demo's traffic")
     sp.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
-    sp.add_argument("--start", help="'recent' (ends a few minutes ago) or an ISO time; default: as written")
+    sp.add_argument(
+        "--start",
+        help="'recent' (ends a few minutes ago) or an ISO time; default: the scenario's start as written,"
+        " recent for the demo's traffic",
+    )
     sp.add_argument("--events", type=int, help="built-in scenario: number of events (default 60000)")
     sp.add_argument("--rate", type=float, help="built-in scenario: events per second (default 40)")
-    sp.add_argument("--garbage", type=float, help="built-in scenario: share of malformed lines (default 0)")
+    sp.add_argument(
+        "--garbage", type=float, help="built-in scenario: share of malformed lines (default 0.005)"
+    )
 
     rules = sub.add_parser(
         "rules", help="Work with alert rule files.", description="Work with alert rule files."

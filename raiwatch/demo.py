@@ -38,11 +38,7 @@ def run_demo(events: int, data_dir: Path) -> int:
     data_dir = data_dir.resolve()
     _prepare(data_dir)
     events_file = data_dir / "telemetry.jsonl"
-    start = synth.recent_start(events, 40.0)  # recent history: a live worker refuses events over 30 days old
-    sc = synth.default_scenario(
-        events, garbage_fraction=0.005, start=start, drift=True, abuse=True, fairness=True
-    )
-    truth = synth.write(events_file, sc)
+    truth = synth.write(events_file, synth.demo_scenario(events))  # ends minutes ago: a worker takes it
     spike, drift, campaign, fair = truth["anomalies"]
     console.print(
         f"[bold]1/5[/] generated {events:,} events ({truth['malformed']} malformed on purpose) "

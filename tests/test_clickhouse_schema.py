@@ -10,11 +10,12 @@ import re
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
 from raiwatch.core.errors import ConfigError, StorageError
-from storage.clickhouse import applied_versions, connect, migrate, render_migrations
+from storage.clickhouse import applied_versions, connect, migrate, render_migrations, schema
 from storage.clickhouse.schema import split_statements
 
 TABLES = {
@@ -25,7 +26,7 @@ TABLES = {
     "signals_1m", "signals_1h", "signals_1d", "signals_1h_mv", "signals_1d_mv",  # rollups
     "events_1m", "events_1h", "events_1d", "events_1h_mv", "events_1d_mv",
 }  # fmt: skip
-VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 10]
+VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +87,73 @@ def test_ttl_days_is_rendered_and_applied(chdb_dsn, db):
     migrate(client, db, ttl_days=7)
     ddl = client.command(f"SHOW CREATE TABLE {db}.telemetry_events")
     assert re.search(r"TTL toDateTime\(ingested_at\) \+ toIntervalDay\(7\)", ddl), ddl
+
+
+# What each table's retention counts from: always when the row was stored, never its event time, so
+# that a backfill of any age is kept ttl_days. Tables not named here have no TTL (kept).
+STORED_AT = {
+    "telemetry_events": "toDateTime(ingested_at)", "feedback_events": "toDateTime(ingested_at)",
+    "rejected_events": "toDateTime(received_at)", "fairness_metrics": "toDateTime(written_at)",
+    "quality_metrics": "toDateTime(written_at)", "signals_1m": "rolled_at", "events_1m": "rolled_at",
+}  # fmt: skip
+TTL = re.compile(r"\bTTL (.+?)(?: SETTINGS |$)")
+
+
+def ttls(client, db: str) -> dict[str, str]:
+    """Each table's TTL expression, for the tables that have one."""
+    rows = client.query(f"SELECT name, engine_full FROM system.tables WHERE database = '{db}'").result_rows
+    return {name: m.group(1) for name, full in rows if (m := TTL.search(full))}
+
+
+def clickhouse_now(client) -> datetime:
+    """The engine's clock, which TTLs and now64() read: chdb does not see libfaketime's clock (see
+    tests/test_clock_ahead.py), so a test that runs under it compares ClickHouse times with this."""
+    return client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
+
+
+def add_row(client, db: str, table: str, ts: str, model_id: str, written_at: str = "") -> None:
+    """A fairness_metrics or quality_metrics row (``written_at`` left to its default unless given)."""
+    extra = ("", "") if not written_at else (", written_at", f", '{written_at}'")
+    client.command(
+        f"INSERT INTO {db}.{table} (ts, model_id, attribute, group, span_s{extra[0]})"
+        f" VALUES ('{ts}', '{model_id}', '', '', 60{extra[1]})"
+    )
+
+
+def test_every_ttl_counts_from_when_the_row_was_stored(chdb_dsn, db):
+    client = connect(chdb_dsn, db)
+    migrate(client, db, ttl_days=7)
+    assert ttls(client, db) == {t: f"{col} + toIntervalDay(7)" for t, col in STORED_AT.items()}
+
+    now = clickhouse_now(client)
+    for table in ("fairness_metrics", "quality_metrics"):
+        add_row(client, db, table, "2001-02-03 04:05:06", "backfill")
+        stale = f"{now - timedelta(days=8):%Y-%m-%d %H:%M:%S}"  # stored 8 days ago: past the 7
+        add_row(client, db, table, f"{now:%Y-%m-%d %H:%M:%S}", "stale", written_at=stale)
+        client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
+        kept = client.query(f"SELECT model_id, ts, written_at FROM {db}.{table}").result_rows
+        assert [m for m, *_ in kept] == ["backfill"], table  # 25 years old, stored just now: kept
+        ((_, _, written_at),) = kept
+        assert abs(written_at - now) < timedelta(minutes=5)
+
+
+def test_rows_stored_before_0009_keep_the_expiry_they_had(chdb_dsn, db, monkeypatch):
+    """An upgraded store: fairness and quality rows written by an older release count from their ts
+    (when they were stored is not known), the rows written after the upgrade from their insert."""
+    client = connect(chdb_dsn, db)
+    releases = schema._templates()
+    monkeypatch.setattr(schema, "_templates", lambda: [t for t in releases if t[0] <= 8])
+    assert migrate(client, db) == VERSIONS[:8]
+    old = clickhouse_now(client).replace(microsecond=0) - timedelta(days=2)
+    for table in ("fairness_metrics", "quality_metrics"):
+        add_row(client, db, table, f"{old:%Y-%m-%d %H:%M:%S}", "old")
+    monkeypatch.undo()
+    assert migrate(client, db) == [9]
+    for table in ("fairness_metrics", "quality_metrics"):
+        add_row(client, db, table, "2001-02-03 04:05:06", "new")
+        rows = dict(client.query(f"SELECT model_id, written_at FROM {db}.{table}").result_rows)
+        assert rows["old"] == old  # stored in the part: not the default now64(3) again at each read
+        assert rows["new"] > old + timedelta(days=1)
 
 
 def test_cluster_render_uses_on_cluster_and_replicated_engines():

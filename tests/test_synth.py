@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -206,6 +207,43 @@ def test_generate_command(small: Path, tmp_path: Path):
     assert p.returncode == 2 and "is a folder" in p.stderr
     p = cli("generate", str(out), "--scenario", str(tmp_path / "nope.yaml"))
     assert p.returncode == 2 and "nope.yaml" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_generate_without_a_scenario_writes_the_demos_traffic_for_a_worker(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """`raiwatch generate OUT` is what `raiwatch demo` streams: its four anomalies, its 0.5% of
+    malformed lines, ending minutes before now so that a live worker's age limit lets it in."""
+    import uuid
+
+    from raiwatch.core.config import load_config
+    from raiwatch.wiring import build_pipeline
+
+    out = tmp_path / "demo.jsonl"
+    p = cli("generate", str(out))
+    assert p.returncode == 0, p.stderr
+    truth = orjson.loads(synth.truth_path(out).read_bytes())
+    start = datetime.fromisoformat(truth["start"])
+    demo = msgspec.structs.replace(synth.demo_scenario(), start=start)  # the demo's, from the same minute
+    assert truth["anomalies"] == synth.truth(demo) and len(truth["anomalies"]) == 4
+    assert truth["valid"] > synth.DEMO_EVENTS * 0.99 and 250 < truth["malformed"] < 350  # 0.5%, as the demo
+    assert "4 anomalies" in p.stdout
+
+    decoded = telemetry_codec.decode_batch(out.read_bytes().splitlines())
+    assert len(decoded.rejected) == truth["malformed"]
+    first = min(range(len(decoded.ts)), key=decoded.ts.__getitem__)
+    last = max(range(len(decoded.ts)), key=decoded.ts.__getitem__)
+    cfg = load_config(data_dir=str(tmp_path / "data"))
+    chdb = f"chdb://{tmp_path_factory.getbasetemp() / 'chdb'}"  # one engine path per process
+    ch = msgspec.structs.replace(cfg.clickhouse, dsn=chdb, database=f"gen_{uuid.uuid4().hex[:8]}")
+    worker = build_pipeline(msgspec.structs.replace(cfg, clickhouse=ch), live=True)  # its wall clock: now
+    res = worker.process([decoded.raws[first], decoded.raws[last]], [0, 0])
+    assert res.rejected == []  # neither too old (ingest.max_age_s) nor ahead of the clock
+
+    p = cli("generate", str(out), "--events", "400", "--start", "2019-11-04T09:00:00Z", "--garbage", "0")
+    assert p.returncode == 0, p.stderr
+    truth = orjson.loads(synth.truth_path(out).read_bytes())
+    assert (truth["start"], truth["malformed"]) == ("2019-11-04T09:00:00+00:00", 0)  # --start, --garbage kept
 
 
 def test_embedding_drift_truth_keeps_its_scope(tmp_path: Path):

@@ -938,3 +938,33 @@ def default_scenario(
             *(shifts if fairness else []),
         ],
     )
+
+
+DEMO_EVENTS = 60_000
+DEMO_RATE = 40.0
+DEMO_GARBAGE = 0.005  # 0.5% of lines damaged: the demo shows them rejected with their reasons
+
+
+def demo_scenario(
+    events: int = DEMO_EVENTS,
+    rate_per_s: float = DEMO_RATE,
+    garbage_fraction: float = DEMO_GARBAGE,
+    now: datetime | None = None,
+) -> Scenario:
+    """What ``raiwatch demo`` streams and ``raiwatch generate`` writes without a scenario: the
+    default scenario with all four anomalies and 0.5% malformed lines, ending a few minutes before
+    ``now`` (the wall clock), since a worker refuses events older than ``ingest.max_age_s``.
+
+    >>> sc = demo_scenario(4000, now=datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC))
+    >>> sc.start.isoformat(), sc.end.isoformat(), len(sc.anomalies), sc.garbage
+    ('2031-05-06T07:01:00+00:00', '2031-05-06T07:02:40+00:00', 4, 0.005)
+    """
+    return default_scenario(
+        events,
+        garbage_fraction=garbage_fraction,
+        rate_per_s=rate_per_s,
+        start=recent_start(events, rate_per_s, now),
+        drift=True,
+        abuse=True,
+        fairness=True,
+    )

@@ -39,7 +39,10 @@ How to count:
   `telemetry_events` but not in `events_*`. Name results apart from the columns
   (`sum(events) AS requests`): in ClickHouse an alias that repeats a column's name stands for the
   alias in the rest of the query.
-- TTLs say 30 days where `clickhouse.events_ttl_days` (30 by default) applies.
+- TTLs say 30 days where `clickhouse.events_ttl_days` (30 by default) applies. Every TTL counts from
+  when the row was stored (`ingested_at`, `received_at`, `written_at`, `rolled_at`), never from its
+  event time: a replay or backfill of history of any age is kept that long. Tables without one keep
+  their rows.
 """
 
 

@@ -10,11 +10,12 @@ rule shows which false positives disappear and which true positives it would hav
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from statistics import median
 
 from alert_rules.engine import RuleEngine
+from alert_rules.grouping import Problems
 from alert_rules.loader import Rule
 from raiwatch.core.records import Incident, Signal
 
@@ -28,6 +29,7 @@ class Fired:
     opened_at: datetime
     resolved_at: datetime | None
     severity: str
+    group_id: str = ""  # its problem: incidents of one problem share a page
 
 
 @dataclass
@@ -50,9 +52,12 @@ class RuleScore:
         return median(spans) if spans else None
 
 
-def backtest(rules: Sequence[Rule], batches: Iterable[Sequence[Signal]]) -> list[Fired]:
-    """Every incident ``rules`` open over these signals (batches in time order, any size)."""
-    engine = RuleEngine(rules, "")
+def backtest(
+    rules: Sequence[Rule], batches: Iterable[Sequence[Signal]], problems: Problems | None = None
+) -> list[Fired]:
+    """Every incident ``rules`` open over these signals (batches in time order, any size), grouped
+    into problems as a worker with the same ``problems`` settings groups them."""
+    engine = RuleEngine(rules, "", problems=problems)
     fired: dict[str, Fired] = {}  # by incident id; a reopened incident is the same one, open again
     for batch in batches:
         for change in engine.evaluate(batch):
@@ -60,12 +65,13 @@ def backtest(rules: Sequence[Rule], batches: Iterable[Sequence[Signal]]) -> list
             f = fired.get(inc.incident_id)
             if change.kind == "opened":
                 fired[inc.incident_id] = Fired(
-                    inc.rule, tuple(sorted(inc.labels.items())), inc.opened_at, None, inc.severity
-                )
+                    inc.rule, tuple(sorted(inc.labels.items())), inc.opened_at, None, inc.severity,
+                    inc.group_id or inc.incident_id,
+                )  # fmt: skip
             elif change.kind == "resolved" and f is not None:
-                fired[inc.incident_id] = Fired(f.rule, f.labels, f.opened_at, inc.resolved_at, f.severity)
+                fired[inc.incident_id] = replace(f, resolved_at=inc.resolved_at)
             elif change.kind == "reopened" and f is not None:
-                fired[inc.incident_id] = Fired(f.rule, f.labels, f.opened_at, None, f.severity)
+                fired[inc.incident_id] = replace(f, resolved_at=None)
     return sorted(fired.values(), key=lambda f: (f.opened_at, f.rule, f.labels))
 
 

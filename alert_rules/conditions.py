@@ -8,6 +8,8 @@ a number, another field, or ``NUMBER * FIELD``. A clause reading a field the sig
 (True, 0.08)
 >>> c.holds({"value": 0.09, "baseline": None, "n": 150})
 False
+>>> parse_condition("ratio.upper < 0.8").holds({"ratio.upper": 0.79})  # the ratio's budgeted bound
+True
 >>> parse_duration("1h30m")
 datetime.timedelta(seconds=5400)
 """
@@ -23,10 +25,12 @@ from datetime import timedelta
 
 from raiwatch.core.records import Signal
 
-FIELDS = ("value", "lower", "upper", "baseline", "p_value", "n", "delta", "ratio")
+ESTIMATES = ("value", "delta", "ratio")  # point estimates: a threshold on one alone is no evidence
+BOUNDS = tuple(f"{q}.{side}" for q in ESTIMATES for side in ("lower", "upper"))  # the evidence bounds
+FIELDS = ("value", "lower", "upper", "baseline", "p_value", "n", "delta", "ratio", *BOUNDS)
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_FIELD = "|".join(FIELDS)
+_FIELD = "|".join(re.escape(f) for f in sorted(FIELDS, key=len, reverse=True))
 _CLAUSE = re.compile(rf"\s*({_FIELD})\s*(>=|<=|>|<)\s*(?:({_NUM})\s*\*\s*({_FIELD})|({_NUM})|({_FIELD}))\s*")
 _AND = re.compile(r"\s+and\s+")
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -88,7 +92,8 @@ def parse_condition(text: str) -> Condition:
 
 
 def signal_fields(s: Signal) -> dict[str, float | None]:
-    """What conditions and summaries read: the signal's numbers plus ``delta`` and ``ratio``.
+    """What conditions and summaries read: the signal's numbers, ``delta`` and ``ratio``, and the
+    evidence bounds as ``<quantity>.lower``/``.upper`` (None for the quantities it does not bound).
 
     ``ratio`` against a zero baseline is infinite when ``value`` is positive, else undefined.
     """
@@ -99,7 +104,7 @@ def signal_fields(s: Signal) -> dict[str, float | None]:
         ratio = s.value / b
     else:
         ratio = math.inf if s.value > 0 else None
-    return {
+    fields: dict[str, float | None] = {
         "value": s.value,
         "lower": s.lower,
         "upper": s.upper,
@@ -109,6 +114,11 @@ def signal_fields(s: Signal) -> dict[str, float | None]:
         "delta": None if b is None else s.value - b,
         "ratio": ratio,
     }
+    fields.update(dict.fromkeys(BOUNDS))
+    if s.evidence_of:
+        fields[f"{s.evidence_of}.lower"] = s.evidence_lower
+        fields[f"{s.evidence_of}.upper"] = s.evidence_upper
+    return fields
 
 
 def parse_duration(text: str | int) -> timedelta:

@@ -31,8 +31,9 @@ from typing import Literal
 from msgspec.structs import replace
 
 from alert_rules.conditions import signal_fields
+from alert_rules.grouping import Problems
 from alert_rules.loader import Rule, inhibition_levels
-from raiwatch.core.records import Incident, IncidentChange, Signal
+from raiwatch.core.records import SEVERITIES, Incident, IncidentChange, Signal
 
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -63,7 +64,12 @@ class RuleEngine:
     """Evaluates rules over signals; keeps per-series state, bounded by ``evict_after`` of event time."""
 
     def __init__(
-        self, rules: Sequence[Rule], runbook_base_url: str, *, evict_after: timedelta = timedelta(hours=24)
+        self,
+        rules: Sequence[Rule],
+        runbook_base_url: str,
+        *,
+        evict_after: timedelta = timedelta(hours=24),
+        problems: Problems | None = None,
     ) -> None:
         self._rules = {r.name: r for r in rules}
         if len(self._rules) != len(rules):
@@ -77,6 +83,7 @@ class RuleEngine:
         self._evict_after = evict_after
         self._now: datetime | None = None  # latest event time seen
         self._swept: datetime | None = None
+        self.problems = problems or Problems()  # which incidents share a page (alert_rules.grouping)
 
     def evaluate(self, signals: Sequence[Signal]) -> list[IncidentChange]:
         """Feed signals (any mix of series and rules; stably sorted by ``ts`` here); return the changes.
@@ -116,7 +123,33 @@ class RuleEngine:
                 scope.setdefault("model_id", s.model_id)
             change = self._step(rule, scope, labels, s, fields)
             if change:
-                out.append(change)
+                out.append((change, (rule.name, tuple(sorted(scope.items())))))
+        return self._group(out)
+
+    def _group(self, changes: list[tuple[IncidentChange, SeriesKey]]) -> list[IncidentChange]:
+        """Put each incident this window opened in its problem, most severe first (then by rule and
+        labels), so the problem's name never depends on the order signals came in; note the
+        resolved and reopened ones."""
+        opened = sorted(
+            (c for c, _ in changes if c.kind == "opened"),
+            key=lambda c: (SEVERITIES.index(c.incident.severity), c.incident.rule, c.incident.dedup_key),
+        )
+        named: dict[str, str] = {}
+        for c in opened:
+            inc = c.incident
+            named[inc.incident_id] = self.problems.join(inc.incident_id, inc.labels, inc.opened_at)
+        out = []
+        for c, key in changes:
+            inc = c.incident
+            if c.kind == "opened":
+                inc = replace(inc, group_id=named[inc.incident_id])
+                self._series[key].incident = inc
+                c = IncidentChange(kind="opened", incident=inc)
+            elif c.kind == "resolved":
+                self.problems.resolved(inc.incident_id, inc.resolved_at or inc.opened_at)
+            elif c.kind == "reopened":
+                self.problems.reopened(inc)
+            out.append(c)
         return out
 
     def _step(
@@ -215,6 +248,7 @@ class RuleEngine:
         Signals not newer than an incident's ``updated_at`` (else ``opened_at``) are then ignored.
         Incidents of rules no longer loaded, or whose labels lack the rule's group-by labels, are skipped.
         """
+        incidents = list(incidents)
         for inc in incidents:
             rule = self._rules.get(inc.rule)
             if inc.status == "resolved" or rule is None or any(k not in inc.labels for k in rule.group_by):
@@ -225,6 +259,7 @@ class RuleEngine:
             self._series[(rule.name, tuple(sorted(scope.items())))] = _Series(
                 inc.updated_at or inc.opened_at, incident=inc
             )
+        self.problems.restore(incidents)
 
     def forget(self, models: Collection[str]) -> None:
         """Drop the series of these models (their partitions moved to another worker, which takes
@@ -232,6 +267,7 @@ class RuleEngine:
         gone = [k for k in self._series if dict(k[1]).get("model_id") in models]
         for k in gone:
             del self._series[k]
+        self.problems.forget(models)
 
     @property
     def rules(self) -> list[Rule]:
@@ -258,3 +294,5 @@ class RuleEngine:
         stale = [k for k, st in self._series.items() if st.incident is None and st.last_ts < cutoff]
         for k in stale:
             del self._series[k]
+        self.problems.evict(now)
+

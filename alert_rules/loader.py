@@ -21,9 +21,17 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator, ValidationError
 
-from alert_rules.conditions import FIELDS, Condition, Fields, parse_condition, parse_duration
+from alert_rules.conditions import (
+    BOUNDS,
+    ESTIMATES,
+    FIELDS,
+    Condition,
+    Fields,
+    parse_condition,
+    parse_duration,
+)
 from raiwatch.core import yamlfile
-from raiwatch.core.catalogue import Catalogue, SignalSpec
+from raiwatch.core.catalogue import BOUNDED, Catalogue, SignalSpec
 from raiwatch.core.errors import RuleError
 from raiwatch.core.matchers import Matcher, MatcherError, accept_all, matchers
 from raiwatch.core.records import SIGNAL_FAMILIES, Severity, Signal
@@ -33,7 +41,10 @@ RULES_DIR = Path(__file__).resolve().parent
 SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
 _VALIDATOR = Draft202012Validator(SCHEMA)
 SCOPE_LABELS = frozenset({"model_id", "model_version"})  # signal attributes, not dims
-TEMPLATE_VARS = frozenset({*FIELDS, "labels", "threshold", "window", "for", "rule", "signal", "severity"})
+TEMPLATE_VARS = frozenset(
+    {*(f for f in FIELDS if f not in BOUNDS), "evidence_lower", "evidence_upper"}
+    | {"labels", "threshold", "window", "for", "rule", "signal", "severity"}
+)
 _WHY = {
     "clear_when": " (a rule must say when its incident resolves: hysteresis)",
     "min_samples": " (a rule must not fire on a sample too small to mean anything)",
@@ -47,6 +58,8 @@ _SAMPLE_FIELDS = {
     "n": 500,
     "delta": 0.04,
     "ratio": 2.33,
+    "evidence_lower": 0.05,
+    "evidence_upper": 0.09,
 }
 
 
@@ -125,9 +138,12 @@ class Rule:
         self, labels: Mapping[str, str], fields: Fields, threshold: float | None, window: int
     ) -> dict[str, Any]:
         """The summary template's variables: each label, ``labels``, the signal's fields and the rule's."""
+        bounds = [(k, v) for k, v in fields.items() if k in BOUNDS and v is not None]
         return {
             **labels,
-            **fields,
+            **{k: v for k, v in fields.items() if k not in BOUNDS},
+            "evidence_lower": next((v for k, v in bounds if k.endswith(".lower")), None),
+            "evidence_upper": next((v for k, v in bounds if k.endswith(".upper")), None),
             "labels": dict(labels),
             "threshold": threshold,
             "window": window,
@@ -208,6 +224,8 @@ def _check(
         inhibition_levels(rules)
     except ValueError as e:
         problems.append(str(e))
+    if catalogue is not None:
+        problems += evidence_check(rules, catalogue)[0]
     return rules, problems
 
 
@@ -399,6 +417,47 @@ def _check_rule(
         bad(f"summary: {e} (rendered with sample values)", "annotations", "summary")
         return None
     return rule
+
+
+def evidence_check(rules: Sequence[Rule], catalogue: Catalogue) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` about what each rule's ``fire_when`` tests.
+
+    A problem: a clause on a bound the signal does not carry (``ratio.upper`` on a signal whose
+    evidence bounds ``value``): the rule could never fire. A warning: a point estimate (``value``,
+    ``ratio``, ``delta``) compared with a number and no bound in the condition, on a signal that is
+    not a sequential statistic or a count: noise around a compliant value crosses any threshold
+    sooner or later when it is looked at every minute, so such a rule's false alarms are not bounded.
+    """
+    problems, warnings = [], []
+    for r in rules:
+        spec = catalogue.get(r.signal)
+        if spec is None:
+            continue
+        clauses = r.fire_when.clauses
+        for c in clauses:
+            for name in (c.field, c.ref):
+                if name in BOUNDS and name.split(".")[0] != spec.evidence:
+                    carried = f"bounds {spec.evidence}" if spec.evidence in BOUNDED else "carries no bounds"
+                    problems.append(
+                        f"{r.source}: fire_when reads {name}, but {r.signal}'s evidence {carried}: "
+                        "this rule could never fire"
+                    )
+        if spec.evidence in ("sequential", "count") or any(c.field in BOUNDS for c in clauses):
+            continue
+        for c in clauses:
+            if c.field in ESTIMATES and c.ref is None:
+                fix = (
+                    f"write `{c.field}.{'lower' if c.op.startswith('>') else 'upper'} {c.op} {c.coef:g}`"
+                    if c.field == spec.evidence
+                    else f"{r.signal} carries no evidence bounds of {c.field}"
+                )
+                warnings.append(
+                    f"{r.source}: warning: fire_when compares the point estimate {c.field} with "
+                    f"{c.coef:g}: noise around a value on the safe side crosses it sooner or later, so "
+                    f"its false alarms are not budgeted ({fix})"
+                )
+                break
+    return problems, warnings
 
 
 def heading_slugs(markdown: str) -> list[str]:

@@ -12,7 +12,7 @@ same ``RuleEngine`` the worker runs and checks which incidents fire at given tim
             labels: {model_id: bot, category: self_harm}   # model_id and the signal's dims
             values: "0x5 1.2x9 0x40"      # as promtool: AxN = N+1 values, A+BxN a ramp, _ none
             baseline: 0.004               # n, baseline, lower, upper, p_value: a number or a series
-            n: 1400
+            n: 1400                       # ... and the evidence bounds a rule reads, e.g. ratio.upper
         expected_incidents:
           - eval_time: 10m                # after the windows ending at most 10 min after the start
             firing:
@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from alert_rules.conditions import parse_duration
+from alert_rules.conditions import BOUNDS, parse_duration
 from alert_rules.engine import RuleEngine
 from alert_rules.loader import load_rules
 from raiwatch.core import yamlfile
@@ -47,7 +47,7 @@ from raiwatch.core.errors import RuleError
 from raiwatch.core.records import Signal
 
 START = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=20_000)  # a fixed, aligned start
-FIELDS = ("n", "baseline", "lower", "upper", "p_value")
+FIELDS = ("n", "baseline", "lower", "upper", "p_value", *BOUNDS)
 
 
 class RuleTestError(ValueError):
@@ -130,6 +130,12 @@ def _series(
             continue
         fields = {f: (s[k] if k < len(s) else s[-1]) for f, s in extra.items()}
         n = fields.pop("n", None)
+        for bound in [f for f in fields if f in BOUNDS]:  # e.g. ratio.upper -> the signal's evidence
+            of, side = bound.split(".")
+            if fields.get("evidence_of", of) != of:
+                raise RuleTestError(f"{where}: a series carries the evidence of one quantity, not {of} too")
+            fields["evidence_of"] = of
+            fields[f"evidence_{side}"] = fields.pop(bound)
         yield k, Signal(
             ts=START + (k + 1) * interval, window=int(interval.total_seconds()), signal=name,
             model_id=model, model_version=version, dims=dims, value=v,

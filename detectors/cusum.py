@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from statsmodels.stats.proportion import proportion_confint
 
 MAX_P1 = 0.999  # p1 is capped below 1 so the increment stays finite
 
@@ -83,3 +84,63 @@ def run_lengths(
         if not alive.any():
             break
     return first
+
+
+# the columns of a tracked series' state (``track``)
+S, BASE_K, BASE_N, RUN_K, RUN_N = range(5)
+
+
+def track(
+    state: NDArray[np.float64],
+    k: ArrayLike,
+    n: ArrayLike,
+    ratio: float,
+    h: float,
+    decay: float,
+    tested: ArrayLike,
+    prior_k: ArrayLike = 0.0,
+    prior_n: ArrayLike = 0.0,
+) -> NDArray[np.float64]:
+    """One window of CUSUMs that learn their own baselines, for many series at once; returns the
+    baseline each was tested against (``p0``) and updates ``state`` (rows: series; columns ``S``,
+    ``BASE_K``, ``BASE_N``, ``RUN_K``, ``RUN_N``) in place.
+
+    The baseline is an exponentially weighted rate (``decay`` per window) plus a prior worth
+    ``prior_n`` events (e.g. a tenant judged against its model until its own traffic says
+    otherwise), taken at its one-sided 95% bound on the quiet side: the upper bound when testing
+    a rise (``ratio > 1``), the lower one for a drop, so an uncertain baseline errs towards quiet.
+    It is frozen while the statistic is above half its limit, so a change cannot become its own
+    baseline. ``RUN_K``/``RUN_N`` count the events since the statistic last left zero. A series
+    not ``tested`` (too little baseline yet) keeps a zero statistic. The statistic is capped at ``h``.
+
+    >>> st = np.zeros((2, 5))
+    >>> for _ in range(50):  # a baseline of 1% on both series ...
+    ...     _ = track(st, [2, 2], [200, 200], 3.0, 10.0, 0.99, [False, False])
+    >>> for _ in range(3):  # ... then 6% on the second
+    ...     p0 = track(st, [2, 12], [200, 200], 3.0, 10.0, 0.99, [True, True])
+    >>> [round(float(x), 2) for x in st[:, S]], round(float(p0[1]), 4)
+    ([0.0, 10.0], 0.012)
+    """
+    k_arr = np.asarray(k, dtype=np.float64)
+    n_arr = np.asarray(n, dtype=np.float64)
+    ok = np.asarray(tested, dtype=bool)
+    base_k = state[:, BASE_K] + np.asarray(prior_k, dtype=np.float64)
+    base_n = np.maximum(state[:, BASE_N] + np.asarray(prior_n, dtype=np.float64), 1.0)
+    lo, hi = _wilson90(base_k, base_n)
+    p0 = np.where(ok, hi if ratio > 1 else lo, 0.0)
+    inc = llr(k_arr, n_arr, np.where(ok, p0, 0.5), ratio)
+    s_new = np.where(ok, np.maximum(0.0, state[:, S] + inc), 0.0)
+    running = s_new > 0
+    state[:, RUN_K] = np.where(running, state[:, RUN_K] + k_arr, 0.0)
+    state[:, RUN_N] = np.where(running, state[:, RUN_N] + n_arr, 0.0)
+    learn = s_new < h / 2
+    state[:, BASE_K] = np.where(learn, decay * state[:, BASE_K] + k_arr, state[:, BASE_K])
+    state[:, BASE_N] = np.where(learn, decay * state[:, BASE_N] + n_arr, state[:, BASE_N])
+    state[:, S] = np.minimum(s_new, h)
+    return p0
+
+
+def _wilson90(k: NDArray[np.float64], n: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
+    """Two-sided 90% Wilson bounds (each side one-sided 95%)."""
+    lo, hi = proportion_confint(k, n, alpha=0.10, method="wilson")
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)

@@ -28,6 +28,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from detectors.evidence import Bounds, divergence_bounds
+
 F64 = NDArray[np.float64]
 
 
@@ -202,6 +204,36 @@ def mean_shift_z(ref: ArrayLike, cur: ArrayLike) -> DriftResult:
     return DriftResult(z, np.full(r.shape[:-1], np.nan), _n(c))
 
 
+def recursive_shift_z(
+    ref: ArrayLike, cur: ArrayLike, prior_mean: ArrayLike, prior_n: ArrayLike
+) -> tuple[F64, F64, F64]:
+    """The current mean bin against the mean of all that came before it (``prior_mean`` over
+    ``prior_n`` values: the reference, then every earlier window), in standard errors of that
+    difference, with the reference's spread: ``(z, current mean bin, current n)``.
+
+    These are recursive residuals: without change they are independent and close to standard
+    normal whatever the window sizes, unlike a window's distance from the reference alone, which
+    carries the reference's own sampling error scaled by the window's size (so a daily cycle in
+    volume becomes a daily cycle in its mean, which a sequential test reads as change).
+
+    >>> z, m, n = recursive_shift_z([[25, 25, 25, 25]], [[0, 0, 50, 50]], [1.5], [100])
+    >>> round(float(z[0]), 2), float(m[0]), float(n[0])
+    (6.32, 2.5, 100.0)
+    """
+    r, c = _pair(ref, cur)
+    idx = np.arange(r.shape[-1], dtype=np.float64)
+    p, q = _shares(r), _shares(c)
+    mu = (p * idx).sum(-1)
+    sd = np.sqrt((p * (idx - mu[..., None]) ** 2).sum(-1))
+    n = c.sum(-1)
+    m0, n0 = np.asarray(prior_mean, np.float64), np.asarray(prior_n, np.float64)
+    mean = (q * idx).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = sd * np.sqrt(1 / n + 1 / n0)
+        z = np.where((sd > 0) & (n > 0) & (n0 > 0), (mean - m0) / se, np.nan)
+    return z, mean, n
+
+
 def page_hinkley_threshold(arl0: float, delta: float = 0.5) -> float:
     """The threshold of a two-sided Page-Hinkley test (river's, ``alpha=1``) on standard-normal
     inputs whose average run length without change is ``arl0`` inputs.
@@ -241,6 +273,34 @@ def embedding_mean_shift(
     stat = float((((mu1 - mu0) ** 2)[ok] / (var[ok] * (1 / max(ref_n, 1) + 1 / max(cur_n, 1)))).sum())
     p = float(stats.chi2.sf(stat, int(ok.sum()))) if ok.any() else math.nan
     return DriftResult(np.array([effect]), np.array([p]), np.array([cur_n], dtype=np.int64))
+
+
+def embedding_shift_bounds(
+    ref_mean: ArrayLike, ref_var: ArrayLike, ref_n: int, cur_mean: ArrayLike, cur_n: int, alpha: float
+) -> Bounds:
+    """One-sided bounds of ``embedding_mean_shift``'s effect, each wrong with probability ``alpha``.
+
+    The diagonal statistic is a noncentral chi-square whose noncentrality bounds the squared
+    shift in per-dimension standard deviations (``divergence_bounds``); the effect is measured in
+    the total standard deviation, so the bounds scale by the smallest (lower) and largest (upper)
+    dimension's share of the variance: exact for isotropic embeddings, conservative otherwise.
+
+    >>> b = embedding_shift_bounds([0.0] * 4, [1.0] * 4, 4000, [0.2] * 4, 900, alpha=1e-7)
+    >>> round(float(b.lower[0]), 3), round(float(b.upper[0]), 3)  # the effect is 0.2
+    (0.101, 0.294)
+    """
+    mu0, var = np.asarray(ref_mean, np.float64), np.asarray(ref_var, np.float64)
+    mu1 = np.asarray(cur_mean, np.float64)
+    ok = var > 0
+    if not ok.any() or ref_n <= 0 or cur_n <= 0:
+        return Bounds(np.array([math.nan]), np.array([math.nan]))
+    n_eff = 1 / (1 / ref_n + 1 / cur_n)
+    d2 = float((((mu1 - mu0) ** 2)[ok] / var[ok]).sum())  # squared shift in per-dimension sds
+    b = divergence_bounds([d2], n_eff, int(ok.sum()), alpha)
+    total = var[ok].sum()
+    lo = np.sqrt(b.lower * var[ok].min() / total)
+    hi = np.sqrt(b.upper * var[ok].max() / total)
+    return Bounds(lo, hi)
 
 
 def mmd_rbf(x: ArrayLike, y: ArrayLike, permutations: int = 200, seed: int = 0) -> DriftResult:

@@ -97,6 +97,9 @@ SIGNALS = (
         n="the model's prompts over the horizon",
         interval="Wilson 95% interval of the share of those prompts flagged by safety",
         baseline="distinct accounts sending the cluster's prompts over the horizon",
+        evidence="count",
+        evidence_text="a count of accounts, not an estimate: its false alarms are benign repetition,"
+        " measured by the detection benchmark",
     ),
     SignalSpec(
         name="abuse.account_rate",
@@ -106,6 +109,8 @@ SIGNALS = (
         unit="count",
         n="the account's prompts over the horizon",
         baseline="larger of the peers' 99th percentile and the account's own earlier rate, per horizon",
+        evidence="count",
+        evidence_text="a count of prompts, not an estimate",
     ),
 )
 
@@ -247,7 +252,10 @@ class AbuseMonitor(PerModelState):
     Config = AbuseConfig
     SIGNALS = SIGNALS
 
-    def __init__(self, window_s: int, config: AbuseConfig | None = None):
+    def __init__(
+        self, window_s: int, config: AbuseConfig | None = None, budget: dict[str, float] | None = None
+    ):
+        # ``budget`` is accepted like every monitor's: abuse rules compare counts, no sample error
         self.window_s = window_s
         self.cfg = config or AbuseConfig()
         self._windows: dict[int, dict[str, list[Prompt]]] = {}

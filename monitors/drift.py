@@ -31,15 +31,22 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
   {reference}: MMD of 200 recent against 200 reference embeddings, permutation p-value (100
   permutations), once every ``sliding_windows`` windows.
 - ``drift.change`` {feature, reference}: 1 in the window where river's Page-Hinkley test, fed
-  each window's mean bin in standard errors from the reference (``mean_shift_z``: close to
-  standard normal without change, whatever the feature's units), detects a change. Its threshold
-  is set so that all numeric features of a model together raise ``online_false_alarms_per_week``
-  on stationary traffic (``page_hinkley_threshold``, checked by simulation in the tests).
+  each window's mean bin in standard errors from the mean of the reference and every window
+  before it (``recursive_shift_z``: independent and close to standard normal without change,
+  whatever the feature's units and the windows' sizes), detects a change. Its threshold
+  is set so that all numeric features of a model together raise the signal's share of the model's
+  false-alarm budget on stationary traffic (``page_hinkley_threshold``, checked by simulation in
+  the tests).
 
-p-values are Bonferroni-adjusted over every test of the model in that window, so a rule's
-``p_value < a`` bounds the chance that any feature of the model crosses it on stationary traffic
-by ``a`` per evaluation: ``a = 1e-4`` at one evaluation a minute is at most one false alarm per
-model-week, before the effect-size floor the default rules add.
+**Evidence.** ``drift.feature`` and ``drift.prediction`` carry one-sided bounds of the PSI (a rule's
+``value.lower > 0.1``: the shift is above 0.1 with confidence, not merely different): the PSI of
+two binned samples, times their effective size ``n m / (n + m)``, is close to a noncentral
+chi-square with bins - 1 degrees of freedom and noncentrality ``n_eff x PSI``, whose inversion
+(``detectors.evidence.divergence_bounds``) gives the bounds; ``drift.missing_rate`` bounds its
+difference with the reference (``delta``), ``drift.embedding`` its shift. Each is set at the
+signal's share of the model's false-alarm budget, split over the model's series of that signal
+and a week of windows. p-values (Bonferroni-adjusted over every test of the model in that window)
+test "no difference at all" and are kept for analysts.
 
 State per model is bounded: the reference (bins x features, 200 embeddings) and
 ``sliding_windows`` count matrices and embedding samples; the learning sample only during the
@@ -66,19 +73,21 @@ from river.drift import PageHinkley
 from detectors.drift import (
     chi2_homogeneity,
     embedding_mean_shift,
-    mean_shift_z,
+    embedding_shift_bounds,
     mmd_rbf,
     page_hinkley_threshold,
     psi,
+    recursive_shift_z,
     two_proportions,
 )
+from detectors.evidence import Bounds, diff_bounds, divergence_bounds, look_alpha
 from monitors.base import PerModelState
-from monitors.registry import register
+from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the running mean bins (a version 1 state is read: they start from the reference)
 MIN_REFERENCE = 200  # events a reference needs; a model keeps learning until it has them
 _NAN, _INF = math.nan, math.inf
 
@@ -98,7 +107,6 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_features: Annotated[int, msgspec.Meta(gt=0)] = 200  # per model (by name order); more: ignored
     new_reference_on_version: bool = False  # a new model.version learns a new reference
     reference_file: str = ""  # from `raiwatch reference build`: models in it start with that reference
-    online_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all features
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
     max_events_per_window: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 600  # per model, by hash
@@ -451,7 +459,8 @@ class _Model:
     """What the monitor remembers of one model."""
 
     __slots__ = (
-        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "sample", "threshold", "version"
+        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "running", "sample",
+        "threshold", "version",
     )  # fmt: skip
 
     def __init__(self, start: int, reference_s: int):
@@ -462,6 +471,7 @@ class _Model:
         self.ref: _Reference | None = None
         self.recent: deque[tuple[np.ndarray, np.ndarray, int]] = deque()  # closed windows' counts
         self.online: dict[str, PageHinkley] = {}  # per numeric feature, on its window's mean-bin z
+        self.running: dict[str, tuple[float, float]] = {}  # per numeric feature: mean bin so far, values
         self.recent_emb: deque[_WindowEmbeddings] = deque()  # closed windows' embedding sums and samples
         self.version = ""
 
@@ -477,9 +487,14 @@ class _State(msgspec.Struct, array_like=True):
     version: str
     online: bytes  # river's detectors, pickled
     recent_emb: list[tuple[list[float], int, list[tuple[int, list[float]]]]] = []
+    running: list[tuple[str, float, float]] = []
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
+_PSI_EVIDENCE = (
+    "one-sided bounds of the PSI from the noncentral chi-square of n_eff x PSI (df = bins - 1), at the"
+    " signal's share of the budget over the model's features and a week of windows"
+)
 SIGNALS = (
     SignalSpec(
         name="drift.feature",
@@ -487,6 +502,9 @@ SIGNALS = (
         value="population stability index of the feature's binned values against the reference",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.35,
+        evidence_text=_PSI_EVIDENCE,
         **_COMMON,
     ),
     SignalSpec(
@@ -495,6 +513,9 @@ SIGNALS = (
         value="population stability index of the model's score or label against the reference",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.15,
+        evidence_text=_PSI_EVIDENCE,
         **_COMMON,
     ),
     SignalSpec(
@@ -504,6 +525,10 @@ SIGNALS = (
         unit="ratio",
         range=(0.0, 1.0),
         baseline="share of reference events without the feature",
+        evidence="delta",
+        budget=0.1,
+        evidence_text="one-sided Newcombe bounds of the difference with the reference's share, budgeted"
+        " as drift.feature",
         **(_COMMON | {"n": "events in the last sliding_windows windows"}),
     ),
     SignalSpec(
@@ -512,6 +537,10 @@ SIGNALS = (
         value="distance of the mean embedding from the reference's, over its total standard deviation",
         unit="distance",
         range=(0.0, math.inf),
+        evidence="value",
+        budget=0.1,
+        evidence_text="one-sided bounds from the diagonal noncentral chi-square (conservative when the"
+        " dimensions' variances differ)",
         **(_COMMON | {"n": "embeddings in the last sliding_windows windows"}),
     ),
     SignalSpec(
@@ -527,10 +556,14 @@ SIGNALS = (
         dims=(("feature", "reference"),),
         value=(
             "1 in the window where the Page-Hinkley test on the feature's mean bin (in standard errors "
-            "from the reference) detects a change, else 0; calibrated to online_false_alarms_per_week"
+            "from the reference) detects a change, else 0"
         ),
         unit="score",
         range=(0.0, 1.0),
+        evidence="sequential",
+        budget=0.3,
+        evidence_text="Page-Hinkley threshold for an in-control run length of a week over the signal's"
+        " share of the budget, over the model's numeric features (Siegmund's approximation)",
         **(_COMMON | {"n": "values present in the window"}),
     ),
     SignalSpec(
@@ -553,9 +586,12 @@ class DriftMonitor(PerModelState):
     Config = DriftConfig
     SIGNALS = SIGNALS
 
-    def __init__(self, window_s: int, config: DriftConfig | None = None):
+    def __init__(
+        self, window_s: int, config: DriftConfig | None = None, budget: dict[str, float] | None = None
+    ):
         self.window_s = window_s
         self.cfg = config or DriftConfig()
+        self.budget = budgets() if budget is None else budget  # false alarms per model-week, per signal
         self._models: dict[str, _Model] = {}
         self._windows: dict[int, dict[str, list[TelemetryEvent]]] = {}  # window -> model -> its events
         self._dirty: set[str] = set()
@@ -643,18 +679,20 @@ class DriftMonitor(PerModelState):
             )
             for name in numeric
         }
+        st.running = {}
         st.sample = []
         st.threshold = 1 << 32
 
     def _online_threshold(self, series: int) -> float:
         """Page-Hinkley threshold for ``series`` detectors together at the configured false-alarm rate."""
         windows_per_week = 7 * 86400 / self.window_s
-        arl0 = windows_per_week * max(series, 1) / self.cfg.online_false_alarms_per_week
+        arl0 = windows_per_week * max(series, 1) / self.budget.get("drift.change", 1e-9)
         return page_hinkley_threshold(arl0, self.cfg.online_delta)
 
     def _relearn(self, st: _Model, start: int) -> None:
         st.ref = None
         st.online = {}
+        st.running = {}
         st.recent.clear()
         st.recent_emb.clear()
         st.learn_from, st.learn_until = start, start + self.cfg.reference_s
@@ -680,10 +718,19 @@ class DriftMonitor(PerModelState):
         shift = psi(ref_bins, bins)
         miss = two_proportions(ref_missing, ref.n, missing, n)
         present = bins.sum(axis=1)
+        ev_psi, ev_miss = self._evidence(feats, ref_bins, bins, shift.effect, missing, n, ref.n)
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = []
 
-        def emit(name: str, dims: dict[str, str], value: float, cnt: int, p: float, base: float | None):
+        def emit(
+            name: str,
+            dims: dict[str, str],
+            value: float,
+            cnt: int,
+            p: float,
+            base: float | None,
+            evidence: dict | None = None,
+        ):
             out.append(
                 Signal(
                     ts=ts,
@@ -696,6 +743,7 @@ class DriftMonitor(PerModelState):
                     n=cnt,
                     p_value=None if math.isnan(p) else min(1.0, p * tests),
                     baseline=base,
+                    **(evidence or {}),
                 )
             )
 
@@ -703,10 +751,12 @@ class DriftMonitor(PerModelState):
             cnt = int(present[i])
             if f.name.startswith("prediction."):
                 dims = {"output": f.name.removeprefix("prediction.")}
-                emit("drift.prediction", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+                emit("drift.prediction", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None,
+                     _fields("value", ev_psi, i))  # fmt: skip
             else:
                 dims = {"feature": f.name}
-                emit("drift.feature", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None)
+                emit("drift.feature", dims, float(shift.effect[i]), cnt, float(dist.p_value[i]), None,
+                     _fields("value", ev_psi, i))  # fmt: skip
             emit(
                 "drift.missing_rate",
                 {"feature": f.name},
@@ -714,6 +764,7 @@ class DriftMonitor(PerModelState):
                 n,
                 float(miss.p_value[i]),
                 f.missing / ref.n if ref.n else None,
+                _fields("delta", ev_miss, i),
             )
             ref_present = sum(f.counts)
             emit(
@@ -729,7 +780,10 @@ class DriftMonitor(PerModelState):
             count = sum(w[1] for w in st.recent_emb)
             if count:
                 shift = embedding_mean_shift(emb.mean, emb.var, emb.n, total / count, count)
-                emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None)
+                alpha = look_alpha(self.budget.get("drift.embedding", 0.0), 1, self.window_s)
+                ev = embedding_shift_bounds(emb.mean, emb.var, emb.n, total / count, count, alpha)
+                emit("drift.embedding", {}, float(shift.effect[0]), count, float(shift.p_value[0]), None,
+                     _fields("value", ev, 0))  # fmt: skip
             if count and (start // self.window_s) % self.cfg.sliding_windows == 0:  # once per span
                 recent = sorted((x for w in st.recent_emb for x in w[2]), key=itemgetter(0))
                 pooled = [v for _, v in recent[:EMBEDDING_SAMPLE]]
@@ -739,8 +793,41 @@ class DriftMonitor(PerModelState):
                     emit("drift.embedding_mmd", {}, float(mmd.effect[0]), len(pooled), p, None)
         return out
 
+    def _evidence(
+        self,
+        feats: list,
+        ref_bins: np.ndarray,
+        bins: np.ndarray,
+        psi_: np.ndarray,
+        missing: np.ndarray,
+        n: int,
+        ref_events: int,
+    ) -> tuple[Bounds, Bounds]:
+        """Budgeted bounds of each feature's PSI (drift.feature and drift.prediction share out their
+        budgets over their own features) and of its missing share's difference with the reference."""
+        ref_n = ref_bins.sum(axis=1).astype(np.float64)
+        cur_n = bins.sum(axis=1).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_eff = np.where((ref_n > 0) & (cur_n > 0), ref_n * cur_n / (ref_n + cur_n), 0.0)
+        df = ((ref_bins + bins) > 0).sum(axis=1) - 1
+        is_pred = np.array([f.name.startswith("prediction.") for f in feats], dtype=bool)
+        alpha = np.empty(len(feats))
+        for mask, name in ((is_pred, "drift.prediction"), (~is_pred, "drift.feature")):
+            tested = int((mask & (n_eff > 0)).sum())
+            alpha[mask] = look_alpha(self.budget.get(name, 0.0), tested, self.window_s)
+        lo, hi = np.full(len(feats), math.nan), np.full(len(feats), math.nan)
+        for a in np.unique(alpha):  # one inversion per budget level
+            sel = alpha == a
+            b = divergence_bounds(psi_[sel], n_eff[sel], df[sel], float(a))
+            lo[sel], hi[sel] = b.lower, b.upper
+        ref_missing = np.array([f.missing for f in feats], dtype=np.float64)
+        miss_alpha = look_alpha(self.budget.get("drift.missing_rate", 0.0), len(feats), self.window_s)
+        miss = diff_bounds(missing, n, ref_missing, ref_events, miss_alpha)
+        return Bounds(lo, hi), miss
+
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
-        """Step each numeric feature's Page-Hinkley test with this window's mean-bin z."""
+        """Step each numeric feature's Page-Hinkley test with this window's mean bin, in standard
+        errors from the mean of all before it (``recursive_shift_z``)."""
         ref = st.ref
         assert ref is not None
         out = []
@@ -750,11 +837,15 @@ class DriftMonitor(PerModelState):
             if det is None:
                 continue
             ordered = f.width - 1  # the last bin (values the reference never had) has no order
-            z = mean_shift_z(f.counts[:ordered], counts.bins[i, :ordered])
-            n = int(z.n[0])
-            if not n or not math.isfinite(z.effect[0]):
+            # against the mean of everything before this window (the reference, then each window)
+            prior = st.running.get(f.name) or _reference_mean(f)
+            ref_bins, cur_bins = f.counts[:ordered], counts.bins[i, :ordered]
+            z, mean, cur_n = recursive_shift_z(ref_bins, cur_bins, prior[0], prior[1])
+            n = int(cur_n[0])
+            if not n or not math.isfinite(z[0]):
                 continue
-            det.update(float(z.effect[0]))
+            st.running[f.name] = (float((prior[0] * prior[1] + mean[0] * n) / (prior[1] + n)), prior[1] + n)
+            det.update(float(z[0]))
             name = "drift.change"
             out.append(
                 Signal(
@@ -775,12 +866,13 @@ class DriftMonitor(PerModelState):
     def restore(self, model: str, state: bytes) -> None:
         """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
         s = msgspec.msgpack.decode(state, type=_State)
-        if s.v != STATE_VERSION:
+        if s.v not in (1, STATE_VERSION):
             return
         st = _Model(s.learn_from, 0)
         st.learn_until, st.threshold, st.version, st.ref = s.learn_until, s.threshold, s.version, s.ref
         st.sample = [(h, eid, row) for h, eid, row in s.sample]
         st.online = pickle.loads(s.online) if s.online else {}  # raiwatch wrote it: its own checkpoint
+        st.running = {name: (m, n) for name, m, n in s.running}
         st.recent_emb = deque((np.array(t), n, [(h, v) for h, v in smp]) for t, n, smp in s.recent_emb)
         st.recent = deque(
             (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
@@ -801,5 +893,25 @@ class DriftMonitor(PerModelState):
                 st.version,
                 pickle.dumps(st.online) if st.online else b"",
                 [(t.tolist(), n, smp) for t, n, smp in st.recent_emb],
+                [(name, m, n) for name, (m, n) in sorted(st.running.items())],
             )
         )
+
+
+def _fields(of: str, b: Bounds, i: int) -> dict:
+    """Row ``i`` of evidence bounds as Signal fields (none where nothing was measured)."""
+    lo, hi = float(b.lower[i]), float(b.upper[i])
+    if math.isnan(lo) and math.isnan(hi):
+        return {}
+    return {
+        "evidence_of": of,
+        "evidence_lower": None if math.isnan(lo) else lo,
+        "evidence_upper": None if math.isnan(hi) else hi,
+    }
+
+
+def _reference_mean(f: _Feature) -> tuple[float, float]:
+    """A numeric feature's mean bin and value count in its reference (its ordered bins only)."""
+    counts = np.asarray(f.counts[: f.width - 1], dtype=np.float64)
+    total = counts.sum()
+    return (float((counts * np.arange(len(counts))).sum() / total) if total else 0.0), float(total)

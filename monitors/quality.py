@@ -22,6 +22,12 @@ per model:
   expired or were evicted unlabelled (the worker-wide counts of every result are the metric
   ``raiwatch_labels_total``).
 
+``quality.accuracy``, ``quality.recall`` and ``quality.true_positive_rate`` carry evidence: the
+difference against their baseline (``delta``) bounded one-sidedly (Newcombe's hybrid score) at
+their share of the model's false-alarm budget, split over the model's comparisons of that signal
+and a week of windows (``detectors.evidence``): ``delta.upper < -0.05`` reads "accuracy fell by more
+than 5 points, with confidence".
+
 Every window's figures per model and per group go to the ClickHouse table ``quality_metrics``.
 """
 
@@ -38,6 +44,7 @@ import numpy as np
 from msgspec import UNSET
 
 from detectors.drift import two_proportions
+from detectors.evidence import diff_bounds, look_alpha
 from detectors.rates import one_sided, wilson_interval
 from monitors.base import drop_models
 from monitors.labeljoin import (
@@ -52,7 +59,7 @@ from monitors.labeljoin import (
     encode_chunk,
     id_hash,
 )
-from monitors.registry import register
+from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core import metrics
 from raiwatch.core.catalogue import SignalSpec
@@ -85,6 +92,7 @@ class QualityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 _GROUP = (("attribute", "group"),)
 _BEFORE = "the same share over the rest of horizon_windows; p_value: one-sided test for a drop"
+_EVIDENCE = "one-sided Newcombe bounds of delta, at the signal's share of the budget over a week of windows"
 SIGNALS = (
     SignalSpec(
         name="quality.accuracy",
@@ -96,6 +104,9 @@ SIGNALS = (
         n="labels with a known right/wrong",
         interval="Wilson 95% interval",
         baseline=_BEFORE,
+        evidence="delta",
+        budget=0.4,
+        evidence_text=_EVIDENCE,
     ),
     SignalSpec(
         name="quality.precision",
@@ -118,6 +129,9 @@ SIGNALS = (
         n="truly favourable labels",
         interval="Wilson 95% interval",
         baseline=_BEFORE,
+        evidence="delta",
+        budget=0.2,
+        evidence_text=_EVIDENCE,
     ),
     SignalSpec(
         name="quality.calibration_error",
@@ -138,6 +152,9 @@ SIGNALS = (
         n="the group's truly favourable labels",
         interval="Wilson 95% interval",
         baseline="the best group's rate: delta is the equal-opportunity gap; p_value one-sided, Bonferroni",
+        evidence="delta",
+        budget=0.4,
+        evidence_text=_EVIDENCE + " (over the model's group comparisons)",
     ),
     SignalSpec(
         name="quality.false_positive_rate",
@@ -239,9 +256,12 @@ class QualityMonitor:
     SIGNALS = SIGNALS
     shared_keys = (EARLY_KEY,)  # checkpoint keys of no model, restored on a worker's first restore
 
-    def __init__(self, window_s: int, config: QualityConfig | None = None):
+    def __init__(
+        self, window_s: int, config: QualityConfig | None = None, budget: dict[str, float] | None = None
+    ):
         self.window_s = window_s
         self.cfg = config or QualityConfig()
+        self.budget = budgets() if budget is None else budget  # false alarms per model-week, per signal
         self._retention_w = max(1, math.ceil(self.cfg.retention_s / window_s))
         self._open: dict[int, dict[str, list[tuple[int, int, int, int, float]]]] = {}
         self._models: dict[str, _Model] = {}
@@ -464,10 +484,12 @@ class QualityMonitor:
                 continue
             rate, lo, hi = (float(x[0]) for x in wilson_interval([kk], [nn]))
             base = p = None
+            evidence: dict = {}
             if bn >= cfg.min_labels:
                 base = bk / bn
                 two = float(two_proportions([bk], [bn], [kk], [nn]).p_value[0])
                 p = float(one_sided(two, rate < base))
+                evidence = self._evidence(f"quality.{name}", [kk], [nn], [bk], [bn])[0]
             out.append(
                 Signal(
                     signal=f"quality.{name}",
@@ -477,6 +499,7 @@ class QualityMonitor:
                     lower=lo,
                     upper=hi,
                     p_value=p,
+                    **evidence,
                     **common,
                 )
             )
@@ -510,6 +533,11 @@ class QualityMonitor:
                     worse = rate[i] < rate[b] if best_is_high else rate[i] > rate[b]
                     tests.append((name, i, b, float(one_sided(two, worse))))
         m = max(1, len(tests))
+        tpr = [(i, b) for name, i, b, _ in tests if name == "true_positive_rate"]
+        rows, refs = [i for i, _ in tpr], [b for _, b in tpr]
+        signal = "quality.true_positive_rate"
+        found = self._evidence(signal, c[rows, TP], c[rows, POS], c[refs, TP], c[refs, POS])
+        tpr_evidence = dict(zip(tpr, found, strict=True))
         for name, i, b, p in tests:
             k, n = (TP, POS) if name == "true_positive_rate" else (FP, NEG)
             rate, lo, hi = (float(x[0]) for x in wilson_interval([c[i, k]], [c[i, n]]))
@@ -524,12 +552,24 @@ class QualityMonitor:
                     upper=hi,
                     p_value=min(1.0, p * m),
                     dims={"attribute": attr, "group": group},
+                    **(tpr_evidence.get((i, b), {}) if name == "true_positive_rate" else {}),
                     **common,
                 )
             )
         for i, (attr, group) in enumerate(keys):
             self._rows.append(_row(common["ts"], model, attr, group, cfg.group_windows * w, c[i], None, None))
         return out
+
+    def _evidence(self, signal: str, k, n, k0, n0) -> list[dict]:
+        """Budgeted bounds of ``k/n - k0/n0`` per comparison, as Signal fields (none without a share)."""
+        share = self.budget.get(signal, 0.0)
+        if not len(k) or share <= 0:
+            return [{} for _ in k]
+        b = diff_bounds(k, n, k0, n0, look_alpha(share, len(k), self.window_s))
+        return [
+            {"evidence_of": "delta", "evidence_lower": float(lo), "evidence_upper": float(hi)}
+            for lo, hi in zip(b.lower, b.upper, strict=True)
+        ]
 
     def _pending_of(self, model: str) -> int:
         return self._pending.waiting.get(model, 0)

@@ -80,7 +80,32 @@ def monitor_configs(sections: Mapping[str, Any]) -> dict[str, msgspec.Struct]:
     return out
 
 
-def build_monitors(window_s: int, sections: Mapping[str, Any]) -> list[Monitor]:
-    """One instance of every registered monitor, configured from ``sections``."""
+def budgets(per_model_week: float = 1.0) -> dict[str, float]:
+    """The false-alarm budget of a model, in expected false alarms per week, split over the signals
+    that threshold rules test: an equal share per family whose signals declare a ``budget`` weight,
+    split within the family by those weights. Each monitor sets its bounds and decision limits
+    from its signals' shares (``detectors.evidence.look_alpha``, ``detectors.cusum.threshold``), so
+    the shipped rules together raise at most ``per_model_week`` false alarms per model-week.
+
+    >>> b = budgets(1.0)
+    >>> round(sum(b.values()), 9), round(b["fairness.disparity"], 3)
+    (1.0, 0.075)
+    """
+    weights: dict[str, dict[str, float]] = {}
+    for spec in catalogue().values():
+        if spec.budget > 0:
+            weights.setdefault(spec.family, {})[spec.name] = spec.budget
+    out: dict[str, float] = {}
+    for family in weights.values():
+        total = sum(family.values())
+        for name, w in family.items():
+            out[name] = per_model_week / len(weights) * w / total
+    return out
+
+
+def build_monitors(window_s: int, sections: Mapping[str, Any], per_model_week: float = 1.0) -> list[Monitor]:
+    """One instance of every registered monitor, configured from ``sections``, each with its
+    signals' shares of the false-alarm budget (``budgets``)."""
     configs = monitor_configs(sections)
-    return [cls(window_s, configs[family]) for family, cls in monitor_classes().items()]
+    shares = budgets(per_model_week)
+    return [cls(window_s, configs[family], budget=shares) for family, cls in monitor_classes().items()]

@@ -10,6 +10,10 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
 - ``safety.action_rate`` {action}: share blocked, redacted or escalated by the policy engine.
 
 ``baseline`` is the pooled rate of the same series over the previous ``baseline_windows``.
+``safety.violation_rate`` also carries its evidence: one-sided Wilson bounds (``value.lower`` in
+a rule) at the level its share of the model's false-alarm budget allows per look, over every
+category and tenant series of the model (``detectors.evidence``): a rule on ``value.lower > 0.05``
+tests "the rate is above 5%", and a model at a standing 4% pages at most as often as the budget says.
 
 - ``safety.violation_rate_5m`` / ``safety.violation_rate_1h`` {category}: the model-wide rates
   over the last 5 and 60 windows (at 60 s windows), beside the per-window ones.
@@ -19,20 +23,21 @@ Signals (``n`` = events that carry safety data; intervals are Wilson 95%):
   multi-window, multi-burn-rate alerting: a burn rate of 14.4 spends 2% of a 30-day budget in an
   hour. It is scaled to a 30-day period (x 30 / ``period_days``), so one threshold means the same
   share of any period's budget. ``n`` and ``lower``/``upper`` are the long span's events and
-  Wilson interval (scaled alike).
+  Wilson interval (scaled alike); the evidence bounds are the lower (and upper) of the two spans'
+  budgeted Wilson bounds, scaled alike.
 - ``safety.rate_change`` {category}, {category, tenant_id}, {action}: a Bernoulli CUSUM
-  (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value`` is
-  the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline rate
-  it tests against, ``lower``/``upper`` the Wilson interval of the rate since the statistic last
-  left zero and ``n`` the events since then. The limit gives at most
-  ``change_false_alarms_per_week`` false alarms per model-week over all its series (Lorden's
-  bound, ``ARL0 >= e^h``). The baseline is an exponentially weighted rate (half-life
-  ``change_half_life_windows``), taken at its upper 95% bound so a thin baseline errs towards
-  quiet, and frozen while the statistic is above half its limit, so a regression cannot become
-  its own baseline. A tenant's baseline starts from the model-wide rate of the category, worth
-  ``change_prior_events`` events, so a small or new tenant is judged against the model until its
-  own traffic says otherwise. A series is tested once its baseline holds ``change_min_baseline``
-  events (the model-wide one, for a tenant).
+  (``detectors.cusum``) per series for a rise to ``change_ratio`` times its baseline. ``value``
+  is the statistic over its decision limit (1 = alarm; capped at 1), ``baseline`` the baseline
+  rate it tests against, ``lower``/``upper`` the Wilson interval of the rate since the statistic
+  last left zero and ``n`` the events since then. The limit gives at most the signal's share of
+  the model's false-alarm budget per week over all its series (Lorden's bound, ``ARL0 >= e^h``).
+  The baseline is an exponentially weighted rate (half-life ``change_half_life_windows``), taken
+  at its upper 95% bound so a thin baseline errs towards quiet, and frozen while the statistic
+  is above half its limit, so a regression cannot become its own baseline. A tenant's baseline
+  starts from the model-wide rate of the category, worth ``change_prior_events`` events, so a
+  small or new tenant is judged against the model until its own traffic says otherwise. A series
+  is tested once its baseline holds ``change_min_baseline`` events (the model-wide one, for a
+  tenant).
 
 Categories and tenants are admitted to a model's tracked set when the window that first shows
 them closes (new names in sorted order, up to the caps; the rest fold into ``other``), so the
@@ -50,10 +55,11 @@ from typing import Annotated
 import msgspec
 import numpy as np
 
-from detectors.cusum import llr, threshold
+from detectors.cusum import BASE_K, BASE_N, RUN_K, RUN_N, S, threshold, track
+from detectors.evidence import look_alpha, rate_bounds
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
-from monitors.registry import register
+from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import Signal, TelemetryEvent
 
@@ -159,7 +165,6 @@ class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_tenants: Annotated[int, msgspec.Meta(gt=1)] = 200  # per model; more fold into "other"
     baseline_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # trailing windows that make the baseline
     change_ratio: Annotated[float, msgspec.Meta(gt=1)] = 3.0  # the rise the change test is tuned to
-    change_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # per model, all series
     change_half_life_windows: Annotated[int, msgspec.Meta(gt=0)] = 360  # of the change baseline
     change_prior_events: Annotated[int, msgspec.Meta(ge=0)] = 2000  # model-wide rate's weight, tenants
     change_min_baseline: Annotated[int, msgspec.Meta(ge=0)] = 2000  # events before a series is tested
@@ -180,6 +185,10 @@ SIGNALS = (
         dims=(("category",), ("category", "tenant_id")),
         value="share of events whose safety.violations name the category",
         export=("category",),
+        evidence="value",
+        budget=0.3,
+        evidence_text="one-sided Wilson bounds of the rate, each wrong at most at the signal's share of"
+        " the budget over the model's category and tenant series and a week of windows",
         **_RATE,
     ),
     SignalSpec(
@@ -219,6 +228,9 @@ SIGNALS = (
         n="events with safety data over the long span",
         interval="Wilson 95% interval of the long span's share, over the objective",
         export=("slo", "windows"),
+        evidence="value",
+        budget=0.2,
+        evidence_text="the lower (upper) of the two spans' budgeted Wilson bounds, over the objective",
     ),
     SignalSpec(
         name="safety.rate_change",
@@ -231,6 +243,10 @@ SIGNALS = (
         interval="Wilson 95% interval of the rate over those events",
         baseline="baseline rate tested against: upper 95% bound of the exponentially weighted rate",
         export=("category", "action"),
+        evidence="sequential",
+        budget=0.5,
+        evidence_text="Bernoulli CUSUM, decision limit ln(ARL0) for the signal's share of the budget over"
+        " the model's series (Lorden)",
     ),
 )
 
@@ -243,9 +259,12 @@ class SafetyMonitor(PerModelState):
     Config = SafetyConfig
     SIGNALS = SIGNALS
 
-    def __init__(self, window_s: int, config: SafetyConfig | None = None):
+    def __init__(
+        self, window_s: int, config: SafetyConfig | None = None, budget: dict[str, float] | None = None
+    ):
         self.window_s = window_s
         self.cfg = config or SafetyConfig()
+        self.budget = budgets() if budget is None else budget  # false alarms per model-week, per signal
         self._windows: dict[int, dict[str, _Window]] = {}
         self._models: dict[str, _Model] = {}
         self._dirty: set[str] = set()
@@ -321,6 +340,7 @@ class SafetyMonitor(PerModelState):
         if not rows:
             return []
         rate, lo, hi = wilson_interval([r[3] for r in rows], [r[4] for r in rows])
+        ev_lo, ev_hi = self._evidence(rows)
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = []
         for i, (model, name, dims, k, n) in enumerate(rows):
@@ -342,6 +362,11 @@ class SafetyMonitor(PerModelState):
                     lower=float(lo[i]),
                     upper=float(hi[i]),
                     baseline=base.rate_then_push(k, n),
+                    **(
+                        dict(evidence_of="value", evidence_lower=ev_lo[i], evidence_upper=ev_hi[i])
+                        if ev_lo[i] is not None
+                        else {}
+                    ),
                 )
             )
         versions = {model: w.version for model, w in by_model.items()}
@@ -349,6 +374,23 @@ class SafetyMonitor(PerModelState):
         out += self._multi_window(ts, rows, versions)
         out += self._change(ts, rows, versions)
         return out
+
+    def _evidence(self, rows: list[Row]) -> tuple[list[float | None], list[float | None]]:
+        """Budgeted bounds of each ``safety.violation_rate`` row (None for the other rows): per
+        model, the signal's share of the budget split over its series in this window."""
+        lo: list[float | None] = [None] * len(rows)
+        hi: list[float | None] = [None] * len(rows)
+        of_model: dict[str, list[int]] = {}
+        for i, (model, name, _, _, _) in enumerate(rows):
+            if name == "safety.violation_rate":
+                of_model.setdefault(model, []).append(i)
+        share = self.budget.get("safety.violation_rate", 0.0)
+        for idx in of_model.values():
+            alpha = look_alpha(share, len(idx), self.window_s)
+            b = rate_bounds([rows[i][3] for i in idx], [rows[i][4] for i in idx], alpha)
+            for j, i in enumerate(idx):
+                lo[i], hi[i] = float(b.lower[j]), float(b.upper[j])
+        return lo, hi
 
     def _slo_burn(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
         """Each SLO's burn rate (violation share / objective) per model over each pair of spans."""
@@ -377,10 +419,21 @@ class SafetyMonitor(PerModelState):
                     ks, ns = _pooled(recent, max(1, short_s // self.window_s))
                     if nl and ns:
                         burn = min(kl / nl, ks / ns) / slo.objective * 30 / slo.period_days
-                        pending.append((model, slo, label, burn, kl, nl))
+                        pending.append((model, slo, label, burn, kl, nl, ks, ns))
         if not pending:
             return []
         _, lo, hi = wilson_interval([p[4] for p in pending], [p[5] for p in pending])
+        # evidence: both spans above the threshold with confidence (each bound at half the error),
+        # series = the model's SLO spans, looks = every window
+        per_model = Counter(p[0] for p in pending)
+        alpha = [
+            look_alpha(self.budget.get("safety.slo_burn_rate", 0.0), per_model[p[0]], self.window_s) / 2
+            for p in pending
+        ]
+        long_b = rate_bounds([p[4] for p in pending], [p[5] for p in pending], np.array(alpha))
+        short_b = rate_bounds([p[6] for p in pending], [p[7] for p in pending], np.array(alpha))
+        ev_lo = np.minimum(long_b.lower, short_b.lower)
+        ev_hi = np.minimum(long_b.upper, short_b.upper)
         return [
             Signal(
                 ts=ts,
@@ -393,8 +446,11 @@ class SafetyMonitor(PerModelState):
                 n=nl,
                 lower=float(lo[i]) / slo.objective * 30 / slo.period_days,
                 upper=float(hi[i]) / slo.objective * 30 / slo.period_days,
+                evidence_of="value",
+                evidence_lower=float(ev_lo[i]) / slo.objective * 30 / slo.period_days,
+                evidence_upper=float(ev_hi[i]) / slo.objective * 30 / slo.period_days,
             )
-            for i, (model, slo, label, burn, _, nl) in enumerate(pending)
+            for i, (model, slo, label, burn, _, nl, _, _) in enumerate(pending)
         ]
 
     def _multi_window(self, ts: datetime, rows: list[Row], versions: dict[str, str]) -> list[Signal]:
@@ -439,50 +495,37 @@ class SafetyMonitor(PerModelState):
                 by_model.setdefault(r[0], []).append(r)
         for model, mrows in by_model.items():
             changes = self._models[model].changes
-            states, base_k, base_n, tested = [], [], [], []
+            keys, prior_k, prior_n, tested = [], [], [], []
             for _, name, dims, _, _ in mrows:
                 key = (name, *sorted(dims.items()))
-                ch = changes.get(key)
-                if ch is None:
-                    ch = changes[key] = [0.0, 0.0, 0.0, 0.0, 0.0]
-                kb, nb = ch[1], ch[2]
+                changes.setdefault(key, [0.0] * 5)
+                keys.append(key)
+                pk = pn = 0.0
                 if "tenant_id" in dims:  # shrunk towards the model-wide rate of the category
                     wide = changes.get(("safety.violation_rate", ("category", dims["category"])))
-                    ok = wide is not None and wide[2] >= cfg.change_min_baseline
+                    ok = wide is not None and wide[BASE_N] >= cfg.change_min_baseline
                     if ok:
-                        kb += cfg.change_prior_events * wide[1] / wide[2]  # type: ignore[index]
-                        nb += cfg.change_prior_events
+                        pk = cfg.change_prior_events * wide[BASE_K] / wide[BASE_N]  # type: ignore[index]
+                        pn = cfg.change_prior_events
                 else:
-                    ok = nb >= cfg.change_min_baseline
-                states.append(ch)
-                base_k.append(kb)
-                base_n.append(max(nb, 1.0))
+                    ok = changes[key][BASE_N] >= cfg.change_min_baseline
+                prior_k.append(pk)
+                prior_n.append(pn)
                 tested.append(ok)
-            if not any(tested):
-                p0 = np.zeros(len(mrows))
-            else:
-                p0 = wilson_interval(base_k, base_n, confidence=0.90)[2]  # one-sided upper 95%
-            h = threshold(per_week * max(sum(tested), 1) / cfg.change_false_alarms_per_week)
-            inc = llr([r[3] for r in mrows], [r[4] for r in mrows], p0, cfg.change_ratio)
-            runs: list[tuple[int, float, float]] = []
-            for i, ((_, _, _, k, n), ch, ok) in enumerate(zip(mrows, states, tested, strict=True)):
-                s_new = max(0.0, ch[0] + float(inc[i])) if ok else 0.0
-                if s_new > 0:
-                    ch[3] += k
-                    ch[4] += n
-                else:
-                    ch[3] = ch[4] = 0.0
-                if s_new < h / 2:  # frozen while the statistic is high: a regression is no baseline
-                    ch[1] = decay * ch[1] + k
-                    ch[2] = decay * ch[2] + n
-                ch[0] = min(s_new, h)
-                if ok:
-                    runs.append((i, ch[3] or k, ch[4] or n))
+            h = threshold(per_week * max(sum(tested), 1) / self.budget.get("safety.rate_change", 1e-9))
+            state = np.array([changes[key] for key in keys], dtype=np.float64)
+            k = [r[3] for r in mrows]
+            n = [r[4] for r in mrows]
+            p0 = track(state, k, n, cfg.change_ratio, h, decay, tested, prior_k, prior_n)
+            for key, row in zip(keys, state.tolist(), strict=True):
+                changes[key] = row
+            runs = [
+                (i, state[i, RUN_K] or k[i], state[i, RUN_N] or n[i]) for i in range(len(mrows)) if tested[i]
+            ]
             if not runs:
                 continue
             _, lo, hi = wilson_interval([r[1] for r in runs], [r[2] for r in runs])
             for j, (i, _, run_n) in enumerate(runs):
-                _, _, dims, _, _ = mrows[i]
                 out.append(
                     Signal(
                         ts=ts,
@@ -490,8 +533,8 @@ class SafetyMonitor(PerModelState):
                         signal="safety.rate_change",
                         model_id=model,
                         model_version=versions[model],
-                        dims=dims,
-                        value=states[i][0] / h,
+                        dims=mrows[i][2],
+                        value=float(state[i, S]) / h,
                         n=int(run_n),
                         lower=float(lo[j]),
                         upper=float(hi[j]),

@@ -338,6 +338,7 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     from alert_rules.backtest import backtest, score
     from monitors.registry import catalogue
     from raiwatch.report import print_backtest
+    from raiwatch.wiring import problems
     from storage.clickhouse import signals_between
 
     cfg = _cfg(args)
@@ -351,14 +352,16 @@ def cmd_rules_backtest(args: argparse.Namespace) -> int:
     results = []
     for name, rules in versions:
         names = sorted({r.signal for r in rules})
-        fired = backtest(rules, signals_between(client, cfg.clickhouse.database, since, until, names))
+        history = signals_between(client, cfg.clickhouse.database, since, until, names)
+        fired = backtest(rules, history, problems(cfg))
         results.append((name, fired, score(rules, fired, judged)))
     if args.json:
         for name, fired, scores in results:
             for f in fired:
                 row = {"kind": "incident", "version": name, "rule": f.rule, "labels": dict(f.labels),
                        "severity": f.severity, "opened_at": f.opened_at.isoformat(),
-                       "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None}  # fmt: skip
+                       "resolved_at": f.resolved_at.isoformat() if f.resolved_at else None,
+                       "group_id": f.group_id}  # fmt: skip
                 print(json.dumps(row))
             for sc in scores.values():
                 row = {"kind": "rule", "version": name, "rule": sc.rule, "incidents": len(sc.fired),
@@ -430,6 +433,7 @@ def cmd_silences(args: argparse.Namespace) -> int:
 
 def cmd_rules_lint(args: argparse.Namespace) -> int:
     from alert_rules import lint, load_rules
+    from alert_rules.loader import evidence_check
     from monitors.registry import catalogue
 
     signals = catalogue()
@@ -443,8 +447,11 @@ def cmd_rules_lint(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s)", file=sys.stderr)
         return 1
-    n = sum(len(load_rules(p, signals)) for p in paths)
-    print(f"ok: {n} rules")
+    rules = [r for p in paths for r in load_rules(p, signals)]
+    warnings = evidence_check(rules, signals)[1]
+    for w in warnings:
+        print(w)
+    print(f"ok: {len(rules)} rules" + (f", {len(warnings)} warning(s)" if warnings else ""))
     return 0
 
 
@@ -472,6 +479,13 @@ def cmd_incidents(args: argparse.Namespace) -> int:
                     + (f": {n['last_error']}" if n["last_error"] else "")
                 )
                 print(f"notification {n['kind']} to {n['route']}: {state}")
+            if inc.group_id:
+                members = store.problem(inc.group_id)
+                print(f"problem {inc.group_id}: {len(members)} incident(s), paged once")
+                for m in members:
+                    mark = "*" if m.incident_id == inc.incident_id else " "
+                    print(f" {mark} {m.opened_at:%Y-%m-%d %H:%M}Z {m.incident_id} [{m.severity}] {m.rule} "
+                          f"{m.status}{' ' + m.feedback if m.feedback else ''}")  # fmt: skip
         return 0
     if args.action == "report":
         return _drift_report(cfg, store, args)

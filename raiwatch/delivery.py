@@ -6,6 +6,11 @@ route's thread sends its own, oldest first, and marks each delivered once its re
 notification. A failed one is retried after ``retry_min_s``, doubling up to ``retry_max_s``, for
 as long as it takes: a receiver outage never blocks the pipeline and never loses a notification.
 Firing incidents are re-sent to Alertmanager routes every ``resend_s``, as Alertmanager expects.
+
+A problem (incidents grouped by ``notify.group_by``, ``alert_rules.grouping``) is paged once per
+route, as Alertmanager groups alerts: its first incident's page waits the route's ``group_wait_s``
+and carries every incident of the problem that opened meanwhile; later ones (``grouped``) go as one
+update at most every ``group_interval_s``, each update carrying all that are due.
 Nothing about one notification (a silence that cannot be read, a receiver's odd answer, a store
 error) stops the others: it is logged, retried later, and the round goes on.
 """
@@ -27,6 +32,7 @@ from streams.notify import DeliveryError, post, request
 
 log = logging.getLogger(__name__)
 BATCH = 20  # notifications a route claims at once; their lease covers sending them all
+GROUP_WAIT = "waiting group_wait_s for the rest of its problem"  # a first page's note while it waits
 Silences = list[tuple[dict, dict[str, Matcher]]]  # (silence, its compiled matchers)
 
 
@@ -116,8 +122,11 @@ class Delivery:
     def _send(
         self, route: RouteConfig, nid: int, kind: str, attempts: int, inc: Incident, now: datetime
     ) -> int:
+        related: list[tuple[int, Incident]] = []
+        if kind in ("opened", "grouped") and inc.group_id:  # the problem's updates due go along
+            related = [(n, i) for n, i in self.store.grouped_pending(inc.group_id, route.name) if n != nid]
         try:
-            post(request(route, inc, kind, now, self.cfg.resend_s), route.timeout_s)
+            post(request(route, inc, kind, now, self.cfg.resend_s, [i for _, i in related]), route.timeout_s)
         except DeliveryError as e:  # its message shows no URL path, password or key
             delay = min(self.cfg.retry_max_s, self.cfg.retry_min_s * 2**attempts)
             self.store.mark_failed(nid, str(e), now + timedelta(seconds=delay))
@@ -126,6 +135,8 @@ class Delivery:
                         inc.incident_id, route.name, attempts + 1, delay, e)  # fmt: skip
             return 0
         self.store.mark_delivered(nid, now)
+        for n, _ in related:
+            self.store.skip(n, f"sent with notification {nid} of its problem", now)
         metrics.NOTIFICATIONS.labels(route.name, "delivered").inc()
         return 1
 
@@ -176,7 +187,13 @@ class Delivery:
             if inc.status == "resolved" and note.startswith("silenced by"):
                 self.store.skip(nid, "not sent: resolved while silenced", now)
                 return True
+            wait = self.routes[name].group_wait_s
+            if inc.group_id and wait and not note.startswith(GROUP_WAIT):  # its problem may grow
+                self.store.postpone(nid, GROUP_WAIT, now + timedelta(seconds=wait))
+                return True
             return False
+        if kind == "grouped":
+            return self._update_due(nid, name, inc, now)
         if kind == "acknowledged":
             if self.routes[name].type == "alertmanager":
                 self.store.skip(nid, "not sent: Alertmanager has no acknowledgement (silence it there)", now)
@@ -190,6 +207,22 @@ class Delivery:
             self.store.postpone(nid, f"held back until {hold:%H:%M:%S}Z (notify.resolve_delay_s)", hold)
             return True
         return self._after_opening(nid, name, inc, now)
+
+    def _update_due(self, nid: int, name: str, inc: Incident, now: datetime) -> bool:
+        """Hold a problem's update until its page went out and ``group_interval_s`` passed since the
+        last message of the problem to this route; True when held."""
+        group = inc.group_id or ""
+        if self.store.opening_pending(group, name):  # its first page will carry this one
+            self.store.postpone(nid, "waiting for its problem's first page", now + timedelta(seconds=1))
+            return True
+        last = self.store.last_page(group, name)
+        if last is None:  # the first page never went (silenced): this one is the page
+            return False
+        due = last + timedelta(seconds=self.routes[name].group_interval_s)
+        if due > now:
+            self.store.postpone(nid, f"grouped into its problem's next update at {due:%H:%M:%S}Z", due)
+            return True
+        return False
 
     def _after_opening(self, nid: int, name: str, inc: Incident, now: datetime) -> bool:
         """Hold a follow-up (acknowledged, resolved) until the opening went out; drop it if it never will."""

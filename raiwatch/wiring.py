@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from alert_rules import RULES_DIR, RuleEngine, load_rules
+from alert_rules.grouping import Problems
 from monitors.registry import build_monitors, catalogue, monitor_configs
 from raiwatch.core import metrics
 from raiwatch.core.config import Config
@@ -48,7 +50,7 @@ def build_pipeline(
     Refuses (``ConfigError``, ``RuleError``) before touching any store when the settings or the
     rules are bad. ``live``: ClickHouse writes retry until they succeed or ``stop`` is set.
     """
-    monitors = build_monitors(cfg.windows.size_s, cfg.monitors)
+    monitors = build_monitors(cfg.windows.size_s, cfg.monitors, cfg.false_alarms_per_model_week)
     evaluation_join = EvaluationJoin.from_config(cfg.otel)  # checks the OTel mapping file
     signals = catalogue()
     rules = load_rules(rules_dir or cfg.rules_dir or None, signals)
@@ -65,7 +67,7 @@ def build_pipeline(
         on_status=_clickhouse_status,
     )
     store = IncidentStore(cfg.incident_db_url)
-    engine = RuleEngine(rules, runbook_base(cfg))
+    engine = RuleEngine(rules, runbook_base(cfg), problems=problems(cfg))
     metrics.RULES_RELOAD_OK.set(1)
     pipe = Pipeline(
         cfg, monitors, engine, writer, store, notify, live=live, catalogue=signals, observers=observers,
@@ -83,7 +85,13 @@ def runbook_base(cfg: Config) -> str:
 
 def rule_engine(cfg: Config, rules_dir: str | Path | None = None) -> RuleEngine:
     """A rule engine on the rules as they are on disk now (``RuleError`` when they do not lint)."""
-    return RuleEngine(load_rules(rules_dir or cfg.rules_dir or None, catalogue()), runbook_base(cfg))
+    rules = load_rules(rules_dir or cfg.rules_dir or None, catalogue())
+    return RuleEngine(rules, runbook_base(cfg), problems=problems(cfg))
+
+
+def problems(cfg: Config) -> Problems:
+    """How incidents group into problems, one page each (``notify.group_by``, ``group_hold_s``)."""
+    return Problems(cfg.notify.group_by, timedelta(seconds=cfg.notify.group_hold_s))
 
 
 def reload_rules(pipe: Pipeline, cfg: Config, rules_dir: str | Path | None = None) -> bool:

@@ -1,15 +1,23 @@
 """Notifications to receivers: what each kind of receiver expects for an incident, and the POST.
 
-- ``alertmanager``: Prometheus Alertmanager's API v2, ``POST /api/v2/alerts`` with one alert:
-  labels (``alertname`` = the rule, ``severity``, the incident's labels), annotations
+- ``alertmanager``: Prometheus Alertmanager's API v2, ``POST /api/v2/alerts`` with one alert per
+  incident: labels (``alertname`` = the rule, ``severity``, the incident's labels, ``group_id``: its
+  problem, for Alertmanager's own ``group_by``), annotations
   (``summary``, ``runbook_url``, ``incident_id``, ``scope``: the runbook's placeholders filled
   in), ``startsAt``; a firing alert's ``endsAt`` is 3 re-send intervals ahead, so Alertmanager
   resolves it by itself if the worker goes away, and a resolved one's is its resolution time.
-- ``webhook``: the incident.v1 JSON; header ``X-Raiwatch-Event`` (opened, acknowledged, resolved) and, with a
+- ``webhook``: the incident.v1 JSON (with ``related``: the problem's other incidents sent in the
+  same message); header ``X-Raiwatch-Event`` (opened, grouped, acknowledged, resolved) and, with a
   secret, ``X-Raiwatch-Signature: sha256=<hex HMAC-SHA256 of the body>``.
-- ``slack``: an incoming-webhook message (``text`` and ``blocks``).
-- ``pagerduty``: an Events API v2 event: ``trigger`` / ``acknowledge`` / ``resolve`` with ``dedup_key`` = the
-  incident's dedup key, the routing key from the secret, the runbook in ``links``.
+- ``slack``: an incoming-webhook message (``text`` and ``blocks``; a problem's related incidents
+  listed under "Same problem").
+- ``pagerduty``: an Events API v2 event: ``trigger`` / ``acknowledge`` / ``resolve`` with
+  ``dedup_key`` = the incident's problem (``group_id``; its dedup key before problems existed), so a
+  problem is one PagerDuty incident that its later incidents update; the routing key from the
+  secret, the runbook in ``links``.
+
+A problem (``alert_rules.grouping``) is paged once: its first incident goes as ``opened``, with the
+incidents that opened within the route's ``group_wait_s``, and later ones as ``grouped`` updates.
 
 A URL with a user and password (``https://user:pass@host/hook``) is sent with HTTP Basic
 authentication, as curl and Alertmanager's own HTTP client do. A receiver's URL, path and query
@@ -26,6 +34,7 @@ import http.client
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -33,7 +42,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import orjson
 
 from raiwatch.core.config import RouteConfig
-from raiwatch.core.records import Incident
+from raiwatch.core.records import SEVERITIES, Incident
 
 PD_SEVERITY = {"critical": "critical", "high": "error", "warning": "warning", "info": "info"}
 
@@ -117,8 +126,9 @@ def alertmanager_alert(inc: Incident, kind: str, now: datetime, resend_s: float)
     )
     if kind == "resolved":
         ends = min(ends, now)
+    group = {"group_id": inc.group_id} if inc.group_id else {}
     return {
-        "labels": {"alertname": inc.rule, "severity": inc.severity, **inc.labels},
+        "labels": {"alertname": inc.rule, "severity": inc.severity, **inc.labels, **group},
         "annotations": {
             "summary": inc.summary,
             "runbook_url": inc.runbook_url,
@@ -131,10 +141,18 @@ def alertmanager_alert(inc: Incident, kind: str, now: datetime, resend_s: float)
     }
 
 
-def request(route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_s: float = 60.0) -> Outgoing:
-    """The notification of ``inc`` (``kind``: opened, acknowledged or resolved) to ``route``."""
+def request(
+    route: RouteConfig,
+    inc: Incident,
+    kind: str,
+    now: datetime,
+    resend_s: float = 60.0,
+    related: Sequence[Incident] = (),
+) -> Outgoing:
+    """The notification of ``inc`` (``kind``: opened, grouped, acknowledged or resolved) to ``route``,
+    with the ``related`` incidents of its problem that go in the same message."""
     secret = os.environ.get(route.secret_env, "") if route.secret_env else ""
-    url, body, headers = _request(route, inc, kind, now, resend_s, secret)
+    url, body, headers = _request(route, inc, kind, now, resend_s, secret, related)
     parts = urlsplit(url)
     token = ""
     if parts.username is not None:  # userinfo goes as Basic auth, never on the request line
@@ -146,14 +164,23 @@ def request(route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_
 
 
 def _request(
-    route: RouteConfig, inc: Incident, kind: str, now: datetime, resend_s: float, secret: str
+    route: RouteConfig,
+    inc: Incident,
+    kind: str,
+    now: datetime,
+    resend_s: float,
+    secret: str,
+    related: Sequence[Incident] = (),
 ) -> tuple[str, bytes, dict[str, str]]:
     headers = {"Content-Type": "application/json", "User-Agent": "raiwatch"}
     if route.type == "alertmanager":
-        body = orjson.dumps([alertmanager_alert(inc, kind, now, resend_s)])
+        body = orjson.dumps([alertmanager_alert(i, kind, now, resend_s) for i in (inc, *related)])
         return route.url.rstrip("/") + "/api/v2/alerts", body, headers
     if route.type == "webhook":
-        body = orjson.dumps(inc.to_contract())
+        doc = inc.to_contract()
+        if related:  # the problem's other incidents in this message (incident.v1 each)
+            doc["related"] = [i.to_contract() for i in related]
+        body = orjson.dumps(doc)
         headers["X-Raiwatch-Event"] = kind
         if secret:
             mac = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -161,30 +188,41 @@ def _request(
         return route.url, body, headers
     if route.type == "slack":
         state = {"resolved": "RESOLVED", "acknowledged": "ACKNOWLEDGED"}.get(kind, inc.severity.upper())
+        if kind == "grouped":
+            state = f"{state}, problem {inc.group_id}"
         text = f"[{state}] {inc.rule}: {inc.summary}"
         links = f"<{inc.runbook_url}|Runbook> · {inc.incident_id}"
-        body = orjson.dumps({
-            "text": text,
-            "blocks": [
-                {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{scope(inc)}"}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": links}},
-            ],
-        })  # fmt: skip
+        blocks = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*\n{scope(inc)}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": links}},
+        ]
+        if related:
+            also = "\n".join(f"• [{i.severity.upper()}] {i.rule}: {i.summary}" for i in related)
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"Same problem:\n{also}"}})
+        body = orjson.dumps({"text": text, "blocks": blocks})
         return route.url, body, headers
     body = orjson.dumps({
         "routing_key": secret,
         "event_action": {"resolved": "resolve", "acknowledged": "acknowledge"}.get(kind, "trigger"),
-        "dedup_key": inc.dedup_key,
+        "dedup_key": inc.group_id or inc.dedup_key,  # one PagerDuty incident per problem
         "payload": {
             "summary": f"{inc.rule}: {inc.summary}"[:1024],
             "source": inc.labels.get("model_id", "raiwatch"),
-            "severity": PD_SEVERITY[inc.severity],
+            "severity": PD_SEVERITY[_worst(inc, related)],
             "timestamp": _iso(inc.opened_at),
-            "custom_details": {"incident_id": inc.incident_id, "scope": scope(inc), **inc.labels},
+            "custom_details": {
+                "incident_id": inc.incident_id, "scope": scope(inc), **inc.labels,
+                **({"related": [f"{i.rule}: {i.summary}" for i in related]} if related else {}),
+            },
         },
         "links": [{"href": inc.runbook_url, "text": "Runbook"}],
     })  # fmt: skip
     return route.url, body, headers
+
+
+def _worst(inc: Incident, related: Sequence[Incident]) -> str:
+    """The most severe severity among an incident and those sent with it."""
+    return min((i.severity for i in (inc, *related)), key=SEVERITIES.index)
 
 
 def post(out: Outgoing, timeout_s: float) -> int:

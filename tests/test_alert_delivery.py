@@ -276,7 +276,10 @@ def test_a_streaming_worker_pages_alertmanager_for_a_spike(
     store = IncidentStore(f"sqlite:///{tmp_path / 'data' / 'incidents.db'}")
     (inc,) = [i for i in store.list() if i.rule == "SafetyRegressionCritical"]
     first = store.notifications(inc.incident_id)[0]
-    assert (first["route"], first["kind"], first["delivered_at"] is not None) == ("am", "opened", True)
+    # the first page of its problem on the model, or an update of it (an earlier incident on the
+    # model may have started the problem)
+    expected = "opened" if inc.group_id == inc.incident_id else "grouped"
+    assert (first["route"], first["kind"], first["delivered_at"] is not None) == ("am", expected, True)
 
 
 def test_a_silence_holds_notifications_back_and_says_so_on_the_incident(receiver: Receiver, tmp_path: Path):

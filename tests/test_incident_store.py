@@ -91,13 +91,13 @@ def test_migrate_fresh_then_again_applies_nothing_and_keeps_data(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="alembic")
-    assert migrate(url) == head_revision() == "0003"
+    assert migrate(url) == head_revision() == "0004"
     assert "Running upgrade  -> 0001" in caplog.text and "Running upgrade 0001 -> 0002" in caplog.text
     with IncidentStore(url, migrate=False) as s:
         s.apply([opened()])
 
     caplog.clear()
-    assert migrate(url) == "0003"
+    assert migrate(url) == "0004"
     assert "Running upgrade" not in caplog.text
     with IncidentStore(url) as s:  # migrating on open is a no-op too
         assert [i.incident_id for i in s.list()] == ["inc-0001"]
@@ -129,7 +129,7 @@ def test_alembic_command_line_uses_the_shipped_ini(tmp_path: Path) -> None:
         return done.stdout
 
     alembic("-x", f"url={db}", "upgrade", "head")
-    assert "0003 (head)" in alembic("-x", f"url={db}", "current")
+    assert "0004 (head)" in alembic("-x", f"url={db}", "current")
     sql = alembic("-x", "url=postgresql+psycopg://dba@db.example/raiwatch", "upgrade", "head", "--sql")
     partial = "CREATE UNIQUE INDEX uq_incidents_open_dedup_key ON incidents (dedup_key) "
     partial += "WHERE status != 'resolved'"

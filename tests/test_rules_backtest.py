@@ -48,7 +48,9 @@ def test_backtest_on_stored_signals_equals_the_live_engine(replayed: Path):
     def norm(rows: set[tuple]) -> set[tuple]:  # incident.v1 writes Z; isoformat writes +00:00
         return {(r, lab, o.replace("Z", "+00:00"), c and c.replace("Z", "+00:00")) for r, lab, o, c in rows}
 
-    assert {r for r, *_ in live} == {"SafetyRegressionCritical", "FavourableOutcomeDisparity"}
+    assert {r for r, *_ in live} == {
+        "SafetyRegressionCritical", "FavourableOutcomeDisparity", "GroupFavourableRateDrop",
+    }  # fmt: skip
     assert norm(back) == norm(live)
 
 
@@ -76,7 +78,7 @@ def test_backtest_holds_back_the_tenants_a_model_wide_incident_explains_as_the_r
     p = cli("replay", str(tmp_path / "events.jsonl"), "--out", str(out), "--quiet")
     assert p.returncode == 0, p.stderr
     live = _incidents(incidents_jsonl(out / "incidents.jsonl"))
-    assert {(r, dict(lab)["category"]) for r, lab, *_ in live} == {
+    assert {(r, dict(lab)["category"]) for r, lab, *_ in live if r.startswith(("Safety", "Tenant"))} == {
         ("SafetyRegressionCritical", "self_harm"),
         ("SafetyRegression", "toxicity"),
     }  # the tenants' regressions are explained by the model's: held back
@@ -97,7 +99,7 @@ def test_a_stricter_rule_drops_the_false_positive_and_keeps_the_true_one(replaye
     for f in (ROOT / "alert_rules").glob("*.yaml"):
         text = f.read_text()
         if f.name == "fairness.yaml":
-            text = text.replace("fire_when: ratio < 0.8 and", "fire_when: ratio < 0.5 and")
+            text = text.replace("fire_when: ratio.upper < 0.8", "fire_when: ratio.upper < 0.5")
         (stricter / f.name).write_text(text)
     (stricter / "runbooks").symlink_to(ROOT / "alert_rules" / "runbooks")
     rows = _backtest(replayed, str(stricter), "--compare", str(ROOT / "alert_rules"))
@@ -126,18 +128,23 @@ def test_backtest_without_data_says_so(tmp_path: Path):
 
 
 def test_suggest_proposes_a_threshold_that_meets_the_target(replayed: Path):
+    # the replay is 0.02 days long: one incident is ~390 a week, so the target is set where some meet it
     p = cli(
         "rules",
         "suggest",
         "FavourableOutcomeDisparity",
         "--target-per-week",
-        "1",
+        "1000",
         "--data-dir",
         str(replayed),
     )
     assert p.returncode == 0, p.stderr
-    (line,) = [x for x in p.stdout.splitlines() if x.startswith("suggested: fire_when: ratio < ")]
-    assert float(line.split("ratio < ")[1].split()[0]) < 0.8  # stricter than the four-fifths line
+    (line,) = [x for x in p.stdout.splitlines() if x.startswith("suggested: fire_when: ratio.upper < ")]
+    suggested = float(line.split("ratio.upper < ")[1].split()[0])
+    rows = [r.split("│") for r in p.stdout.splitlines() if r.startswith("│")]
+    per_week = {float(r[1].split()[0]): float(r[3]) for r in rows}
+    assert per_week[suggested] <= 1000 and per_week[0.8] <= 1000  # it meets the target
+    assert all(w > 1000 for t, w in per_week.items() if t > suggested)  # and is the loosest that does
     assert "0.8 (current)" in p.stdout
     bad = cli(
         "rules", "suggest", "FavourableOutcomDisparity", "--target-per-week", "1", "--data-dir", str(replayed)

@@ -319,10 +319,12 @@ def test_inhibition_does_not_depend_on_the_order_of_signals_in_a_window():
 
     def window(i: int) -> list[Signal]:
         ts = t0 + timedelta(minutes=i)
-        common = dict(ts=ts, window=60, signal="safety.violation_rate", model_id="m", value=0.2)
+        common = dict(
+            ts=ts, window=60, signal="safety.violation_rate", model_id="m", value=0.2, evidence_of="value"
+        )
         return [
-            Signal(**common, dims={"category": "self_harm"}, lower=0.15, upper=0.25, n=1000),
-            Signal(**common, dims={"category": "self_harm", "tenant_id": "t"}, lower=0.12, upper=0.3, n=300),
+            Signal(**common, dims={"category": "self_harm"}, evidence_lower=0.15, n=1000),
+            Signal(**common, dims={"category": "self_harm", "tenant_id": "t"}, evidence_lower=0.12, n=300),
         ]
 
     for order in (1, -1):

@@ -37,8 +37,8 @@ def test_in_control_run_length_is_at_least_the_configured_one(p0: float, n: int)
     assert rl.mean() >= arl0, (p0, n, rl.mean())
 
 
-def _monitor(**cfg) -> SafetyMonitor:
-    mon = SafetyMonitor(60, SafetyConfig(**cfg))
+def _monitor(budget_per_week: float = 0.5, **cfg) -> SafetyMonitor:
+    mon = SafetyMonitor(60, SafetyConfig(**cfg), budget={"safety.rate_change": budget_per_week})
     mon._models["m"] = _Model()
     return mon
 
@@ -53,7 +53,7 @@ def test_false_alarms_on_stationary_traffic_stay_under_the_configured_rate():
     """Two days of stationary traffic on 2 categories x 10 tenants, estimated baselines included."""
     rng = np.random.default_rng(7)
     per_week = 20.0  # a loose setting, so the bound is measurable in two days
-    mon = _monitor(change_false_alarms_per_week=per_week)
+    mon = _monitor(budget_per_week=per_week)
     rates = {"self_harm": 0.002, "toxicity": 0.02}
     tenants = [f"t{i}" for i in range(10)]
     sizes = rng.integers(5, 200, size=len(tenants))

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 UNITS = ("ratio", "count", "score", "seconds", "bytes", "distance", "statistic")
+BOUNDED = ("value", "ratio", "delta")  # quantities a signal's evidence bounds can be of
+EVIDENCE = ("", *BOUNDED, "sequential", "count")
 
 
 class SignalSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,6 +25,14 @@ class SignalSpec(msgspec.Struct, frozen=True, kw_only=True):
     ``dims``: every set of dim keys it is emitted with (``()`` for none). ``range``: the values
     ``value``, ``lower``, ``upper`` and ``baseline`` can take (None: unbounded). ``export``: the dim
     keys of the series exported to ``/metrics`` as ``raiwatch_<name>`` gauges (None: not exported).
+
+    ``evidence``: what a threshold rule on it tests. ``value``, ``ratio`` or ``delta``: the signal
+    carries budgeted bounds of that quantity (``Signal.evidence_lower``/``evidence_upper``, read
+    by rules as ``ratio.upper`` ...); ``sequential``: ``value`` is a sequential statistic over its
+    calibrated decision limit (1 = the test's alarm); ``count``: a count no sample error affects;
+    "" (none): a rule comparing it with a threshold compares a point estimate (lint warns).
+    ``budget``: the signal's weight in its family's share of the false-alarm budget
+    (``monitors.registry.budgets``); ``evidence_text`` says in words what the bounds are.
     """
 
     name: str
@@ -35,12 +45,17 @@ class SignalSpec(msgspec.Struct, frozen=True, kw_only=True):
     baseline: str = ""
     range: tuple[float, float] | None = None
     export: tuple[str, ...] | None = None
+    evidence: str = ""
+    budget: float = 0.0
+    evidence_text: str = ""
 
     def __post_init__(self) -> None:
         if not self.name.startswith(self.family + "."):
             raise ValueError(f"signal {self.name!r} must start with its family, {self.family!r}")
         if self.unit not in UNITS:
             raise ValueError(f"signal {self.name!r}: unit {self.unit!r} is not one of {', '.join(UNITS)}")
+        if self.evidence not in EVIDENCE:
+            raise ValueError(f"signal {self.name!r}: evidence {self.evidence!r} is not one of {EVIDENCE}")
 
     @property
     def metric_name(self) -> str:

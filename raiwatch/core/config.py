@@ -106,6 +106,11 @@ class RouteConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     match: dict[str, str] = {}  # incident label -> value, as rule match: v, !v, ~regex, !~regex
     secret_env: str = ""  # env var with the webhook's HMAC secret, or PagerDuty's routing key
     timeout_s: Annotated[float, Meta(gt=0)] = 5.0
+    # Alertmanager's grouping: a problem's first page waits group_wait_s for the incidents that open
+    # with it (they go in the same page); its later incidents go as one update at most every
+    # group_interval_s
+    group_wait_s: NonNegFloat = 30.0
+    group_interval_s: NonNegFloat = 300.0
 
 
 class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -115,6 +120,10 @@ class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     retry_max_s: Annotated[float, Meta(gt=0)] = 300.0  # up to this
     poll_s: Annotated[float, Meta(gt=0)] = 1.0  # how often the outbox is read
     resolve_delay_s: NonNegFloat = 0.0  # hold "resolved" back this long: a flap that reopens it stays quiet
+    # problems (one page each): an incident joins the open problem of the same group_by labels, or
+    # one whose last incident resolved less than group_hold_s ago (alert_rules.grouping)
+    group_by: list[str] = msgspec.field(default_factory=lambda: ["model_id"])
+    group_hold_s: NonNegFloat = 1800.0
 
 
 class MetricsConfig(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -134,6 +143,9 @@ class Config(Struct, forbid_unknown_fields=True, kw_only=True):
     )
     incident_db: str = ""  # SQLAlchemy URL; "" = sqlite:///<data_dir>/incidents.db
     queries_dir: str = ""  # a folder of one's own saved queries (NAME.sql) for `raiwatch query --saved`
+    # expected false alarms per model and week over every threshold and change test the shipped
+    # rules use, split among them (monitors.registry.budgets)
+    false_alarms_per_model_week: Annotated[float, Meta(gt=0)] = 1.0
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     windows: WindowConfig = msgspec.field(default_factory=WindowConfig)

@@ -106,6 +106,11 @@ class Signal(Struct, kw_only=True):
     ``ts`` is the end of the event-time window that produced it and ``window`` its length in
     seconds. ``lower``/``upper`` bound ``value`` (95% unless the producing monitor says
     otherwise); ``n`` is the sample it was measured on, so rules can demand a minimum.
+
+    ``evidence_lower``/``evidence_upper`` are what threshold rules test: one-sided bounds of the
+    quantity named by ``evidence_of`` (``value``, ``ratio`` = value / baseline, or ``delta`` =
+    value - baseline), each wrong at most as often as the model's false-alarm budget allows over
+    a week of looks (``detectors.evidence``); rules read them as ``ratio.upper`` and so on.
     """
 
     ts: datetime
@@ -120,6 +125,9 @@ class Signal(Struct, kw_only=True):
     lower: float | None = None
     upper: float | None = None
     p_value: float | None = None
+    evidence_of: Literal["", "value", "ratio", "delta"] = ""
+    evidence_lower: float | None = None
+    evidence_upper: float | None = None
 
     @property
     def family(self) -> str:
@@ -160,6 +168,7 @@ class Incident(Struct, kw_only=True):
     value: float | None = None
     threshold: float | None = None
     feedback: Feedback | None = None
+    group_id: str | None = None  # the problem it belongs to: its first incident's id (alert_rules.grouping)
     updated_at: datetime | None = None  # last event time the rule re-confirmed it; not in the contract
 
     def to_contract(self) -> dict:

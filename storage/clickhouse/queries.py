@@ -70,7 +70,8 @@ def events_per_model(client: Client, database: str, since: datetime | None = Non
 
 
 _SIGNAL_COLUMNS = (
-    "ts, window_s, signal, model_id, value, n, model_version, dims, baseline, lower, upper, p_value"
+    "ts, window_s, signal, model_id, value, n, model_version, dims, baseline, lower, upper, p_value,"
+    " evidence_of, evidence_lower, evidence_upper"
 )
 _SIGNAL_ORDER = " ORDER BY ts, signal, model_id, model_version, dims_key"
 
@@ -78,8 +79,10 @@ _SIGNAL_ORDER = " ORDER BY ts, signal, model_id, model_version, dims_key"
 def _signals(rows: Sequence[Sequence]) -> list[Signal]:
     return [
         Signal(ts=ts, window=window, signal=signal, model_id=model, value=value, n=n, model_version=version,
-               dims=dict(dims), baseline=baseline, lower=lower, upper=upper, p_value=p)
-        for ts, window, signal, model, value, n, version, dims, baseline, lower, upper, p in rows
+               dims=dict(dims), baseline=baseline, lower=lower, upper=upper, p_value=p, evidence_of=of,
+               evidence_lower=ev_lo, evidence_upper=ev_hi)
+        for (ts, window, signal, model, value, n, version, dims, baseline, lower, upper, p, of, ev_lo,
+             ev_hi) in rows
     ]  # fmt: skip
 
 

@@ -44,7 +44,8 @@ MS = timedelta(milliseconds=1)
 INGEST_COLUMNS = ("event_id", "ts", "model_id", "raw", "ingested_at")
 SIGNAL_COLUMNS = (
     "ts", "window_s", "signal", "family", "model_id", "model_version", "dims", "dims_key", "value",
-    "baseline", "lower", "upper", "p_value", "n", "inserted_at",
+    "baseline", "lower", "upper", "p_value", "n", "evidence_of", "evidence_lower", "evidence_upper",
+    "inserted_at",
 )  # fmt: skip
 CHECKPOINT_COLUMNS = ("kind", "key", "until", "state", "written_at")
 FEEDBACK_COLUMNS = ("event_id", "ts", "label", "favorable", "value", "source", "raw", "ingested_at")
@@ -281,6 +282,9 @@ class ClickHouseWriter:
             [s.upper for s in signals],
             [s.p_value for s in signals],
             [s.n for s in signals],
+            [s.evidence_of for s in signals],
+            [s.evidence_lower for s in signals],
+            [s.evidence_upper for s in signals],
             [now_ms()] * n,
         ]
         return self._insert("signals", SIGNAL_COLUMNS, columns)

@@ -110,6 +110,7 @@ class IncidentRow(Base):
     feedback_at: Mapped[datetime | None]
     notes: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None]
+    group_id: Mapped[str | None] = mapped_column(String, index=True)  # its problem (alert_rules.grouping)
     events: Mapped[list[IncidentEventRow]] = relationship(
         back_populates="incident", order_by="IncidentEventRow.id", passive_deletes=True
     )
@@ -146,7 +147,9 @@ class IncidentEventRow(Base):
     __table_args__ = (CheckConstraint(_one_of("kind", EVENT_KINDS), name="kind"),)
 
 
-NOTIFICATION_KINDS = ("opened", "acknowledged", "resolved")
+NOTIFICATION_KINDS = ("opened", "acknowledged", "resolved")  # the incident changes routes hear of
+# what a route is sent: an opening is "grouped" when the route already paged its problem
+OUTBOX_KINDS = ("opened", "grouped", "acknowledged", "resolved")
 
 
 class NotificationRow(Base):
@@ -168,7 +171,7 @@ class NotificationRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        CheckConstraint(_one_of("kind", NOTIFICATION_KINDS), name="kind"),
+        CheckConstraint(_one_of("kind", OUTBOX_KINDS), name="kind"),
         Index("uq_notifications_incident_id", "incident_id", "route", "kind", unique=True),
     )
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from statistics import median
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -81,8 +81,14 @@ def _record(row: IncidentRow) -> Incident:
         value=row.value,
         threshold=row.threshold,
         feedback=row.feedback,  # type: ignore[arg-type]
+        group_id=row.group_id,
         updated_at=row.updated_at,
     )
+
+
+def _leads(inc: Incident) -> bool:
+    """Whether an incident started its problem."""
+    return inc.group_id is None or inc.group_id == inc.incident_id
 
 
 def _notification(s: Session, incident_id: str, route: str, kind: str) -> NotificationRow | None:
@@ -151,8 +157,9 @@ class IncidentStore:
         def run(s: Session) -> builtins.list[Incident]:
             rows = [self._apply_one(s, change) for change in changes]
             s.flush()
-            if routes is not None:
-                for change, row in zip(changes, rows, strict=True):
+            if routes is not None:  # a problem's first incident first: the others are its updates
+                leads = sorted(zip(changes, rows, strict=True), key=lambda cr: not _leads(cr[0].incident))
+                for change, row in leads:
                     if row is None or change.kind not in NOTIFICATION_KINDS:
                         continue
                     if change.kind == "opened" and row.status == "resolved":
@@ -224,6 +231,7 @@ class IncidentStore:
             value=inc.value,
             threshold=inc.threshold,
             updated_at=to_utc(inc.updated_at) or opened_at,
+            group_id=inc.group_id,
         )
         s.add(row)
         detail = {
@@ -405,11 +413,54 @@ class IncidentStore:
     # -- the notification outbox -----------------------------------------------------------------
 
     def _queue(self, s: Session, inc: Incident, kind: str, routes: Route) -> None:
+        """Queue ``kind`` for each route that takes it, a page per problem: the opening of an
+        incident whose problem the route already heard of goes as ``grouped`` (an update of that
+        page), and a resolution only once no incident of its problem is still open."""
         now = _now()
         for route in routes(inc, kind):
-            if _notification(s, inc.incident_id, route, kind) is None:
-                s.add(NotificationRow(incident_id=inc.incident_id, route=route, kind=kind, created_at=now,
+            sent = kind
+            if inc.group_id and kind == "opened" and self._heard(s, inc, route):
+                sent = "grouped"
+            elif inc.group_id and kind == "resolved" and (
+                self._still_open(s, inc) or not self._heard(s, inc, route, also_own=True)
+            ):
+                continue
+            if _notification(s, inc.incident_id, route, sent) is None:
+                s.add(NotificationRow(incident_id=inc.incident_id, route=route, kind=sent, created_at=now,
                                       attempts=0, next_attempt_at=now))  # fmt: skip
+
+    @staticmethod
+    def _heard(s: Session, inc: Incident, route: str, also_own: bool = False) -> bool:
+        """Whether ``route`` has a notification of another incident of ``inc``'s problem (or of
+        ``inc`` itself too, with ``also_own``)."""
+        q = (
+            select(NotificationRow.id)
+            .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
+            .where(
+                IncidentRow.group_id == inc.group_id,
+                NotificationRow.route == route,
+                NotificationRow.kind.in_(("opened", "grouped")),
+            )
+            .limit(1)
+        )
+        if not also_own:
+            q = q.where(IncidentRow.incident_id != inc.incident_id)
+        return s.scalars(q).first() is not None
+
+    @staticmethod
+    def _still_open(s: Session, inc: Incident) -> bool:
+        """Whether another incident of ``inc``'s problem is open or acknowledged."""
+        q = select(IncidentRow.incident_id).where(
+            IncidentRow.group_id == inc.group_id,
+            IncidentRow.incident_id != inc.incident_id,
+            IncidentRow.status != "resolved",
+        )
+        return s.scalars(q.limit(1)).first() is not None
+
+    def problem(self, group_id: str) -> builtins.list[Incident]:
+        """Every incident of a problem, oldest first."""
+        q = select(IncidentRow).where(IncidentRow.group_id == group_id).order_by(IncidentRow.opened_at)
+        return self._transact(lambda s: [_record(r) for r in s.scalars(q).all()])
 
     def claim_notifications(
         self, now: datetime | None = None, lease_s: float = 60.0, limit: int = 100, route: str | None = None
@@ -483,6 +534,49 @@ class IncidentStore:
                     setattr(n, name, value)
 
         self._transact(run, write=True)
+
+    def grouped_pending(self, group_id: str, route: str) -> builtins.list[tuple[int, Incident]]:
+        """The undelivered ``grouped`` notifications of a problem to ``route``, oldest first."""
+        q = (
+            select(NotificationRow.id, IncidentRow)
+            .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
+            .where(
+                IncidentRow.group_id == group_id,
+                NotificationRow.route == route,
+                NotificationRow.kind == "grouped",
+                NotificationRow.delivered_at.is_(None),
+            )
+            .order_by(NotificationRow.id)
+        )
+        return self._transact(lambda s: [(nid, _record(row)) for nid, row in s.execute(q).all()])
+
+    def opening_pending(self, group_id: str, route: str) -> bool:
+        """Whether a problem's first page (``opened``) to ``route`` has yet to go out."""
+        q = (
+            select(NotificationRow.id)
+            .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
+            .where(
+                IncidentRow.group_id == group_id,
+                NotificationRow.route == route,
+                NotificationRow.kind == "opened",
+                NotificationRow.delivered_at.is_(None),
+            )
+        )
+        return self._transact(lambda s: s.scalars(q.limit(1)).first() is not None)
+
+    def last_page(self, group_id: str, route: str) -> datetime | None:
+        """When ``route`` was last sent a notification of this problem's incidents (None: never)."""
+        q = (
+            select(func.max(NotificationRow.delivered_at))
+            .join(IncidentRow, IncidentRow.incident_id == NotificationRow.incident_id)
+            .where(
+                IncidentRow.group_id == group_id,
+                NotificationRow.route == route,
+                NotificationRow.kind.in_(("opened", "grouped")),
+                or_(NotificationRow.last_error.is_(None), NotificationRow.last_error.not_like("not sent%")),
+            )
+        )
+        return self._transact(lambda s: to_utc(s.scalar(q)))
 
     def notification_state(self, incident_id: str, route: str, kind: str) -> str:
         """``sent``, ``skipped`` (closed unsent), ``pending`` or ``none`` (never queued)."""

@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import orjson
 from rich.console import Console
 from rich.table import Table
@@ -55,8 +56,9 @@ TARGET_PRECISION = 0.8
 
 
 def _fingerprint(path: Path) -> str:
-    """What generated events depend on: the scenario file and the generator's code."""
-    h = hashlib.sha256(path.read_bytes())
+    """What generated events depend on: the scenario (as parsed: comments do not count) and the
+    generator's code."""
+    h = hashlib.sha256(msgspec.json.encode(synth.load_scenario(path)))
     h.update(Path(synth.__file__).read_bytes())
     return h.hexdigest()
 

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -949,9 +950,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka"):  # errors reach users as raiwatch's
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below
+        return code
     except RaiwatchError as e:
         return _fail(str(e))
+    except BrokenPipeError:  # `raiwatch ... | head` stopped reading: what it printed is what was asked for
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 141
     except KeyError as e:  # an incident id that is not there
         return _fail(str(e.args[0]) if e.args else "not found")
     except (ValueError, OSError) as e:  # a path that is not there, a value out of range

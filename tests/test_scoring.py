@@ -90,3 +90,92 @@ def test_an_incident_after_the_grace_period_is_a_false_alarm():
 def test_no_incidents_no_detections_no_false_alarms():
     s = scoring.score(TRUTH, [])
     assert s.false_alarms == [] and not any(a.detected for a in s.anomalies)
+
+
+def test_a_page_is_a_group_of_incidents_true_when_any_of_them_matches():
+    grouped = [
+        # one problem, three incidents, one page: the campaign, a related safety rise and a drift
+        incident("p1", "abuse.campaign", "13:02", model_id="chat") | {"severity": "high"},
+        incident("p2", "safety.rate_change", "13:04", model_id="chat", category="jailbreak")
+        | {"severity": "critical", "group_id": "p1"},
+        incident("p3", "drift.change", "13:06", model_id="chat", feature="request.tokens")
+        | {"severity": "warning", "group_id": "p1"},
+        # a second page on the same campaign: its own group
+        incident("p4", "abuse.campaign", "13:08", model_id="chat", cluster="c2") | {"severity": "high"},
+        # a false page of two incidents
+        incident("f1", "drift.psi", "15:30", model_id="loans", feature="age") | {"severity": "warning"},
+        incident("f2", "drift.psi", "15:31", model_id="loans", feature="debt")
+        | {"severity": "high", "group_id": "f1"},
+    ]
+    s = scoring.score(TRUTH, grouped)
+    pages = {p.id: p for p in s.pages}
+    assert [p.id for p in s.pages] == ["p1", "p4", "f1"]
+    assert (pages["p1"].incidents, pages["p1"].severity, pages["p1"].rule) == (
+        ["p1", "p2", "p3"],
+        "critical",
+        "AbuseRule",
+    )
+    assert pages["p1"].anomalies == ["a2"] and pages["p1"].true
+    assert not pages["f1"].true and pages["f1"].severity == "high" and [p.id for p in s.false_pages] == ["f1"]
+    by_id = {a.id: a for a in s.anomalies}
+    assert by_id["a2"].pages == ["p1", "p4"] and by_id["a2"].incidents == ["p1", "p4"]
+    assert s.pages_per_problem == pytest.approx(2 / 4)  # two true pages, four anomalies
+    prec = scoring.precision([s])
+    assert (prec[""].pages, prec[""].true) == (3, 2) and prec["DriftRule"].value == 0.0
+
+
+def test_without_group_ids_every_incident_is_its_own_page():
+    s = scoring.score(TRUTH, INCIDENTS)
+    assert len(s.pages) == len(INCIDENTS)
+    assert sorted(p.id for p in s.false_pages) == ["i2", "i5", "i7"]
+    assert {p.id for p in s.pages if p.true} == {"i1", "i6", "i3", "i4"}  # i4 is related to a2
+
+
+def test_false_pages_per_model_week_by_rule_with_exact_intervals():
+    clean = TRUTH | {
+        "anomalies": [],
+        "end": "2026-11-09T10:00:00+00:00",
+        "models": [{"id": "chat"}],
+    }  # 1 week
+    incidents = [
+        incident("c1", "drift.psi", "11:00", model_id="chat", feature="x") | {"severity": "warning"},
+        incident("c2", "drift.psi", "12:00", model_id="chat", feature="y")
+        | {"severity": "warning", "group_id": "c1"},
+        incident("c3", "fairness.disparity", "13:00", model_id="chat") | {"severity": "high"},
+    ]
+    s = scoring.score(clean, incidents)
+    assert s.clean and s.model_weeks == pytest.approx(1.0)
+    rows = {r.rule: r for r in scoring.false_pages_by_rule([(s, incidents)])}
+    assert (rows["DriftRule"].incidents, rows["DriftRule"].pages, rows["DriftRule"].models) == (
+        2,
+        1,
+        {"chat": 1},
+    )
+    assert rows["FairnessRule"].per_model_week == 1.0
+    assert (round(rows["FairnessRule"].low, 4), round(rows["FairnessRule"].high, 3)) == (0.0253, 5.572)
+
+
+def test_the_delay_targets_per_family_include_the_label_delay_for_quality():
+    truth = TRUTH | {
+        "models": [{"id": "chat"}, {"id": "loans", "label_delay_s": 1800.0}],
+        "anomalies": [
+            *TRUTH["anomalies"],
+            {"id": "a4", "kind": "label_quality_drop", "family": "quality", "also": [], "model_id": "loans",
+             "dims": {}, "start": "2026-11-02T15:00:00+00:00", "end": "2026-11-02T15:30:00+00:00",
+             "match_until": "2026-11-02T16:30:00+00:00"},
+        ],
+    }  # fmt: skip
+    late = [*INCIDENTS, incident("q", "quality.accuracy", "15:44", model_id="loans")]
+    rows = {r.family: r for r in scoring.by_family([scoring.score(truth, late)])}
+    assert rows["quality"].median_over_target_s == 44 * 60 - (1800 + 900) and rows["quality"].meets_target
+    assert rows["safety"].meets_target  # 3 min against 10
+    assert rows["drift"].meets_target is False  # 40 min against 5
+    assert rows["abuse"].meets_target is False  # missed
+
+
+def test_a_false_alarm_during_a_benign_burst_names_it():
+    truth = TRUTH | {"benign": [{"id": "b0", "model_id": "loans", "start": "2026-11-02T14:50:00+00:00",
+                                 "until": "2026-11-02T15:15:00+00:00"}]}  # fmt: skip
+    s = scoring.score(truth, INCIDENTS)
+    assert {f["incident_id"]: f["benign"] for f in s.false_alarms} == {"i2": [], "i5": ["b0"], "i7": []}
+    assert [p.benign for p in s.false_pages] == [[], [], ["b0"]]

@@ -23,7 +23,7 @@ lint: install
 test: install lint
 	bash deploy/system-deps.sh
 	$(BIN)/raiwatch kafka install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile  # two workers, a test file each: the Kafka, Prometheus and subprocess waits overlap
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

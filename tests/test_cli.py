@@ -122,8 +122,10 @@ def test_on_call_acknowledges_resolves_and_marks_an_incident(tmp_path: Path):
     fb = cli("incidents", "feedback", prefix, "true_positive", "--by", "alice", "--data-dir", str(out))
     assert fb.returncode == 0 and "feedback=true_positive" in fb.stdout, fb.stderr
     history = cli("incidents", "show", prefix, "--data-dir", str(out)).stdout
-    kinds = [line.split()[2] for line in history.split("history\n")[1].splitlines()]
+    rows, problem = history.split("history\n")[1].split("\nproblem ")
+    kinds = [line.split()[2] for line in rows.splitlines()]
     assert kinds == ["opened", "resolved", "feedback"]  # re-confirmations leave no history rows
+    assert problem.startswith(f"{inc['group_id']}: 1 incident(s), paged once")  # a problem of its own
     missing = cli("incidents", "show", "inc-nope", "--data-dir", str(out))
     assert missing.returncode == 2 and "inc-nope" in missing.stderr
     as_json = cli("incidents", "show", prefix, "--json", "--data-dir", str(out))

@@ -314,12 +314,15 @@ def test_warm_start_replays_stored_signals_into_the_rules_and_stores_what_they_o
                 lower=0.10,
                 upper=0.14,
                 n=900,
+                evidence_of="value",  # the rule reads value.lower: above 5% with confidence
+                evidence_lower=0.09,
+                evidence_upper=0.15,
             )
             for i in range(6)
         ]
     )
     changes = pipe.warm_start()
-    assert [c.kind for c in changes] == ["opened", "updated", "updated", "updated"]  # for 3m, re-confirmed
+    assert [c.kind for c in changes] == ["opened"] + ["updated"] * 5  # after for: 1m, then re-confirmed
     (inc,) = pipe.store.open_incidents()
     assert inc.incident_id == changes[0].incident.incident_id
     db = pipe.cfg.clickhouse.database

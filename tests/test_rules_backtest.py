@@ -48,9 +48,8 @@ def test_backtest_on_stored_signals_equals_the_live_engine(replayed: Path):
     def norm(rows: set[tuple]) -> set[tuple]:  # incident.v1 writes Z; isoformat writes +00:00
         return {(r, lab, o.replace("Z", "+00:00"), c and c.replace("Z", "+00:00")) for r, lab, o, c in rows}
 
-    assert {r for r, *_ in live} == {
-        "SafetyRegressionCritical", "FavourableOutcomeDisparity", "GroupFavourableRateDrop",
-    }  # fmt: skip
+    # the groups' drop during the spike is the spike's (GroupFavourableRateDrop is held back by it)
+    assert {r for r, *_ in live} == {"SafetyRegressionCritical", "FavourableOutcomeDisparity"}
     assert norm(back) == norm(live)
 
 
@@ -142,7 +141,7 @@ def test_suggest_proposes_a_threshold_that_meets_the_target(replayed: Path):
     (line,) = [x for x in p.stdout.splitlines() if x.startswith("suggested: fire_when: ratio.upper < ")]
     suggested = float(line.split("ratio.upper < ")[1].split()[0])
     rows = [r.split("│") for r in p.stdout.splitlines() if r.startswith("│")]
-    per_week = {float(r[1].split()[0]): float(r[3]) for r in rows}
+    per_week = {float(r[1].split()[0]): float(r[3]) for r in rows if r[3].strip()}  # not a wrapped line
     assert per_week[suggested] <= 1000 and per_week[0.8] <= 1000  # it meets the target
     assert all(w > 1000 for t, w in per_week.items() if t > suggested)  # and is the loosest that does
     assert "0.8 (current)" in p.stdout

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_shipped_rules_pass_their_tests():
     p = cli("rules", "test", str(ROOT / "alert_rules" / "tests"))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "ok: 18 tests in 5 files" in p.stdout
+    assert "ok: 19 tests in 5 files" in p.stdout
 
 
 def test_a_wrong_expectation_fails_and_shows_what_fired(tmp_path: Path):

@@ -171,20 +171,6 @@ def _text(messages: Any, role: str | None) -> str | None:
     return None
 
 
-def _firsts(attrs: dict[str, Any], res: dict[str, Any], fields: Sequence[tuple[str, Sequence[str]]]) -> dict:
-    """``_first`` of each ``(field, names)`` in ``fields``, by field (absent when none is present)."""
-    out = {}
-    for field, names in fields:
-        for n in names:
-            v = attrs.get(n)
-            if v is None:
-                v = res.get(n)
-            if v is not None and v != "":
-                out[field] = v
-                break
-    return out
-
-
 class SpanDecoder(Protocol):
     """What ``Pipeline.process`` takes to read OTLP span messages (``OtlpSpans``)."""
 
@@ -199,15 +185,18 @@ class OtlpSpans:
     def __init__(self, mapping: OtelMapping | None = None, encoding: Encoding = "otlp_proto"):
         self.mapping = m = mapping or OtelMapping()
         self.encoding = encoding
-        # (field, attribute names) in the order _span reads them: the model first
-        self._fields = tuple(
-            (key, names) for key in ("model_id", "model_version", *_ID_FIELDS) if (names := m.names.get(key))
-        )
+        self._model = m.names["model_id"]
+        self._version = m.names.get("model_version") or ()
+        self._ids = tuple((key, names) for key in _ID_FIELDS if (names := m.names.get(key)))
         self._segment_keys_ok = all(isinstance(k, str) for k in m.segments)  # else msgspec says why not
-        wanted = set(_MARKERS) | set(_FIXED)
+        read = set(_FIXED)  # the attributes whose values are read
         for names in (*m.names.values(), *m.features.values(), *m.segments.values()):
-            wanted.update(names)
-        self._wanted = frozenset(wanted)
+            read.update(names)
+        if m.operations:
+            read.add("gen_ai.operation.name")
+        self._wanted = frozenset(read | _MARKERS)
+        self._read = frozenset(read)
+        self._flags = frozenset(_MARKERS - read)  # only their presence counts
 
     def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> SpansDecoded:
         out = SpansDecoded([], [], [], [], [], {}, [], Counter())
@@ -235,13 +224,26 @@ class OtlpSpans:
         req, why = _parse(raw, ExportTraceServiceRequest, self.encoding)
         if req is None:
             return 0, why
-        wanted, n = self._wanted, 0
+        read, flags, n = self._read, self._flags, 0
         for rs in req.resource_spans:
-            res = _proto_attrs(rs.resource.attributes, wanted)
+            res = _proto_attrs(rs.resource.attributes, self._wanted)
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     n += 1
-                    self._span(span, _proto_attrs(span.attributes, wanted), res, i, out, problems)
+                    attrs = {}
+                    for kv in span.attributes:  # the hot loop: every upb access counts
+                        k = kv.key
+                        if k in read:
+                            v = kv.value
+                            if s := v.string_value:  # most values are strings
+                                attrs[k] = s
+                            elif v.WhichOneof("value") == "int_value":
+                                attrs[k] = v.int_value
+                            else:
+                                attrs[k] = _value(v)
+                        elif k in flags:
+                            attrs[k] = True
+                    self._span(span, attrs, res, i, out, problems)
         return n, None
 
     def _json_message(
@@ -260,14 +262,14 @@ class OtlpSpans:
                 for ss in rs.get("scopeSpans") or ():
                     for span in ss.get("spans") or ():
                         n += 1
-                        self._span(
-                            _JsonSpan(span),
-                            _json_attrs(span.get("attributes"), wanted),
-                            res,
-                            i,
-                            out,
-                            problems,
-                        )
+                        attrs = {}
+                        for kv in span.get("attributes") or ():  # _json_attrs, inline
+                            k = kv["key"]
+                            if k in wanted:
+                                v = kv.get("value") or {}
+                                s = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
+                                attrs[k] = s if s is not None else _json_value(v)
+                        self._span(_JsonSpan(span), attrs, res, i, out, problems)
         except (ValueError, TypeError, AttributeError, KeyError) as e:  # not the OTLP/JSON shape
             k, e_ = before
             del out.events[k:], out.raws[k:], out.indexes[k:], out.ts[k:], out.evaluations[e_:]
@@ -291,9 +293,14 @@ class OtlpSpans:
         if m.operations and attrs.get("gen_ai.operation.name") not in m.operations:
             out.skipped["operation"] += 1
             return
-        found = _firsts(attrs, res, self._fields)
-        model = found.pop("model_id", None)
-        if model is None:
+        get, rget = attrs.get, res.get
+        for name in self._model:  # _first, inline (as below): the first present, span before resource
+            model = get(name)
+            if model is None:
+                model = rget(name)
+            if model is not None and model != "":
+                break
+        else:
             out.skipped["no_model"] += 1
             return
         tid, sid = span.trace_id, span.span_id
@@ -306,11 +313,27 @@ class OtlpSpans:
             problems.append(f"span {span.name!r} ({event_id}): start time {start} ns is outside 1971-2200")
             return
         model_id = str(model)
-        version = found.pop("model_version", None)
-        version = UNSET if version is None or version == model else str(version)
-        ids = {key: str(v) for key, v in found.items()}  # deployment, feature, tenant, user, session
-        ok = max(len(model_id), len(version or ""), *map(len, ids.values())) <= 128
-        get = attrs.get
+        ok = len(model_id) <= 128
+        version: Any = UNSET
+        for name in self._version:
+            v = get(name)
+            if v is None:
+                v = rget(name)
+            if v is not None and v != "":
+                if v != model:
+                    version = str(v)
+                    ok = ok and len(version) <= 128
+                break
+        ids = {}  # deployment, feature, tenant_id, user_id, session_id
+        for key, names in self._ids:
+            for name in names:
+                v = get(name)
+                if v is None:
+                    v = rget(name)
+                if v is not None and v != "":
+                    ids[key] = v = str(v)
+                    ok = ok and len(v) <= 128
+                    break
         in_tokens = out_tokens = None
         for name in _IN_TOKENS:  # span attributes only
             if (v := get(name)) is not None and v != "":

@@ -270,7 +270,8 @@ class OtlpSpans:
                                 s = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
                                 attrs[k] = s if s is not None else _json_value(v)
                         self._span(_JsonSpan(span), attrs, res, i, out, problems)
-        except (ValueError, TypeError, AttributeError, KeyError) as e:  # not the OTLP/JSON shape
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:
+            # not the OTLP/JSON shape (OverflowError: a time past any fixed64, too large for a float)
             k, e_ = before
             del out.events[k:], out.raws[k:], out.indexes[k:], out.ts[k:], out.evaluations[e_:]
             why = str(e) if isinstance(e, orjson.JSONDecodeError) else f"{type(e).__name__}: {e}"

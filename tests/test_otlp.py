@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+import orjson
 import pytest
 
 from raiwatch.core import metrics
@@ -130,6 +131,14 @@ def test_a_malformed_message_is_rejected_with_its_reason_and_the_rest_go_on():
     assert len(d.events) == 1 and d.indexes == [1]
     j = OtlpSpans(encoding="otlp_json").decode_batch([b'{"resourceSpans": 3}', b"{not json"])
     assert len(j.rejected) == 2 and "not OTLP/JSON" in j.rejected[1].reason
+    # OTLP/JSON writes 64-bit integers as strings: one past any fixed64 is not OTLP either
+    span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "chat",
+            "startTimeUnixNano": "1772452800000000000", "endTimeUnixNano": "1" + "0" * 400,
+            "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                           {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]}  # fmt: skip
+    huge = orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    (r,) = OtlpSpans(encoding="otlp_json").decode_batch([huge]).rejected
+    assert r.kind == "not_otlp" and r.reason.startswith("not OTLP/JSON: OverflowError")
 
 
 def test_otlp_json_as_the_exporter_writes_it():

@@ -32,13 +32,14 @@ from typing import Any, Literal, Protocol
 import msgspec
 import orjson
 from google.protobuf.message import DecodeError
+from msgspec import UNSET
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from raiwatch.core import metrics
 from raiwatch.core.codec import EARLIEST, LATEST, MAX_EVENT_BYTES, Decoded, Rejected
 from raiwatch.core.otelmap import OtelMapping
-from raiwatch.core.records import TelemetryEvent
+from raiwatch.core.records import Model, Request, Response, TelemetryEvent
 
 Encoding = Literal["otlp_proto", "otlp_json"]
 ENCODINGS: tuple[str, ...] = ("otlp_proto", "otlp_json")
@@ -64,8 +65,16 @@ _FIXED = frozenset(
         "input.value", "output.value",
     }
 )  # fmt: skip
+_ID_FIELDS = ("deployment", "feature", "tenant_id", "user_id", "session_id")
+_IN_TOKENS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+_OUT_TOKENS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+_TEXTS = frozenset(
+    {"input.value", "gen_ai.input.messages", "gen_ai.prompt", "output.value", "gen_ai.output.messages",
+     "gen_ai.completion"}
+)  # fmt: skip
+_MAX_INT = 2**63 - 1  # NonNegInt's bound (an OTLP/JSON intValue can be any size)
+_FEATURES = dict[str, float | str | bool | None]  # Request.features
 _encode = msgspec.json.encode
-_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value"})
 
 
 class Evaluation(msgspec.Struct, gc=False):
@@ -121,7 +130,20 @@ def _parse(raw: bytes, message: type, encoding: str) -> tuple[Any, str | None]:
     return req, None
 
 
+def _proto_attrs(kvs: Any, wanted: frozenset[str]) -> dict[str, Any]:
+    """The ``wanted`` attributes of a protobuf ``KeyValue`` list (the hot loop: each upb access counts)."""
+    out = {}
+    for kv in kvs:
+        k = kv.key
+        if k in wanted:
+            v = kv.value
+            s = v.string_value  # most are strings: one read instead of WhichOneof and getattr
+            out[k] = s if s else _value(v)
+    return out
+
+
 def _first(attrs: dict[str, Any], res: dict[str, Any], names: Sequence[str]) -> Any:
+    """The first of ``names`` present (not None, not ""), span attributes before resource attributes."""
     for n in names:
         v = attrs.get(n)
         if v is None:
@@ -149,14 +171,6 @@ def _text(messages: Any, role: str | None) -> str | None:
     return None
 
 
-def _str(v: Any) -> str | None:
-    return None if v is None else str(v)
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-
-
 class SpanDecoder(Protocol):
     """What ``Pipeline.process`` takes to read OTLP span messages (``OtlpSpans``)."""
 
@@ -171,79 +185,123 @@ class OtlpSpans:
     def __init__(self, mapping: OtelMapping | None = None, encoding: Encoding = "otlp_proto"):
         self.mapping = m = mapping or OtelMapping()
         self.encoding = encoding
-        self._names = {k: v for k, v in m.names.items() if v}
-        wanted = set(_MARKERS) | set(_FIXED)
+        self._model = m.names["model_id"]
+        self._version = m.names.get("model_version") or ()
+        self._ids = tuple((key, names) for key in _ID_FIELDS if (names := m.names.get(key)))
+        self._segment_keys_ok = all(isinstance(k, str) for k in m.segments)  # else msgspec says why not
+        read = set(_FIXED)  # the attributes whose values are read
         for names in (*m.names.values(), *m.features.values(), *m.segments.values()):
-            wanted.update(names)
-        self._wanted = frozenset(wanted)
+            read.update(names)
+        if m.operations:
+            read.add("gen_ai.operation.name")
+        self._wanted = frozenset(read | _MARKERS)
+        self._read = frozenset(read)
+        self._flags = frozenset(_MARKERS - read)  # only their presence counts
 
     def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> SpansDecoded:
         out = SpansDecoded([], [], [], [], [], {}, [], Counter())
-        json = self.encoding == "otlp_json"
+        read = self._json_message if self.encoding == "otlp_json" else self._proto_message
         for i, raw in enumerate(raws):
-            problems: list[str] = []
-            spans = 0
             if len(raw) > MAX_MESSAGE_BYTES:
                 why = f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
                 out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "too_large"))
                 continue
-            if json:
-                before = len(out.events), len(out.evaluations)
-                try:
-                    for res, span in _json_spans(raw):
-                        spans += 1
-                        attrs = _json_attrs(span.get("attributes"), self._wanted)
-                        self._span(_JsonSpan(span), attrs, res, i, out, problems)
-                except (ValueError, TypeError, AttributeError, KeyError) as e:  # not the OTLP/JSON shape
-                    n, k = before
-                    del out.events[n:], out.raws[n:], out.indexes[n:], out.ts[n:], out.evaluations[k:]
-                    why = str(e) if isinstance(e, orjson.JSONDecodeError) else f"{type(e).__name__}: {e}"
-                    why = "empty message" if not raw else f"not OTLP/JSON: {why}"
-                    out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
-                    continue
-            else:
-                req, why = _parse(raw, ExportTraceServiceRequest, self.encoding)
-                if req is None:
-                    out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
-                    continue
-                for rs in req.resource_spans:
-                    res = self._attrs(rs.resource.attributes)
-                    for ss in rs.scope_spans:
-                        for span in ss.spans:
-                            spans += 1
-                            self._span(span, self._attrs(span.attributes), res, i, out, problems)
-            if problems:
+            problems: list[str] = []
+            spans, why = read(raw, i, out, problems)
+            if why is not None:
+                out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
+            elif problems:
                 reason = f"{len(problems)} of {spans} spans rejected; the first: {problems[0]}"
                 out.rejected.append(Rejected(bytes(raw), reason, origin(i) if origin else "", i, "schema"))
         for reason, n in out.skipped.items():
             metrics.OTLP_SKIPPED.labels("spans", reason).inc(n)
         return out
 
-    def _attrs(self, kvs: Any) -> dict[str, Any]:
-        """The wanted attributes of a protobuf ``KeyValue`` list (the hot loop: each upb access counts)."""
-        wanted, out = self._wanted, {}
-        for kv in kvs:
-            k = kv.key
-            if k in wanted:
-                v = kv.value
-                which = v.WhichOneof("value")
-                out[k] = getattr(v, which) if which in _SCALARS else _value(v)
-        return out
+    def _proto_message(
+        self, raw: bytes, i: int, out: SpansDecoded, problems: list[str]
+    ) -> tuple[int, str | None]:
+        """Map the spans of one ``otlp_proto`` message: how many it holds, or why it is not OTLP."""
+        req, why = _parse(raw, ExportTraceServiceRequest, self.encoding)
+        if req is None:
+            return 0, why
+        read, flags, n = self._read, self._flags, 0
+        for rs in req.resource_spans:
+            res = _proto_attrs(rs.resource.attributes, self._wanted)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    n += 1
+                    attrs = {}
+                    for kv in span.attributes:  # the hot loop: every upb access counts
+                        k = kv.key
+                        if k in read:
+                            v = kv.value
+                            if s := v.string_value:  # most values are strings
+                                attrs[k] = s
+                            elif v.WhichOneof("value") == "int_value":
+                                attrs[k] = v.int_value
+                            else:
+                                attrs[k] = _value(v)
+                        elif k in flags:
+                            attrs[k] = True
+                    self._span(span, attrs, res, i, out, problems)
+        return n, None
+
+    def _json_message(
+        self, raw: bytes, i: int, out: SpansDecoded, problems: list[str]
+    ) -> tuple[int, str | None]:
+        """Map the spans of one ``otlp_json`` message: how many it holds, or why it is not OTLP/JSON
+        (then nothing of it is kept)."""
+        before = len(out.events), len(out.evaluations)
+        wanted, n = self._wanted, 0
+        try:
+            doc = orjson.loads(raw)
+            if not isinstance(doc, dict):
+                raise ValueError(f"a JSON {type(doc).__name__}, not an ExportTraceServiceRequest object")
+            for rs in doc.get("resourceSpans") or ():
+                res = _json_attrs((rs.get("resource") or {}).get("attributes"), None)
+                for ss in rs.get("scopeSpans") or ():
+                    for span in ss.get("spans") or ():
+                        n += 1
+                        attrs = {}
+                        for kv in span.get("attributes") or ():  # _json_attrs, inline
+                            k = kv["key"]
+                            if k in wanted:
+                                v = kv.get("value") or {}
+                                s = v.get("stringValue") if type(v) is dict and len(v) == 1 else None
+                                attrs[k] = s if s is not None else _json_value(v)
+                        self._span(_JsonSpan(span), attrs, res, i, out, problems)
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as e:
+            # not the OTLP/JSON shape (OverflowError: a time past any fixed64, too large for a float)
+            k, e_ = before
+            del out.events[k:], out.raws[k:], out.indexes[k:], out.ts[k:], out.evaluations[e_:]
+            why = str(e) if isinstance(e, orjson.JSONDecodeError) else f"{type(e).__name__}: {e}"
+            return n, "empty message" if not raw else f"not OTLP/JSON: {why}"
+        return n, None
 
     def _span(
         self, span: Any, attrs: dict, res: dict, i: int, out: SpansDecoded, problems: list[str]
     ) -> None:
-        """Map one span (a protobuf ``Span`` or a ``_JsonSpan``) whose wanted attributes are ``attrs``."""
+        """Map one span (a protobuf ``Span`` or a ``_JsonSpan``) whose wanted attributes are ``attrs``.
+
+        The event is built with the record types' constructors, which do not validate: the few
+        contract limits a mapped value can break are checked here, and an event that may break
+        one goes through ``msgspec.convert`` (``_validated``), which decides and says why.
+        """
         if attrs.keys().isdisjoint(_MARKERS):
             out.skipped["not_genai"] += 1
             return
-        m, names = self.mapping, self._names
-        op = attrs.get("gen_ai.operation.name")
-        if m.operations and op not in m.operations:
+        m = self.mapping
+        if m.operations and attrs.get("gen_ai.operation.name") not in m.operations:
             out.skipped["operation"] += 1
             return
-        model = _first(attrs, res, names["model_id"])
-        if model is None:
+        get, rget = attrs.get, res.get
+        for name in self._model:  # _first, inline (as below): the first present, span before resource
+            model = get(name)
+            if model is None:
+                model = rget(name)
+            if model is not None and model != "":
+                break
+        else:
             out.skipped["no_model"] += 1
             return
         tid, sid = span.trace_id, span.span_id
@@ -255,113 +313,152 @@ class OtlpSpans:
         if not _EARLIEST_NS <= start < _LATEST_NS:
             problems.append(f"span {span.name!r} ({event_id}): start time {start} ns is outside 1971-2200")
             return
-        ev: dict[str, Any] = {
-            "schema_version": 1,
-            "event_id": event_id,
-            "timestamp": datetime.fromtimestamp(start / 1e9, UTC),
-            "model": {"id": str(model), "kind": "llm"},
-        }
-        version = _first(attrs, res, names.get("model_version", ()))
-        if version is not None and version != model:
-            ev["model"]["version"] = str(version)
-        for key in ("deployment", "feature", "tenant_id", "user_id", "session_id"):
-            if key in names and (v := _first(attrs, res, names[key])) is not None:
-                ev[key] = str(v)
-        request: dict[str, Any] = {}
-        response: dict[str, Any] = {}
-        tokens = _int(_first(attrs, {}, ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
-                                         "llm.token_count.prompt")))  # fmt: skip
-        if tokens is not None:
-            request["tokens"] = tokens
-        tokens = _int(_first(attrs, {}, ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
-                                         "llm.token_count.completion")))  # fmt: skip
-        if tokens is not None:
-            response["tokens"] = tokens
-        if end >= start:
-            response["latency_ms"] = (end - start) / 1e6
-        reasons = attrs.get("gen_ai.response.finish_reasons")
-        if reasons:
-            response["finish_reason"] = str(reasons[0] if isinstance(reasons, list) else reasons)[:64]
-        error = attrs.get("error.type")
+        model_id = str(model)
+        ok = len(model_id) <= 128
+        version: Any = UNSET
+        for name in self._version:
+            v = get(name)
+            if v is None:
+                v = rget(name)
+            if v is not None and v != "":
+                if v != model:
+                    version = str(v)
+                    ok = ok and len(version) <= 128
+                break
+        ids = {}  # deployment, feature, tenant_id, user_id, session_id
+        for key, names in self._ids:
+            for name in names:
+                v = get(name)
+                if v is None:
+                    v = rget(name)
+                if v is not None and v != "":
+                    ids[key] = v = str(v)
+                    ok = ok and len(v) <= 128
+                    break
+        in_tokens = out_tokens = None
+        for name in _IN_TOKENS:  # span attributes only
+            if (v := get(name)) is not None and v != "":
+                in_tokens = v if type(v) is int and v >= 0 else None
+                break
+        for name in _OUT_TOKENS:
+            if (v := get(name)) is not None and v != "":
+                out_tokens = v if type(v) is int and v >= 0 else None
+                break
+        if (in_tokens or 0) > _MAX_INT or (out_tokens or 0) > _MAX_INT:
+            ok = False
+        reasons = get("gen_ai.response.finish_reasons")
+        finish = str(reasons[0] if isinstance(reasons, list) else reasons)[:64] if reasons else UNSET
+        error = get("error.type")
         if error is None and span.status.code == 2:  # STATUS_CODE_ERROR
             error = span.status.message or "error"
-        if error is not None:
-            response["error"] = str(error)[:512]
-        text = attrs.get("input.value") or _text(attrs.get("gen_ai.input.messages"), "user")
-        if text is None and isinstance(attrs.get("gen_ai.prompt"), str):
-            text = attrs["gen_ai.prompt"]
-        if text:
-            request["text"] = text
-        text = attrs.get("output.value") or _text(attrs.get("gen_ai.output.messages"), None)
-        if text is None and isinstance(attrs.get("gen_ai.completion"), str):
-            text = attrs["gen_ai.completion"]
-        if text:
-            response["text"] = text
+        in_text = out_text = None
+        if not attrs.keys().isdisjoint(_TEXTS):  # content capture is on
+            in_text = get("input.value") or _text(get("gen_ai.input.messages"), "user")
+            if in_text is None and isinstance(get("gen_ai.prompt"), str):
+                in_text = attrs["gen_ai.prompt"]
+            out_text = get("output.value") or _text(get("gen_ai.output.messages"), None)
+            if out_text is None and isinstance(get("gen_ai.completion"), str):
+                out_text = attrs["gen_ai.completion"]
+            if (in_text and type(in_text) is not str) or (out_text and type(out_text) is not str):
+                ok = False
+        features: Any = UNSET
         if m.features:
             feats = {
-                k: v for k, names_ in m.features.items() if (v := _first(attrs, res, names_)) is not None
+                k: v if isinstance(v, str | int | float | bool) else str(v)
+                for k, names in m.features.items()
+                if (v := _first(attrs, res, names)) is not None
             }
             if feats:
-                request["features"] = {k: v if isinstance(v, str | int | float | bool) else str(v)
-                                       for k, v in feats.items()}  # fmt: skip
-        if request:
-            ev["request"] = request
-        if response:
-            ev["response"] = response
+                try:
+                    features = msgspec.convert(feats, _FEATURES)  # ints become floats, as the contract's
+                except msgspec.ValidationError:
+                    features, ok = feats, False
+        segments: Any = UNSET
         if m.segments:
-            segs = {k: _str(_first(attrs, res, names_)) for k, names_ in m.segments.items()}
-            segs = {k: v for k, v in segs.items() if v is not None}
+            segs = {
+                k: str(v) for k, names in m.segments.items() if (v := _first(attrs, res, names)) is not None
+            }
             if segs:
-                ev["segments"] = segs
-        try:
-            event = msgspec.convert(ev, TelemetryEvent)
-        except msgspec.ValidationError as e:
-            problems.append(f"span {span.name!r} ({event_id}): schema: {e}")
-            return
+                segments = segs
+                if not self._segment_keys_ok or max(map(len, segs.values())) > 128:
+                    ok = False
+        request = response = UNSET
+        if in_text or in_tokens is not None or features:
+            request = Request(in_text or UNSET, UNSET if in_tokens is None else in_tokens, features=features)
+        latency = (end - start) / 1e6 if end >= start else UNSET
+        if (
+            out_tokens is not None
+            or latency is not UNSET
+            or finish is not UNSET
+            or error is not None
+            or out_text
+        ):
+            response = Response(
+                UNSET if out_tokens is None else out_tokens,
+                latency,
+                finish,
+                None if error is None else str(error)[:512],
+                text=out_text or UNSET,
+            )
+        event = TelemetryEvent(
+            1,
+            event_id,
+            datetime.fromtimestamp(start / 1e9, UTC),
+            Model(model_id, version, "llm"),
+            **ids,
+            request=request,
+            response=response,
+            segments=segments,
+        )
+        if not ok:
+            try:
+                event = _validated(event)
+            except msgspec.ValidationError as e:
+                problems.append(f"span {span.name!r} ({event_id}): schema: {e}")
+                return
         out.events.append(event)
         out.raws.append(_encode(event))
         out.indexes.append(i)
         out.ts.append(start / 1e9)
-        rid = attrs.get("gen_ai.response.id")
+        rid = get("gen_ai.response.id")
         if rid:
             out.response_ids[event_id] = str(rid)
-        for name, ts, ev_attrs in _events(span):
-            if name == EVALUATION:
-                e = _evaluation(ev_attrs, ts, event_id, i)
-                if e is not None:
-                    out.evaluations.append(e)
+        if span.events:  # most spans have none
+            for name, ts, ev_attrs in _events(span):
+                if name == EVALUATION:
+                    e = _evaluation(ev_attrs, ts, event_id, i)
+                    if e is not None:
+                        out.evaluations.append(e)
+
+
+def _validated(event: TelemetryEvent) -> TelemetryEvent:
+    """``event`` checked by msgspec against the contract (``ValidationError`` says where it breaks it).
+
+    Converted from a dict in the order the fields were first mapped (a request's tokens before its
+    text), so that of two broken fields the same one is named.
+    """
+    doc = msgspec.to_builtins(event)
+    request = doc.get("request")
+    if request and "tokens" in request:
+        doc["request"] = {"tokens": request.pop("tokens"), **request}
+    return msgspec.convert(doc, TelemetryEvent)
 
 
 def _events(span: Any) -> list[tuple[str, int, dict[str, Any]]]:
-    """A span's events: name, time, attributes (most spans have none: answered without a loop)."""
+    """A span's events: name, time, attributes."""
     if isinstance(span, _JsonSpan):
-        evs = span.d.get("events")
-        if not evs:
-            return []
         return [
             (se.get("name", ""), int(se.get("timeUnixNano") or 0), _json_attrs(se.get("attributes"), None))
-            for se in evs
+            for se in span.events
         ]
-    evs = span.events
-    if not evs:
-        return []
-    return [(se.name, se.time_unix_nano, {kv.key: _value(kv.value) for kv in se.attributes}) for se in evs]
+    return [
+        (se.name, se.time_unix_nano, {kv.key: _value(kv.value) for kv in se.attributes}) for se in span.events
+    ]
 
 
 # -- OTLP/JSON (the exporter's otlp_json): orjson's dicts, read in the shape the OTLP spec gives
 # (camelCase keys, hex ids, 64-bit integers as strings, enums as integers); protobuf's own JSON
 # reader (json_format) reads the same at about a hundredth of the speed.
-
-
-def _json_spans(raw: bytes) -> Iterator[tuple[dict[str, Any], dict]]:
-    doc = orjson.loads(raw)
-    if not isinstance(doc, dict):
-        raise ValueError(f"a JSON {type(doc).__name__}, not an ExportTraceServiceRequest object")
-    for rs in doc.get("resourceSpans") or ():
-        res = _json_attrs((rs.get("resource") or {}).get("attributes"), None)
-        for ss in rs.get("scopeSpans") or ():
-            for span in ss.get("spans") or ():
-                yield res, span
 
 
 def _json_value(v: dict) -> Any:
@@ -377,11 +474,17 @@ def _json_value(v: dict) -> Any:
 
 
 def _json_attrs(kvs: Any, wanted: frozenset[str] | None) -> dict[str, Any]:
+    """The ``wanted`` attributes (all when None) of an OTLP/JSON ``KeyValue`` list."""
+    out: dict[str, Any] = {}
     if not kvs:
-        return {}
-    return {
-        kv["key"]: _json_value(kv.get("value") or {}) for kv in kvs if wanted is None or kv["key"] in wanted
-    }
+        return out
+    for kv in kvs:
+        k = kv["key"]
+        if wanted is None or k in wanted:
+            v = kv.get("value") or {}
+            s = v.get("stringValue") if type(v) is dict and len(v) == 1 else None  # most are strings
+            out[k] = s if s is not None else _json_value(v)
+    return out
 
 
 def _json_log_records(raw: bytes) -> Iterator[tuple[dict[str, Any], str, int, bytes, bytes]]:
@@ -433,6 +536,10 @@ class _JsonSpan:
     @property
     def end_time_unix_nano(self) -> int:
         return int(self.d.get("endTimeUnixNano") or 0)
+
+    @property
+    def events(self) -> Any:
+        return self.d.get("events")
 
     @property
     def status(self) -> _JsonStatus:

@@ -15,8 +15,10 @@ which some are *new*: first seen by this model less than ``new_account_s`` ago, 
 first ``warmup_s`` (before that, every account is new to the monitor). Benign repetition — many
 established users asking the same common question — is filtered out before a signal is made: a
 cluster is reported only when at least ``min_new_share`` of its accounts in the horizon are new,
-and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago) or at least
-``min_violation_share`` of them were flagged by the safety classifier.
+and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago, after the
+model's warmup: the texts of its first hour are its established traffic) or at least
+``min_violation_share`` of them were flagged by the safety classifier. The test is made every
+window: a reported cluster that no longer passes it reads 0 new accounts.
 
 Signals (per model; ``n`` = the model's prompts over the horizon, the population the cluster
 was found in):
@@ -25,7 +27,9 @@ was found in):
   (value), against its distinct accounts (baseline), so ``ratio`` is the new-account share;
   ``lower``/``upper``: Wilson 95% interval of the share of its prompts flagged by safety. Once
   reported, a cluster has a row every window until it has been quiet for a whole horizon (the
-  last one with value 0), so rules can resolve. Its record and prompts go to the
+  last one with value 0), so rules can resolve; its value is 0 in the windows it does not pass
+  the campaign test (a common cluster that once looked like a campaign does not page again and
+  again as newcomers keep asking it). Its record and prompts go to the
   ``abuse_clusters`` and ``abuse_cluster_members`` tables (``drain_rows``).
 - ``abuse.account_rate`` {user_id}: an account's prompts over the horizon (value) against the
   larger of its peers' 99th percentile and its own rate over the ``new_account_s`` before
@@ -421,16 +425,17 @@ class AbuseMonitor(PerModelState):
             accounts: Counter[str] = Counter()
             for w in c.recent:
                 accounts.update(w.accounts)
-            if not c.reported:
-                if len(new) < cfg.min_new_share * len(accounts):
-                    continue
-                rare = start - c.first < cfg.rare_s
-                if not rare and k < cfg.min_violation_share * n:
-                    continue  # an old, clean cluster gaining new users: benign repetition
+            if self._qualifies(st, c, start, len(new), len(accounts), n, k):
                 c.reported = True
-            elif not c.recent:
+                rows.append((c, len(new), accounts, n, k))
+                continue
+            if not c.reported:
+                continue
+            if not c.recent:
                 c.reported = False  # quiet for a whole horizon: this zero row is its last
-            rows.append((c, len(new), accounts, n, k))
+            # reported before, no campaign now: a row of 0 new accounts, so that the incident
+            # resolves and a cluster that once looked like one does not page again and again
+            rows.append((c, 0, accounts, n, k))
         if not rows:
             return []
         _, lo, hi = wilson_interval([r[4] for r in rows], [r[3] for r in rows])
@@ -467,6 +472,23 @@ class AbuseMonitor(PerModelState):
             )
             for i, (c, new, accounts, n, _) in enumerate(rows)
         ]
+
+    def _qualifies(
+        self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, n: int, k: int
+    ) -> bool:
+        """Whether a cluster looks like a campaign now: enough new accounts, at least
+        ``min_new_share`` of its accounts new, and rare text or flagged prompts.
+
+        Rare means first seen less than ``rare_s`` ago *and* after the model's warmup: the texts
+        of a model's first hour are its established traffic (before the warmup the monitor has no
+        past to call a text rare against; every common prompt of a model's first hour would
+        otherwise be rare for two hours, while every account is new to it).
+        """
+        cfg = self.cfg
+        if new < cfg.min_new_accounts or new < cfg.min_new_share * accounts:
+            return False
+        rare = start - c.first < cfg.rare_s and c.first >= st.start + cfg.warmup_s
+        return rare or k >= cfg.min_violation_share * n  # old, clean text gaining new users: benign
 
     def drain_rows(self) -> list[tuple[str, tuple[str, ...], list[tuple]]]:
         """Rows for the abuse tables the closes since the last call produced: ``(table, columns, rows)``."""

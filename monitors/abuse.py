@@ -56,6 +56,7 @@ import msgspec
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from detectors.evidence import look_alpha, rate_bounds
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
@@ -79,6 +80,10 @@ class AbuseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rare_s: Annotated[int, msgspec.Meta(ge=0)] = 7200  # a cluster younger than this is rare text
     min_new_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # of a cluster's accounts
     min_violation_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1  # flagged prompts
+    # what the flagged-share test may cost a model a week in clusters of old text wrongly passed: the
+    # lower bound of the share, not the estimate, must be above min_violation_share. Abuse rules
+    # compare counts and stay outside the split of false_alarms_per_model_week (monitors.registry)
+    flagged_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 0.2
     min_new_accounts: Annotated[int, msgspec.Meta(ge=1)] = 3  # fewer: no signal row at all
     similarity: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.3  # Jaccard of word sets
     num_perm: Annotated[int, msgspec.Meta(ge=16, le=512)] = 64
@@ -102,7 +107,9 @@ SIGNALS = (
         interval="Wilson 95% interval of the share of those prompts flagged by safety",
         baseline="distinct accounts sending the cluster's prompts over the horizon",
         evidence="count",
-        evidence_text="a count of accounts, not an estimate: its false alarms are benign repetition,"
+        evidence_text="a count of accounts of a cluster that passed the campaign test (a cluster of old"
+        " text on its flagged share's one-sided Wilson bound, at flagged_false_alarms_per_week over the"
+        " clusters tested and a week of windows); its other false alarms are benign repetition,"
         " measured by the detection benchmark",
     ),
     SignalSpec(
@@ -259,9 +266,9 @@ class AbuseMonitor(PerModelState):
     def __init__(
         self, window_s: int, config: AbuseConfig | None = None, budget: dict[str, float] | None = None
     ):
-        # ``budget`` is accepted like every monitor's: abuse rules compare counts, no sample error
         self.window_s = window_s
         self.cfg = config or AbuseConfig()
+        # ``budget`` is accepted like every monitor's: abuse rules compare counts, outside the split
         self._windows: dict[int, dict[str, list[Prompt]]] = {}
         self._models: dict[str, _Model] = {}
         self._dirty: set[str] = set()
@@ -415,6 +422,7 @@ class AbuseMonitor(PerModelState):
         cfg = self.cfg
         rows = []
         population = sum(t for _, _, t in list(st.per_account)[-self._horizon :])
+        tested = []
         for cid in sorted(set(active) | {cid for cid, c in st.clusters.items() if c.reported}):
             c = st.clusters[cid]
             new = set().union(*(w.new for w in c.recent))
@@ -425,7 +433,13 @@ class AbuseMonitor(PerModelState):
             accounts: Counter[str] = Counter()
             for w in c.recent:
                 accounts.update(w.accounts)
-            if self._qualifies(st, c, start, len(new), len(accounts), n, k):
+            tested.append((c, new, accounts, n, k))
+        # the flagged share's lower bound, at flagged_false_alarms_per_week split over the clusters
+        # tested in this window and a week of windows
+        alpha = look_alpha(self.cfg.flagged_false_alarms_per_week, len(tested), self.window_s)
+        flagged_lower = rate_bounds([t[4] for t in tested], [t[3] for t in tested], alpha).lower
+        for (c, new, accounts, n, k), lower in zip(tested, flagged_lower, strict=True):
+            if self._qualifies(st, c, start, len(new), len(accounts), float(lower)):
                 c.reported = True
                 rows.append((c, len(new), accounts, n, k))
                 continue
@@ -474,10 +488,13 @@ class AbuseMonitor(PerModelState):
         ]
 
     def _qualifies(
-        self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, n: int, k: int
+        self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, flagged_lower: float
     ) -> bool:
         """Whether a cluster looks like a campaign now: enough new accounts, at least
-        ``min_new_share`` of its accounts new, and rare text or flagged prompts.
+        ``min_new_share`` of its accounts new, and rare text or flagged prompts: the lower bound of
+        its flagged share (``flagged_lower``, NaN without prompts) above ``min_violation_share``.
+        A point estimate would not do: ten prompts of a model flagged 5% of the time are 10% or
+        more flagged one time in ten, and a common cluster is tested every window for weeks.
 
         Rare means first seen less than ``rare_s`` ago *and* after the model's warmup: the texts
         of a model's first hour are its established traffic (before the warmup the monitor has no
@@ -488,7 +505,7 @@ class AbuseMonitor(PerModelState):
         if new < cfg.min_new_accounts or new < cfg.min_new_share * accounts:
             return False
         rare = start - c.first < cfg.rare_s and c.first >= st.start + cfg.warmup_s
-        return rare or k >= cfg.min_violation_share * n  # old, clean text gaining new users: benign
+        return rare or flagged_lower > cfg.min_violation_share  # old, clean text gaining new users: benign
 
     def drain_rows(self) -> list[tuple[str, tuple[str, ...], list[tuple]]]:
         """Rows for the abuse tables the closes since the last call produced: ``(table, columns, rows)``."""

@@ -195,3 +195,19 @@ def test_a_reported_cluster_reads_zero_once_it_no_longer_looks_like_a_campaign()
     assert max(s.value for s in rows if s.ts <= T0 + timedelta(minutes=46)) >= 10  # paged as a campaign
     later = [s for s in rows if s.ts >= T0 + timedelta(minutes=70)]
     assert later and max(s.value for s in later) < 3  # resolved, and no page again
+
+
+def test_a_common_question_flagged_at_the_models_rate_never_passes_the_flagged_test():
+    # 30,000 accounts (most new to the monitor for hours) asking the first hour's common questions,
+    # 7% of them flagged: a cluster's flagged share crosses 10% as a point estimate again and
+    # again over hours of windows; its budgeted lower bound does not. From minute 150, 40 accounts
+    # never seen before send one of those questions with 60% of the prompts flagged: that passes.
+    def traffic(rng, minute):
+        out = [(f"u{rng.randrange(30_000)}", rng.choice(BENIGN), rng.random() < 0.07) for _ in range(60)]
+        if minute >= 150:
+            out += [(f"bot{rng.randrange(40)}", BENIGN[0], rng.random() < 0.6) for _ in range(20)]
+        return out
+
+    signals = _run(AbuseMonitor(60, CFG), _minutes(170, traffic))
+    rows = [s for s in signals if s.signal == "abuse.campaign" and s.value >= 10]
+    assert rows and min(s.ts for s in rows) > T0 + timedelta(minutes=150)

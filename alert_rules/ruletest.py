@@ -156,7 +156,7 @@ def run_file(path: Path, catalogue: Catalogue | None = None) -> tuple[int, list[
     if not files:
         raise RuleTestError(f"{path}: rule_files is empty")
     try:
-        rules = [r for f in files for r in load_rules(f, catalogue)]
+        rules = load_rules(files, catalogue)  # together: a rule may be held back by another file's
         interval = parse_duration(doc.get("evaluation_interval", "1m"))
     except RuleError as e:
         raise RuleTestError(f"{path}: the rules do not load: {e}") from None

@@ -1,8 +1,10 @@
 """Problems: incidents that share a cause, grouped so that on-call is paged once per problem.
 
 An incident that opens joins the *problem* of its grouping labels (``by``, the model by default)
-while that problem is active: one of its incidents still fires, or the last one resolved less
-than ``hold`` ago. Otherwise it starts a problem of its own, named by its incident id. A
+while that problem is active: something happened in it less than ``hold`` ago (one of its
+incidents opened or resolved). Otherwise it starts a problem of its own, named by its incident id.
+An incident that keeps firing does not by itself keep its problem open to newcomers: a standing
+condition paged on Monday is no cause of Thursday's drift, which is paged on its own. A
 campaign's clusters, its effect on the safety rate and on prompt length, a drift and the slow
 shift that follows it on one model in one span are then one problem: routes page its first
 incident and send the others as updates of that page (``raiwatch.delivery``). Every incident
@@ -20,8 +22,9 @@ backtest assign the same problems.
 >>> c = g.join("inc-c", {"model_id": "m"}, t0 + timedelta(minutes=20))   # within the hold
 >>> g.resolved("inc-c", t0 + timedelta(minutes=25))
 >>> d = g.join("inc-d", {"model_id": "m"}, t0 + timedelta(hours=2))      # quiet past the hold: a new one
->>> a, b, c, d
-('inc-a', 'inc-a', 'inc-a', 'inc-d')
+>>> e = g.join("inc-e", {"model_id": "m"}, t0 + timedelta(hours=2, minutes=40))  # inc-d still fires
+>>> a, b, c, d, e
+('inc-a', 'inc-a', 'inc-a', 'inc-d', 'inc-e')
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class _Problem:
     group_id: str
     firing: set[str] = field(default_factory=set)  # its incidents still open
     quiet_since: datetime | None = None  # when its last incident resolved
+    last: datetime | None = None  # when one of its incidents last opened or resolved
 
 
 class Problems:
@@ -56,10 +60,11 @@ class Problems:
         """The problem (group id) of an incident opening ``at`` with these labels."""
         key = self.key(labels)
         p = self._active.get(key)
-        if p is None or (not p.firing and p.quiet_since is not None and at - p.quiet_since > self.hold):
+        if p is None or p.last is None or at - p.last > self.hold:
             p = self._active[key] = _Problem(incident_id)
         p.firing.add(incident_id)
         p.quiet_since = None
+        p.last = max(p.last or at, at)
         self._of[incident_id] = key
         return p.group_id
 
@@ -75,8 +80,9 @@ class Problems:
     def resolved(self, incident_id: str, at: datetime) -> None:
         key = self._of.pop(incident_id, None)
         p = self._active.get(key) if key is not None else None
-        if p is not None:
+        if p is not None and incident_id in p.firing:  # not one of a problem a newer one replaced
             p.firing.discard(incident_id)
+            p.last = max(p.last or at, at)
             if not p.firing:
                 p.quiet_since = at
 
@@ -89,8 +95,10 @@ class Problems:
             p = self._active.get(key)
             if p is None or p.group_id != gid:
                 p = self._active[key] = _Problem(gid)
+            p.last = max(p.last or inc.opened_at, inc.opened_at)
             if inc.status == "resolved" and inc.resolved_at is not None:
                 p.firing.discard(inc.incident_id)
+                p.last = max(p.last, inc.resolved_at)
                 if not p.firing:
                     p.quiet_since = max(p.quiet_since or inc.resolved_at, inc.resolved_at)
             else:

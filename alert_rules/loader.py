@@ -169,8 +169,8 @@ class Rule:
 def load_rules(
     path_or_dir: Path | str | Iterable[Path | str] | None = None, catalogue: Catalogue | None = None
 ) -> list[Rule]:
-    """Rules from a file, a folder's ``*.yaml`` or several of them, checked together (None: the
-    shipped ones).
+    """Rules from a file or a folder's ``*.yaml``, or several together (None: the shipped ones);
+    ``inhibited_by`` may name a rule of any of them.
 
     With the ``catalogue`` of signals the monitors emit, a rule must name one of them, with dims
     it carries and thresholds inside its range. Raises ``RuleError`` listing every problem, so an

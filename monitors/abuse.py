@@ -15,8 +15,10 @@ which some are *new*: first seen by this model less than ``new_account_s`` ago, 
 first ``warmup_s`` (before that, every account is new to the monitor). Benign repetition — many
 established users asking the same common question — is filtered out before a signal is made: a
 cluster is reported only when at least ``min_new_share`` of its accounts in the horizon are new,
-and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago) or at least
-``min_violation_share`` of them were flagged by the safety classifier.
+and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago, after the
+model's warmup: the texts of its first hour are its established traffic) or at least
+``min_violation_share`` of them were flagged by the safety classifier. The test is made every
+window: a reported cluster that no longer passes it reads 0 new accounts.
 
 Signals (per model; ``n`` = the model's prompts over the horizon, the population the cluster
 was found in):
@@ -25,7 +27,9 @@ was found in):
   (value), against its distinct accounts (baseline), so ``ratio`` is the new-account share;
   ``lower``/``upper``: Wilson 95% interval of the share of its prompts flagged by safety. Once
   reported, a cluster has a row every window until it has been quiet for a whole horizon (the
-  last one with value 0), so rules can resolve. Its record and prompts go to the
+  last one with value 0), so rules can resolve; its value is 0 in the windows it does not pass
+  the campaign test (a common cluster that once looked like a campaign does not page again and
+  again as newcomers keep asking it). Its record and prompts go to the
   ``abuse_clusters`` and ``abuse_cluster_members`` tables (``drain_rows``).
 - ``abuse.account_rate`` {user_id}: an account's prompts over the horizon (value) against the
   larger of its peers' 99th percentile and its own rate over the ``new_account_s`` before
@@ -52,6 +56,7 @@ import msgspec
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from detectors.evidence import look_alpha, rate_bounds
 from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
@@ -75,6 +80,10 @@ class AbuseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rare_s: Annotated[int, msgspec.Meta(ge=0)] = 7200  # a cluster younger than this is rare text
     min_new_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # of a cluster's accounts
     min_violation_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1  # flagged prompts
+    # what the flagged-share test may cost a model a week in clusters of old text wrongly passed: the
+    # lower bound of the share, not the estimate, must be above min_violation_share. Abuse rules
+    # compare counts and stay outside the split of false_alarms_per_model_week (monitors.registry)
+    flagged_false_alarms_per_week: Annotated[float, msgspec.Meta(gt=0)] = 0.2
     min_new_accounts: Annotated[int, msgspec.Meta(ge=1)] = 3  # fewer: no signal row at all
     similarity: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.3  # Jaccard of word sets
     num_perm: Annotated[int, msgspec.Meta(ge=16, le=512)] = 64
@@ -98,7 +107,9 @@ SIGNALS = (
         interval="Wilson 95% interval of the share of those prompts flagged by safety",
         baseline="distinct accounts sending the cluster's prompts over the horizon",
         evidence="count",
-        evidence_text="a count of accounts, not an estimate: its false alarms are benign repetition,"
+        evidence_text="a count of accounts of a cluster that passed the campaign test (a cluster of old"
+        " text on its flagged share's one-sided Wilson bound, at flagged_false_alarms_per_week over the"
+        " clusters tested and a week of windows); its other false alarms are benign repetition,"
         " measured by the detection benchmark",
     ),
     SignalSpec(
@@ -255,9 +266,9 @@ class AbuseMonitor(PerModelState):
     def __init__(
         self, window_s: int, config: AbuseConfig | None = None, budget: dict[str, float] | None = None
     ):
-        # ``budget`` is accepted like every monitor's: abuse rules compare counts, no sample error
         self.window_s = window_s
         self.cfg = config or AbuseConfig()
+        # ``budget`` is accepted like every monitor's: abuse rules compare counts, outside the split
         self._windows: dict[int, dict[str, list[Prompt]]] = {}
         self._models: dict[str, _Model] = {}
         self._dirty: set[str] = set()
@@ -411,6 +422,7 @@ class AbuseMonitor(PerModelState):
         cfg = self.cfg
         rows = []
         population = sum(t for _, _, t in list(st.per_account)[-self._horizon :])
+        tested = []
         for cid in sorted(set(active) | {cid for cid, c in st.clusters.items() if c.reported}):
             c = st.clusters[cid]
             new = set().union(*(w.new for w in c.recent))
@@ -421,16 +433,23 @@ class AbuseMonitor(PerModelState):
             accounts: Counter[str] = Counter()
             for w in c.recent:
                 accounts.update(w.accounts)
-            if not c.reported:
-                if len(new) < cfg.min_new_share * len(accounts):
-                    continue
-                rare = start - c.first < cfg.rare_s
-                if not rare and k < cfg.min_violation_share * n:
-                    continue  # an old, clean cluster gaining new users: benign repetition
+            tested.append((c, new, accounts, n, k))
+        # the flagged share's lower bound, at flagged_false_alarms_per_week split over the clusters
+        # tested in this window and a week of windows
+        alpha = look_alpha(self.cfg.flagged_false_alarms_per_week, len(tested), self.window_s)
+        flagged_lower = rate_bounds([t[4] for t in tested], [t[3] for t in tested], alpha).lower
+        for (c, new, accounts, n, k), lower in zip(tested, flagged_lower, strict=True):
+            if self._qualifies(st, c, start, len(new), len(accounts), float(lower)):
                 c.reported = True
-            elif not c.recent:
+                rows.append((c, len(new), accounts, n, k))
+                continue
+            if not c.reported:
+                continue
+            if not c.recent:
                 c.reported = False  # quiet for a whole horizon: this zero row is its last
-            rows.append((c, len(new), accounts, n, k))
+            # reported before, no campaign now: a row of 0 new accounts, so that the incident
+            # resolves and a cluster that once looked like one does not page again and again
+            rows.append((c, 0, accounts, n, k))
         if not rows:
             return []
         _, lo, hi = wilson_interval([r[4] for r in rows], [r[3] for r in rows])
@@ -467,6 +486,26 @@ class AbuseMonitor(PerModelState):
             )
             for i, (c, new, accounts, n, _) in enumerate(rows)
         ]
+
+    def _qualifies(
+        self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, flagged_lower: float
+    ) -> bool:
+        """Whether a cluster looks like a campaign now: enough new accounts, at least
+        ``min_new_share`` of its accounts new, and rare text or flagged prompts: the lower bound of
+        its flagged share (``flagged_lower``, NaN without prompts) above ``min_violation_share``.
+        A point estimate would not do: ten prompts of a model flagged 5% of the time are 10% or
+        more flagged one time in ten, and a common cluster is tested every window for weeks.
+
+        Rare means first seen less than ``rare_s`` ago *and* after the model's warmup: the texts
+        of a model's first hour are its established traffic (before the warmup the monitor has no
+        past to call a text rare against; every common prompt of a model's first hour would
+        otherwise be rare for two hours, while every account is new to it).
+        """
+        cfg = self.cfg
+        if new < cfg.min_new_accounts or new < cfg.min_new_share * accounts:
+            return False
+        rare = start - c.first < cfg.rare_s and c.first >= st.start + cfg.warmup_s
+        return rare or flagged_lower > cfg.min_violation_share  # old, clean text gaining new users: benign
 
     def drain_rows(self) -> list[tuple[str, tuple[str, ...], list[tuple]]]:
         """Rows for the abuse tables the closes since the last call produced: ``(table, columns, rows)``."""

@@ -149,3 +149,65 @@ def test_a_prompt_starting_with_a_hash_sign_is_text_not_a_digest():
     _run(mon, [telemetry_codec.decode_batch(lines).events])
     st = mon._models["bot"]
     assert not st.exact and len(st.minhashes) == 1
+
+
+def _minutes(minutes: int, per_minute, seed: int = 3) -> list[list]:
+    """Per minute, the events ``per_minute(rng, minute)`` lists as (user, text, flagged)."""
+    rng = random.Random(seed)
+    out, i = [], 0
+    for minute in range(minutes):
+        lines = []
+        for j, (user, text, flagged) in enumerate(per_minute(rng, minute)):
+            t = T0 + timedelta(minutes=minute, seconds=j % 60, milliseconds=j)
+            lines.append(_event(i := i + 1, t, user, text, flagged))
+        out.append(telemetry_codec.decode_batch(lines).events)
+    return out
+
+
+def test_a_large_account_pool_asking_the_first_hours_common_questions_makes_no_campaign():
+    # 30,000 accounts, a few prompts each: an hour after the warmup most accounts are still new to
+    # the monitor. The common questions were asked from the first minute: established text, not
+    # rare, even though the monitor first saw them less than rare_s ago.
+    def traffic(rng, minute):
+        return [(f"u{rng.randrange(30_000)}", rng.choice(BENIGN), False) for _ in range(60)]
+
+    signals = _run(AbuseMonitor(60, CFG), _minutes(90, traffic))
+    assert not [s for s in signals if s.signal == "abuse.campaign" and s.value >= 10]
+
+
+def test_a_reported_cluster_reads_zero_once_it_no_longer_looks_like_a_campaign():
+    # minutes 40-44: 30 accounts never seen before send a new text (a campaign by the test); from
+    # minute 45 on, the text is everyone's: 300 established accounts ask it, with a couple of
+    # newcomers a minute (20 new accounts per 10 minutes, far under half of the cluster's accounts)
+    promo = "what is the promo code for the new game"
+
+    def traffic(rng, minute):
+        out = [(f"u{rng.randrange(300)}", rng.choice(BENIGN), False) for _ in range(40)]
+        if 40 <= minute < 45:
+            out += [(f"bot{minute}-{j}", promo, False) for j in range(6)]
+        elif minute >= 45:
+            out += [(f"u{rng.randrange(300)}", promo, False) for _ in range(20)]
+            out += [(f"newcomer{minute}-{j}", promo, False) for j in range(2)]
+        return out
+
+    signals = _run(AbuseMonitor(60, CFG), _minutes(120, traffic))
+    rows = [s for s in signals if s.signal == "abuse.campaign"]
+    assert max(s.value for s in rows if s.ts <= T0 + timedelta(minutes=46)) >= 10  # paged as a campaign
+    later = [s for s in rows if s.ts >= T0 + timedelta(minutes=70)]
+    assert later and max(s.value for s in later) < 3  # resolved, and no page again
+
+
+def test_a_common_question_flagged_at_the_models_rate_never_passes_the_flagged_test():
+    # 30,000 accounts (most new to the monitor for hours) asking the first hour's common questions,
+    # 7% of them flagged: a cluster's flagged share crosses 10% as a point estimate again and
+    # again over hours of windows; its budgeted lower bound does not. From minute 150, 40 accounts
+    # never seen before send one of those questions with 60% of the prompts flagged: that passes.
+    def traffic(rng, minute):
+        out = [(f"u{rng.randrange(30_000)}", rng.choice(BENIGN), rng.random() < 0.07) for _ in range(60)]
+        if minute >= 150:
+            out += [(f"bot{rng.randrange(40)}", BENIGN[0], rng.random() < 0.6) for _ in range(20)]
+        return out
+
+    signals = _run(AbuseMonitor(60, CFG), _minutes(170, traffic))
+    rows = [s for s in signals if s.signal == "abuse.campaign" and s.value >= 10]
+    assert rows and min(s.ts for s in rows) > T0 + timedelta(minutes=150)

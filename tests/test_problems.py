@@ -137,3 +137,20 @@ def test_a_problem_is_paged_once_with_the_incidents_that_opened_with_it_then_upd
         assert len(store.problem(chat[0].group_id)) == 5
     finally:
         receiver.close()
+
+
+def test_an_incident_that_keeps_firing_does_not_hold_its_problem_open_for_days():
+    # a standing condition opens an incident that never resolves; an unrelated incident of the
+    # same model two days later is a problem of its own (paged), while one that opens within the
+    # hold of the first still joins it
+    g = Problems(("model_id",), timedelta(minutes=30))
+    first = g.join("inc-standing", {"model_id": "chat"}, T0)
+    assert g.join("inc-soon", {"model_id": "chat"}, T0 + timedelta(minutes=20)) == first
+    g.resolved("inc-soon", T0 + timedelta(minutes=25))
+    later = g.join("inc-later", {"model_id": "chat"}, T0 + timedelta(days=2))
+    assert later == "inc-later"
+    assert g.join("inc-next", {"model_id": "chat"}, T0 + timedelta(days=2, minutes=25)) == "inc-later"
+    # the old problem's incident resolving is no activity of the new one: 31 minutes after the
+    # new problem's last opening, the next incident is a problem of its own
+    g.resolved("inc-standing", T0 + timedelta(days=2, minutes=50))
+    assert g.join("inc-after", {"model_id": "chat"}, T0 + timedelta(days=2, minutes=56)) == "inc-after"

@@ -120,8 +120,8 @@ class NotifyConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     retry_max_s: Annotated[float, Meta(gt=0)] = 300.0  # up to this
     poll_s: Annotated[float, Meta(gt=0)] = 1.0  # how often the outbox is read
     resolve_delay_s: NonNegFloat = 0.0  # hold "resolved" back this long: a flap that reopens it stays quiet
-    # problems (one page each): an incident joins the open problem of the same group_by labels, or
-    # one whose last incident resolved less than group_hold_s ago (alert_rules.grouping)
+    # problems (one page each): an incident joins the problem of the same group_by labels in which
+    # an incident opened or resolved less than group_hold_s ago (alert_rules.grouping)
     group_by: list[str] = msgspec.field(default_factory=lambda: ["model_id"])
     group_hold_s: NonNegFloat = 1800.0
 

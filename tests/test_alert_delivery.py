@@ -350,7 +350,9 @@ def test_a_flap_is_not_paged_twice_when_resolutions_are_held_back(receiver: Rece
     delivery = Delivery(store, cfg, wall=lambda: clock[0])
     store.apply([IncidentChange(kind="opened", incident=_incident(1))], router(cfg))
     assert delivery.run_once() == 1
-    store.apply([IncidentChange(kind="resolved", incident=_incident(1, status="resolved"))], router(cfg))
+    resolved_now = datetime.fromtimestamp(clock[0], UTC)  # NOW is the import time: long ago under xdist
+    resolved = msgspec.structs.replace(_incident(1, status="resolved"), resolved_at=resolved_now)
+    store.apply([IncidentChange(kind="resolved", incident=resolved)], router(cfg))
     assert delivery.run_once() == 0  # held back: a flap may reopen it
     reopened = msgspec.structs.replace(_incident(1), updated_at=NOW + timedelta(minutes=2))
     (inc,) = store.apply([IncidentChange(kind="reopened", incident=reopened)], router(cfg))

@@ -194,14 +194,19 @@ def mean_shift_z(ref: ArrayLike, cur: ArrayLike) -> DriftResult:
     8.94
     """
     r, c = _pair(ref, cur)
+    mu, sd, mean, n = _bin_means(r, c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where((sd > 0) & (n > 0), (mean - mu) / (sd / np.sqrt(n)), np.nan)
+    return DriftResult(z, np.full(r.shape[:-1], np.nan), _n(c))
+
+
+def _bin_means(r: F64, c: F64) -> tuple[F64, F64, F64, F64]:
+    """The reference's mean bin and its spread, the current mean bin and the current count."""
     idx = np.arange(r.shape[-1], dtype=np.float64)
     p, q = _shares(r), _shares(c)
     mu = (p * idx).sum(-1)
     sd = np.sqrt((p * (idx - mu[..., None]) ** 2).sum(-1))
-    n = c.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.where((sd > 0) & (n > 0), ((q * idx).sum(-1) - mu) / (sd / np.sqrt(n)), np.nan)
-    return DriftResult(z, np.full(r.shape[:-1], np.nan), _n(c))
+    return mu, sd, (q * idx).sum(-1), c.sum(-1)
 
 
 def recursive_shift_z(
@@ -221,13 +226,8 @@ def recursive_shift_z(
     (6.32, 2.5, 100.0)
     """
     r, c = _pair(ref, cur)
-    idx = np.arange(r.shape[-1], dtype=np.float64)
-    p, q = _shares(r), _shares(c)
-    mu = (p * idx).sum(-1)
-    sd = np.sqrt((p * (idx - mu[..., None]) ** 2).sum(-1))
-    n = c.sum(-1)
+    _, sd, mean, n = _bin_means(r, c)
     m0, n0 = np.asarray(prior_mean, np.float64), np.asarray(prior_n, np.float64)
-    mean = (q * idx).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         se = sd * np.sqrt(1 / n + 1 / n0)
         z = np.where((sd > 0) & (n > 0) & (n0 > 0), (mean - m0) / se, np.nan)

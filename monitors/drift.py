@@ -87,13 +87,16 @@ from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
 
-STATE_VERSION = 2  # 2: the running mean bins (a version 1 state is read: they start from the reference)
+STATE_VERSION = 3  # 3: the daily profile; 2: the running mean bins (older states are read without them)
+REFERENCE_VERSION = 2  # of the files `raiwatch reference build` writes (the reference's own layout)
 MIN_REFERENCE = 200  # events a reference needs; a model keeps learning until it has them
 _NAN, _INF = math.nan, math.inf
 
 Value = float | int | str | bool | None | list[float]
 EMBEDDING = "request.embedding"  # kept in the rows beside the scalar values, compared on its own
 EMBEDDING_SAMPLE = 200  # embeddings kept of the reference, and of the sliding span, for the MMD test
+DAY_S, HOUR_S = 86400, 3600  # the daily profile: a model's first day after its reference, by hour
+ADMIT_ALPHA = 0.05  # one-sided error of that step's test
 
 
 class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -107,6 +110,8 @@ class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_features: Annotated[int, msgspec.Meta(gt=0)] = 200  # per model (by name order); more: ignored
     new_reference_on_version: bool = False  # a new model.version learns a new reference
     reference_file: str = ""  # from `raiwatch reference build`: models in it start with that reference
+    daily_profile: bool = True  # after a model's first day, compare each window with the same hours of it
+    profile_admit_psi: Annotated[float, msgspec.Meta(gt=0)] = 0.05  # a step larger stays out of the profile
     online_delta: Annotated[float, msgspec.Meta(gt=0)] = 0.5  # Page-Hinkley slack, in standard errors
     online_min_windows: Annotated[int, msgspec.Meta(ge=1)] = 30  # windows before it may signal
     max_events_per_window: Annotated[int, msgspec.Meta(ge=MIN_REFERENCE)] = 600  # per model, by hash
@@ -317,7 +322,7 @@ def load_references(path: str) -> dict[str, _Reference]:
         raise ConfigError(
             f"bad setting: monitors.drift.reference_file {path} is not a file raiwatch reference build wrote"
         ) from None
-    if f.v != STATE_VERSION:
+    if f.v != REFERENCE_VERSION:
         raise ConfigError(f"{path}: written by another raiwatch version; build it again")
     return f.references
 
@@ -459,8 +464,8 @@ class _Model:
     """What the monitor remembers of one model."""
 
     __slots__ = (
-        "learn_from", "learn_until", "online", "recent", "recent_emb", "ref", "running", "sample",
-        "threshold", "version",
+        "learn_from", "learn_until", "online", "profile", "profile_from", "recent", "recent_emb", "ref",
+        "running", "sample", "threshold", "version",
     )  # fmt: skip
 
     def __init__(self, start: int, reference_s: int):
@@ -474,6 +479,23 @@ class _Model:
         self.running: dict[str, tuple[float, float]] = {}  # per numeric feature: mean bin so far, values
         self.recent_emb: deque[_WindowEmbeddings] = deque()  # closed windows' embedding sums and samples
         self.version = ""
+        self.profile_from = -1  # start of the first window compared with the reference (-1: none yet)
+        self.profile: list[_Window | None] = []  # per hour of the profile's day: windows admitted, summed
+
+
+_Window = tuple[np.ndarray, np.ndarray, int]  # counts per feature and bin, missing per feature, events
+
+
+def _add(a: _Window | None, b: _Window) -> _Window:
+    return b if a is None else (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
+def _reference_window(ref: _Reference, width: int) -> _Window:
+    """The reference's counts in the layout of a window's."""
+    bins = np.zeros((len(ref.features), width), dtype=np.int64)
+    for i, f in enumerate(ref.features):
+        bins[i, : f.width] = f.counts
+    return bins, np.array([f.missing for f in ref.features], dtype=np.int64), ref.n
 
 
 class _State(msgspec.Struct, array_like=True):
@@ -488,6 +510,8 @@ class _State(msgspec.Struct, array_like=True):
     online: bytes  # river's detectors, pickled
     recent_emb: list[tuple[list[float], int, list[tuple[int, list[float]]]]] = []
     running: list[tuple[str, float, float]] = []
+    profile_from: int = -1
+    profile: list[tuple[list[list[int]], list[int], int] | None] = []
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
@@ -641,16 +665,89 @@ class DriftMonitor(PerModelState):
             events = _cap(events, self.cfg.max_events_per_window)
             counts = _Counts(st.ref)
             counts.add_events(st.ref, events)
-            st.recent.append((counts.bins, counts.missing, counts.n))
-            while len(st.recent) > self.cfg.sliding_windows:
-                st.recent.popleft()
             if st.ref.embedding is not None:
                 st.recent_emb.append(_window_embeddings(st.ref.embedding, events))
                 while len(st.recent_emb) > self.cfg.sliding_windows:
                     st.recent_emb.popleft()
-            out += self._signals(model, st, start)
-            out += self._online(model, st, start, counts)
+            out += self._compare(model, st, start, counts)
         return out
+
+    def _compare(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
+        """One closed window's counts: slide the span, compare it, step the online tests, learn the
+        profile."""
+        window = (counts.bins, counts.missing, counts.n)
+        st.recent.append(window)
+        while len(st.recent) > self.cfg.sliding_windows:
+            st.recent.popleft()
+        out = self._signals(model, st, start, self._against(st, start))
+        out += self._online(model, st, start, counts)
+        self._profile(st, start, window)
+        return out
+
+    # -- the daily profile ---------------------------------------------------------------------
+
+    def _against(self, st: _Model, start: int) -> _Window:
+        """What a window is compared with. The reference, until the model has a daily profile; while
+        the profile's day is being learned, the reference and every hour admitted so far; after it,
+        the profile's hours around this one's time of day (the whole day where they hold under
+        ``MIN_REFERENCE`` events), so the day's own cycle in mix and load is not drift."""
+        ref = st.ref
+        assert ref is not None
+        width = max((f.width for f in ref.features), default=1)
+        base = _reference_window(ref, width)
+        if not self.cfg.daily_profile or st.profile_from < 0:
+            return base
+        if start < st.profile_from + DAY_S:
+            total = base
+            for w in st.profile:
+                if w is not None:
+                    total = _add(total, w)
+            return total
+        hour = (start - st.profile_from) // HOUR_S % 24
+        near: _Window | None = None
+        for h in (hour - 1, hour, hour + 1):
+            w = st.profile[h % 24]
+            if w is not None:
+                near = _add(near, w)
+        if near is not None and near[2] >= MIN_REFERENCE:
+            return near
+        whole: _Window = base
+        for w in st.profile:
+            if w is not None:
+                whole = _add(whole, w)
+        return whole
+
+    def _profile(self, st: _Model, start: int, window: _Window) -> None:
+        """Learn the profile's day: a window joins its hour unless it, or the sliding span, stepped
+        away from the last hour admitted before this one (the PSI of its bins and missing values
+        above ``profile_admit_psi`` with 95% confidence). An hour moves the day's cycle far less, so
+        the cycle is learned and a sudden shift is not."""
+        if not self.cfg.daily_profile or st.ref is None or not st.ref.features:
+            return
+        if st.profile_from < 0:
+            st.profile_from, st.profile = start, [None] * 24
+        if start >= st.profile_from + DAY_S:
+            return
+        hour = (start - st.profile_from) // HOUR_S % 24
+        last = next((w for w in reversed(st.profile[:hour]) if w is not None), None)
+        if last is None:
+            last = _reference_window(st.ref, window[0].shape[1])
+        span = (sum(r[0] for r in st.recent), sum(r[1] for r in st.recent), 0)
+        if not (self._stepped(last, window) or self._stepped(last, span)):
+            st.profile[hour] = _add(st.profile[hour], window)
+
+    def _stepped(self, before: _Window, now: _Window) -> bool:
+        """Whether ``now`` is more than ``profile_admit_psi`` from ``before`` with 95% confidence, on
+        any feature (its bins and its missing values as one distribution)."""
+        a = np.hstack([before[0], before[1][:, None]])
+        b = np.hstack([now[0], now[1][:, None]])
+        shift = psi(a, b)
+        a_n, b_n = a.sum(axis=1).astype(np.float64), b.sum(axis=1).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n_eff = np.where((a_n > 0) & (b_n > 0), a_n * b_n / (a_n + b_n), 0.0)
+        df = ((a + b) > 0).sum(axis=1) - 1
+        lower = divergence_bounds(shift.effect, n_eff, df, ADMIT_ALPHA).lower
+        return bool(np.any(np.nan_to_num(lower) > self.cfg.profile_admit_psi))
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -682,6 +779,7 @@ class DriftMonitor(PerModelState):
         st.running = {}
         st.sample = []
         st.threshold = 1 << 32
+        st.profile_from, st.profile = -1, []
 
     def _online_threshold(self, series: int) -> float:
         """Page-Hinkley threshold for ``series`` detectors together at the configured false-alarm rate."""
@@ -699,7 +797,7 @@ class DriftMonitor(PerModelState):
 
     # -- signals -------------------------------------------------------------------------------
 
-    def _signals(self, model: str, st: _Model, start: int) -> list[Signal]:
+    def _signals(self, model: str, st: _Model, start: int, against: _Window) -> list[Signal]:
         ref = st.ref
         assert ref is not None
         feats = ref.features
@@ -708,17 +806,15 @@ class DriftMonitor(PerModelState):
         bins = sum(r[0] for r in st.recent)
         missing = sum(r[1] for r in st.recent)
         n = sum(r[2] for r in st.recent)
-        ref_bins = np.zeros_like(bins)
-        for i, f in enumerate(feats):
-            ref_bins[i, : f.width] = f.counts
-        ref_missing = np.array([f.missing for f in feats])
+        ref_bins, ref_missing, ref_n = against
         emb = ref.embedding
         tests = 2 * len(feats) + (2 if emb is not None else 0)  # distribution and missing rate per feature
         dist = chi2_homogeneity(ref_bins, bins)
         shift = psi(ref_bins, bins)
-        miss = two_proportions(ref_missing, ref.n, missing, n)
+        miss = two_proportions(ref_missing, ref_n, missing, n)
         present = bins.sum(axis=1)
-        ev_psi, ev_miss = self._evidence(feats, ref_bins, bins, shift.effect, missing, n, ref.n)
+        ref_present = ref_bins.sum(axis=1)
+        ev_psi, ev_miss = self._evidence(feats, ref_bins, bins, shift.effect, missing, n, ref_missing, ref_n)
         ts = datetime.fromtimestamp(start + self.window_s, UTC)
         out = []
 
@@ -763,17 +859,16 @@ class DriftMonitor(PerModelState):
                 float(missing[i] / n) if n else 0.0,
                 n,
                 float(miss.p_value[i]),
-                f.missing / ref.n if ref.n else None,
+                float(ref_missing[i] / ref_n) if ref_n else None,
                 _fields("delta", ev_miss, i),
             )
-            ref_present = sum(f.counts)
             emit(
                 "drift.new_category_share",
                 {"feature": f.name},
                 float(bins[i, f.width - 1] / cnt) if cnt else 0.0,
                 cnt,
                 _NAN,
-                f.counts[-1] / ref_present if ref_present else None,
+                float(ref_bins[i, f.width - 1] / ref_present[i]) if ref_present[i] else None,
             )
         if emb is not None and st.recent_emb:
             total = sum(w[0] for w in st.recent_emb)
@@ -801,6 +896,7 @@ class DriftMonitor(PerModelState):
         psi_: np.ndarray,
         missing: np.ndarray,
         n: int,
+        ref_missing: np.ndarray,
         ref_events: int,
     ) -> tuple[Bounds, Bounds]:
         """Budgeted bounds of each feature's PSI (drift.feature and drift.prediction share out their
@@ -820,9 +916,8 @@ class DriftMonitor(PerModelState):
             sel = alpha == a
             b = divergence_bounds(psi_[sel], n_eff[sel], df[sel], float(a))
             lo[sel], hi[sel] = b.lower, b.upper
-        ref_missing = np.array([f.missing for f in feats], dtype=np.float64)
         miss_alpha = look_alpha(self.budget.get("drift.missing_rate", 0.0), len(feats), self.window_s)
-        miss = diff_bounds(missing, n, ref_missing, ref_events, miss_alpha)
+        miss = diff_bounds(missing, n, ref_missing.astype(np.float64), ref_events, miss_alpha)
         return Bounds(lo, hi), miss
 
     def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
@@ -866,7 +961,7 @@ class DriftMonitor(PerModelState):
     def restore(self, model: str, state: bytes) -> None:
         """Take a model's state from ``snapshot_dirty`` output (before any of its events are observed)."""
         s = msgspec.msgpack.decode(state, type=_State)
-        if s.v not in (1, STATE_VERSION):
+        if s.v not in (1, 2, STATE_VERSION):
             return
         st = _Model(s.learn_from, 0)
         st.learn_until, st.threshold, st.version, st.ref = s.learn_until, s.threshold, s.version, s.ref
@@ -874,9 +969,9 @@ class DriftMonitor(PerModelState):
         st.online = pickle.loads(s.online) if s.online else {}  # raiwatch wrote it: its own checkpoint
         st.running = {name: (m, n) for name, m, n in s.running}
         st.recent_emb = deque((np.array(t), n, [(h, v) for h, v in smp]) for t, n, smp in s.recent_emb)
-        st.recent = deque(
-            (np.array(b, dtype=np.int64), np.array(m, dtype=np.int64), n) for b, m, n in s.recent
-        )
+        st.recent = deque(_window(w) for w in s.recent)
+        st.profile_from = s.profile_from
+        st.profile = [None if w is None else _window(w) for w in s.profile]
         self._models[model] = st
 
     @staticmethod
@@ -889,13 +984,24 @@ class DriftMonitor(PerModelState):
                 st.threshold,
                 st.sample,
                 st.ref,
-                [(b.tolist(), m.tolist(), n) for b, m, n in st.recent],
+                [_listed(w) for w in st.recent],
                 st.version,
                 pickle.dumps(st.online) if st.online else b"",
                 [(t.tolist(), n, smp) for t, n, smp in st.recent_emb],
                 [(name, m, n) for name, (m, n) in sorted(st.running.items())],
+                st.profile_from,
+                [None if w is None else _listed(w) for w in st.profile],
             )
         )
+
+
+def _window(w: tuple[list[list[int]], list[int], int]) -> _Window:
+    bins = np.array(w[0], dtype=np.int64)
+    return bins.reshape(len(w[1]), -1) if w[1] else bins.reshape(0, 1), np.array(w[1], dtype=np.int64), w[2]
+
+
+def _listed(w: _Window) -> tuple[list[list[int]], list[int], int]:
+    return w[0].tolist(), w[1].tolist(), w[2]
 
 
 def _fields(of: str, b: Bounds, i: int) -> dict:

@@ -140,7 +140,7 @@ def _start(text: str, sc) -> datetime:
 def cmd_reference_build(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from monitors.drift import STATE_VERSION, ReferenceBuilder, ReferenceFile
+    from monitors.drift import REFERENCE_VERSION, ReferenceBuilder, ReferenceFile
     from monitors.registry import monitor_configs
     from raiwatch.core.codec import telemetry_codec
     from raiwatch.replay import read_chunks
@@ -162,7 +162,7 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         raise RaiwatchError(f"{path}: no model has the 200 valid events a reference needs")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(
-        msgspec.msgpack.encode(ReferenceFile(STATE_VERSION, {m: r for m, (r, _) in refs.items()}))
+        msgspec.msgpack.encode(ReferenceFile(REFERENCE_VERSION, {m: r for m, (r, _) in refs.items()}))
     )
     t = Table(title=f"drift references in {out} ({bad} invalid lines skipped)")
     for c in ("model", "events read", "sample", "features", "numeric", "reference id"):

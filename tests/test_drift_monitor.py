@@ -192,13 +192,18 @@ def test_restart_continues_where_it_stopped(cut: float):
     assert msgspec.json.encode(before + after) == msgspec.json.encode(whole)
 
 
-def test_state_stays_bounded():
-    mon = DriftMonitor(WINDOW, DriftConfig(reference_s=600))
+@pytest.mark.parametrize("profile", [False, True])
+def test_state_stays_bounded(profile: bool):
+    mon = DriftMonitor(WINDOW, DriftConfig(reference_s=600, daily_profile=profile))
     evs = events(scenario(2, seed=5))
     run(evs, mon, upto=len(evs) // 2 // 1000 * 1000)
-    half = len(mon._encode(mon._models["loans"]))
+    st = mon._models["loans"]
+    half = len(mon._encode(st))
     run(evs[len(evs) // 2 // 1000 * 1000 :], mon)
-    assert len(mon._encode(mon._models["loans"])) <= half * 1.05
+    # the daily profile grows by one hour of counts an hour during its first day, then no more
+    hour = len(msgspec.msgpack.encode([w[0].tolist() for w in st.profile if w is not None][:1]))
+    assert len(mon._encode(st)) <= half * 1.05 + (hour if profile else 0)
+    assert len(st.profile) == (24 if profile else 0)
 
 
 def test_columns_read_the_same_values_as_features_of():

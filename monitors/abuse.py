@@ -78,7 +78,9 @@ class AbuseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     new_account_s: Annotated[int, msgspec.Meta(gt=0)] = 3600  # first seen less than this ago: new
     warmup_s: Annotated[int, msgspec.Meta(ge=0)] = 3600  # no account is new in a model's first hour
     rare_s: Annotated[int, msgspec.Meta(ge=0)] = 7200  # a cluster younger than this is rare text
-    min_new_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5  # of a cluster's accounts
+    # of a cluster's accounts, with 95% confidence (Wilson): a campaign's accounts are nearly all new; a
+    # viral question's were 54-75% new on the benchmark's clean week (newcomers, accounts seen rarely)
+    min_new_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.85
     min_violation_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1  # flagged prompts
     # what the flagged-share test may cost a model a week in clusters of old text wrongly passed: the
     # lower bound of the share, not the estimate, must be above min_violation_share. Abuse rules
@@ -490,9 +492,11 @@ class AbuseMonitor(PerModelState):
     def _qualifies(
         self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, flagged_lower: float
     ) -> bool:
-        """Whether a cluster looks like a campaign now: enough new accounts, at least
-        ``min_new_share`` of its accounts new, and rare text or flagged prompts: the lower bound of
-        its flagged share (``flagged_lower``, NaN without prompts) above ``min_violation_share``.
+        """Whether a cluster looks like a campaign now: enough new accounts, more than
+        ``min_new_share`` of its accounts new with 95% confidence (the one-sided Wilson bound: 16
+        new accounts of 16 pass 0.85, 15 of 15 not yet; a viral question whose crowd is 75% new to
+        the model almost never passes), and rare text or flagged prompts: the lower bound of its
+        flagged share (``flagged_lower``, NaN without prompts) above ``min_violation_share``.
         A point estimate would not do: ten prompts of a model flagged 5% of the time are 10% or
         more flagged one time in ten, and a common cluster is tested every window for weeks.
 
@@ -502,7 +506,7 @@ class AbuseMonitor(PerModelState):
         otherwise be rare for two hours, while every account is new to it).
         """
         cfg = self.cfg
-        if new < cfg.min_new_accounts or new < cfg.min_new_share * accounts:
+        if new < cfg.min_new_accounts or _share_lower(new, accounts) <= cfg.min_new_share:
             return False
         rare = start - c.first < cfg.rare_s and c.first >= st.start + cfg.warmup_s
         return rare or flagged_lower > cfg.min_violation_share  # old, clean text gaining new users: benign
@@ -597,3 +601,12 @@ class AbuseMonitor(PerModelState):
         for start, c, n in s.per_account:
             self._push_accounts(st, (start, Counter(c), n))
         self._models[model] = st
+
+
+def _share_lower(k: int, n: int) -> float:
+    """One-sided 95% Wilson lower bound of the share ``k / n``.
+
+    >>> round(_share_lower(10, 10), 3), round(_share_lower(9, 10), 3)
+    (0.787, 0.652)
+    """
+    return float(wilson_interval(k, n, confidence=0.90)[1])

@@ -211,3 +211,39 @@ def test_a_common_question_flagged_at_the_models_rate_never_passes_the_flagged_t
     signals = _run(AbuseMonitor(60, CFG), _minutes(170, traffic))
     rows = [s for s in signals if s.signal == "abuse.campaign" and s.value >= 10]
     assert rows and min(s.ts for s in rows) > T0 + timedelta(minutes=150)
+
+
+def _viral(seed: int, new_share: float = 0.7) -> list[list]:
+    """The benign traffic for 90 minutes; from minute 60, 30 prompts a minute of one new question
+    for 20 minutes, ``new_share`` of them from accounts the model has never seen (the crowd a news
+    event brings), the rest from its established accounts."""
+    rng = random.Random(seed)
+    minutes = _traffic(90, seed=seed)
+    for minute in range(60, 80):
+        lines = []
+        for j in range(30):
+            t = T0 + timedelta(minutes=minute, seconds=2 * j)
+            user = f"fan{seed}-{minute}-{j}" if rng.random() < new_share else f"u{rng.randrange(300)}"
+            lines.append(
+                _event(10_000_000 + minute * 100 + j, t, user, "is the new phone update safe to install")
+            )
+        minutes[minute] = minutes[minute] + telemetry_codec.decode_batch(lines).events
+    return minutes
+
+
+def test_a_viral_question_asked_by_a_crowd_mostly_new_to_the_model_makes_no_campaign():
+    """Rare text and most accounts new: only the share of new accounts tells it from a campaign, whose
+    accounts are nearly all new. The share's lower bound decides, not its estimate."""
+    paged = [
+        seed
+        for seed in range(8)
+        if any(
+            s.value >= 10 for s in _run(AbuseMonitor(60, CFG), _viral(seed)) if s.signal == "abuse.campaign"
+        )
+    ]
+    assert paged == []
+    # the trap is real: with the bar at half the accounts, the same crowd looks like a campaign
+    loose = AbuseConfig(warmup_s=1800, min_new_share=0.5)
+    assert any(
+        s.value >= 10 for s in _run(AbuseMonitor(60, loose), _viral(0)) if s.signal == "abuse.campaign"
+    )

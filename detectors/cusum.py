@@ -32,10 +32,19 @@ def llr(k: ArrayLike, n: ArrayLike, p0: ArrayLike, ratio: float) -> NDArray[np.f
     [-2.0409, 1.3162, 9.1493]
     """
     p0a = np.clip(np.asarray(p0, dtype=np.float64), 1e-12, MAX_P1 / ratio)
-    p1 = np.minimum(ratio * p0a, MAX_P1)
+    return llr_p1(k, n, p0a, np.minimum(ratio * p0a, MAX_P1))
+
+
+def llr_p1(k: ArrayLike, n: ArrayLike, p0: ArrayLike, p1: ArrayLike) -> NDArray[np.float64]:
+    """Log-likelihood ratio of ``k`` of ``n`` under the rate ``p1`` against ``p0`` (both in (0, 1)).
+
+    >>> [round(float(x), 4) for x in llr_p1([8, 13], [100, 100], 0.08, 0.13)]  # a rise of 5 points
+    [-1.2569, 1.45]
+    """
+    p0a, p1a = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
     k_arr = np.asarray(k, dtype=np.float64)
     n_arr = np.asarray(n, dtype=np.float64)
-    return k_arr * np.log(p1 / p0a) + (n_arr - k_arr) * np.log((1 - p1) / (1 - p0a))
+    return k_arr * np.log(p1a / p0a) + (n_arr - k_arr) * np.log((1 - p1a) / (1 - p0a))
 
 
 def threshold(arl0: float) -> float:
@@ -100,6 +109,7 @@ def track(
     tested: ArrayLike,
     prior_k: ArrayLike = 0.0,
     prior_n: ArrayLike = 0.0,
+    shift: float = 0.0,
 ) -> NDArray[np.float64]:
     """One window of CUSUMs that learn their own baselines, for many series at once; returns the
     baseline each was tested against (``p0``) and updates ``state`` (rows: series; columns ``S``,
@@ -108,10 +118,12 @@ def track(
     The baseline is an exponentially weighted rate (``decay`` per window) plus a prior worth
     ``prior_n`` events (e.g. a tenant judged against its model until its own traffic says
     otherwise), taken at its one-sided 95% bound on the quiet side: the upper bound when testing
-    a rise (``ratio > 1``), the lower one for a drop, so an uncertain baseline errs towards quiet.
-    It is frozen while the statistic is above half its limit, so a change cannot become its own
-    baseline. ``RUN_K``/``RUN_N`` count the events since the statistic last left zero. A series
-    not ``tested`` (too little baseline yet) keeps a zero statistic. The statistic is capped at ``h``.
+    a rise (``ratio > 1`` or ``shift > 0``), the lower one for a drop, so an uncertain baseline
+    errs towards quiet. The alternative is ``p1 = ratio * p0 + shift`` (a ratio for rates that
+    scale, a shift of points for shares such as an error rate). The baseline is frozen while the
+    statistic is above half its limit, so a change cannot become its own baseline.
+    ``RUN_K``/``RUN_N`` count the events since the statistic last left zero. A series not
+    ``tested`` (too little baseline yet) keeps a zero statistic. The statistic is capped at ``h``.
 
     >>> st = np.zeros((2, 5))
     >>> for _ in range(50):  # a baseline of 1% on both series ...
@@ -127,8 +139,12 @@ def track(
     base_k = state[:, BASE_K] + np.asarray(prior_k, dtype=np.float64)
     base_n = np.maximum(state[:, BASE_N] + np.asarray(prior_n, dtype=np.float64), 1.0)
     lo, hi = _wilson90(base_k, base_n)
-    p0 = np.where(ok, hi if ratio > 1 else lo, 0.0)
-    inc = llr(k_arr, n_arr, np.where(ok, p0, 0.5), ratio)
+    p0 = np.where(ok, hi if ratio > 1 or shift > 0 else lo, 0.0)
+    if shift:
+        p0_ = np.clip(np.where(ok, p0, 0.5), 1e-12, MAX_P1 - max(shift, 0.0))
+        inc = llr_p1(k_arr, n_arr, p0_, np.clip(ratio * p0_ + shift, 1e-12, MAX_P1))
+    else:
+        inc = llr(k_arr, n_arr, np.where(ok, p0, 0.5), ratio)
     s_new = np.where(ok, np.maximum(0.0, state[:, S] + inc), 0.0)
     running = s_new > 0
     state[:, RUN_K] = np.where(running, state[:, RUN_K] + k_arr, 0.0)

@@ -43,6 +43,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET
 
+from detectors.cusum import BASE_N, RUN_K, RUN_N, S, threshold, track
 from detectors.drift import two_proportions
 from detectors.evidence import diff_bounds, look_alpha
 from detectors.rates import one_sided, wilson_interval
@@ -65,7 +66,7 @@ from raiwatch.core import metrics
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.records import FeedbackEvent, Signal, TelemetryEvent
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the sequential accuracy test (a version 1 head is read; the test starts afresh)
 MODEL: Key = ("", "")  # the model-wide counts
 BINS = 10
 # counts per key: labels, right/wrong known, right, truly favourable, of them predicted so,
@@ -86,6 +87,11 @@ class QualityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     group_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # TPR / FPR per group
     horizon_windows: Annotated[int, msgspec.Meta(gt=0)] = 1440  # baseline and calibration
     min_labels: Annotated[int, msgspec.Meta(ge=1)] = 100  # labels each side of a comparison needs
+    # the sequential accuracy test (quality.accuracy_change): a drop of this many points below the
+    # model's exponentially weighted accuracy
+    change_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
+    change_half_life_windows: Annotated[float, msgspec.Meta(gt=0)] = 1440  # of the baseline error rate
+    change_min_baseline: Annotated[int, msgspec.Meta(ge=1)] = 300  # labels its baseline needs
     pairs: list[tuple[str, str]] = []  # as monitors.fairness.pairs
     tenants: bool = False  # as monitors.fairness.tenants
 
@@ -107,6 +113,22 @@ SIGNALS = (
         evidence="delta",
         budget=0.4,
         evidence_text=_EVIDENCE,
+    ),
+    SignalSpec(
+        name="quality.accuracy_change",
+        family="quality",
+        dims=((),),
+        unit="statistic",
+        range=(0.0, 1.0),
+        value="Bernoulli CUSUM statistic of wrong predictions over its decision limit (1 = accuracy"
+        " change_drop below the model's own, exponentially weighted)",
+        n="labels since the statistic last left zero (this window's when it is zero)",
+        baseline="the accuracy tested against: lower 95% bound of the model's weighted share right",
+        interval="Wilson 95% interval of the share right over those labels",
+        evidence="sequential",
+        budget=0.4,
+        evidence_text="Bernoulli CUSUM, decision limit ln(ARL0) for the signal's share of the budget"
+        " (Lorden)",
     ),
     SignalSpec(
         name="quality.precision",
@@ -201,10 +223,12 @@ class _Head(msgspec.Struct, array_like=True):
     last: int  # the latest window closed
     labels: list[str]
     combos: list[list[tuple[str, str]]]
+    change: list[float] = []  # the sequential accuracy test (detectors.cusum.track's columns)
 
 
 class _Model:
     __slots__ = (
+        "change",
         "combo_ix",
         "combos",
         "dirty",
@@ -227,6 +251,7 @@ class _Model:
         self.total: Counts = {}  # the MODEL counts over every window held
         self.ece = np.zeros((3, BINS))  # the calibration bins over every window held
         self.last = -1
+        self.change = [0.0] * 5  # the sequential accuracy test (detectors.cusum.track's columns)
         self.dirty: dict[str, bytes] = {}  # checkpoint keys written at the next snapshot
 
     def label(self, name: str | None) -> int:
@@ -337,7 +362,7 @@ class QualityMonitor:
             self._trim(st, start)
             st.last = start
             st.dirty[model] = b""  # the head, encoded at snapshot time
-            out += self._signals(model, st, ts)
+            out += self._signals(model, st, ts, counts.get(MODEL))
         metrics.LABEL_JOIN_PENDING.set(self._pending.size)
         return out
 
@@ -454,14 +479,14 @@ class QualityMonitor:
 
     # -- signals -------------------------------------------------------------------------------
 
-    def _signals(self, model: str, st: _Model, ts: datetime) -> list[Signal]:
+    def _signals(self, model: str, st: _Model, ts: datetime, joined_now: np.ndarray | None) -> list[Signal]:
         cfg, w = self.cfg, self.window_s
         end = st.last + w
         recent = _sum(st.windows, end - cfg.detect_windows * w)
         grouped = _sum(st.windows, end - cfg.group_windows * w)
         ece_bins = st.ece
         common = dict(ts=ts, window=w, model_id=model)
-        out: list[Signal] = []
+        out: list[Signal] = self._change(st, joined_now, common)
         joined = self._joined.get(model, 0)
         if joined:
             out.append(
@@ -511,6 +536,39 @@ class QualityMonitor:
         self._rows.append(_row(ts, model, "", "", cfg.detect_windows * w, r, ece, self._pending_of(model)))
         out += self._group_rates(model, grouped, common)
         return out
+
+    def _change(self, st: _Model, window: np.ndarray | None, common: dict) -> list[Signal]:
+        """Step the sequential accuracy test with this window's labels: Page's CUSUM of wrong
+        predictions, rate ``p1 = p0 + change_drop`` against ``p0``, the upper 95% bound of the
+        model's exponentially weighted error rate (``detectors.cusum.track``: an uncertain baseline
+        errs towards quiet, and it is frozen while the statistic is above half its limit), capped at
+        its limit ``h = ln(ARL0)`` (Lorden: at most the signal's share of the budget a week). It
+        counts every label as it arrives, where the window test waits for its window to fill."""
+        cfg = self.cfg
+        k = float(window[KNOWN] - window[RIGHT]) if window is not None else 0.0
+        n = float(window[KNOWN]) if window is not None else 0.0
+        state = np.array([st.change], dtype=np.float64)
+        tested = state[:, BASE_N] >= cfg.change_min_baseline
+        h = threshold(7 * 86400 / self.window_s / self.budget.get("quality.accuracy_change", 1e-9))
+        decay = 0.5 ** (1 / cfg.change_half_life_windows)
+        p0 = track(state, [k], [n], 1.0, h, decay, tested, shift=cfg.change_drop)
+        st.change = state[0].tolist()
+        if not tested[0] or not n:
+            return []
+        run_n = state[0, RUN_N] or n
+        run_wrong = state[0, RUN_K] if state[0, RUN_N] else k
+        _, lo, hi = wilson_interval([run_n - run_wrong], [run_n])
+        return [
+            Signal(
+                signal="quality.accuracy_change",
+                value=float(state[0, S]) / h,
+                n=int(run_n),
+                baseline=1 - float(p0[0]),
+                lower=float(lo[0]),
+                upper=float(hi[0]),
+                **common,
+            )
+        ]
 
     def _group_rates(self, model: str, grouped: Counts, common: dict) -> list[Signal]:
         cfg, w = self.cfg, self.window_s
@@ -595,7 +653,7 @@ class QualityMonitor:
         out: dict[str, bytes] = {}
         for model, st in self._models.items():
             if st.dirty:
-                head = _Head(STATE_VERSION, st.last, st.labels, [list(c) for c in st.combos])
+                head = _Head(STATE_VERSION, st.last, st.labels, [list(c) for c in st.combos], st.change)
                 st.dirty[model] = msgspec.msgpack.encode(head)
                 out.update(st.dirty)
                 st.dirty = {}
@@ -617,9 +675,11 @@ class QualityMonitor:
         st = self._model(model)
         if not part:
             head = msgspec.msgpack.decode(state, type=_Head)
-            if head.v != STATE_VERSION:
+            if head.v not in (1, STATE_VERSION):
                 return
             st.last = head.last
+            if head.change:
+                st.change = list(head.change)
             for name in head.labels:
                 st.label(name)
             for combo in head.combos:

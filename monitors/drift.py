@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 import zlib
 from collections import deque
 from collections.abc import Sequence
@@ -97,6 +98,9 @@ EMBEDDING = "request.embedding"  # kept in the rows beside the scalar values, co
 EMBEDDING_SAMPLE = 200  # embeddings kept of the reference, and of the sliding span, for the MMD test
 DAY_S, HOUR_S = 86400, 3600  # the daily profile: a model's first day after its reference, by hour
 ADMIT_ALPHA = 0.05  # one-sided error of that step's test
+TEXT = "\x00text"  # a sample row's request text, as its key (``text_key``; not a feature: the trim's)
+REPEATS = 3  # times a text the reference never had twice may count in a window
+_WORDS = re.compile(r"\w+")
 
 
 class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -198,6 +202,7 @@ class _Reference(msgspec.Struct, array_like=True):
     n: int  # events in the reference sample
     features: list[_Feature]
     embedding: _EmbeddingRef | None = None
+    texts: dict[int, float] | None = None  # share of each text seen twice or more (None: no texts)
 
 
 def _embeddings(rows: Sequence[dict[str, Value]], dim: int | None = None) -> np.ndarray:
@@ -216,7 +221,7 @@ def build_reference(
     rows: Sequence[dict[str, Value]], cfg: DriftConfig, ref_id: str, version: str
 ) -> _Reference:
     """Bins and counts of every feature of ``rows`` (the reference sample)."""
-    names = sorted({k for r in rows for k in r} - {EMBEDDING})[: cfg.max_features]
+    names = sorted({k for r in rows for k in r} - {EMBEDDING, TEXT})[: cfg.max_features]
     feats = []
     for name in names:
         col = [r.get(name) for r in rows]
@@ -243,7 +248,13 @@ def build_reference(
     if len(emb) >= MIN_REFERENCE:
         sample = emb[:EMBEDDING_SAMPLE].tolist()
         emb_ref = _EmbeddingRef(len(emb), emb.mean(0).tolist(), emb.var(0, ddof=1).tolist(), sample)
-    return _Reference(ref_id, version, len(rows), feats, emb_ref)
+    texts: dict[int, int] = {}
+    for r in rows:
+        h = r.get(TEXT)
+        if h is not None:
+            texts[h] = texts.get(h, 0) + 1  # type: ignore[index]
+    shares = {h: c / len(rows) for h, c in texts.items() if c >= 2} if texts else None
+    return _Reference(ref_id, version, len(rows), feats, emb_ref, shares)
 
 
 def _count_feature(f: _Feature, col: list[Value]) -> tuple[np.ndarray, int]:
@@ -293,7 +304,10 @@ def _sample_add(sample: Sample, threshold: int, events: Sequence[TelemetryEvent]
         eid = ev.event_id
         h = zlib.crc32(eid.encode())
         if h < threshold:
-            sample.append((h, eid, features_of(ev)))
+            row = features_of(ev)
+            if (r := ev.request) and (text := r.text):
+                row[TEXT] = text_key(text)
+            sample.append((h, eid, row))
     if len(sample) > 2 * cap:
         sample.sort(key=_BY_HASH)
         del sample[cap:]
@@ -439,6 +453,50 @@ def _cap(events: list[TelemetryEvent], cap: int) -> list[TelemetryEvent]:
     h = np.fromiter((zlib.crc32(ev.event_id.encode()) for ev in events), dtype=np.uint32, count=len(events))
     keep = np.sort(np.argsort(h, kind="stable")[:cap])
     return [events[i] for i in keep.tolist()]
+
+
+def text_key(text: str) -> int:
+    """What near-duplicate prompts share: the CRC-32 of their two longest distinct words (the
+    first in alphabetical order among equally long ones; case and punctuation aside), so a
+    question with a greeting, a "thanks" or other punctuation is the same text.
+
+    >>> text_key("hey, what happened at the final?") == text_key("What happened at the final")
+    True
+    """
+    words = set(_WORDS.findall(text.lower()))
+    return zlib.crc32(" ".join(sorted(sorted(words, key=lambda w: (-len(w), w))[:2])).encode())
+
+
+def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> list[TelemetryEvent]:
+    """A window's events with each text (``text_key``) counted at most ``REPEATS`` plus twice its
+    share of the reference times the window's events (those with the smallest event-id hashes
+    kept): a question gone viral, or a campaign's template, is a burst of one text, which the
+    abuse monitor judges; drift is measured on the population of requests, not on how often one
+    is repeated.
+
+    >>> from raiwatch.core.codec import telemetry_codec
+    >>> evs = telemetry_codec.decode_batch([b'{"schema_version":1,"event_id":"e%d","timestamp":'
+    ...     b'"2026-11-02T09:00:00Z","model":{"id":"m"},"request":{"text":"%s"}}' % (i, t)
+    ...     for i, t in enumerate([b"hi"] * 8 + [b"news"] * 30)]).events
+    >>> kept = _trim_repeats(evs, {text_key("hi"): 0.2})
+    >>> sum(e.request.text == "hi" for e in kept), sum(e.request.text == "news" for e in kept)
+    (8, 3)
+    """
+    by_text: dict[int, list[int]] = {}
+    for i, ev in enumerate(events):
+        if (r := ev.request) and (text := r.text):
+            by_text.setdefault(text_key(text), []).append(i)
+    n = len(events)
+    drop: list[int] = []
+    for h, idx in by_text.items():
+        allowed = REPEATS + math.ceil(2 * shares.get(h, 0.0) * n)
+        if len(idx) > allowed:
+            order = sorted(idx, key=lambda i: (zlib.crc32(events[i].event_id.encode()), events[i].event_id))
+            drop += order[allowed:]
+    if not drop:
+        return events
+    gone = set(drop)
+    return [ev for i, ev in enumerate(events) if i not in gone]
 
 
 class _Counts:
@@ -663,6 +721,8 @@ class DriftMonitor(PerModelState):
                     self._freeze(model, st)
                 continue
             events = _cap(events, self.cfg.max_events_per_window)
+            if st.ref.texts is not None:
+                events = _trim_repeats(events, st.ref.texts)
             counts = _Counts(st.ref)
             counts.add_events(st.ref, events)
             if st.ref.embedding is not None:

@@ -14,7 +14,9 @@ only cluster exact repeats: such a model's signals say ``mode: exact`` instead o
 which some are *new*: first seen by this model less than ``new_account_s`` ago, and after its
 first ``warmup_s`` (before that, every account is new to the monitor). Benign repetition — many
 established users asking the same common question — is filtered out before a signal is made: a
-cluster is reported only when at least ``min_new_share`` of its accounts in the horizon are new,
+cluster is reported only when more than ``min_new_share`` of its accounts in the horizon are new
+(at the share's one-sided 95% Wilson bound: a campaign's accounts are nearly all new, a viral
+question's crowd is not),
 and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago, after the
 model's warmup: the texts of its first hour are its established traffic) or at least
 ``min_violation_share`` of them were flagged by the safety classifier. The test is made every

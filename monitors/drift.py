@@ -38,6 +38,17 @@ Signals (``n`` = values present in the sliding span; ``reference`` = the referen
   false-alarm budget on stationary traffic (``page_hinkley_threshold``, checked by simulation in
   the tests).
 
+**The daily profile.** After the reference, each model learns its first day hour by hour: a
+window joins its hour unless it, or the sliding span, stepped away from the last hour admitted
+(``profile_admit_psi`` with 95% confidence). During that day windows are compared with the
+reference and every hour admitted so far; after it, with the profile's hours around the window's
+time of day, so a mix that follows the day is not drift. The embedding tests and Page-Hinkley
+keep the reference.
+
+**Repetition.** A window counts a near-duplicate text (``text_key``) at most ``REPEATS`` times
+beyond twice its share of the reference sample: a viral question or a campaign's template is
+the abuse monitor's to judge, not a shift of the population.
+
 **Evidence.** ``drift.feature`` and ``drift.prediction`` carry one-sided bounds of the PSI (a rule's
 ``value.lower > 0.1``: the shift is above 0.1 with confidence, not merely different): the PSI of
 two binned samples, times their effective size ``n m / (n + m)``, is close to a noncentral

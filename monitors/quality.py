@@ -9,6 +9,9 @@ per model:
   ``detect_windows`` (value) against the rest of the ``horizon_windows`` (baseline), Wilson 95%,
   one-sided two-proportion ``p_value`` for "worse than before". Right = the same label, or the
   same favourable/unfavourable outcome when the label gave no class.
+- ``quality.accuracy_change``: the sequential test ``ModelAccuracyDrop`` reads: Page's Bernoulli
+  CUSUM of wrong predictions at ``change_drop`` more than the model's own error rate (weighted,
+  at its upper 95% bound, frozen during a drop), over its limit; each label counts as it arrives.
 - ``quality.precision`` / ``quality.recall``: of the favourable predictions, the truly
   favourable share; of the truly favourable, the share predicted so; same windows and test.
 - ``quality.calibration_error``: expected calibration error over the horizon (10 equal-width

@@ -35,7 +35,6 @@ from raiwatch.core.catalogue import BOUNDED, Catalogue, SignalSpec
 from raiwatch.core.errors import RuleError
 from raiwatch.core.matchers import Matcher, MatcherError, accept_all, matchers
 from raiwatch.core.records import SIGNAL_FAMILIES, Severity, Signal
-from raiwatch.core.yamlfile import YAMLLimitError
 
 RULES_DIR = Path(__file__).resolve().parent
 SCHEMA = json.loads((RULES_DIR / "rule.schema.json").read_text(encoding="utf-8"))
@@ -270,14 +269,8 @@ def _check_file(f: Path, catalogue: Catalogue | None) -> tuple[list[Rule], list[
     try:
         root = yamlfile.compose(yamlfile.read(f))
         data = yamlfile.construct(root)
-    except YAMLLimitError as e:  # a YAML bomb or a runaway file: refused before anything walks it
-        mark = e.problem_mark
-        return [], [f"{f}:{mark.line + 1 if mark else 1}: YAML refused: {e.problem}"]
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        mark, why = getattr(e, "problem_mark", None), getattr(e, "problem", None) or e
-        if getattr(e, "context", None) and e.context_mark:
-            why = f"{why} ({e.context} on line {e.context_mark.line + 1})"
-        return [], [f"{f}:{mark.line + 1 if mark else 1}: YAML syntax error: {why}"]
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # a bomb or a runaway file is refused unwalked
+        return [], [yamlfile.file_problem(f, e)]
 
     probs = [(line, f"duplicate key {key!r}") for line, key in _duplicate_keys(root)]
     broken = set()  # rules with schema errors are checked but not built

@@ -170,6 +170,18 @@ def test_mapping_lint_names_file_and_line(tmp_path):
     assert any(x.startswith(f"{p}:9: ") and "bogus" in x for x in problems), problems
     p.write_text("version: 1\ntenant_id: tenant.id\n")
     assert lint(p) == []
+    p.write_text("version: 1\ntenant_id: [a\n")
+    (syntax,) = lint(p)
+    assert syntax.startswith(f"{p}:3: YAML syntax error: ") and "line 2" in syntax, syntax
+    # a YAML bomb is refused before anything walks it, as in a rule file
+    p.write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [{', '.join([f'*{q}'] * 10)}]\n" for q, c in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+    )
+    (bomb,) = lint(p)
+    assert bomb.startswith(f"{p}:6: YAML refused: too large once aliases are expanded"), bomb
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from raiwatch.core import yamlfile
 from raiwatch.core.errors import ConfigError
 
 SCHEMA = json.loads(
@@ -144,11 +145,10 @@ def _read(p: Path) -> tuple[dict, list[str]]:
     except (OSError, UnicodeDecodeError) as e:
         return {}, [f"{p}:1: cannot read it ({e})"]
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        root = yamlfile.compose(text)
+        doc = yamlfile.construct(root)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        return {}, [f"{p}:{mark.line + 1 if mark else 1}: YAML syntax error: {getattr(e, 'problem', e)}"]
+        return {}, [yamlfile.file_problem(p, e)]
     if not isinstance(doc, dict):
         return {}, [f"{p}:1: the top level must be a mapping with version: 1"]
     problems = []

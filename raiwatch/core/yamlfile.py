@@ -146,3 +146,17 @@ def describe(e: yaml.YAMLError) -> str:
         return str(e).splitlines()[0] if str(e) else type(e).__name__
     refused = "refused: " if isinstance(e, YAMLLimitError) else ""
     return f"line {mark.line + 1}: {refused}{problem}" if mark else f"{refused}{problem}"
+
+
+def file_problem(path: object, e: yaml.YAMLError | UnicodeDecodeError) -> str:
+    """``FILE:LINE: YAML refused: ...`` (over a bound) or ``FILE:LINE: YAML syntax error: ...``,
+    with PyYAML's context line where it gives one: how a linter names a file it cannot read."""
+    mark = getattr(e, "problem_mark", None)
+    line = mark.line + 1 if mark else 1
+    if isinstance(e, YAMLLimitError):
+        return f"{path}:{line}: YAML refused: {e.problem}"
+    why = getattr(e, "problem", None) or e
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark:
+        why = f"{why} ({context} on line {context_mark.line + 1})"
+    return f"{path}:{line}: YAML syntax error: {why}"

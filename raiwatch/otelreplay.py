@@ -20,6 +20,7 @@ from raiwatch.core.otelmap import load_mapping
 from raiwatch.core.otlp import OtlpLogs, OtlpSpans, SpansDecoded
 from raiwatch.evaljoin import EvaluationJoin
 from raiwatch.pipeline import Pipeline
+from raiwatch.timedfeed import TimedFeed
 
 BATCH = 200  # messages per batch (each holds many spans), so event time moves in small steps
 
@@ -43,8 +44,9 @@ class OtlpReplay:
         self.reach = cfg.windows.size_s + cfg.windows.allowed_lateness_s
         self.path = logs_path
         self.on_result = on_result
-        self._lines = lines(logs_path) if logs_path is not None else iter(())
-        self._next: tuple[int, bytes, float] | None = None
+        self.feed = TimedFeed(
+            lines(logs_path) if logs_path else iter(()), self._stamp, self._send, BATCH
+        ).feed_until
 
     def before_batch(self, lines: list[bytes], origin: Callable[[int], str]) -> _Decoded:
         """Decode a batch of span lines and feed the evaluations it may meet; the codec that hands
@@ -55,26 +57,9 @@ class OtlpReplay:
             self.feed(newest + self.reach)
         return _Decoded(decoded)
 
-    def feed(self, until: float) -> None:
-        """Hand the pipeline every evaluation line dated up to ``until`` (its earliest result)."""
-        batch: list[tuple[int, bytes]] = []
-        while True:
-            if self._next is None:
-                got = next(self._lines, None)
-                if got is None:
-                    break
-                stamps = [e.ts for e in self.logs.decode_batch([got[1]]).evaluations]
-                self._next = (*got, min(stamps, default=-math.inf))
-            number, line, ts = self._next
-            if ts > until:
-                break
-            self._next = None
-            if line.strip():
-                batch.append((number, line))
-            if len(batch) >= BATCH:
-                self._send(batch)
-                batch = []
-        self._send(batch)
+    def _stamp(self, line: bytes) -> float:
+        """An evaluation message's earliest result, in epoch seconds (-inf: none, fed at once)."""
+        return min((e.ts for e in self.logs.decode_batch([line]).evaluations), default=-math.inf)
 
     def _send(self, batch: list[tuple[int, bytes]]) -> None:
         if not batch:

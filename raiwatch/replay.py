@@ -36,6 +36,7 @@ from raiwatch.core.records import Incident
 from raiwatch.otelreplay import BATCH as OTLP_BATCH
 from raiwatch.otelreplay import OtlpReplay
 from raiwatch.pipeline import Pipeline
+from raiwatch.timedfeed import TimedFeed
 from raiwatch.wiring import build_pipeline
 from storage.incidents import IncidentEventRow, IncidentRow, make_engine
 from storage.incidents import migrate as migrate_incidents
@@ -334,29 +335,7 @@ class _Labels:
 
     def __init__(self, path: Path, pipe: Pipeline, summary: ReplaySummary, rej):
         self.path, self.pipe, self.summary, self.rej = path, pipe, summary, rej
-        self._lines = (
-            (n, ln) for first, chunk in read_chunks(path, BATCH) for n, ln in enumerate(chunk, first)
-        )
-        self._next: tuple[int, bytes, float] | None = None
-
-    def feed_until(self, until: float) -> None:
-        batch: list[tuple[int, bytes]] = []
-        while True:
-            if self._next is None:
-                got = next(self._lines, None)
-                if got is None:
-                    break
-                self._next = (*got, _stamp(got[1]))
-            number, line, ts = self._next
-            if ts > until:
-                break
-            self._next = None
-            if line.strip():
-                batch.append((number, line))
-            if len(batch) >= BATCH:
-                self._send(batch)
-                batch = []
-        self._send(batch)
+        self.feed_until = TimedFeed(_numbered(path), _stamp, self._send, BATCH).feed_until
 
     def _send(self, batch: list[tuple[int, bytes]]) -> None:
         if not batch:

@@ -27,13 +27,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Literal, Protocol
 
 import msgspec
 import orjson
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from raiwatch.core import metrics
 from raiwatch.core.codec import EARLIEST, LATEST, MAX_EVENT_BYTES, Decoded, Rejected
@@ -106,15 +104,28 @@ def _value(v: Any) -> Any:
     return getattr(v, which)
 
 
-def _parse(raw: bytes, message: type, encoding: str) -> tuple[Any, str | None]:
-    """The protobuf request in ``raw``, or None and why not."""
+@cache
+def _proto() -> tuple[type[Exception], type, type]:
+    """protobuf's DecodeError and the two OTLP request messages, imported on first use: only the
+    OTLP input needs them, and the generated protobuf modules are slow to import."""
+    from google.protobuf.message import DecodeError
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return DecodeError, ExportTraceServiceRequest, ExportLogsServiceRequest
+
+
+def _parse(raw: bytes, kind: Literal["trace", "logs"], encoding: str) -> tuple[Any, str | None]:
+    """The protobuf request (``Export{Trace,Logs}ServiceRequest``) in ``raw``, or None and why not."""
+    decode_error, trace, logs = _proto()
+    message = trace if kind == "trace" else logs
     what = message.DESCRIPTOR.name
     if not raw:
         return None, "empty message"
     req = message()
     try:
         req.ParseFromString(raw)
-    except (DecodeError, ValueError, TypeError) as e:
+    except (decode_error, ValueError, TypeError) as e:
         return None, f"not an OTLP {what} ({encoding}): {e}"
     except Exception as e:  # whatever else the input provokes is that input's problem
         return None, f"not an OTLP {what} ({encoding}): {type(e).__name__}: {e}"
@@ -202,7 +213,7 @@ class OtlpSpans:
                     out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
                     continue
             else:
-                req, why = _parse(raw, ExportTraceServiceRequest, self.encoding)
+                req, why = _parse(raw, "trace", self.encoding)
                 if req is None:
                     out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
                     continue
@@ -478,7 +489,7 @@ class OtlpLogs:
                     out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
                     continue
             else:
-                req, why = _parse(raw, ExportLogsServiceRequest, self.encoding)
+                req, why = _parse(raw, "logs", self.encoding)
                 if req is None:
                     out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "not_otlp"))
                     continue

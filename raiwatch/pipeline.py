@@ -668,7 +668,7 @@ class Pipeline:
             w.write_feedback(*feedback)
         with _sink("signals"):
             w.write_signals(signals)
-        for (table, names), table_rows in _by_table(rows).items():
+        for table, names, table_rows in rows:
             with _sink(table):
                 w.write_rows(table, names, table_rows)
         if changes:
@@ -757,22 +757,6 @@ class _sink:
         elif self.name != "incident_store":
             metrics.CLICKHOUSE_WRITE_SECONDS.labels(self.name).observe(time.perf_counter() - self.t0)
         return False
-
-
-def _by_table(
-    rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]],
-) -> dict[tuple[str, tuple[str, ...]], list[tuple]]:
-    """The monitors' rows of a batch, one list per table (first-seen order): a batch that closed
-    several windows inserts each table once (a ClickHouse insert costs tens of milliseconds however
-    few its rows, each one a new part).
-
-    >>> _by_table([("t", ("a",), [(1,)]), ("u", ("b",), [(2,)]), ("t", ("a",), [(3,)])])
-    {('t', ('a',)): [(1,), (3,)], ('u', ('b',)): [(2,)]}
-    """
-    out: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
-    for table, names, table_rows in rows:
-        out.setdefault((table, tuple(names)), []).extend(table_rows)
-    return out
 
 
 def _timed(write: Callable[..., list[Rejected]], *args: object) -> list[Rejected]:

@@ -119,7 +119,8 @@ def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, 
 
 
 def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
-    """Seconds the worker spent per pipeline stage and per monitor family (from its /metrics)."""
+    """Seconds the worker spent per pipeline stage, per monitor family and per ClickHouse table
+    written (from its /metrics)."""
     out: dict[str, float] = {}
     for key, value in samples.items():
         if key.startswith("raiwatch_stage_seconds_sum{"):
@@ -127,6 +128,8 @@ def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
         elif key.startswith("raiwatch_monitor_seconds_total{"):
             fam = key.split('family="', 1)[1].split('"', 1)[0]
             out[f"monitor {fam}"] = out.get(f"monitor {fam}", 0.0) + value
+        elif key.startswith("raiwatch_clickhouse_write_seconds_sum{"):
+            out["write " + key.split('table="', 1)[1].split('"', 1)[0]] = value
     return out
 
 
@@ -224,7 +227,11 @@ def main() -> None:
             f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
             f"lag 0, group join included)  ratio {bare / worker:.2f}  (kafka.batch_size {args.batch_size})"
         )
-        print("streaming   worker time: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(spent.items())))
+        for kind in ("stage", "monitor", "write"):
+            line = ", ".join(
+                f"{k.split(' ', 1)[1]} {v:.1f} s" for k, v in sorted(spent.items()) if k.startswith(kind)
+            )
+            print(f"streaming   worker time, {kind}: {line}")
 
 
 if __name__ == "__main__":

@@ -467,15 +467,17 @@ def _cap(events: list[TelemetryEvent], cap: int) -> list[TelemetryEvent]:
 
 
 def text_key(text: str) -> int:
-    """What near-duplicate prompts share: the CRC-32 of their two longest distinct words (the
-    first in alphabetical order among equally long ones; case and punctuation aside), so a
-    question with a greeting, a "thanks" or other punctuation is the same text.
+    """What near-duplicate prompts share: the CRC-32 of their longest word (the first in
+    alphabetical order among equally long ones; case and punctuation aside). A question with a
+    greeting, a "thanks" or other punctuation added is the same text; so are distinct texts whose
+    longest word is the same, which only matters when their count in a window is far above
+    their share of the reference.
 
-    >>> text_key("hey, what happened at the final?") == text_key("What happened at the final")
+    >>> text_key("hey, what happened at the final?") == text_key("What happened at the final thanks")
     True
     """
-    words = set(_WORDS.findall(text.lower()))
-    return zlib.crc32(" ".join(sorted(sorted(words, key=lambda w: (-len(w), w))[:2])).encode())
+    words = _WORDS.findall(text.lower())
+    return zlib.crc32(min(words, key=lambda w: (-len(w), w)).encode()) if words else 0
 
 
 def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> list[TelemetryEvent]:

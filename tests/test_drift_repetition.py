@@ -26,12 +26,11 @@ EVERYDAY = [
     "how do I tie a tie", "explain how compound interest works", "what is the capital of peru",
     "help me with my algebra homework", "suggest a name for my bakery", "recommend a fantasy book series",
 ]  # fmt: skip
-_VOCABULARY = [
-    "migrate", "billing", "database", "cluster", "quarterly", "forecast", "contract", "supplier", "warehouse",
-    "invoice", "reconcile", "payroll", "compliance", "audit", "onboarding", "roadmap", "dashboard",
-    "pipeline", "latency", "incident", "retention", "churn", "pricing", "campaign", "inventory", "logistics",
-]  # fmt: skip
 _rng = random.Random(3)
+# a new kind of user: 300 different requests over a vocabulary of 2,000 words of 3-12 letters
+_VOCABULARY = [
+    "".join(_rng.choice("abcdefghiklmnoprstuw") for _ in range(_rng.randint(3, 12))) for _ in range(2000)
+]
 LONGER = [" ".join(_rng.choice(_VOCABULARY) for _ in range(14)) for _ in range(300)]  # a new kind of user
 
 

@@ -16,7 +16,8 @@ first ``warmup_s`` (before that, every account is new to the monitor). Benign re
 established users asking the same common question — is filtered out before a signal is made: a
 cluster is reported only when more than ``min_new_share`` of its accounts in the horizon are new
 (at the share's one-sided 95% Wilson bound: a campaign's accounts are nearly all new, a viral
-question's crowd is not),
+question's crowd is not), or more than half while its new accounts send ``min_new_repeats``
+prompts each (a few accounts sending a template again and again),
 and its prompts were rare before (the cluster was first seen less than ``rare_s`` ago, after the
 model's warmup: the texts of its first hour are its established traffic) or at least
 ``min_violation_share`` of them were flagged by the safety classifier. The test is made every
@@ -83,6 +84,8 @@ class AbuseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # of a cluster's accounts, with 95% confidence (Wilson): a campaign's accounts are nearly all new; a
     # viral question's were 54-75% new on the benchmark's clean week (newcomers, accounts seen rarely)
     min_new_share: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.85
+    # ... or more than half new (same bound) with the new accounts sending this many prompts each
+    min_new_repeats: Annotated[float, msgspec.Meta(ge=1)] = 2.0
     min_violation_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1  # flagged prompts
     # what the flagged-share test may cost a model a week in clusters of old text wrongly passed: the
     # lower bound of the share, not the estimate, must be above min_violation_share. Abuse rules
@@ -443,7 +446,8 @@ class AbuseMonitor(PerModelState):
         alpha = look_alpha(self.cfg.flagged_false_alarms_per_week, len(tested), self.window_s)
         flagged_lower = rate_bounds([t[4] for t in tested], [t[3] for t in tested], alpha).lower
         for (c, new, accounts, n, k), lower in zip(tested, flagged_lower, strict=True):
-            if self._qualifies(st, c, start, len(new), len(accounts), float(lower)):
+            repeats = sum(accounts[a] for a in new) / len(new) if new else 0.0
+            if self._qualifies(st, c, start, len(new), len(accounts), repeats, float(lower)):
                 c.reported = True
                 rows.append((c, len(new), accounts, n, k))
                 continue
@@ -492,12 +496,24 @@ class AbuseMonitor(PerModelState):
         ]
 
     def _qualifies(
-        self, st: _Model, c: _Cluster, start: int, new: int, accounts: int, flagged_lower: float
+        self,
+        st: _Model,
+        c: _Cluster,
+        start: int,
+        new: int,
+        accounts: int,
+        repeats: float,
+        flagged_lower: float,
     ) -> bool:
-        """Whether a cluster looks like a campaign now: enough new accounts, more than
-        ``min_new_share`` of its accounts new with 95% confidence (the one-sided Wilson bound: 16
-        new accounts of 16 pass 0.85, 15 of 15 not yet; a viral question whose crowd is 75% new to
-        the model almost never passes), and rare text or flagged prompts: the lower bound of its
+        """Whether a cluster looks like a campaign now: enough new accounts, coordinated, and rare
+        text or flagged prompts.
+
+        Coordinated: more than ``min_new_share`` of its accounts new with 95% confidence (the
+        one-sided Wilson bound: 16 new accounts of 16 pass 0.85, 15 of 15 not yet; a viral
+        question whose crowd is 75% new to the model almost never passes), or more than half of
+        them new with 95% confidence while the new accounts send ``min_new_repeats`` prompts each
+        or more (a dozen accounts sending the template again and again; a viral question's
+        newcomers ask it once). Flagged: the lower bound of its
         flagged share (``flagged_lower``, NaN without prompts) above ``min_violation_share``.
         A point estimate would not do: ten prompts of a model flagged 5% of the time are 10% or
         more flagged one time in ten, and a common cluster is tested every window for weeks.
@@ -508,7 +524,10 @@ class AbuseMonitor(PerModelState):
         otherwise be rare for two hours, while every account is new to it).
         """
         cfg = self.cfg
-        if new < cfg.min_new_accounts or _share_lower(new, accounts) <= cfg.min_new_share:
+        if new < cfg.min_new_accounts:
+            return False
+        share = _share_lower(new, accounts)
+        if not (share > cfg.min_new_share or (share > 0.5 and repeats >= cfg.min_new_repeats)):
             return False
         rare = start - c.first < cfg.rare_s and c.first >= st.start + cfg.warmup_s
         return rare or flagged_lower > cfg.min_violation_share  # old, clean text gaining new users: benign

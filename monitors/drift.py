@@ -535,8 +535,8 @@ class _Model:
     """What the monitor remembers of one model."""
 
     __slots__ = (
-        "learn_from", "learn_until", "online", "profile", "profile_from", "recent", "recent_emb", "ref",
-        "running", "sample", "threshold", "version",
+        "learn_from", "learn_until", "online", "online_profiled", "profile", "profile_from", "recent",
+        "recent_emb", "ref", "running", "sample", "threshold", "version",
     )  # fmt: skip
 
     def __init__(self, start: int, reference_s: int):
@@ -552,6 +552,7 @@ class _Model:
         self.version = ""
         self.profile_from = -1  # start of the first window compared with the reference (-1: none yet)
         self.profile: list[_Window | None] = []  # per hour of the profile's day: windows admitted, summed
+        self.online_profiled = False  # the Page-Hinkley tests read the profile's hours (after its day)
 
 
 _Window = tuple[np.ndarray, np.ndarray, int]  # counts per feature and bin, missing per feature, events
@@ -583,6 +584,7 @@ class _State(msgspec.Struct, array_like=True):
     running: list[tuple[str, float, float]] = []
     profile_from: int = -1
     profile: list[tuple[list[list[int]], list[int], int] | None] = []
+    online_profiled: bool = False
 
 
 _COMMON = dict(family="drift", n="values present in the last sliding_windows windows", export=None)
@@ -752,8 +754,13 @@ class DriftMonitor(PerModelState):
         st.recent.append(window)
         while len(st.recent) > self.cfg.sliding_windows:
             st.recent.popleft()
-        out = self._signals(model, st, start, self._against(st, start))
-        out += self._online(model, st, start, counts)
+        against = self._against(st, start)
+        out = self._signals(model, st, start, against)
+        profiled = self.cfg.daily_profile and 0 <= st.profile_from <= start - DAY_S
+        if profiled and not st.online_profiled:
+            self._start_online(st)  # what it summed against the running mean does not carry over
+            st.online_profiled = True
+        out += self._online(model, st, start, counts, against if profiled else None)
         self._profile(st, start, window)
         return out
 
@@ -838,7 +845,16 @@ class DriftMonitor(PerModelState):
     def _use(self, st: _Model, ref: _Reference) -> None:
         """Compare from now on with ``ref`` (learned, or from the reference file)."""
         st.ref = ref
-        numeric = [f.name for f in ref.features if f.numeric]
+        self._start_online(st)
+        st.running = {}
+        st.sample = []
+        st.threshold = 1 << 32
+        st.profile_from, st.profile = -1, []
+
+    def _start_online(self, st: _Model) -> None:
+        """A fresh Page-Hinkley test per numeric feature of the reference."""
+        assert st.ref is not None
+        numeric = [f.name for f in st.ref.features if f.numeric]
         threshold = self._online_threshold(len(numeric))
         st.online = {
             name: PageHinkley(
@@ -849,10 +865,7 @@ class DriftMonitor(PerModelState):
             )
             for name in numeric
         }
-        st.running = {}
-        st.sample = []
-        st.threshold = 1 << 32
-        st.profile_from, st.profile = -1, []
+        st.online_profiled = False
 
     def _online_threshold(self, series: int) -> float:
         """Page-Hinkley threshold for ``series`` detectors together at the configured false-alarm rate."""
@@ -993,9 +1006,13 @@ class DriftMonitor(PerModelState):
         miss = diff_bounds(missing, n, ref_missing.astype(np.float64), ref_events, miss_alpha)
         return Bounds(lo, hi), miss
 
-    def _online(self, model: str, st: _Model, start: int, counts: _Counts) -> list[Signal]:
+    def _online(
+        self, model: str, st: _Model, start: int, counts: _Counts, hours: _Window | None = None
+    ) -> list[Signal]:
         """Step each numeric feature's Page-Hinkley test with this window's mean bin, in standard
-        errors from the mean of all before it (``recursive_shift_z``)."""
+        errors from the mean of all before it (``recursive_shift_z``), or, once the model has a
+        daily profile, from the mean of the profile's ``hours`` around this one's time of day (a
+        score that follows the day is then no change)."""
         ref = st.ref
         assert ref is not None
         out = []
@@ -1007,6 +1024,8 @@ class DriftMonitor(PerModelState):
             ordered = f.width - 1  # the last bin (values the reference never had) has no order
             # against the mean of everything before this window (the reference, then each window)
             prior = st.running.get(f.name) or _reference_mean(f)
+            if hours is not None:
+                prior = _mean_bin(hours[0][i, :ordered])
             ref_bins, cur_bins = f.counts[:ordered], counts.bins[i, :ordered]
             z, mean, cur_n = recursive_shift_z(ref_bins, cur_bins, prior[0], prior[1])
             n = int(cur_n[0])
@@ -1045,6 +1064,7 @@ class DriftMonitor(PerModelState):
         st.recent = deque(_window(w) for w in s.recent)
         st.profile_from = s.profile_from
         st.profile = [None if w is None else _window(w) for w in s.profile]
+        st.online_profiled = s.online_profiled
         self._models[model] = st
 
     @staticmethod
@@ -1064,6 +1084,7 @@ class DriftMonitor(PerModelState):
                 [(name, m, n) for name, (m, n) in sorted(st.running.items())],
                 st.profile_from,
                 [None if w is None else _listed(w) for w in st.profile],
+                st.online_profiled,
             )
         )
 
@@ -1091,6 +1112,11 @@ def _fields(of: str, b: Bounds, i: int) -> dict:
 
 def _reference_mean(f: _Feature) -> tuple[float, float]:
     """A numeric feature's mean bin and value count in its reference (its ordered bins only)."""
-    counts = np.asarray(f.counts[: f.width - 1], dtype=np.float64)
+    return _mean_bin(f.counts[: f.width - 1])
+
+
+def _mean_bin(ordered: Sequence[int] | np.ndarray) -> tuple[float, float]:
+    """The mean bin of counts in ordered bins, and their total."""
+    counts = np.asarray(ordered, dtype=np.float64)
     total = counts.sum()
     return (float((counts * np.arange(len(counts))).sum() / total) if total else 0.0), float(total)

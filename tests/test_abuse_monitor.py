@@ -247,3 +247,21 @@ def test_a_viral_question_asked_by_a_crowd_mostly_new_to_the_model_makes_no_camp
     assert any(
         s.value >= 10 for s in _run(AbuseMonitor(60, loose), _viral(0)) if s.signal == "abuse.campaign"
     )
+
+
+def test_a_slow_campaign_of_a_dozen_accounts_is_seen_by_their_repeats():
+    """Twelve new accounts, 4 jailbreaks a minute between them: too few accounts for the share
+    alone to pass 0.85 with confidence (12 of 12: 0.82), but each sends the template again and
+    again, which a viral question's newcomers do not."""
+    rng = random.Random(4)
+    minutes = _traffic(80, seed=4)
+    for minute in range(45, 75):
+        lines = [
+            _event(20_000_000 + minute * 10 + j, T0 + timedelta(minutes=minute, seconds=15 * j + 3),
+                   f"slow{rng.randrange(12)}", paraphrase(rng, TEMPLATE), rng.random() < 0.5)
+            for j in range(4)
+        ]  # fmt: skip
+        minutes[minute] = minutes[minute] + telemetry_codec.decode_batch(lines).events
+    signals = _run(AbuseMonitor(60, CFG), minutes)
+    paged = [s.ts for s in signals if s.signal == "abuse.campaign" and s.value >= 10]
+    assert paged and min(paged) <= T0 + timedelta(minutes=45 + 10), paged[:3]

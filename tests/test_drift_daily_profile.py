@@ -1,7 +1,8 @@
 """The drift monitor's daily profile: a mix that follows the day is not drift, a step still is.
 
 A model whose language mix swings between night and day (PSI 0.3 between the two, as a consumer chat
-whose Asian traffic triples at night) learns its reference in its first hour, at night. Without the
+whose Asian traffic triples at night), and whose score dips at night, learns its reference in its
+first hour, at night. Without the
 profile, FeatureDrift pages every day when the day's mix comes; with it, the first day is learned
 hour by hour and later windows are compared with the same hours of it. A sudden shift on the
 profile's day, and one after it, is still paged as the sliding span fills, and is not learned: the same
@@ -36,15 +37,35 @@ def _mix(t: float) -> np.ndarray:
     return night * NIGHT_MIX + (1 - night) * DAY_MIX
 
 
-def _run(profile: bool, steps: list[tuple[float, float]], days: int = 3) -> tuple[list[Signal], DriftMonitor]:
-    """``days`` of 5-minute windows (400 events on average, a daily cycle in volume); ``steps``:
-    (start, end) in hours since T0 during which 70% of the traffic has the STEP mix."""
+def _score_mean(t: float, ramp: tuple[float, float] | None) -> float:
+    """The mean score at ``t``: 0.03 lower at night (younger applicants), plus 0.06 over ``ramp``."""
+    night = (1 + math.cos(2 * math.pi * ((t % 86400) / 3600 - 2) / 24)) / 2
+    extra = 0.0
+    if ramp is not None and t >= ramp[0] * 3600:
+        extra = 0.06 * min(1.0, (t - ramp[0] * 3600) / ((ramp[1] - ramp[0]) * 3600))
+    return 0.6 - 0.03 * night + extra
+
+
+def _run(
+    profile: bool, steps: list[tuple[float, float]], days: int = 3, ramp: tuple[float, float] | None = None
+) -> tuple[list[Signal], DriftMonitor]:
+    """``days`` of 5-minute windows (400 events on average, a daily cycle in volume, mix and score);
+    ``steps``: (start, end) in hours since T0 during which 70% of the traffic has the STEP mix;
+    ``ramp``: (start, end) hours over which the score rises by 0.06 and stays."""
     rng = np.random.default_rng(7)
-    rows = [{"request.language": str(rng.choice(LANGS, p=_mix(rng.uniform(0, 3600))))} for _ in range(4000)]
+    rows = []
+    for _ in range(4000):
+        t = rng.uniform(0, 3600)
+        rows.append(
+            {
+                "request.language": str(rng.choice(LANGS, p=_mix(t))),
+                "score": rng.normal(_score_mean(t, None), 0.15),
+            }
+        )
     mon = DriftMonitor(WINDOW, DriftConfig(daily_profile=profile, max_events_per_window=5000))
     st = mon._models["chat"] = _Model(T0, 0)
     mon._use(st, build_reference(rows, mon.cfg, "ref@night", ""))
-    f = st.ref.features[0]
+    f, g = st.ref.features  # request.language, score
     idx = [f.categories.index(c) for c in LANGS]
     signals: list[Signal] = []
     for w in range(3600 // WINDOW, days * 86400 // WINDOW):  # after the reference's hour
@@ -55,16 +76,16 @@ def _run(profile: bool, steps: list[tuple[float, float]], days: int = 3) -> tupl
             mix = 0.3 * mix + 0.7 * STEP
         counts = _Counts(st.ref)
         counts.bins[0, idx] += rng.multinomial(n, mix)
+        x = rng.normal(_score_mean(t, ramp), 0.15, size=n)
+        counts.bins[1, : g.width - 1] += np.bincount(np.searchsorted(g.cuts, x), minlength=g.width - 1)
         counts.n = n
         signals += mon._compare("chat", st, T0 + t, counts)
     return signals, mon
 
 
-def _opened(signals: list[Signal]) -> list[float]:
-    """When the shipped FeatureDrift rule opens incidents on these signals (hours since T0)."""
-    engine = RuleEngine(
-        [r for r in load_rules(RULES_DIR, catalogue()) if r.name == "FeatureDrift"], "file:///rb"
-    )
+def _opened(signals: list[Signal], rule: str = "FeatureDrift") -> list[float]:
+    """When a shipped rule opens incidents on these signals (hours since T0)."""
+    engine = RuleEngine([r for r in load_rules(RULES_DIR, catalogue()) if r.name == rule], "file:///rb")
     return [
         (c.incident.opened_at.timestamp() - T0) / 3600 for c in engine.evaluate(signals) if c.kind == "opened"
     ]
@@ -100,3 +121,13 @@ def test_a_step_pages_on_the_profiles_day_after_it_and_is_not_learned():
     for h in hours:  # the step's two hours learned only the windows before it, or none
         w = st.profile[h]
         assert w is None or w[0][0, hindi] / w[2] < 0.12
+
+
+def test_a_score_that_follows_the_day_is_no_slow_shift_once_the_profile_has_it(cycle):
+    """Page-Hinkley reads each window against the profile's hours after the first day: the daily
+    dip of the score stops paging FeatureSlowShift; a slow rise on day 3 still pages."""
+    assert len([h for h in _opened(cycle[False], "FeatureSlowShift") if h >= 25]) >= 2  # the trap is real
+    assert [h for h in _opened(cycle[True], "FeatureSlowShift") if h >= 25] == []
+    signals, _ = _run(True, [], ramp=(50, 53))
+    slow = _opened(signals, "FeatureSlowShift") + _opened(signals, "FeatureDrift")
+    assert any(50 <= h <= 56 for h in slow), slow

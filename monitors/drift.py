@@ -110,7 +110,7 @@ EMBEDDING_SAMPLE = 200  # embeddings kept of the reference, and of the sliding s
 DAY_S, HOUR_S = 86400, 3600  # the daily profile: a model's first day after its reference, by hour
 ADMIT_ALPHA = 0.05  # one-sided error of that step's test
 TEXT = "\x00text"  # a sample row's request text, as its key (``text_key``; not a feature: the trim's)
-REPEATS = 3  # times a text the reference never had twice may count in a window
+REPEATS = 1  # times a text the reference never had twice may count in a window
 _WORDS = re.compile(r"\w+")
 
 
@@ -493,7 +493,7 @@ def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> lis
     ...     for i, t in enumerate([b"hi"] * 8 + [b"news"] * 30)]).events
     >>> kept = _trim_repeats(evs, {text_key("hi"): 0.2})
     >>> sum(e.request.text == "hi" for e in kept), sum(e.request.text == "news" for e in kept)
-    (8, 3)
+    (8, 1)
     """
     by_text: dict[int, list[int]] = {}
     for i, ev in enumerate(events):

@@ -71,7 +71,7 @@ import pickle
 import re
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -562,6 +562,22 @@ def _add(a: _Window | None, b: _Window) -> _Window:
     return b if a is None else (a[0] + b[0], a[1] + b[1], a[2] + b[2])
 
 
+def _sum_windows(windows: Iterable[_Window | None]) -> _Window | None:
+    """The sum of the windows given (None for hours the profile has nothing of)."""
+    total: _Window | None = None
+    for w in windows:
+        if w is not None:
+            total = _add(total, w)
+    return total
+
+
+def _n_eff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row, the effective size ``n m / (n + m)`` of two binned samples (0 where one is empty)."""
+    a_n, b_n = a.sum(axis=1).astype(np.float64), b.sum(axis=1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((a_n > 0) & (b_n > 0), a_n * b_n / (a_n + b_n), 0.0)
+
+
 def _reference_window(ref: _Reference, width: int) -> _Window:
     """The reference's counts in the layout of a window's."""
     bins = np.zeros((len(ref.features), width), dtype=np.int64)
@@ -777,25 +793,12 @@ class DriftMonitor(PerModelState):
         base = _reference_window(ref, width)
         if not self.cfg.daily_profile or st.profile_from < 0:
             return base
-        if start < st.profile_from + DAY_S:
-            total = base
-            for w in st.profile:
-                if w is not None:
-                    total = _add(total, w)
-            return total
-        hour = (start - st.profile_from) // HOUR_S % 24
-        near: _Window | None = None
-        for h in (hour - 1, hour, hour + 1):
-            w = st.profile[h % 24]
-            if w is not None:
-                near = _add(near, w)
-        if near is not None and near[2] >= MIN_REFERENCE:
-            return near
-        whole: _Window = base
-        for w in st.profile:
-            if w is not None:
-                whole = _add(whole, w)
-        return whole
+        if start >= st.profile_from + DAY_S:
+            hour = (start - st.profile_from) // HOUR_S % 24
+            near = _sum_windows(st.profile[h % 24] for h in (hour - 1, hour, hour + 1))
+            if near is not None and near[2] >= MIN_REFERENCE:
+                return near
+        return _sum_windows([base, *st.profile])  # type: ignore[return-value]
 
     def _profile(self, st: _Model, start: int, window: _Window) -> None:
         """Learn the profile's day: a window joins its hour unless it, or the sliding span, stepped
@@ -821,12 +824,8 @@ class DriftMonitor(PerModelState):
         any feature (its bins and its missing values as one distribution)."""
         a = np.hstack([before[0], before[1][:, None]])
         b = np.hstack([now[0], now[1][:, None]])
-        shift = psi(a, b)
-        a_n, b_n = a.sum(axis=1).astype(np.float64), b.sum(axis=1).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            n_eff = np.where((a_n > 0) & (b_n > 0), a_n * b_n / (a_n + b_n), 0.0)
         df = ((a + b) > 0).sum(axis=1) - 1
-        lower = divergence_bounds(shift.effect, n_eff, df, ADMIT_ALPHA).lower
+        lower = divergence_bounds(psi(a, b).effect, _n_eff(a, b), df, ADMIT_ALPHA).lower
         return bool(np.any(np.nan_to_num(lower) > self.cfg.profile_admit_psi))
 
     # -- learning ------------------------------------------------------------------------------
@@ -987,10 +986,7 @@ class DriftMonitor(PerModelState):
     ) -> tuple[Bounds, Bounds]:
         """Budgeted bounds of each feature's PSI (drift.feature and drift.prediction share out their
         budgets over their own features) and of its missing share's difference with the reference."""
-        ref_n = ref_bins.sum(axis=1).astype(np.float64)
-        cur_n = bins.sum(axis=1).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            n_eff = np.where((ref_n > 0) & (cur_n > 0), ref_n * cur_n / (ref_n + cur_n), 0.0)
+        n_eff = _n_eff(ref_bins, bins)
         df = ((ref_bins + bins) > 0).sum(axis=1) - 1
         is_pred = np.array([f.name.startswith("prediction.") for f in feats], dtype=bool)
         alpha = np.empty(len(feats))

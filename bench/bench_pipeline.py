@@ -1,6 +1,7 @@
 """Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
 
-    .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream] [--profile]
+    .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream | --no-replay] [--profile]
+        [--batch-size 5000]
 
 Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
@@ -130,6 +131,10 @@ def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
             out[f"monitor {fam}"] = out.get(f"monitor {fam}", 0.0) + value
         elif key.startswith("raiwatch_clickhouse_write_seconds_sum{"):
             out["write " + key.split('table="', 1)[1].split('"', 1)[0]] = value
+        elif key.startswith("raiwatch_clickhouse_write_seconds_count{"):
+            out["inserts " + key.split('table="', 1)[1].split('"', 1)[0]] = value
+        elif key.startswith("raiwatch_stage_seconds_count{"):
+            out["calls " + key.split('stage="', 1)[1].split('"', 1)[0]] = value
     return out
 
 
@@ -193,10 +198,26 @@ def profile(path: Path, out: Path) -> None:
     stats.sort_stats("tottime").print_stats(15)
 
 
+def replay(path: Path, work: Path, args: argparse.Namespace) -> None:
+    """The replay line: ``raiwatch replay`` against reading and decoding the same file."""
+    base = decode_only_file(path)
+    full, line = replay_seconds(path, work / "replay", args.config)
+    inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
+    print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
+    print(
+        f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "
+        f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
+    )
+    print(f"replay      {line.splitlines()[-1]}")
+    if args.profile:
+        profile(path, work / "profiled")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--no-stream", action="store_true")
+    ap.add_argument("--no-replay", action="store_true", help="the streaming measurement only")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--batch-size", type=int, default=5000, help="the worker's kafka.batch_size")
     ap.add_argument("--config", type=Path, help="raiwatch settings for the replay")
@@ -208,17 +229,8 @@ def main() -> None:
         truth = synth.write(path, synth.default_scenario(args.events, start=start))
         size_mb = path.stat().st_size / 1e6
         print(f"{args.events:,} events, {size_mb:.0f} MB, {truth['malformed']} malformed")
-        base = decode_only_file(path)
-        full, line = replay_seconds(path, work / "replay", args.config)
-        inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
-        print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
-        print(
-            f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "
-            f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
-        )
-        print(f"replay      {line.splitlines()[-1]}")
-        if args.profile:
-            profile(path, work / "profiled")
+        if not args.no_replay:
+            replay(path, work, args)
         if args.no_stream or not localkafka.java_available():
             return
         bare, worker, spent = stream(path, args.events, work, args.batch_size)
@@ -227,9 +239,12 @@ def main() -> None:
             f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
             f"lag 0, group join included)  ratio {bare / worker:.2f}  (kafka.batch_size {args.batch_size})"
         )
-        for kind in ("stage", "monitor", "write"):
+        for kind in ("stage", "monitor", "write", "inserts", "calls"):
+            unit = "" if kind in ("inserts", "calls") else " s"
             line = ", ".join(
-                f"{k.split(' ', 1)[1]} {v:.1f} s" for k, v in sorted(spent.items()) if k.startswith(kind)
+                f"{k.split(' ', 1)[1]} {v:.{0 if not unit else 1}f}{unit}"
+                for k, v in sorted(spent.items())
+                if k.startswith(kind + " ")
             )
             print(f"streaming   worker time, {kind}: {line}")
 

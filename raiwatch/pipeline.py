@@ -6,26 +6,31 @@ same events open the same incidents.
 
 Every input ends in exactly one place: an event counted in a window (or stored as late,
 replayed or duplicate), or a rejection with its reason. A batch's writes run in order on one
-writer thread, beside the decoding and monitoring of the next batch: rejections, raw events,
-signals, the monitors' own rows (abuse clusters), incident store, incident mirror, notifiers, the
-checkpoint that says those windows are done, the rollups up to them (every
+writer thread, beside the decoding and monitoring of the next batches (batches that queued while
+it was busy are written together, one insert per table: ``raiwatch.writequeue``): rejections, raw
+events, signals, the monitors' own rows (abuse clusters), incident store, incident mirror,
+notifiers, the checkpoint that says windows are done, the rollups up to them (every
 ``clickhouse.rollup_every_s``), and last the observers (the drift reporter), which see the written
 signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
 once that is done and the event's window is no longer in ``open_windows()``. A window stays there
-from its first event until its results are queued for writing: if closing it raises (a monitor,
-the rules, the writer), it never leaves, so no offset of its events is ever committed.
+from its first event until its results are queued for writing and (live) its checkpoint is
+written: if closing it raises (a monitor, the rules, the writer), it never leaves, so no offset of
+its events is ever committed.
 
 ``live`` (the streaming worker) adds what only a long-running process needs: the age check
-against the wall clock, checkpoints of the window clock and of each model's monitor state, and
-their restore when a partition is assigned or a model first seen; then too the ids of the model's
-events already counted (read back from the stored events, which are durable before the clock's
-checkpoint) refill the memory of recent ids, so a copy sent after a restart is still a duplicate.
+against the wall clock, checkpoints of the window clock and of each model's monitor state (at
+most every ``kafka.commit_interval_s``, and on ``flush``), and their restore when a partition is
+assigned or a model first seen; then too the ids of the model's events already counted (read back
+from the stored events, which are durable before the clock's checkpoint) refill the memory of
+recent ids, so a copy sent after a restart is still a duplicate.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -33,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -49,6 +55,7 @@ from raiwatch.core.errors import StorageError
 from raiwatch.core.otlp import OtlpLogs, SpanDecoder
 from raiwatch.core.records import SEVERITIES, FeedbackEvent, IncidentChange, Signal, TelemetryEvent
 from raiwatch.evaljoin import EvaluationJoin
+from raiwatch.writequeue import WriteQueue
 from storage.clickhouse import ClickHouseWriter, Rollups, read_checkpoints, recent_event_ids, recent_signals
 from storage.incidents import IncidentStore
 from storage.incidents.store import Route
@@ -60,6 +67,7 @@ Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees e
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 CATCH_UP_HOURS = 2  # hours of rows a live worker's roll-up inserts per family at most
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
+MAX_QUEUED = 20_000  # events (or one batch, if larger) waiting for the writer thread, then written together
 _DECODE, _OBSERVE, _CLOSE, _RULES, _PREPARE, _WRITE = (
     metrics.STAGE_SECONDS.labels(stage)
     for stage in ("decode", "observe", "close", "rules", "prepare", "write")
@@ -118,7 +126,9 @@ class Pipeline:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raiwatch-write")
         self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
         self._next_mirror = 0.0
-        self._pending: Future | None = None
+        self._writes: WriteQueue[_Writes, list[Rejected]] = WriteQueue(
+            self._io, self._write, MAX_QUEUED, size=lambda b: len(b.raws)
+        )
         self._reload: RuleEngine | None = None  # new rules, built elsewhere, waiting for the pipeline thread
         self.evaluations: EvaluationJoin | None = None  # OTLP input: operations wait for their evaluations
         # a live worker catches up on unrolled history a few hours per roll-up, not all at once
@@ -128,6 +138,11 @@ class Pipeline:
             else None
         )
         self._next_roll = 0.0
+        # live: windows closed (with signals) whose monitor state is not checkpointed yet, and those
+        # whose checkpoint is queued with the write it waits for; both count as open
+        self._uncheckpointed: set[int] = set()
+        self._checkpointing: list[tuple[frozenset[int], Future]] = []
+        self._next_checkpoint = 0.0
 
     def request_reload(self, engine: RuleEngine) -> None:
         """Hand over new rules (any thread): an engine already built on rules that lint, by the
@@ -263,7 +278,7 @@ class Pipeline:
                 events, raws, ts, idx = stored
                 result.durable = self._submit(
                     result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
-                    rows=result.rows,
+                    rows=result.rows, closed=closing,
                 )  # fmt: skip
         return result
 
@@ -276,9 +291,9 @@ class Pipeline:
         closing = self.clock.advance(self._idle, now)
         with self._writing(closing):
             result = self._close(closing)
-            if result.closed:
+            if result.closed or self._checkpoint_due():
                 result.durable = self._submit(
-                    signals=result.signals, changes=result.changes, rows=result.rows
+                    signals=result.signals, changes=result.changes, rows=result.rows, closed=closing
                 )
         if time.monotonic() >= self._next_mirror:
             self._next_mirror = time.monotonic() + MIRROR_EVERY_S
@@ -339,19 +354,24 @@ class Pipeline:
                 changes=result.changes,
                 rows=result.rows,
                 roll=self._roll_args(force=True),
+                closed=closing,
             )
         self.flush()
         return result
 
     def flush(self) -> list[Rejected]:
-        """Wait until everything queued for writing is written (raises the writer's error)."""
-        pending, self._pending = self._pending, None
-        return pending.result() if pending is not None else []
+        """Checkpoint the windows closed since the last checkpoint, and wait until everything queued
+        for writing is written (raises the writer's error)."""
+        if self._uncheckpointed:
+            self._submit(force_checkpoint=True)
+        return self._writes.flush() or []
 
     def open_windows(self) -> set[int]:
         """Windows whose events' offsets may not be committed yet (bar the writes a result waits for):
-        open, or closed by a call that raised before their results were queued."""
-        return self.clock.open_windows() | self._unwritten
+        open, closed by a call that raised before their results were queued, or (live) closed but
+        not in a written checkpoint yet. Any thread may call it."""
+        held = [w for w, fut in list(self._checkpointing) if not (fut.done() and fut.exception() is None)]
+        return self.clock.open_windows() | self._unwritten | self._uncheckpointed | set().union(*held)
 
     @contextlib.contextmanager
     def _writing(self, closing: list[int]) -> Iterator[None]:
@@ -398,7 +418,8 @@ class Pipeline:
         with self._writing(closing):
             result.merge(self._close(closing))
             result.durable = self._submit(
-                result.rejected, signals=result.signals, changes=result.changes, rows=result.rows
+                result.rejected, signals=result.signals, changes=result.changes, rows=result.rows,
+                closed=closing,
             )
         return result
 
@@ -599,6 +620,9 @@ class Pipeline:
         metrics.OPEN_WINDOWS.set(len(self.clock.open_windows()))
         return result
 
+    def _checkpoint_due(self) -> bool:
+        return bool(self._uncheckpointed) and time.monotonic() >= self._next_checkpoint
+
     def _checkpoint_rows(self) -> list[tuple[str, str, float, bytes]]:
         until = self.clock.closed_until
         if not self.live or not math.isfinite(until):
@@ -621,76 +645,94 @@ class Pipeline:
         feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]] = ((), ()),
         rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
         roll: tuple[list[str], float] | None = None,
+        closed: Sequence[int] = (),
+        force_checkpoint: bool = False,
     ) -> Future[list[Rejected]]:
-        """Queue one batch's writes behind the previous batch's (waiting for those first)."""
+        """Queue one batch's writes behind the batches queued before it (``WriteQueue``: while the
+        writer thread is busy, batches queue up to ``MAX_QUEUED`` events and are then written together).
+
+        Live, the windows it ``closed`` with signals are checkpointed (window clock, each changed
+        model's monitor state) with it or, at most ``kafka.commit_interval_s`` later, with a later
+        batch or ``flush``: offsets are committed no more often, and a model's state, encoded once
+        per checkpoint rather than once per batch, costs the pipeline thread a fraction."""
         t0 = time.perf_counter()
-        checkpoints = self._checkpoint_rows() if signals else []
+        if self.live and signals:
+            self._uncheckpointed.update(closed)
+        checkpoint = bool(self._uncheckpointed) and (force_checkpoint or self._checkpoint_due())
+        checkpoints = self._checkpoint_rows() if checkpoint else []
         if roll is None and signals:
             roll = self._roll_args()
-        columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the previous write
+        columns = self.writer.event_columns(events, raws, ts)  # the Python part, beside the writer's work
         _PREPARE.observe(time.perf_counter() - t0)
-        self.flush()
-        args = (rejected, columns, raws, idx, signals, changes, checkpoints, origin, feedback, rows, roll)
-        self._pending = self._io.submit(_timed, self._write, *args)
-        return self._pending
+        batch = _Writes(
+            list(rejected), columns, raws, idx, list(signals), list(changes), checkpoints, origin,
+            feedback, list(rows), roll,
+        )  # fmt: skip
+        fut = self._writes.submit(batch)
+        if checkpoint:
+            self._checkpointing = [
+                (w, f) for w, f in self._checkpointing if not (f.done() and f.exception() is None)
+            ]
+            self._checkpointing.append((frozenset(self._uncheckpointed), fut))
+            self._uncheckpointed = set()  # after the line above: a reader sees them in one or the other
+            self._next_checkpoint = time.monotonic() + self.cfg.kafka.commit_interval_s
+        return fut
 
-    def _write(
-        self,
-        rejected: list[Rejected],
-        event_columns: list[list],
-        raws: list[bytes],
-        idx: list[int],
-        signals: list[Signal],
-        changes: list[IncidentChange],
-        checkpoints: list[tuple[str, str, float, bytes]],
-        origin: Callable[[int], str] | None,
-        feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]],
-        rows: Sequence[tuple[str, tuple[str, ...], list[tuple]]] = (),
-        roll: tuple[list[str], float] | None = None,
-    ) -> list[Rejected]:
-        """One batch's writes, in order (runs on the writer thread); returns what ClickHouse refused."""
+    def _write(self, group: Sequence[_Writes]) -> list[list[Rejected]]:
+        """The writes of a group of batches, in order, one insert per table (runs on the writer
+        thread); returns what ClickHouse refused, per batch."""
         w = self.writer
-        with _sink("rejected_events"):
-            w.write_rejected([(r.source, r.reason, r.raw) for r in rejected])
-        with _sink("telemetry_events"):
-            refused = w.write_event_columns(event_columns)
-        late_rejects = [
-            Rejected(bytes(raws[i]), reason, origin(idx[i]) if origin else "", idx[i], "storage")
-            for i, reason in refused
-        ]
-        if late_rejects:
-            log.error("ClickHouse refused %d events; sent to the rejected events", len(late_rejects))
-            _count_rejects(late_rejects)
+        with _WRITE.time():
             with _sink("rejected_events"):
-                w.write_rejected([(r.source, r.reason, r.raw) for r in late_rejects])
-            self.storage_rejected += late_rejects
-        with _sink("feedback_events"):
-            w.write_feedback(*feedback)
-        with _sink("signals"):
-            w.write_signals(signals)
-        for table, names, table_rows in rows:
-            with _sink(table):
-                w.write_rows(table, names, table_rows)
-        if changes:
-            with _sink("incident_store"):
-                stored = self.store.apply(changes, self.routes)
-            with _sink("incidents"):
-                w.write_incidents(stored)  # as stored: with on-call's acks, which the engine never sees
-            for fn in self.notify:
-                try:
-                    fn(changes)
-                except Exception:  # a broken notifier must not stop the pipeline
-                    log.exception("notifier %r failed", fn)
-        with _sink("checkpoints"):
-            w.write_checkpoints(checkpoints)
-        if roll is not None:
-            self._roll_up(*roll)
-        if signals or changes:
-            for obs in self.observers:
-                try:
-                    obs(signals, changes)
-                except Exception:  # an observer (a report queue) must not stop the pipeline
-                    log.exception("observer %r failed", obs)
+                w.write_rejected([(r.source, r.reason, r.raw) for b in group for r in b.rejected])
+            with _sink("telemetry_events"):
+                refused = w.write_event_columns(_concat([b.columns for b in group]))
+            late_rejects = _refused_events(group, refused)
+            late = [r for batch in late_rejects for r in batch]
+            if late:
+                log.error("ClickHouse refused %d events; sent to the rejected events", len(late))
+                _count_rejects(late)
+                with _sink("rejected_events"):
+                    w.write_rejected([(r.source, r.reason, r.raw) for r in late])
+                self.storage_rejected += late
+            with _sink("feedback_events"):
+                w.write_feedback(
+                    [e for b in group for e in b.feedback[0]], [r for b in group for r in b.feedback[1]]
+                )
+            signals = [s for b in group for s in b.signals]
+            with _sink("signals"):
+                w.write_signals(signals)
+            tables: dict[tuple[str, tuple[str, ...]], list[tuple]] = {}
+            for b in group:
+                for table, names, table_rows in b.rows:
+                    tables.setdefault((table, tuple(names)), []).extend(table_rows)
+            for (table, names), table_rows in tables.items():
+                with _sink(table):
+                    w.write_rows(table, names, table_rows)
+            changes = [c for b in group for c in b.changes]
+            if changes:
+                with _sink("incident_store"):
+                    stored = self.store.apply(changes, self.routes)
+                with _sink("incidents"):
+                    w.write_incidents(stored)  # as stored: with on-call's acks, which the engine never sees
+                for fn in self.notify:
+                    try:
+                        fn(changes)
+                    except Exception:  # a broken notifier must not stop the pipeline
+                        log.exception("notifier %r failed", fn)
+            # a later batch's checkpoint of a model supersedes an earlier one's
+            checkpoints = {(r[0], r[1]): r for b in group for r in b.checkpoints}
+            with _sink("checkpoints"):
+                w.write_checkpoints(list(checkpoints.values()))
+            roll = next((b.roll for b in reversed(group) if b.roll is not None), None)
+            if roll is not None:
+                self._roll_up(*roll)
+            if signals or changes:
+                for obs in self.observers:
+                    try:
+                        obs(signals, changes)
+                    except Exception:  # an observer (a report queue) must not stop the pipeline
+                        log.exception("observer %r failed", obs)
         return late_rejects
 
     def _roll_up(self, models: list[str], until: float) -> None:
@@ -759,10 +801,41 @@ class _sink:
         return False
 
 
-def _timed(write: Callable[..., list[Rejected]], *args: object) -> list[Rejected]:
-    """Run one batch's writes, timed as the ``write`` stage."""
-    with _WRITE.time():
-        return write(*args)
+class _Writes(NamedTuple):
+    """One batch's writes, as ``Pipeline._submit`` queues them."""
+
+    rejected: list[Rejected]
+    columns: list[list]  # ClickHouseWriter.event_columns
+    raws: Sequence[bytes]
+    idx: Sequence[int]
+    signals: list[Signal]
+    changes: list[IncidentChange]
+    checkpoints: list[tuple[str, str, float, bytes]]
+    origin: Callable[[int], str] | None
+    feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]]
+    rows: list[tuple[str, tuple[str, ...], list[tuple]]]
+    roll: tuple[list[str], float] | None
+
+
+def _concat(tables: list[list[list]]) -> list[list]:
+    """Column lists of several batches joined, column by column."""
+    if len(tables) == 1:
+        return tables[0]
+    return [[v for t in tables for v in t[c]] for c in range(len(tables[0]))]
+
+
+def _refused_events(group: Sequence[_Writes], refused: list[tuple[int, str]]) -> list[list[Rejected]]:
+    """Rows ClickHouse refused (indexes into the group's joined events) as rejections, per batch."""
+    out: list[list[Rejected]] = [[] for _ in group]
+    if not refused:
+        return out
+    ends = list(itertools.accumulate(len(b.raws) for b in group))
+    for i, reason in refused:
+        k = bisect.bisect_right(ends, i)
+        b, j = group[k], i - (ends[k - 1] if k else 0)
+        origin = b.origin(b.idx[j]) if b.origin else ""
+        out[k].append(Rejected(bytes(b.raws[j]), reason, origin, b.idx[j], "storage"))
+    return out
 
 
 def _count_rejects(rejected: Sequence[Rejected]) -> None:

@@ -40,7 +40,7 @@ class KafkaConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     batch_within_s: Annotated[float, Meta(gt=0)] = 0.5  # or fewer, after this long
     session_timeout_s: Annotated[float, Meta(ge=3)] = 30.0
     fetch_max_wait_ms: Annotated[int, Meta(ge=0)] = 50  # how long the broker may hold an empty fetch
-    commit_interval_s: Annotated[float, Meta(gt=0)] = 1.0  # commit released offsets this often
+    commit_interval_s: Annotated[float, Meta(gt=0)] = 1.0  # commit offsets, checkpoint, this often
     dlq_max_bytes: Annotated[int, Meta(ge=1024)] = 524_288  # larger dead-letter copies are truncated
     max_message_bytes: Annotated[int, Meta(ge=1024)] = 1_048_576  # the broker's limit (message.max.bytes)
 

@@ -1,0 +1,135 @@
+"""Group commit (raiwatch.writequeue): order, grouping, bounded queue, failures raised once."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from raiwatch.writequeue import WriteQueue
+
+
+class Writer:
+    """Records each group; the first group waits for ``release`` so that later batches queue."""
+
+    def __init__(self, fail_on: int | None = None):
+        self.groups: list[list[int]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, group: Sequence[int]) -> list[str]:
+        self.started.set()
+        assert self.release.wait(10)
+        if self.fail_on is not None and self.fail_on in group:
+            raise RuntimeError(f"insert refused at batch {self.fail_on}")
+        self.groups.append(list(group))
+        return [f"written {i}" for i in group]
+
+
+@pytest.fixture
+def pool():
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        yield ex
+
+
+def test_batches_queued_while_the_writer_is_busy_are_written_together_in_order(pool) -> None:
+    w = Writer()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=3)
+    first = q.submit(0)
+    assert w.started.wait(10)  # batch 0 is being written alone
+    rest = [q.submit(i) for i in (1, 2, 3)]
+    w.release.set()
+    assert q.flush() == "written 3"
+    assert w.groups == [[0], [1, 2, 3]]
+    assert [f.result() for f in (first, *rest)] == [f"written {i}" for i in range(4)]
+    assert q.groups == 2
+
+
+def test_an_idle_writer_writes_each_batch_at_once(pool) -> None:
+    w = Writer()
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w)
+    for i in range(3):
+        assert q.submit(i).result(10) == f"written {i}"
+    assert w.groups == [[0], [1], [2]]
+
+
+def test_submit_waits_while_the_queue_is_full(pool) -> None:
+    w = Writer()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=2)
+    q.submit(0)
+    assert w.started.wait(10)
+    q.submit(1)
+    q.submit(2)  # the queue is full now
+    third_queued = threading.Event()
+
+    def submit_third() -> None:
+        q.submit(3)
+        third_queued.set()
+
+    t = threading.Thread(target=submit_third)
+    t.start()
+    assert not third_queued.wait(0.3)  # held back while the writer is stuck
+    w.release.set()
+    assert third_queued.wait(10)
+    t.join(10)
+    q.flush()
+    assert [i for g in w.groups for i in g] == [0, 1, 2, 3]
+
+
+def test_the_bound_counts_sizes_and_a_batch_larger_than_it_still_goes(pool) -> None:
+    w = Writer()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=10, size=lambda i: i)
+    q.submit(50)  # larger than the bound: taken, the queue being empty
+    assert w.started.wait(10)
+    q.submit(4)
+    q.submit(6)  # 10 waiting: full
+    held = threading.Event()
+
+    def submit_one_more() -> None:
+        q.submit(1)
+        held.set()
+
+    t = threading.Thread(target=submit_one_more)
+    t.start()
+    assert not held.wait(0.3)
+    w.release.set()
+    assert held.wait(10)
+    t.join(10)
+    q.flush()
+    assert w.groups[:2] == [[50], [4, 6]]
+
+
+def test_a_failed_group_fails_what_queued_behind_it_and_is_raised_once(pool) -> None:
+    w = Writer(fail_on=1)
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=5)
+    ok = q.submit(0)
+    assert w.started.wait(10)
+    failing = q.submit(1)
+    w.release.set()
+    assert ok.result(10) == "written 0"
+    with pytest.raises(RuntimeError, match="batch 1"):
+        failing.result(10)
+    with pytest.raises(RuntimeError, match="batch 1"):
+        q.submit(2)  # the next call raises it, and 2 is not queued
+    assert q.submit(3).result(10) == "written 3"  # raised once: writing goes on
+    assert q.flush() == "written 3"
+    assert w.groups == [[0], [3]]
+
+
+def test_flush_raises_the_failure_of_the_last_batch(pool) -> None:
+    w = Writer(fail_on=0)
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w)
+    q.submit(0)
+    with pytest.raises(RuntimeError, match="batch 0"):
+        q.flush()
+    assert q.flush() is None
+
+
+def test_max_queued_must_be_positive(pool) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WriteQueue(pool, Writer(), max_queued=0)

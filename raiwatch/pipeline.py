@@ -67,7 +67,9 @@ Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees e
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 CATCH_UP_HOURS = 2  # hours of rows a live worker's roll-up inserts per family at most
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
-MAX_QUEUED = 20_000  # events (or one batch, if larger) waiting for the writer thread, then written together
+# events waiting for the writer thread (or kafka.batch_size twice, or one batch, if more), then
+# written together; the pipeline waits beyond that, so a ClickHouse outage pauses the input soon
+MAX_QUEUED = 10_000
 _DECODE, _OBSERVE, _CLOSE, _RULES, _PREPARE, _WRITE = (
     metrics.STAGE_SECONDS.labels(stage)
     for stage in ("decode", "observe", "close", "rules", "prepare", "write")
@@ -127,7 +129,7 @@ class Pipeline:
         self._mirror_cursor = 0  # incident store history line last copied to ClickHouse
         self._next_mirror = 0.0
         self._writes: WriteQueue[_Writes, list[Rejected]] = WriteQueue(
-            self._io, self._write, MAX_QUEUED, size=lambda b: len(b.raws)
+            self._io, self._write, max(MAX_QUEUED, 2 * cfg.kafka.batch_size), size=lambda b: len(b.raws)
         )
         self._reload: RuleEngine | None = None  # new rules, built elsewhere, waiting for the pipeline thread
         self.evaluations: EvaluationJoin | None = None  # OTLP input: operations wait for their evaluations
@@ -418,7 +420,10 @@ class Pipeline:
         with self._writing(closing):
             result.merge(self._close(closing))
             result.durable = self._submit(
-                result.rejected, signals=result.signals, changes=result.changes, rows=result.rows,
+                result.rejected,
+                signals=result.signals,
+                changes=result.changes,
+                rows=result.rows,
                 closed=closing,
             )
         return result

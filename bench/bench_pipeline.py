@@ -1,13 +1,15 @@
 """Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
 
     .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream | --no-replay] [--profile]
-        [--batch-size 5000]
+        [--batch-size 5000] [--peers [--peers-budget-s 30]]
 
 Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
 Streaming (needs Java): a worker process draining the topic on a real Apache Kafka broker
 (until its consumer group has committed every offset, i.e. every window closed and written)
 against a bare aiokafka consumer that decodes each message and does nothing else.
+``--peers``: whylogs and Evidently on the same events (``bench/peers.py``), and raiwatch's replay
+rate over theirs.
 ``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
 each monitor, rules, storage preparation, waiting for the writer thread) and the top functions.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
 from raiwatch.dev import localkafka, synth  # noqa: E402
@@ -198,8 +201,9 @@ def profile(path: Path, out: Path) -> None:
     stats.sort_stats("tottime").print_stats(15)
 
 
-def replay(path: Path, work: Path, args: argparse.Namespace) -> None:
-    """The replay line: ``raiwatch replay`` against reading and decoding the same file."""
+def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
+    """The replay line: ``raiwatch replay`` against reading and decoding the same file; its
+    events per second after start-up."""
     base = decode_only_file(path)
     full, line = replay_seconds(path, work / "replay", args.config)
     inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
@@ -211,6 +215,26 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> None:
     print(f"replay      {line.splitlines()[-1]}")
     if args.profile:
         profile(path, work / "profiled")
+    return args.events / inner
+
+
+def peers(path: Path, work: Path, rate: float, budget_s: float) -> None:
+    """whylogs and Evidently on the same events (``bench/peers.py``), beside the replay's rate."""
+    import peers as p  # bench/peers.py
+
+    t0 = time.perf_counter()
+    df = p.frame(path, 60)
+    per_event = (time.perf_counter() - t0) / len(df)  # reading and flattening the JSON, per event
+    for name, (peer, done, n) in (
+        ("whylogs 1.6.4, a profile per model window", p.whylogs_rate(df, budget_s, work)),
+        ("Evidently 0.7.23, DataDriftPreset per model window", p.evidently_rate(df, budget_s)),
+    ):
+        read = 1 / (1 / peer + per_event)
+        print(
+            f"peers       {name}: {peer:,.0f} events/s given flattened frames, {read:,.0f} reading the"
+            f" JSON too ({done} windows, {n:,} events)  raiwatch replay / it: {rate / peer:.2f},"
+            f" {rate / read:.2f}"
+        )
 
 
 def main() -> None:
@@ -219,6 +243,8 @@ def main() -> None:
     ap.add_argument("--no-stream", action="store_true")
     ap.add_argument("--no-replay", action="store_true", help="the streaming measurement only")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--peers", action="store_true", help="whylogs and Evidently on the same events")
+    ap.add_argument("--peers-budget-s", type=float, default=30.0, help="wall seconds each peer runs")
     ap.add_argument("--batch-size", type=int, default=5000, help="the worker's kafka.batch_size")
     ap.add_argument("--config", type=Path, help="raiwatch settings for the replay")
     args = ap.parse_args()
@@ -230,7 +256,9 @@ def main() -> None:
         size_mb = path.stat().st_size / 1e6
         print(f"{args.events:,} events, {size_mb:.0f} MB, {truth['malformed']} malformed")
         if not args.no_replay:
-            replay(path, work, args)
+            rate = replay(path, work, args)
+            if args.peers:
+                peers(path, work, rate, args.peers_budget_s)
         if args.no_stream or not localkafka.java_available():
             return
         bare, worker, spent = stream(path, args.events, work, args.batch_size)

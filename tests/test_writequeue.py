@@ -57,6 +57,23 @@ def test_an_idle_writer_writes_each_batch_at_once(pool) -> None:
     assert w.groups == [[0], [1], [2]]
 
 
+def _held_back(q: WriteQueue[int, str], w: Writer, item: int) -> None:
+    """Submitting ``item`` waits while the writer is stuck, and goes once it is released."""
+    queued = threading.Event()
+
+    def submit() -> None:
+        q.submit(item)
+        queued.set()
+
+    t = threading.Thread(target=submit)
+    t.start()
+    assert not queued.wait(0.3)  # held back while the writer is stuck
+    w.release.set()
+    assert queued.wait(10)
+    t.join(10)
+    q.flush()
+
+
 def test_submit_waits_while_the_queue_is_full(pool) -> None:
     w = Writer()
     q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=2)
@@ -64,19 +81,7 @@ def test_submit_waits_while_the_queue_is_full(pool) -> None:
     assert w.started.wait(10)
     q.submit(1)
     q.submit(2)  # the queue is full now
-    third_queued = threading.Event()
-
-    def submit_third() -> None:
-        q.submit(3)
-        third_queued.set()
-
-    t = threading.Thread(target=submit_third)
-    t.start()
-    assert not third_queued.wait(0.3)  # held back while the writer is stuck
-    w.release.set()
-    assert third_queued.wait(10)
-    t.join(10)
-    q.flush()
+    _held_back(q, w, 3)
     assert [i for g in w.groups for i in g] == [0, 1, 2, 3]
 
 
@@ -87,19 +92,7 @@ def test_the_bound_counts_sizes_and_a_batch_larger_than_it_still_goes(pool) -> N
     assert w.started.wait(10)
     q.submit(4)
     q.submit(6)  # 10 waiting: full
-    held = threading.Event()
-
-    def submit_one_more() -> None:
-        q.submit(1)
-        held.set()
-
-    t = threading.Thread(target=submit_one_more)
-    t.start()
-    assert not held.wait(0.3)
-    w.release.set()
-    assert held.wait(10)
-    t.join(10)
-    q.flush()
+    _held_back(q, w, 1)
     assert w.groups[:2] == [[50], [4, 6]]
 
 

@@ -1,6 +1,6 @@
 """Group commit: batches queued while the writer thread is busy are written together, in order.
 
-A ClickHouse insert has a fixed cost (a part per insert: 15-30 ms on chdb for a table of 40
+A ClickHouse insert has a fixed cost (a part per insert: 14-30 ms on chdb for a table of 40
 columns, whatever its rows), so a stream of small batches spends most of its writer's time on
 it. ``WriteQueue`` hands the writer everything queued since its last write, as one group: under
 load groups grow and the fixed costs are shared; an idle pipeline still gets each batch written
@@ -49,7 +49,7 @@ class WriteQueue(Generic[T, R]):
         self._draining = False
         self._failed: BaseException | None = None
         self._last: Future[R] | None = None
-        self.groups = 0  # groups written (for tests and the bench)
+        self.groups = 0  # groups written (tests read it)
 
     def submit(self, item: T) -> Future[R]:
         """Queue ``item``; its future is done when it is written. Raises a failure not yet raised."""

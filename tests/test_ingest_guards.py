@@ -117,6 +117,31 @@ def test_a_redelivered_event_is_stored_and_counted_once(pipeline_factory):
     assert pipe.writer.client.command(f"SELECT count() FROM {db}.telemetry_events FINAL") == 20
 
 
+def test_a_closed_window_counts_as_open_until_a_checkpoint_covers_it(pipeline_factory):
+    """A live worker checkpoints at most once per ``kafka.commit_interval_s``: a window closed in
+    between stays in ``open_windows()`` (its offsets wait) until a checkpoint is written."""
+    pipe = pipeline_factory(live=True, wall=NOW.timestamp())
+    pipe.cfg = msgspec.structs.replace(
+        pipe.cfg, kafka=msgspec.structs.replace(pipe.cfg.kafka, commit_interval_s=3600.0)
+    )
+    t = NOW - timedelta(minutes=10)
+    pipe.assign_sources({0})
+    first = pipe.process([event(f"a{i}", t + timedelta(seconds=i)) for i in range(200)], [0] * 200)
+    first.durable.result(60)  # the first checkpoint is due at once: written with this batch
+    assert first.closed and not set(first.closed) & pipe.open_windows()
+    second = pipe.process([event(f"b{i}", t + timedelta(seconds=200 + i)) for i in range(200)], [0] * 200)
+    second.durable.result(60)
+    assert second.closed and second.signals
+    assert set(second.closed) <= pipe.open_windows()  # written, not checkpointed: not committable
+    db = pipe.cfg.clickhouse.database
+    query = f"SELECT toUnixTimestamp64Milli(max(until)) FROM {db}.checkpoints FINAL WHERE kind = 'clock'"
+    (before,) = pipe.writer.client.query(query).result_rows[0]
+    pipe.flush()  # as on stop and revocation
+    assert not set(second.closed) & pipe.open_windows()
+    (after,) = pipe.writer.client.query(query).result_rows[0]
+    assert before < after == pipe.clock.closed_until * 1000
+
+
 def test_a_copy_sent_after_a_restart_is_still_a_duplicate(pipeline_factory):
     """The memory of recent ids comes back with the window clock: from the stored events its
     checkpoint covers, at most ``ingest.dedup_ids`` of them."""

@@ -13,7 +13,9 @@ Python from the decoded events and inserted straight into ``telemetry_events`` (
 ClickHouse), once through clickhouse-connect's column-oriented Native insert and once as an Arrow
 table (``msgspec.to_builtins`` then ``pyarrow``). Each row counts building plus insert.
 
-Usage: ``.venv/bin/python bench/bench_clickhouse_writer.py [--events 300000] [--batch 10000] [--typed]``.
+Usage: ``.venv/bin/python bench/bench_clickhouse_writer.py [--events 300000] [--batch 10000] [--typed]
+[--events-file EVENTS.jsonl]`` (real traffic instead: e.g. ``raiwatch demo``'s or the synthetic
+generator's events, about 600 bytes each; the examples average 500).
 Uses a fresh chdb directory (deleted afterwards unless ``--keep``).
 """
 
@@ -130,13 +132,18 @@ def arrow_table(evs: list, raws: list[bytes], ts: list[float]):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--events-file", type=Path, help="the first --events lines of this JSONL instead")
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--store-text", action="store_true", help="keep prompt/response text (default: strip)")
     ap.add_argument("--keep", action="store_true", help="keep the chdb directory")
     ap.add_argument("--typed", action="store_true", help="also time typed Native and Arrow inserts")
     args = ap.parse_args()
 
-    lines = make_lines(args.events)
+    if args.events_file:
+        with args.events_file.open("rb") as f:
+            lines = [line.rstrip(b"\n") for line, _ in zip(f, range(args.events), strict=False)]
+    else:
+        lines = make_lines(args.events)
     batches = [lines[i : i + args.batch] for i in range(0, len(lines), args.batch)]
     path = Path(tempfile.mkdtemp(prefix="bench-ch-"))
     try:

@@ -17,7 +17,6 @@ import pytest
 from raiwatch.core.errors import ConfigError, StorageError
 from storage.clickhouse import applied_versions, connect, migrate, render_migrations, schema
 from storage.clickhouse.schema import split_statements
-from storage.clickhouse.writer import now_ms
 
 TABLES = {
     "telemetry_events", "telemetry_events_in", "telemetry_events_mv", "signals", "incidents",
@@ -60,29 +59,6 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
         client.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'").result_rows
     )
     assert engines["telemetry_events"] == engines["signals"] == engines["incidents"] == "ReplacingMergeTree"
-
-
-def test_an_insert_of_raw_events_is_one_compact_part(chdb_dsn, db):
-    """0011: inserted batches of raw events are compact parts (one data file), half the cost of wide."""
-    client = connect(chdb_dsn, db)
-    migrate(client, db)
-    raws = [
-        f'{{"schema_version":1,"event_id":"e{i}","timestamp":"2026-03-02T12:00:00Z",'
-        f'"model":{{"id":"m","kind":"llm"}},"request":{{"text":"{"x" * 2000}"}}}}'
-        for i in range(6000)
-    ]  # 12 MB: past the default bound (10 MB) above which an insert makes a wide part; stored now
-    # (retention counts from ingested_at)
-    client.insert(
-        f"{db}.telemetry_events_in",
-        [[f"e{i}" for i in range(6000)], [1772452800000] * 6000, ["m"] * 6000, raws, [now_ms()] * 6000],
-        column_names=["event_id", "ts", "model_id", "raw", "ingested_at"],
-        column_oriented=True,
-    )
-    parts = client.query(
-        f"SELECT part_type, rows FROM system.parts "
-        f"WHERE database = '{db}' AND table = 'telemetry_events' AND active"
-    ).result_rows
-    assert parts == [("Compact", 6000)]
 
 
 def test_migrate_again_applies_nothing(chdb_dsn, db):

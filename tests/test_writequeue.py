@@ -126,3 +126,21 @@ def test_flush_raises_the_failure_of_the_last_batch(pool) -> None:
 def test_max_queued_must_be_positive(pool) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         WriteQueue(pool, Writer(), max_queued=0)
+
+
+def test_rows_clickhouse_refuses_in_a_group_go_back_to_their_batches() -> None:
+    from raiwatch.pipeline import _refused_events, _Writes
+
+    def batch(name: str, n: int) -> _Writes:
+        raws = [f"{name}{i}".encode() for i in range(n)]
+        idx = [10 * i for i in range(n)]  # each event's message index in its batch
+        return _Writes([], [], raws, idx, [], [], [], lambda i, name=name: f"{name}@{i}", ((), ()), [], None)
+
+    group = [batch("a", 3), batch("b", 0), batch("c", 2)]
+    out = _refused_events(group, [(0, "bad"), (2, "worse"), (3, "odd"), (4, "last")])
+    assert [[(r.raw, r.source, r.index, r.reason) for r in rs] for rs in out] == [
+        [(b"a0", "a@0", 0, "bad"), (b"a2", "a@20", 20, "worse")],
+        [],
+        [(b"c0", "c@0", 0, "odd"), (b"c1", "c@10", 10, "last")],
+    ]
+    assert _refused_events(group, []) == [[], [], []]

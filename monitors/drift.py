@@ -770,14 +770,16 @@ class DriftMonitor(PerModelState):
         st.recent.append(window)
         while len(st.recent) > self.cfg.sliding_windows:
             st.recent.popleft()
+        span = _sum_windows(st.recent)
+        assert span is not None  # this window is in it
         against = self._against(st, start)
-        out = self._signals(model, st, start, against)
+        out = self._signals(model, st, start, against, span)
         profiled = self.cfg.daily_profile and 0 <= st.profile_from <= start - DAY_S
         if profiled and not st.online_profiled:
             self._start_online(st)  # what it summed against the running mean does not carry over
             st.online_profiled = True
         out += self._online(model, st, start, counts, against if profiled else None)
-        self._profile(st, start, window)
+        self._profile(st, start, window, span)
         return out
 
     # -- the daily profile ---------------------------------------------------------------------
@@ -800,7 +802,7 @@ class DriftMonitor(PerModelState):
                 return near
         return _sum_windows([base, *st.profile])  # type: ignore[return-value]
 
-    def _profile(self, st: _Model, start: int, window: _Window) -> None:
+    def _profile(self, st: _Model, start: int, window: _Window, span: _Window) -> None:
         """Learn the profile's day: a window joins its hour unless it, or the sliding span, stepped
         away from the last hour admitted before this one (the PSI of its bins and missing values
         above ``profile_admit_psi`` with 95% confidence). An hour moves the day's cycle far less, so
@@ -815,7 +817,6 @@ class DriftMonitor(PerModelState):
         last = next((w for w in reversed(st.profile[:hour]) if w is not None), None)
         if last is None:
             last = _reference_window(st.ref, window[0].shape[1])
-        span = (sum(r[0] for r in st.recent), sum(r[1] for r in st.recent), 0)
         if not (self._stepped(last, window) or self._stepped(last, span)):
             st.profile[hour] = _add(st.profile[hour], window)
 
@@ -882,15 +883,14 @@ class DriftMonitor(PerModelState):
 
     # -- signals -------------------------------------------------------------------------------
 
-    def _signals(self, model: str, st: _Model, start: int, against: _Window) -> list[Signal]:
+    def _signals(self, model: str, st: _Model, start: int, against: _Window, span: _Window) -> list[Signal]:
+        """The sliding ``span``'s tests against ``against`` (``_against``)."""
         ref = st.ref
         assert ref is not None
         feats = ref.features
         if not feats and ref.embedding is None:
             return []
-        bins = sum(r[0] for r in st.recent)
-        missing = sum(r[1] for r in st.recent)
-        n = sum(r[2] for r in st.recent)
+        bins, missing, n = span
         ref_bins, ref_missing, ref_n = against
         emb = ref.embedding
         tests = 2 * len(feats) + (2 if emb is not None else 0)  # distribution and missing rate per feature
@@ -1019,9 +1019,11 @@ class DriftMonitor(PerModelState):
                 continue
             ordered = f.width - 1  # the last bin (values the reference never had) has no order
             # against the mean of everything before this window (the reference, then each window)
-            prior = st.running.get(f.name) or _reference_mean(f)
-            if hours is not None:
-                prior = _mean_bin(hours[0][i, :ordered])
+            prior = (
+                _mean_bin(hours[0][i, :ordered])
+                if hours is not None
+                else st.running.get(f.name) or _reference_mean(f)
+            )
             ref_bins, cur_bins = f.counts[:ordered], counts.bins[i, :ordered]
             z, mean, cur_n = recursive_shift_z(ref_bins, cur_bins, prior[0], prior[1])
             n = int(cur_n[0])

@@ -372,7 +372,7 @@ class Pipeline:
         """Windows whose events' offsets may not be committed yet (bar the writes a result waits for):
         open, closed by a call that raised before their results were queued, or (live) closed but
         not in a written checkpoint yet. Any thread may call it."""
-        held = [w for w, fut in list(self._checkpointing) if not (fut.done() and fut.exception() is None)]
+        held = [w for w, fut in list(self._checkpointing) if not _written(fut)]
         return self.clock.open_windows() | self._unwritten | self._uncheckpointed | set().union(*held)
 
     @contextlib.contextmanager
@@ -663,7 +663,7 @@ class Pipeline:
         t0 = time.perf_counter()
         if self.live and signals:
             self._uncheckpointed.update(closed)
-        checkpoint = bool(self._uncheckpointed) and (force_checkpoint or self._checkpoint_due())
+        checkpoint = self._checkpoint_due() or (force_checkpoint and bool(self._uncheckpointed))
         checkpoints = self._checkpoint_rows() if checkpoint else []
         if roll is None and signals:
             roll = self._roll_args()
@@ -675,9 +675,7 @@ class Pipeline:
         )  # fmt: skip
         fut = self._writes.submit(batch)
         if checkpoint:
-            self._checkpointing = [
-                (w, f) for w, f in self._checkpointing if not (f.done() and f.exception() is None)
-            ]
+            self._checkpointing = [(w, f) for w, f in self._checkpointing if not _written(f)]
             self._checkpointing.append((frozenset(self._uncheckpointed), fut))
             self._uncheckpointed = set()  # after the line above: a reader sees them in one or the other
             self._next_checkpoint = time.monotonic() + self.cfg.kafka.commit_interval_s
@@ -820,6 +818,11 @@ class _Writes(NamedTuple):
     feedback: tuple[Sequence[FeedbackEvent], Sequence[bytes]]
     rows: list[tuple[str, tuple[str, ...], list[tuple]]]
     roll: tuple[list[str], float] | None
+
+
+def _written(fut: Future) -> bool:
+    """Whether a batch's writes are done and did not fail."""
+    return fut.done() and fut.exception() is None
 
 
 def _concat(tables: list[list[list]]) -> list[list]:

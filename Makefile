@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
+	@$(BIN)/python -m raiwatch.core.otlpnative  # libotlpmap, when Go is here (once per source; else a line)
 
 demo: install
 	$(BIN)/raiwatch demo

@@ -512,6 +512,9 @@ def inputs(cfg: Config, handler: BatchHandler) -> list[tuple[str, Callable[..., 
         out.append((k.telemetry_topic, handler.process))
     if o.spans_topic:
         spans = OtlpSpans(load_mapping(o.mapping), o.encoding)
+        if o.encoding == "otlp_proto":
+            how = "libotlpmap" if spans.native else "Python (libotlpmap is not built: `make install` with Go)"
+            log.info("OTLP spans from %s are mapped by %s", o.spans_topic, how)
         out.append((o.spans_topic, functools.partial(handler.process, codec=spans)))
     out.append((k.feedback_topic, handler.process_feedback))
     return out

@@ -36,7 +36,7 @@ from msgspec import UNSET
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from raiwatch.core import metrics
+from raiwatch.core import metrics, otlpnative
 from raiwatch.core.codec import EARLIEST, LATEST, MAX_EVENT_BYTES, Decoded, Rejected
 from raiwatch.core.otelmap import OtelMapping
 from raiwatch.core.records import Model, Request, Response, TelemetryEvent
@@ -75,6 +75,7 @@ _TEXTS = frozenset(
 _MAX_INT = 2**63 - 1  # NonNegInt's bound (an OTLP/JSON intValue can be any size)
 _FEATURES = dict[str, float | str | bool | None]  # Request.features
 _encode = msgspec.json.encode
+_EVENTS = msgspec.json.Decoder(list[TelemetryEvent])
 
 
 class Evaluation(msgspec.Struct, gc=False):
@@ -165,7 +166,9 @@ def _text(messages: Any, role: str | None) -> str | None:
         return None
     for m in reversed(msgs):
         if isinstance(m, dict) and (role is None or m.get("role") == role):
-            parts = m.get("parts") or []
+            parts = m.get("parts")
+            if not isinstance(parts, list):
+                parts = ()  # (a dict's keys or a string's characters hold no text part either)
             text = [p.get("content") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
             return "\n".join(t for t in text if isinstance(t, str)) or None
     return None
@@ -182,7 +185,10 @@ class SpanDecoder(Protocol):
 class OtlpSpans:
     """Decoder of the exporter's span messages into telemetry events (``decode_batch``, as ``Codec``)."""
 
-    def __init__(self, mapping: OtelMapping | None = None, encoding: Encoding = "otlp_proto"):
+    def __init__(
+        self, mapping: OtelMapping | None = None, encoding: Encoding = "otlp_proto", native: bool = True
+    ):
+        """``native``: map otlp_proto messages with libotlpmap when it is built (``otlpnative``)."""
         self.mapping = m = mapping or OtelMapping()
         self.encoding = encoding
         self._model = m.names["model_id"]
@@ -197,6 +203,47 @@ class OtlpSpans:
         self._wanted = frozenset(read | _MARKERS)
         self._read = frozenset(read)
         self._flags = frozenset(_MARKERS - read)  # only their presence counts
+        self._native = None  # libotlpmap (raiwatch.core.otlpnative), for otlp_proto when built
+        lib = otlpnative.load() if native and encoding == "otlp_proto" and self._segment_keys_ok else None
+        if lib is not None:
+            self._native = otlpnative.NativeSpans(lib, self._native_config())
+
+    @property
+    def native(self) -> bool:
+        """Whether otlp_proto messages are mapped by the compiled library."""
+        return self._native is not None
+
+    def _native_config(self) -> dict:
+        m = self.mapping
+        return {
+            "read": sorted(self._read), "flags": sorted(self._flags), "markers": sorted(_MARKERS),
+            "model": self._model, "version": self._version, "ids": self._ids,
+            "in_tokens": _IN_TOKENS, "out_tokens": _OUT_TOKENS, "texts": sorted(_TEXTS),
+            "features": list(m.features.items()), "segments": list(m.segments.items()),
+            "operations": sorted(m.operations) or None, "segment_keys_ok": self._segment_keys_ok,
+        }  # fmt: skip
+
+    def _native_message(self, raw: bytes, i: int, out: SpansDecoded) -> bool:
+        """Map one otlp_proto message with the library; False when Python must map it."""
+        assert self._native is not None
+        got = self._native.message(raw)
+        if got is None:
+            return False
+        (_, not_genai, operation, no_model), joined, rids, ts = got
+        if ts:
+            try:  # the contract's checks, as Codec's (the library checked size, time and Unicode)
+                events = _EVENTS.decode(b"[" + joined + b"]")
+            except msgspec.ValidationError:  # never expected: it maps only what keeps the contract
+                return False
+            out.events += events
+            out.raws += joined.split(b",\n")
+            out.indexes += [i] * len(events)
+            out.ts += ts
+        out.response_ids.update(rids)
+        for reason, n in (("not_genai", not_genai), ("operation", operation), ("no_model", no_model)):
+            if n:
+                out.skipped[reason] += n
+        return True
 
     def decode_batch(self, raws: Sequence[bytes], origin: Callable[[int], str] | None = None) -> SpansDecoded:
         out = SpansDecoded([], [], [], [], [], {}, [], Counter())
@@ -205,6 +252,8 @@ class OtlpSpans:
             if len(raw) > MAX_MESSAGE_BYTES:
                 why = f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit"
                 out.rejected.append(Rejected(bytes(raw), why, origin(i) if origin else "", i, "too_large"))
+                continue
+            if self._native is not None and self._native_message(raw, i, out):
                 continue
             problems: list[str] = []
             spans, why = read(raw, i, out, problems)
@@ -291,7 +340,8 @@ class OtlpSpans:
             out.skipped["not_genai"] += 1
             return
         m = self.mapping
-        if m.operations and attrs.get("gen_ai.operation.name") not in m.operations:
+        op = attrs.get("gen_ai.operation.name")
+        if m.operations and (not isinstance(op, str) or op not in m.operations):  # (a list is unhashable)
             out.skipped["operation"] += 1
             return
         get, rget = attrs.get, res.get

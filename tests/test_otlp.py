@@ -117,6 +117,21 @@ def test_segments_features_and_operations_come_from_the_mapping():
     assert skipped("operation") - before == 1
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_odd_attribute_shapes_are_read_not_raised(native):
+    """An operation name that is a list (unhashable) under an operations filter, and GenAI messages
+    whose ``parts`` is a number: the Python mapping raised on both (the worker would have stopped)."""
+    sdk = GenAISpans()
+    sdk.chat(T0, **{"gen_ai.operation.name": ["chat"]})
+    sdk.chat(T0, **{"gen_ai.input.messages": '[{"role": "user", "parts": 5}]', "input.value": ""})
+    spans, _ = sdk.take()
+    before = skipped("operation")
+    codec = OtlpSpans(from_dict({**MAPPING, "operations": ["chat"]}), native=native)
+    (ev,) = codec.decode_batch(spans).events
+    assert skipped("operation") - before == 1
+    assert ev.request.text is msgspec.UNSET and ev.request.tokens == 12
+
+
 def test_a_malformed_message_is_rejected_with_its_reason_and_the_rest_go_on():
     sdk = GenAISpans()
     sdk.chat(T0)

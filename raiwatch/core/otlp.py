@@ -229,14 +229,14 @@ class OtlpSpans:
         got = self._native.message(raw)
         if got is None:
             return False
-        (_, not_genai, operation, no_model), joined, rids, ts = got
+        (_, not_genai, operation, no_model), array_, rids, ts = got
         if ts:
             try:  # the contract's checks, as Codec's (the library checked size, time and Unicode)
-                events = _EVENTS.decode(b"[" + joined + b"]")
-            except msgspec.ValidationError:  # never expected: it maps only what keeps the contract
+                events = _EVENTS.decode(array_.replace(b"\n", b","))
+            except msgspec.DecodeError:  # never expected: it maps only what keeps the contract
                 return False
             out.events += events
-            out.raws += joined.split(b",\n")
+            out.raws += array_[1:-1].split(b"\n")
             out.indexes += [i] * len(events)
             out.ts += ts
         out.response_ids.update(rids)

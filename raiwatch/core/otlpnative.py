@@ -81,25 +81,25 @@ class NativeSpans:
             raise RaiwatchError("libotlpmap refused the mapping's config (a build from other sources?)")
 
     def message(self, raw: bytes) -> tuple[tuple[int, int, int, int], bytes, dict[str, str], array] | None:
-        """(spans, skipped not_genai, operation, no_model), the events' JSON lines joined by
-        ``b",\\n"``, their response ids by event id and start times (epoch seconds); None when
+        """(spans, skipped not_genai, operation, no_model), ``b"["`` the events' JSON lines joined by
+        ``b"\\n"`` ``b"]"``, their response ids by event id and start times (epoch seconds); None when
         Python must map this message."""
         out, n = ctypes.c_void_p(), ctypes.c_int()
         if self._lib.otlpmap_spans(self._handle, raw, len(raw), ctypes.byref(out), ctypes.byref(n)):
             return None
         try:
-            buf = ctypes.string_at(out, n.value)
+            buf = memoryview((ctypes.c_char * n.value).from_address(out.value)).cast("B")
+            spans, not_genai, operation, no_model, _, size = _HEADER.unpack_from(buf)
+            at = _HEADER.size
+            lines = bytes(buf[at : at + size])
+            at += size
+            (rsize,) = struct.unpack_from("<I", buf, at)
+            rids = orjson.loads(buf[at + 4 : at + 4 + rsize])
+            ts = array("d")
+            ts.frombytes(buf[at + 4 + rsize :])
         finally:
             self._lib.otlpmap_free(out)
-        spans, not_genai, operation, no_model, _, size = _HEADER.unpack_from(buf)
-        at = _HEADER.size
-        lines = buf[at : at + size]
-        at += size
-        (rsize,) = struct.unpack_from("<I", buf, at)
-        rids = orjson.loads(buf[at + 4 : at + 4 + rsize])
-        starts = array("d")
-        starts.frombytes(buf[at + 4 + rsize :])
-        return (spans, not_genai, operation, no_model), lines, rids, starts
+        return (spans, not_genai, operation, no_model), lines, rids, ts
 
 
 _lib: ctypes.CDLL | bool | None = False  # False: not looked for yet

@@ -17,7 +17,7 @@
 //	void otlpmap_free(void *p)
 //
 // The out buffer (little endian): u32 spans, u32 skipped not_genai, u32 operation, u32 no_model,
-// u32 events, u32 length + the events' JSON lines joined by ",\n"; u32 length + a JSON object of
+// u32 events, u32 length + "[" the events' JSON lines joined by "\n" "]"; u32 length + a JSON object of
 // the events' gen_ai.response.id by event id; then each event's span start in seconds, f64.
 package main
 
@@ -627,7 +627,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 	// the event, as msgspec encodes TelemetryEvent (omit_defaults, field order)
 	b := &o.lines
 	if len(o.starts) > 0 {
-		b.WriteString(",\n") // (a line holds no raw newline: JSON strings escape it)
+		b.WriteByte('\n') // (a line holds no raw newline: JSON strings escape it)
 	}
 	at := b.Len()
 	b.WriteString(`{"schema_version":1,"event_id":"`)
@@ -963,11 +963,15 @@ func otlpmap_spans(h C.int, msg *C.char, n C.int, outp **C.char, outn *C.int) C.
 	mu.Unlock()
 	var o out
 	o.lines.Grow(int(n))
+	o.lines.WriteByte('[')
 	if err := m.message(unsafe.Slice((*byte)(unsafe.Pointer(msg)), int(n)), &o); err != nil {
 		return 1
 	}
+	o.lines.WriteByte(']')
 	lines, rids := o.lines.Bytes(), o.rids.Bytes()
-	buf := make([]byte, 0, 28+len(lines)+len(rids)+2+8*len(o.starts))
+	size := 24 + len(lines) + 4 + len(rids) + 2 + 8*len(o.starts)
+	p := C.malloc(C.size_t(size))
+	buf := unsafe.Slice((*byte)(p), size)[:0]
 	for _, x := range []uint32{o.spans, o.notGenAI, o.operation, o.noModel, uint32(len(o.starts)), uint32(len(lines))} {
 		buf = binary.LittleEndian.AppendUint32(buf, x)
 	}
@@ -977,8 +981,7 @@ func otlpmap_spans(h C.int, msg *C.char, n C.int, outp **C.char, outn *C.int) C.
 	for _, s := range o.starts {
 		buf = binary.LittleEndian.AppendUint64(buf, math.Float64bits(float64(s)/1e9)) // Python's ns / 1e9
 	}
-	*outp = (*C.char)(C.CBytes(buf))
-	*outn = C.int(len(buf))
+	*outp, *outn = (*C.char)(p), C.int(size)
 	return 0
 }
 

@@ -80,11 +80,12 @@ def test_the_compose_stack_is_valid_and_names_only_files_that_exist():
 
 def test_the_dockerfile_copies_what_exists_and_exposes_the_metrics_port():
     text = (DEPLOY / "Dockerfile").read_text()
-    for src in re.findall(r"^COPY (.+) \S+$", text, flags=re.M):
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M):  # (not a build stage's)
         for name in src.split():
             assert (ROOT / name).exists(), name
     assert f"EXPOSE {Config().metrics.port}" in text
     copied = {line.split()[1] for line in text.splitlines() if line.startswith("COPY ")}
+    assert "RUN cd /src/otlpmap && go build -buildmode=c-shared" in text  # libotlpmap, as make install
     packages = {"raiwatch", "streams", "monitors", "detectors", "alert_rules", "storage", "dashboards"}
     assert packages <= copied  # every package pyproject installs
 

@@ -5,8 +5,9 @@ library writes each span's telemetry-event.v1 JSON line exactly as the Python ma
 hands back any message it cannot map exactly ("fallback"), which Python then maps. ``build()``
 compiles it with the Go toolchain (``go build -buildmode=c-shared``; the OpenTelemetry protobuf
 bindings come through the Go module proxy) into ``~/.cache/raiwatch/otlpmap-<source hash>/``
-(``RAIWATCH_CACHE`` moves the root), so a library built from other sources is never loaded.
-``make install`` builds it when ``go`` is on PATH; ``RAIWATCH_OTLP_NATIVE=0`` turns it off.
+(``RAIWATCH_CACHE`` moves the root), so a library built from other sources is never loaded;
+``RAIWATCH_OTLPMAP`` names a library built elsewhere (the container image's). ``make install``
+builds it when ``go`` is on PATH; ``RAIWATCH_OTLP_NATIVE=0`` turns it off.
 
     python -m raiwatch.core.otlpnative    # build it (a no-op when built); one line either way
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import struct
@@ -32,6 +34,7 @@ SOURCE = Path(__file__).resolve().parent / "otlpmap"
 ABI = 1  # otlpmap.go's abi: the config, the out buffer and the mapping it implements
 LIBRARY = "libotlpmap.so"
 _HEADER = struct.Struct("<6I")
+log = logging.getLogger(__name__)
 
 
 def _digest() -> str:
@@ -41,7 +44,12 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
-def library_path() -> Path:
+def library_path() -> Path | None:
+    """Where the library is (or goes): ``RAIWATCH_OTLPMAP``, else the cache; None without sources."""
+    if named := os.environ.get("RAIWATCH_OTLPMAP"):
+        return Path(named)
+    if not (SOURCE / "otlpmap.go").is_file():
+        return None  # an install without the Go sources
     root = Path(os.environ.get("RAIWATCH_CACHE") or Path.home() / ".cache" / "raiwatch")
     return root / f"otlpmap-{_digest()}" / LIBRARY
 
@@ -49,6 +57,8 @@ def library_path() -> Path:
 def build(log=print) -> Path:
     """Compile the library for these sources (a no-op when it is built); its path."""
     out = library_path()
+    if out is None:
+        raise RaiwatchError(f"no Go sources in {SOURCE} (an install without them)")
     if out.is_file():
         return out
     go = shutil.which("go")
@@ -110,11 +120,20 @@ def load() -> ctypes.CDLL | None:
     global _lib
     if _lib is False:
         _lib = None
-        path = library_path()
-        if os.environ.get("RAIWATCH_OTLP_NATIVE", "1") != "0" and path.is_file():
-            lib = ctypes.CDLL(str(path))
-            lib.otlpmap_abi.restype = ctypes.c_int
-            if lib.otlpmap_abi() == ABI:
+        path = None if os.environ.get("RAIWATCH_OTLP_NATIVE", "1") == "0" else library_path()
+        if path is not None and path.is_file():
+            try:
+                lib = ctypes.CDLL(str(path))
+                lib.otlpmap_abi.restype = ctypes.c_int
+                abi = lib.otlpmap_abi()
+            except (OSError, AttributeError) as e:
+                log.warning("%s is not libotlpmap (%s); OTLP spans are mapped in Python", path, e)
+                return None
+            if abi != ABI:
+                log.warning(
+                    "%s is libotlpmap ABI %s, not %s; OTLP spans are mapped in Python", path, abi, ABI
+                )
+            else:
                 lib.otlpmap_new.argtypes = [ctypes.c_char_p, ctypes.c_int]
                 lib.otlpmap_spans.argtypes = [
                     ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
@@ -127,7 +146,7 @@ def load() -> ctypes.CDLL | None:
 
 def main() -> int:
     """Build it; say so only when something happens (``make install`` runs this every time)."""
-    if library_path().is_file():
+    if (path := library_path()) is not None and path.is_file():
         return 0
     try:
         path = build(log=lambda s: print(s, file=sys.stderr))

@@ -270,20 +270,37 @@ func newMapper(c *config) (*mapper, error) {
 	return m, nil
 }
 
-// attrs: one span's (or resource's) wanted attributes by slot; has: the key is there at all
+// attrs: one span's (or resource's) wanted attributes by slot; has: the key is there at all;
+// markers, texts: how many of those keys are markers, content attributes
 type attrs struct {
-	v   []value
-	has []bool
+	v              []value
+	has            []bool
+	set            []int // the slots set, to reset
+	markers, texts int
 }
 
 func (a *attrs) reset(n int) {
-	if cap(a.v) < n {
+	if len(a.v) < n {
 		a.v, a.has = make([]value, n), make([]bool, n)
 	}
-	a.v, a.has = a.v[:n], a.has[:n]
-	for j := range a.v {
-		a.v[j], a.has[j] = value{}, false
+	for _, s := range a.set {
+		a.v[s], a.has[s] = value{}, false
 	}
+	a.set, a.markers, a.texts = a.set[:0], 0, 0
+}
+
+func (a *attrs) put(m *mapper, s int, v value) {
+	if !a.has[s] {
+		a.has[s] = true
+		a.set = append(a.set, s)
+		if m.marker[s] {
+			a.markers++
+		}
+		if m.text[s] {
+			a.texts++
+		}
+	}
+	a.v[s] = v
 }
 
 var errFallback = errors.New("fallback")
@@ -328,8 +345,9 @@ func (m *mapper) message(msg []byte, o *out) error {
 		ok := true
 		rs.Resource().Attributes().Range(func(k string, v pcommon.Value) bool {
 			if s, found := m.slot[k]; found && (m.read[s] || m.marker[s]) {
-				res.v[s], ok = fromValue(v)
-				res.has[s] = true
+				var x value
+				x, ok = fromValue(v)
+				res.put(m, s, x)
 			}
 			return ok
 		})
@@ -346,10 +364,11 @@ func (m *mapper) message(msg []byte, o *out) error {
 				span.Attributes().Range(func(k string, v pcommon.Value) bool {
 					if s, found := m.slot[k]; found {
 						if m.read[s] {
-							sp.v[s], ok = fromValue(v)
-							sp.has[s] = true
+							var x value
+							x, ok = fromValue(v)
+							sp.put(m, s, x)
 						} else if m.flag[s] {
-							sp.v[s], sp.has[s] = value{k: kBool, b: true}, true
+							sp.put(m, s, value{k: kBool, b: true})
 						}
 					}
 					return ok
@@ -453,14 +472,7 @@ func (w *wire) wellFormed(b []byte, depth int) bool {
 const maxDepth = 60 // messages deep; upb's limit is 100
 
 func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
-	genai := false
-	for s, h := range sp.has {
-		if h && m.marker[s] {
-			genai = true
-			break
-		}
-	}
-	if !genai {
+	if sp.markers == 0 {
 		o.notGenAI++
 		return nil
 	}
@@ -546,14 +558,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 		}
 	}
 	inText, outText := "", ""
-	content := false
-	for s, h := range sp.has {
-		if h && m.text[s] {
-			content = true
-			break
-		}
-	}
-	if content {
+	if sp.texts > 0 {
 		var err error
 		if inText, err = m.text_(sp, m.inputValue, m.inputMessages, m.prompt, "user"); err != nil {
 			return err

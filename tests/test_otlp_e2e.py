@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from raiwatch.core import otlpnative
 from raiwatch.dev import otelcol
 from raiwatch.dev.otelapp import Call, OpenAIStub, OtelApp
 from tests.harness import (
@@ -198,7 +199,9 @@ def test_otel_app_through_the_collector_opens_incidents_and_survives_kill_9(kafk
     (dead,) = read_topic(kafka_bootstrap, f"telemetry.{tag}.dlq", 1)
     why = b"not OTLP/JSON" if encoding == "otlp_json" else b"not an OTLP ExportTraceServiceRequest"
     assert dict(dead.headers)["reason"].startswith(why) and dead.value == b"\x0a\x05 not OTLP at all"
-    if encoding != "otlp_json":
+    if encoding != "otlp_json":  # the worker mapped otlp_proto with libotlpmap when make install built it
+        built = (lib := otlpnative.library_path()) is not None and lib.is_file()
+        assert ("are mapped by libotlpmap" in text) == built, text[:3000]
         return
     # replay of the same messages (the collector's otlp_json, one per line, in the order they were
     # produced across partitions: a replay is one source in event time) opens the same incidents

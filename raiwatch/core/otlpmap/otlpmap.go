@@ -33,6 +33,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -995,7 +996,10 @@ func otlpmap_free(p unsafe.Pointer) { C.free(p) }
 
 func init() {
 	// the garbage of a message is small and short-lived: collect it less often than Go's default
-	debug.SetGCPercent(400)
+	// (GOGC, when set, is the user's)
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }
 
 func main() {}

@@ -25,26 +25,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from raiwatch.core import otlpnative
 from raiwatch.core.otelmap import from_dict
 from raiwatch.core.otlp import OtlpSpans
+from tests.test_otlp_mapping import MAPPINGS
 
 if shutil.which("go") is None and not otlpnative.library_path().is_file():
     pytest.skip("libotlpmap needs the Go toolchain to build", allow_module_level=True)
 
 T0 = 1_772_452_800 * 10**9  # 2026-03-02T12:00:00Z, in ns
-MAPPINGS = {
-    "defaults": {"version": 1},
-    "team": {
-        "version": 1,
-        "tenant_id": "tenant.id",
-        "user_id": ["user.id", "enduser.id"],
-        "segments": {"plan": "app.plan", "region": ["app.region", "cloud.region"]},
-        "features": {"prompt_chars": "app.prompt_chars", "tier": "app.tier", "ratio": "app.ratio"},
-    },
-    "chat only": {
-        "version": 1,
-        "operations": ["chat", "text_completion"],
-        "model_id": ["llm.model_name", "x.model"],
-    },
-}
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name", "x.model")
 KEYS = (
     "gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.system", "openinference.span.kind",

@@ -211,7 +211,7 @@ def _decoded(codec: OtlpSpans, raws: list[bytes]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def native() -> None:
-    otlpnative.build(log=lambda _: None)
+    otlpnative.build(say=lambda _: None)
     otlpnative._lib = False  # look again: it is built now
     assert otlpnative.load() is not None, "the built library does not load"
 

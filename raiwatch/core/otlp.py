@@ -4,7 +4,8 @@ One Kafka message from the Collector's ``kafka`` exporter is one ``ExportTraceSe
 (topic ``otlp_spans``) or ``ExportLogsServiceRequest`` (``otlp_logs``), encoded ``otlp_proto``
 (protobuf) or ``otlp_json`` (OTLP/JSON: protobuf's JSON mapping with hex trace and span ids).
 Protobuf is parsed by opentelemetry-proto's generated bindings, OTLP/JSON by orjson (read in the
-shape the OTLP specification gives it); what is ours is the mapping:
+shape the OTLP specification gives it); what is ours is the mapping (for ``otlp_proto`` also
+compiled: ``otlpnative``, which maps exactly as this module, or hands the message back to it):
 
 - A **GenAI span** (it carries ``gen_ai.operation.name``, ``gen_ai.provider.name``,
   ``gen_ai.system``, ``llm.model_name`` or ``openinference.span.kind``) that names a model is one

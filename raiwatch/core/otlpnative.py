@@ -9,7 +9,7 @@ bindings come through the Go module proxy) into ``~/.cache/raiwatch/otlpmap-<sou
 ``RAIWATCH_OTLPMAP`` names a library built elsewhere (the container image's). ``make install``
 builds it when ``go`` is on PATH; ``RAIWATCH_OTLP_NATIVE=0`` turns it off.
 
-    python -m raiwatch.core.otlpnative    # build it (a no-op when built); one line either way
+    python -m raiwatch.core.otlpnative    # build it (silent when built; else one line)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def library_path() -> Path | None:
     return root / f"otlpmap-{_digest()}" / LIBRARY
 
 
-def build(log=print) -> Path:
+def build(say=print) -> Path:
     """Compile the library for these sources (a no-op when it is built); its path."""
     out = library_path()
     if out is None:
@@ -66,7 +66,7 @@ def build(log=print) -> Path:
         raise RaiwatchError("building libotlpmap needs the Go toolchain (`go`) on PATH")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{LIBRARY}.{os.getpid()}.tmp")
-    log(f"building {out} (Go, OTLP span mapping) ...")
+    say(f"building {out} (Go, OTLP span mapping) ...")
     p = subprocess.run(
         [go, "build", "-buildmode=c-shared", "-trimpath", "-o", str(tmp), "."],
         cwd=SOURCE, capture_output=True, text=True, env={**os.environ, "CGO_ENABLED": "1"},
@@ -149,7 +149,7 @@ def main() -> int:
     if (path := library_path()) is not None and path.is_file():
         return 0
     try:
-        path = build(log=lambda s: print(s, file=sys.stderr))
+        path = build(say=lambda s: print(s, file=sys.stderr))
     except RaiwatchError as e:  # not fatal: OTLP spans are then mapped in Python
         print(f"libotlpmap not built, OTLP spans will be mapped in Python: {e}", file=sys.stderr)
         return 0

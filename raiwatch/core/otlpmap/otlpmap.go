@@ -1,9 +1,10 @@
 // Package main is libotlpmap: the OTLP span mapping of raiwatch/core/otlp.py, compiled.
 //
 // Python's OtlpSpans maps an otlp_proto message span by span through protobuf's Python objects,
-// where every field read costs; this library parses the message with the OpenTelemetry protobuf
-// bindings for Go and writes each mapped span as the telemetry-event.v1 JSON line msgspec would
-// write for the event Python builds, byte for byte. It maps only what it can map exactly: any
+// where every field read costs; this library parses the message with the Collector's own pdata,
+// checks the bytes as protobuf's own parser would (wellFormed, on the OTLP schema's descriptors),
+// and writes each mapped span as the telemetry-event.v1 JSON line msgspec would write for the
+// event Python builds, byte for byte. It maps only what it can map exactly: any
 // message with something else in it (a span whose event breaks the contract, a value of a type
 // the Python mapping turns into its repr, an evaluation in a span event, bytes protobuf refuses)
 // is answered "fallback" and Python maps that message itself. tests/test_otlp_native.py holds
@@ -187,8 +188,6 @@ type mapper struct {
 	operations                 map[string]bool
 	segmentKeysOK              bool
 	maxBytes                   int
-	second                     int64  // the last timestamp's whole second ...
-	secondText                 string // ... as written
 	inputValue, inputMessages  int
 	prompt, outputValue        int
 	outputMessages, completion int
@@ -306,10 +305,13 @@ func (a *attrs) put(m *mapper, s int, v value) {
 
 var errFallback = errors.New("fallback")
 
+// out: what one message maps to (one per call: a mapper is shared by the threads that call it)
 type out struct {
 	spans, notGenAI, operation, noModel uint32
 	lines, rids                         bytes.Buffer
 	starts                              []uint64
+	second                              int64  // the last timestamp's whole second ...
+	secondText                          string // ... as written
 }
 
 // first: the first of names present, span attributes before resource attributes (Python's _first)
@@ -643,7 +645,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 	hex.Encode(idbuf[32:], sid[:])
 	b.Write(idbuf[:])
 	b.WriteString(`","timestamp":"`)
-	m.writeTime(b, start)
+	o.writeTime(b, start)
 	b.WriteString(`","model":{"id":`)
 	writeString(b, modelID)
 	if hasVersion {
@@ -920,7 +922,7 @@ func writeFloat(b *bytes.Buffer, f float64) {
 }
 
 // writeTime writes the span start as Python's datetime.fromtimestamp(ns / 1e9, UTC) through msgspec
-func (m *mapper) writeTime(b *bytes.Buffer, ns uint64) {
+func (o *out) writeTime(b *bytes.Buffer, ns uint64) {
 	t := float64(ns) / 1e9
 	whole, frac := math.Modf(t)
 	us := math.RoundToEven(frac * 1e6)
@@ -928,10 +930,10 @@ func (m *mapper) writeTime(b *bytes.Buffer, ns uint64) {
 		whole++
 		us -= 1e6
 	}
-	if int64(whole) != m.second || m.secondText == "" {
-		m.second, m.secondText = int64(whole), time.Unix(int64(whole), 0).UTC().Format("2006-01-02T15:04:05")
+	if int64(whole) != o.second || o.secondText == "" {
+		o.second, o.secondText = int64(whole), time.Unix(int64(whole), 0).UTC().Format("2006-01-02T15:04:05")
 	}
-	b.WriteString(m.secondText)
+	b.WriteString(o.secondText)
 	if us > 0 {
 		b.WriteString("." + strconv.FormatInt(1_000_000+int64(us), 10)[1:])
 	}

@@ -7,7 +7,7 @@ beyond ASCII, GenAI messages JSON of every shape, missing and zero ids, times ou
 contract, span events, duplicate keys, several resources and scopes; then the same messages cut
 short and with bytes flipped. ``OtlpSpans`` with the library must decode each batch exactly as
 without it (events, raw bytes, window times, rejections and their reasons, skips, response ids,
-evaluations), and it must have mapped most plain messages itself (else this proves nothing).
+evaluations), and it must have mapped every tame message itself (else this proves little).
 """
 
 from __future__ import annotations
@@ -228,9 +228,9 @@ def test_the_library_maps_every_message_as_python_does(native, mapping):
         for k in range(0, len(batch), 40):
             raws = batch[k : k + 40]
             assert _decoded(fast, raws) == _decoded(slow, raws)
-    mapped = sum(fast._native.message(raw) is not None for raw in plain)
-    events = len(fast.decode_batch(plain).events)
-    assert mapped > len(plain) * 0.45 and events > (50 if mapping == "chat only" else 600), (mapped, events)
+    tame = plain[::2]  # (_message: the even ones)
+    assert all(fast._native.message(raw) is not None for raw in tame), "the library fell back on a tame one"
+    assert len(fast.decode_batch(tame).events) > (30 if mapping == "chat only" else 300)
 
 
 def test_the_library_writes_what_msgspec_writes_for_every_float_and_time(native):

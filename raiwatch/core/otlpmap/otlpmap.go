@@ -182,7 +182,6 @@ type mapper struct {
 	read, flag, marker, text   []bool
 	model, version             names
 	ids                        [5]names
-	idKeys                     [5]string
 	inTokens, outTokens        names
 	features, segments         []namedSlots
 	operations                 map[string]bool
@@ -242,7 +241,7 @@ func newMapper(c *config) (*mapper, error) {
 		if j < 0 {
 			return nil, errors.New("unknown id field " + id.Key)
 		}
-		m.ids[j], m.idKeys[j] = slots(id.Names), id.Key
+		m.ids[j] = slots(id.Names)
 	}
 	m.inTokens, m.outTokens = slots(c.InTokens), slots(c.OutTokens)
 	for _, f := range c.Features {
@@ -724,7 +723,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 	}
 	b.WriteByte('}')
 	if b.Len()-at > m.maxBytes {
-		return errFallback // Python rejects it
+		return errFallback // (the Python mapping decides what an event this large becomes)
 	}
 	if rid != "" {
 		if o.rids.Len() > 0 {

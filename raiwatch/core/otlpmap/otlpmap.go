@@ -462,6 +462,14 @@ func (w *wire) wellFormed(b []byte, depth int) bool {
 			}
 			continue
 		}
+		switch {
+		case typ == protowire.Fixed64Type && len(b) >= 8: // (span times: inline)
+			b = b[8:]
+			continue
+		case typ == protowire.VarintType && len(b) > 0 && b[0] < 0x80:
+			b = b[1:]
+			continue
+		}
 		n := protowire.ConsumeFieldValue(num, typ, b) // (a group must end with its own number)
 		if n < 0 {
 			return false
@@ -934,7 +942,10 @@ func (o *out) writeTime(b *bytes.Buffer, ns uint64) {
 	}
 	b.WriteString(o.secondText)
 	if us > 0 {
-		b.WriteString("." + strconv.FormatInt(1_000_000+int64(us), 10)[1:])
+		var digits [8]byte
+		d := strconv.AppendInt(digits[:0], 1_000_000+int64(us), 10) // "1" and six digits
+		d[0] = '.'
+		b.Write(d)
 	}
 	b.WriteByte('Z')
 }
@@ -968,7 +979,7 @@ func otlpmap_spans(h C.int, msg *C.char, n C.int, outp **C.char, outn *C.int) C.
 	mu.Lock()
 	m := mappers[h]
 	mu.Unlock()
-	var o out
+	o := out{starts: make([]uint64, 0, 256)}
 	o.lines.Grow(int(n))
 	o.lines.WriteByte('[')
 	if err := m.message(unsafe.Slice((*byte)(unsafe.Pointer(msg)), int(n)), &o); err != nil {

@@ -307,7 +307,7 @@ var errFallback = errors.New("fallback")
 // out: what one message maps to (one per call: a mapper is shared by the threads that call it)
 type out struct {
 	spans, notGenAI, operation, noModel uint32
-	lines, rids                         bytes.Buffer
+	lines, rids                         []byte
 	starts                              []uint64
 	second                              int64  // the last timestamp's whole second ...
 	secondText                          string // ... as written
@@ -577,7 +577,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			return err
 		}
 	}
-	var feats bytes.Buffer
+	var feats []byte
 	nFeats := 0
 	for _, f := range m.features {
 		v := first(sp, res, f.slots)
@@ -585,28 +585,28 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			continue
 		}
 		if nFeats > 0 {
-			feats.WriteByte(',')
+			feats = append(feats, ',')
 		}
 		nFeats++
-		writeString(&feats, f.key)
-		feats.WriteByte(':')
+		feats = appendString(feats, f.key)
+		feats = append(feats, ':')
 		switch v.k {
 		case kStr:
-			writeString(&feats, v.s)
+			feats = appendString(feats, v.s)
 		case kInt:
-			writeFloat(&feats, float64(v.i)) // the contract's features are floats
+			feats = appendFloat(feats, float64(v.i)) // the contract's features are floats
 		case kDouble:
 			if math.IsNaN(v.f) || math.IsInf(v.f, 0) {
 				return errFallback
 			}
-			writeFloat(&feats, v.f)
+			feats = appendFloat(feats, v.f)
 		case kBool:
-			feats.WriteString(strconv.FormatBool(v.b))
+			feats = strconv.AppendBool(feats, v.b)
 		default:
 			return errFallback // Python writes its repr
 		}
 	}
-	var segs bytes.Buffer
+	var segs []byte
 	nSegs := 0
 	for _, g := range m.segments {
 		v := first(sp, res, g.slots)
@@ -618,12 +618,12 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			return errFallback
 		}
 		if nSegs > 0 {
-			segs.WriteByte(',')
+			segs = append(segs, ',')
 		}
 		nSegs++
-		writeString(&segs, g.key)
-		segs.WriteByte(':')
-		writeString(&segs, s)
+		segs = appendString(segs, g.key)
+		segs = append(segs, ':')
+		segs = appendString(segs, s)
 	}
 	rid := ""
 	if r := &sp.v[m.responseID]; r.truthy() {
@@ -640,107 +640,107 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 	}
 
 	// the event, as msgspec encodes TelemetryEvent (omit_defaults, field order)
-	b := &o.lines
+	b := o.lines
 	if len(o.starts) > 0 {
-		b.WriteByte('\n') // (a line holds no raw newline: JSON strings escape it)
+		b = append(b, '\n') // (a line holds no raw newline: JSON strings escape it)
 	}
-	at := b.Len()
-	b.WriteString(`{"schema_version":1,"event_id":"`)
+	at := len(b)
+	b = append(b, `{"schema_version":1,"event_id":"`...)
 	var idbuf [48]byte
-	var numbuf [20]byte
 	hex.Encode(idbuf[:32], tid[:])
 	hex.Encode(idbuf[32:], sid[:])
-	b.Write(idbuf[:])
-	b.WriteString(`","timestamp":"`)
-	o.writeTime(b, start)
-	b.WriteString(`","model":{"id":`)
-	writeString(b, modelID)
+	b = append(b, idbuf[:]...)
+	b = append(b, `","timestamp":"`...)
+	b = o.appendTime(b, start)
+	b = append(b, `","model":{"id":`...)
+	b = appendString(b, modelID)
 	if hasVersion {
-		b.WriteString(`,"version":`)
-		writeString(b, version)
+		b = append(b, `,"version":`...)
+		b = appendString(b, version)
 	}
-	b.WriteString(`,"kind":"llm"}`)
+	b = append(b, `,"kind":"llm"}`...)
 	for j, key := range idOrder {
 		if hasID[j] {
-			b.WriteString(`,"`)
-			b.WriteString(key)
-			b.WriteString(`":`)
-			writeString(b, ids[j])
+			b = append(b, `,"`...)
+			b = append(b, key...)
+			b = append(b, `":`...)
+			b = appendString(b, ids[j])
 		}
 	}
 	if inText != "" || hasIn || nFeats > 0 {
-		b.WriteString(`,"request":{`)
+		b = append(b, `,"request":{`...)
 		sep := ""
 		if inText != "" {
-			b.WriteString(`"text":`)
-			writeString(b, inText)
+			b = append(b, `"text":`...)
+			b = appendString(b, inText)
 			sep = ","
 		}
 		if hasIn {
-			b.WriteString(sep)
-			b.WriteString(`"tokens":`)
-			b.Write(strconv.AppendInt(numbuf[:0], inTokens, 10))
+			b = append(b, sep...)
+			b = append(b, `"tokens":`...)
+			b = strconv.AppendInt(b, inTokens, 10)
 			sep = ","
 		}
 		if nFeats > 0 {
-			b.WriteString(sep)
-			b.WriteString(`"features":{`)
-			b.Write(feats.Bytes())
-			b.WriteByte('}')
+			b = append(b, sep...)
+			b = append(b, `"features":{`...)
+			b = append(b, feats...)
+			b = append(b, '}')
 		}
-		b.WriteByte('}')
+		b = append(b, '}')
 	}
 	hasLatency := end >= start
 	if hasOut || hasLatency || hasFinish || hasErr || outText != "" {
-		b.WriteString(`,"response":{`)
+		b = append(b, `,"response":{`...)
 		sep := ""
 		if hasOut {
-			b.WriteString(`"tokens":`)
-			b.Write(strconv.AppendInt(numbuf[:0], outTokens, 10))
+			b = append(b, `"tokens":`...)
+			b = strconv.AppendInt(b, outTokens, 10)
 			sep = ","
 		}
 		if hasLatency {
-			b.WriteString(sep)
-			b.WriteString(`"latency_ms":`)
-			writeFloat(b, float64(end-start)/1e6)
+			b = append(b, sep...)
+			b = append(b, `"latency_ms":`...)
+			b = appendFloat(b, float64(end-start)/1e6)
 			sep = ","
 		}
 		if hasFinish {
-			b.WriteString(sep)
-			b.WriteString(`"finish_reason":`)
-			writeString(b, finish)
+			b = append(b, sep...)
+			b = append(b, `"finish_reason":`...)
+			b = appendString(b, finish)
 			sep = ","
 		}
 		if hasErr {
-			b.WriteString(sep)
-			b.WriteString(`"error":`)
-			writeString(b, prefix(errText, 512))
+			b = append(b, sep...)
+			b = append(b, `"error":`...)
+			b = appendString(b, prefix(errText, 512))
 			sep = ","
 		}
 		if outText != "" {
-			b.WriteString(sep)
-			b.WriteString(`"text":`)
-			writeString(b, outText)
+			b = append(b, sep...)
+			b = append(b, `"text":`...)
+			b = appendString(b, outText)
 		}
-		b.WriteByte('}')
+		b = append(b, '}')
 	}
 	if nSegs > 0 {
-		b.WriteString(`,"segments":{`)
-		b.Write(segs.Bytes())
-		b.WriteByte('}')
+		b = append(b, `,"segments":{`...)
+		b = append(b, segs...)
+		b = append(b, '}')
 	}
-	b.WriteByte('}')
-	if b.Len()-at > m.maxBytes {
+	b = append(b, '}')
+	o.lines = b
+	if len(b)-at > m.maxBytes {
 		return errFallback // (the Python mapping decides what an event this large becomes)
 	}
 	if rid != "" {
-		if o.rids.Len() > 0 {
-			o.rids.WriteByte(',')
+		if len(o.rids) > 0 {
+			o.rids = append(o.rids, ',')
 		}
-		o.rids.WriteByte('"')
-		o.rids.Write(idbuf[:])
-		o.rids.WriteString(`":`)
-		writeString(&o.rids, rid)
+		o.rids = append(o.rids, '"')
+		o.rids = append(o.rids, idbuf[:]...)
+		o.rids = append(o.rids, `":`...)
+		o.rids = appendString(o.rids, rid)
 	}
 	o.starts = append(o.starts, start)
 	return nil
@@ -849,59 +849,60 @@ func prefix(s string, n int) string {
 	return s
 }
 
-// writeString writes s as msgspec does: only '"', '\\' and control characters escaped
-func writeString(b *bytes.Buffer, s string) {
-	b.WriteByte('"')
+// appendString appends s as msgspec writes it: only '"', '\\' and control characters escaped
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
 	last := 0
 	for j := 0; j < len(s); j++ {
 		c := s[j]
 		if c >= 0x20 && c != '"' && c != '\\' {
 			continue
 		}
-		b.WriteString(s[last:j])
+		b = append(b, s[last:j]...)
 		switch c {
 		case '"':
-			b.WriteString(`\"`)
+			b = append(b, `\"`...)
 		case '\\':
-			b.WriteString(`\\`)
+			b = append(b, `\\`...)
 		case '\b':
-			b.WriteString(`\b`)
+			b = append(b, `\b`...)
 		case '\t':
-			b.WriteString(`\t`)
+			b = append(b, `\t`...)
 		case '\n':
-			b.WriteString(`\n`)
+			b = append(b, `\n`...)
 		case '\f':
-			b.WriteString(`\f`)
+			b = append(b, `\f`...)
 		case '\r':
-			b.WriteString(`\r`)
+			b = append(b, `\r`...)
 		default:
-			b.WriteString(`\u00`)
-			b.WriteByte("0123456789abcdef"[c>>4])
-			b.WriteByte("0123456789abcdef"[c&15])
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[c>>4])
+			b = append(b, "0123456789abcdef"[c&15])
 		}
 		last = j + 1
 	}
-	b.WriteString(s[last:])
-	b.WriteByte('"')
+	b = append(b, s[last:]...)
+	b = append(b, '"')
+	return b
 }
 
-// writeFloat writes a finite f as msgspec does: the shortest round-trip digits, positional for
+// appendFloat appends a finite f as msgspec writes it: the shortest round-trip digits, positional for
 // decimal exponents -5..15 (with ".0" when whole), else d.ddde<exp>
-func writeFloat(b *bytes.Buffer, f float64) {
+func appendFloat(b []byte, f float64) []byte {
 	var buf [32]byte
 	e := strconv.AppendFloat(buf[:0], f, 'e', -1, 64) // [-]d[.ddd]e±XX
 	at := bytes.IndexByte(e, 'e')
 	exp, _ := strconv.Atoi(string(e[at+1:]))
 	mant := e[:at]
 	if mant[0] == '-' {
-		b.WriteByte('-')
+		b = append(b, '-')
 		mant = mant[1:]
 	}
 	if exp < -5 || exp >= 16 {
-		b.Write(mant)
-		b.WriteByte('e')
-		b.WriteString(strconv.Itoa(exp))
-		return
+		b = append(b, mant...)
+		b = append(b, 'e')
+		b = append(b, strconv.Itoa(exp)...)
+		return b
 	}
 	var dbuf [24]byte
 	digits := append(dbuf[:0], mant[0])
@@ -910,26 +911,27 @@ func writeFloat(b *bytes.Buffer, f float64) {
 	}
 	switch {
 	case exp < 0:
-		b.WriteString("0.")
+		b = append(b, "0."...)
 		for range -exp - 1 {
-			b.WriteByte('0')
+			b = append(b, '0')
 		}
-		b.Write(digits)
+		b = append(b, digits...)
 	case len(digits) <= exp+1:
-		b.Write(digits)
+		b = append(b, digits...)
 		for range exp + 1 - len(digits) {
-			b.WriteByte('0')
+			b = append(b, '0')
 		}
-		b.WriteString(".0")
+		b = append(b, ".0"...)
 	default:
-		b.Write(digits[:exp+1])
-		b.WriteByte('.')
-		b.Write(digits[exp+1:])
+		b = append(b, digits[:exp+1]...)
+		b = append(b, '.')
+		b = append(b, digits[exp+1:]...)
 	}
+	return b
 }
 
-// writeTime writes the span start as Python's datetime.fromtimestamp(ns / 1e9, UTC) through msgspec
-func (o *out) writeTime(b *bytes.Buffer, ns uint64) {
+// appendTime appends the span start as Python's datetime.fromtimestamp(ns / 1e9, UTC) through msgspec
+func (o *out) appendTime(b []byte, ns uint64) []byte {
 	t := float64(ns) / 1e9
 	whole, frac := math.Modf(t)
 	us := math.RoundToEven(frac * 1e6)
@@ -940,14 +942,15 @@ func (o *out) writeTime(b *bytes.Buffer, ns uint64) {
 	if int64(whole) != o.second || o.secondText == "" {
 		o.second, o.secondText = int64(whole), time.Unix(int64(whole), 0).UTC().Format("2006-01-02T15:04:05")
 	}
-	b.WriteString(o.secondText)
+	b = append(b, o.secondText...)
 	if us > 0 {
 		var digits [8]byte
 		d := strconv.AppendInt(digits[:0], 1_000_000+int64(us), 10) // "1" and six digits
 		d[0] = '.'
-		b.Write(d)
+		b = append(b, d...)
 	}
-	b.WriteByte('Z')
+	b = append(b, 'Z')
+	return b
 }
 
 var (
@@ -980,13 +983,11 @@ func otlpmap_spans(h C.int, msg *C.char, n C.int, outp **C.char, outn *C.int) C.
 	m := mappers[h]
 	mu.Unlock()
 	o := out{starts: make([]uint64, 0, 256)}
-	o.lines.Grow(int(n))
-	o.lines.WriteByte('[')
+	o.lines = append(make([]byte, 0, int(n)+2), '[')
 	if err := m.message(unsafe.Slice((*byte)(unsafe.Pointer(msg)), int(n)), &o); err != nil {
 		return 1
 	}
-	o.lines.WriteByte(']')
-	lines, rids := o.lines.Bytes(), o.rids.Bytes()
+	lines, rids := append(o.lines, ']'), o.rids
 	size := 24 + len(lines) + 4 + len(rids) + 2 + 8*len(o.starts)
 	p := C.malloc(C.size_t(size))
 	buf := unsafe.Slice((*byte)(p), size)[:0]

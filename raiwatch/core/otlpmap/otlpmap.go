@@ -577,19 +577,13 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			return err
 		}
 	}
-	var feats []byte
-	nFeats := 0
+	var feats []byte // the features object's members, opened, not closed
 	for _, f := range m.features {
 		v := first(sp, res, f.slots)
 		if v == nil {
 			continue
 		}
-		if nFeats > 0 {
-			feats = append(feats, ',')
-		}
-		nFeats++
-		feats = appendString(feats, f.key)
-		feats = append(feats, ':')
+		feats = member(feats, 0, f.key)
 		switch v.k {
 		case kStr:
 			feats = appendString(feats, v.s)
@@ -606,8 +600,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			return errFallback // Python writes its repr
 		}
 	}
-	var segs []byte
-	nSegs := 0
+	var segs []byte // the segments object's members, opened, not closed
 	for _, g := range m.segments {
 		v := first(sp, res, g.slots)
 		if v == nil {
@@ -617,13 +610,7 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 		if !ok || !m.segmentKeysOK || utf8.RuneCountInString(s) > 128 {
 			return errFallback
 		}
-		if nSegs > 0 {
-			segs = append(segs, ',')
-		}
-		nSegs++
-		segs = appendString(segs, g.key)
-		segs = append(segs, ':')
-		segs = appendString(segs, s)
+		segs = appendString(member(segs, 0, g.key), s)
 	}
 	rid := ""
 	if r := &sp.v[m.responseID]; r.truthy() {
@@ -667,66 +654,43 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 			b = appendString(b, ids[j])
 		}
 	}
-	if inText != "" || hasIn || nFeats > 0 {
-		b = append(b, `,"request":{`...)
-		sep := ""
+	if inText != "" || hasIn || len(feats) > 0 {
+		b = append(b, `,"request":`...)
+		open := len(b)
 		if inText != "" {
-			b = append(b, `"text":`...)
-			b = appendString(b, inText)
-			sep = ","
+			b = appendString(member(b, open, "text"), inText)
 		}
 		if hasIn {
-			b = append(b, sep...)
-			b = append(b, `"tokens":`...)
-			b = strconv.AppendInt(b, inTokens, 10)
-			sep = ","
+			b = strconv.AppendInt(member(b, open, "tokens"), inTokens, 10)
 		}
-		if nFeats > 0 {
-			b = append(b, sep...)
-			b = append(b, `"features":{`...)
-			b = append(b, feats...)
-			b = append(b, '}')
+		if len(feats) > 0 {
+			b = append(append(member(b, open, "features"), feats...), '}')
 		}
 		b = append(b, '}')
 	}
 	hasLatency := end >= start
 	if hasOut || hasLatency || hasFinish || hasErr || outText != "" {
-		b = append(b, `,"response":{`...)
-		sep := ""
+		b = append(b, `,"response":`...)
+		open := len(b)
 		if hasOut {
-			b = append(b, `"tokens":`...)
-			b = strconv.AppendInt(b, outTokens, 10)
-			sep = ","
+			b = strconv.AppendInt(member(b, open, "tokens"), outTokens, 10)
 		}
 		if hasLatency {
-			b = append(b, sep...)
-			b = append(b, `"latency_ms":`...)
-			b = appendFloat(b, float64(end-start)/1e6)
-			sep = ","
+			b = appendFloat(member(b, open, "latency_ms"), float64(end-start)/1e6)
 		}
 		if hasFinish {
-			b = append(b, sep...)
-			b = append(b, `"finish_reason":`...)
-			b = appendString(b, finish)
-			sep = ","
+			b = appendString(member(b, open, "finish_reason"), finish)
 		}
 		if hasErr {
-			b = append(b, sep...)
-			b = append(b, `"error":`...)
-			b = appendString(b, prefix(errText, 512))
-			sep = ","
+			b = appendString(member(b, open, "error"), prefix(errText, 512))
 		}
 		if outText != "" {
-			b = append(b, sep...)
-			b = append(b, `"text":`...)
-			b = appendString(b, outText)
+			b = appendString(member(b, open, "text"), outText)
 		}
 		b = append(b, '}')
 	}
-	if nSegs > 0 {
-		b = append(b, `,"segments":{`...)
-		b = append(b, segs...)
-		b = append(b, '}')
+	if len(segs) > 0 {
+		b = append(append(append(b, `,"segments":`...), segs...), '}')
 	}
 	b = append(b, '}')
 	o.lines = b
@@ -744,6 +708,17 @@ func (m *mapper) span(span ptrace.Span, sp, res *attrs, o *out) error {
 	}
 	o.starts = append(o.starts, start)
 	return nil
+}
+
+// member appends a JSON object member's name to b, where the object's members start at open: the
+// object's "{" before the first, "," before the others (the caller closes the object)
+func member(b []byte, open int, name string) []byte {
+	if len(b) == open {
+		b = append(b, '{')
+	} else {
+		b = append(b, ',')
+	}
+	return append(appendString(b, name), ':')
 }
 
 // tokens: the first present of names in the span's attributes; a count only if a non-negative int

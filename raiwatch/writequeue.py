@@ -3,8 +3,11 @@
 A ClickHouse insert has a fixed cost (a part per insert: 14-30 ms on chdb for a table of 40
 columns, whatever its rows), so a stream of small batches spends most of its writer's time on
 it. ``WriteQueue`` hands the writer everything queued since its last write, as one group: under
-load groups grow and the fixed costs are shared; an idle pipeline still gets each batch written
-at once. Each batch keeps its own future, done when its group is written.
+load groups grow and the fixed costs are shared. With ``linger_s`` (as Kafka producers'
+``linger.ms``) the writer first waits up to that long for the queue to fill, unless a ``flush`` or
+a blocked ``submit`` waits for it: fewer, larger groups for a stream that keeps the writer just
+ahead of it; without, an idle pipeline gets each batch written at once. Each batch keeps its own
+future, done when its group is written.
 
 A failed group fails every batch in it and every batch queued behind it (none of them is
 written: what follows a failed write must not land before it), and the next ``submit`` or
@@ -14,6 +17,7 @@ written: what follows a failed write must not land before it), and the next ``su
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Generic, TypeVar
@@ -36,6 +40,7 @@ class WriteQueue(Generic[T, R]):
         write: Callable[[Sequence[T]], list[R]],
         max_queued: int = 3,
         size: Callable[[T], int] = lambda _: 1,
+        linger_s: float = 0.0,
     ):
         if max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, not {max_queued}")
@@ -43,6 +48,9 @@ class WriteQueue(Generic[T, R]):
         self._write = write
         self.max_queued = max_queued
         self._size = size
+        self.linger_s = linger_s
+        self._hurry = False  # flush waits: write what is queued without lingering
+        self._blocked = 0  # submits waiting for room
         self._queued = 0  # the waiting batches' sizes, summed
         self._cond = threading.Condition()
         self._queue: list[tuple[T, Future[R]]] = []
@@ -58,11 +66,15 @@ class WriteQueue(Generic[T, R]):
             self._raise_failed()
             n = self._size(item)
             while self._queue and self._queued + n > self.max_queued and self._failed is None:
+                self._blocked += 1
+                self._cond.notify_all()
                 self._cond.wait()
+                self._blocked -= 1
             self._raise_failed()
             self._queue.append((item, fut))
             self._queued += n
             self._last = fut
+            self._cond.notify_all()
             if not self._draining:
                 self._draining = True
                 self._executor.submit(self._drain)
@@ -71,6 +83,9 @@ class WriteQueue(Generic[T, R]):
     def flush(self) -> R | None:
         """Wait until everything queued is written; the last batch's result (raises a failure)."""
         last, self._last = self._last, None
+        with self._cond:
+            self._hurry = True
+            self._cond.notify_all()
         try:
             return last.result() if last is not None else None
         except BaseException:
@@ -79,6 +94,7 @@ class WriteQueue(Generic[T, R]):
             raise
         finally:
             with self._cond:
+                self._hurry = False
                 self._raise_failed()
 
     def _raise_failed(self) -> None:
@@ -87,10 +103,21 @@ class WriteQueue(Generic[T, R]):
         if err is not None:
             raise err
 
+    def _linger(self) -> None:
+        """Under the lock: wait up to ``linger_s`` for the queue to fill, unless a flush or a
+        blocked submit waits for it."""
+        deadline = time.monotonic() + self.linger_s
+        while self._queue and self._queued < self.max_queued and not self._hurry and not self._blocked:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
     def _drain(self) -> None:
         """The writer thread: write what is queued, as groups, until the queue is empty."""
         while True:
             with self._cond:
+                self._linger()
                 group, self._queue = self._queue, []
                 self._queued = 0
                 self._cond.notify_all()

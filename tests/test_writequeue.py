@@ -144,3 +144,33 @@ def test_rows_clickhouse_refuses_in_a_group_go_back_to_their_batches() -> None:
         [(b"c0", "c@0", 0, "odd"), (b"c1", "c@10", 10, "last")],
     ]
     assert _refused_events(group, []) == [[], [], []]
+
+
+def test_a_lingering_writer_waits_for_more_batches_to_write_them_together(pool) -> None:
+    w = Writer()
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=3, linger_s=3600)
+    futs = [q.submit(i) for i in range(3)]  # a full queue is written without waiting out the linger
+    assert [f.result(10) for f in futs] == [f"written {i}" for i in range(3)]
+    assert w.groups == [[0, 1, 2]]
+
+
+@pytest.mark.timeout(60)
+def test_flush_does_not_wait_out_the_linger(pool) -> None:
+    w = Writer()
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=10, linger_s=3600)
+    q.submit(0)
+    assert q.flush() == "written 0"  # honouring the linger, this would take an hour
+    assert w.groups == [[0]]
+    late = q.submit(1)  # and the linger holds again after the flush
+    assert not late.done()
+    assert q.flush() == "written 1"
+
+
+def test_a_lingering_writer_writes_a_lone_batch_once_the_linger_is_over(pool) -> None:
+    w = Writer()
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=10, linger_s=0.05)
+    assert q.submit(0).result(10) == "written 0"
+    assert w.groups == [[0]]

@@ -3,10 +3,10 @@
     .venv/bin/python bench/monitors.py [--events 200000] [--repeat 3] [family ...]
 
 The bench scenario's events (``raiwatch.dev.synth``'s default scenario, as ``bench_pipeline.py``
-writes it, from a fixed start: every run sees the same events) are decoded once; each monitor then sees them as the pipeline hands them over (batches of 20,000,
-60 s windows, a window closed once the batches have moved two windows past it). Best of
-``--repeat`` fresh monitors. No storage, rules or pipeline: what a change to one monitor buys,
-without the whole replay's noise.
+writes it, but from a fixed start: every run sees the same events) are decoded once; each monitor
+then sees them as the pipeline hands them over (batches of 20,000, 60 s windows, a window closed
+once the batches have moved two windows past it). Best of ``--repeat`` fresh monitors. No
+storage, rules or pipeline: what a change to one monitor buys, without the whole replay's noise.
 """
 
 from __future__ import annotations

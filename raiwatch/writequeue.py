@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Generic, TypeVar
 
+LINGER_STEP_S = 0.01  # how soon a lingering writer sees a flush, a blocked submit or a full queue
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -67,14 +68,12 @@ class WriteQueue(Generic[T, R]):
             n = self._size(item)
             while self._queue and self._queued + n > self.max_queued and self._failed is None:
                 self._blocked += 1
-                self._cond.notify_all()
                 self._cond.wait()
                 self._blocked -= 1
             self._raise_failed()
             self._queue.append((item, fut))
             self._queued += n
             self._last = fut
-            self._cond.notify_all()
             if not self._draining:
                 self._draining = True
                 self._executor.submit(self._drain)
@@ -85,7 +84,6 @@ class WriteQueue(Generic[T, R]):
         last, self._last = self._last, None
         with self._cond:
             self._hurry = True
-            self._cond.notify_all()
         try:
             return last.result() if last is not None else None
         except BaseException:
@@ -105,13 +103,19 @@ class WriteQueue(Generic[T, R]):
 
     def _linger(self) -> None:
         """Under the lock: wait up to ``linger_s`` for the queue to fill, unless a flush or a
-        blocked submit waits for it."""
+        blocked submit waits for it. It sleeps in short steps rather than in a timed wait on the
+        condition: under a shifted clock (libfaketime, as ``tests/test_clock_ahead.py`` runs) a
+        timed lock wait reads its deadline from the shifted clock and never ends."""
         deadline = time.monotonic() + self.linger_s
         while self._queue and self._queued < self.max_queued and not self._hurry and not self._blocked:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._cond.wait(left)
+            self._cond.release()
+            try:
+                time.sleep(min(left, LINGER_STEP_S))
+            finally:
+                self._cond.acquire()
 
     def _drain(self) -> None:
         """The writer thread: write what is queued, as groups, until the queue is empty."""

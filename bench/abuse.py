@@ -39,6 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from monitors.abuse import AbuseConfig, AbuseMonitor  # noqa: E402
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
+from raiwatch.core.columns import EventColumns  # noqa: E402
 from raiwatch.core.records import Client, Model, Request, Safety, TelemetryEvent  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402
 from raiwatch.dev.synth import paraphrase  # noqa: E402
@@ -55,7 +56,7 @@ def _feed(mon: AbuseMonitor, events: list[TelemetryEvent]) -> list[tuple]:
         by_window[int(ev.timestamp.timestamp()) // WINDOW * WINDOW].append(ev)
     for start in sorted(by_window):
         batch = by_window[start]
-        mon.observe(batch, [start] * len(batch))
+        mon.observe(EventColumns(batch, [start] * len(batch)))
         mon.close(start)
         for table, _, rows in mon.drain_rows():
             if table == "abuse_cluster_members":
@@ -173,7 +174,7 @@ def day(rate: float) -> None:
             )
             n += 1
         start_s = int(ts.timestamp())
-        mon.observe(batch, [start_s] * len(batch))
+        mon.observe(EventColumns(batch, [start_s] * len(batch)))
         mon.close(start_s)
         mon.drain_rows()
         if (minute + 1) % 120 == 0:

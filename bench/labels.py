@@ -28,6 +28,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monitors.quality import QualityConfig, QualityMonitor
+from raiwatch.core.columns import EventColumns
 from raiwatch.core.records import FeedbackEvent, TelemetryEvent
 from raiwatch.dev.synth import seconds
 
@@ -108,7 +109,7 @@ def main() -> int:
         labels_total += len(arrived)
         t = time.perf_counter()
         mon.observe_feedback(arrived)
-        mon.observe(evs, [start] * len(evs))
+        mon.observe(EventColumns(evs, [start] * len(evs)))
         t_observe += time.perf_counter() - t
         t = time.perf_counter()
         mon.close(start)

@@ -27,6 +27,7 @@ import msgspec  # noqa: E402
 
 from monitors.registry import monitor_classes  # noqa: E402
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
+from raiwatch.core.columns import EventColumns  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -45,7 +46,8 @@ def run(cls: type, events: list, starts: list[int]) -> tuple[float, float, int, 
     for s in range(0, len(events), BATCH):
         evs, sts = events[s : s + BATCH], starts[s : s + BATCH]
         t0 = time.perf_counter()
-        m.observe(evs, sts)
+        batch = EventColumns(evs, sts)
+        m.observe(batch)
         t_obs += time.perf_counter() - t0
         opened.update(sts)
         t0 = time.perf_counter()

@@ -51,7 +51,6 @@ import math
 import re
 import zlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -64,6 +63,7 @@ from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
+from raiwatch.core.columns import EventColumns
 from raiwatch.core.records import Signal, TelemetryEvent
 
 STATE_VERSION = 1
@@ -282,20 +282,20 @@ class AbuseMonitor(PerModelState):
         self._horizon = max(1, math.ceil(self.cfg.horizon_s / window_s))
         self._rows: dict[str, list[tuple]] = {t: [] for t in ROW_COLUMNS}
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        windows = self._windows
-        for ev, start in zip(events, starts, strict=True):
-            req = ev.request
-            if not req or not req.text:  # most tabular events: no prompt (UNSET is falsy)
+    def observe(self, batch: EventColumns) -> None:
+        windows, prompt, events = self._windows, batch.prompt, batch.events
+        for (start, model), at in batch.groups.items():
+            prompts = [_prompt(events[i], prompt[i]) for i in at if prompt[i]]  # most tabular events: none
+            if not prompts:
                 continue
-            p = _prompt(ev, req.text)
             by_model = windows.get(start)
             if by_model is None:
                 by_model = windows[start] = {}
-            bucket = by_model.get(ev.model.id)
+            bucket = by_model.get(model)
             if bucket is None:
-                bucket = by_model[ev.model.id] = []
-            bucket.append(p)
+                by_model[model] = prompts
+            else:
+                bucket += prompts
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})
@@ -315,32 +315,25 @@ class AbuseMonitor(PerModelState):
         cfg = self.cfg
         cluster_of = self._assign(st, start, [p[1] for p in prompts])
         new_after = max(st.start + cfg.warmup_s, start - cfg.new_account_s)
-        seen: dict[
-            str, tuple[_Seen, set[str], set[str], set[str]]
-        ] = {}  # cluster -> window, new, ips, tenants
+        accounts = [p[2] for p in prompts]
+        by_account: Counter[str] = Counter(a for a in accounts if a)
+        first = {a: st.accounts.pop(a, start) for a in by_account}  # when each was first seen
+        for a in reversed(dict.fromkeys(reversed(accounts))):  # to the end, most recently seen last
+            if a:
+                st.accounts[a] = first[a]
         members: dict[str, list[Prompt]] = {}
-        by_account: Counter[str] = Counter()
         for p, cid in zip(prompts, cluster_of, strict=True):
-            _, _, account, ip, tenant, flagged = p
-            first = st.accounts.pop(account, start) if account else start
-            if account:
-                st.accounts[account] = first  # moved to the end: most recently seen
-                by_account[account] += 1
-            entry = seen.get(cid)
-            if entry is None:
-                entry = seen[cid] = (_Seen(start, accounts={}), set(), set(), set())
-            w, new, ips, tenants = entry
-            w.prompts += 1
-            w.flagged += flagged
-            if account:
-                w.accounts[account] = w.accounts.get(account, 0) + 1
-                if first >= new_after:
-                    new.add(account)
-            if ip:
-                ips.add(ip)
-            if tenant:
-                tenants.add(tenant)
-            members.setdefault(cid, []).append(p)
+            at = members.get(cid)
+            if at is None:
+                members[cid] = [p]
+            else:
+                at.append(p)
+        seen: dict[str, tuple[_Seen, set[str], set[str], set[str]]] = {}  # cluster: window, new, ips, tenants
+        for cid, ps in members.items():
+            w = _Seen(start, prompts=len(ps), flagged=sum(p[5] for p in ps))
+            w.accounts = dict(Counter(p[2] for p in ps if p[2]))
+            new = {a for a in w.accounts if first[a] >= new_after}
+            seen[cid] = (w, new, {p[3] for p in ps if p[3]}, {p[4] for p in ps if p[4]})
         while len(st.accounts) > cfg.max_accounts:
             st.accounts.popitem(last=False)
         horizon_start = start - (self._horizon - 1) * self.window_s

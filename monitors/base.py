@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any, Protocol
 
-from raiwatch.core.records import Signal, TelemetryEvent
+from raiwatch.core.columns import EventColumns
+from raiwatch.core.records import Signal
 
 STATE_SEP = "\x1f"  # a model's state in several checkpoint rows: keys "<model>\x1f<part>"
 
@@ -13,9 +14,11 @@ STATE_SEP = "\x1f"  # a model's state in several checkpoint rows: keys "<model>\
 class Monitor(Protocol):
     """A stateful monitor of one signal family.
 
-    ``observe`` gets decoded events with the start of the window each belongs to (epoch
-    seconds); ``close`` gets a window start once no more events will arrive for it and returns
-    that window's signals for every model seen. State must stay bounded by configuration.
+    ``observe`` gets a batch of decoded events with the start of the window each belongs to
+    (epoch seconds), as ``EventColumns``: their fields as columns, read once for every monitor,
+    and grouped by window and model; ``close`` gets a window start once no more events will
+    arrive for it and returns that window's signals for every model seen. State must stay
+    bounded by configuration.
 
     Lifecycle: what a monitor remembers of a model between windows (baselines, tracked
     categories, references) is its *state*. ``snapshot_dirty`` returns the state of each model a
@@ -34,7 +37,7 @@ class Monitor(Protocol):
 
     family: str
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None: ...
+    def observe(self, batch: EventColumns) -> None: ...
 
     def close(self, start: int) -> list[Signal]: ...
 

@@ -96,6 +96,7 @@ from detectors.evidence import Bounds, diff_bounds, divergence_bounds, look_alph
 from monitors.base import PerModelState
 from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
+from raiwatch.core.columns import EventColumns
 from raiwatch.core.errors import ConfigError
 from raiwatch.core.records import Signal, TelemetryEvent
 
@@ -311,14 +312,14 @@ def _sample_add(sample: Sample, threshold: int, events: Sequence[TelemetryEvent]
     """Add the values of the events whose id hashes under ``threshold``; past ``2 * cap`` rows keep
     the ``cap`` smallest hashes (the same set whatever the order events came in). Returns the new
     threshold."""
-    for ev in events:
-        eid = ev.event_id
-        h = zlib.crc32(eid.encode())
-        if h < threshold:
-            row = features_of(ev)
-            if (r := ev.request) and (text := r.text):
-                row[TEXT] = text_key(text)
-            sample.append((h, eid, row))
+    crc32 = zlib.crc32
+    hashes = [crc32(ev.event_id.encode()) for ev in events]
+    for i in [i for i, h in enumerate(hashes) if h < threshold]:
+        ev = events[i]
+        row = features_of(ev)
+        if (r := ev.request) and (text := r.text):
+            row[TEXT] = text_key(text)
+        sample.append((hashes[i], ev.event_id, row))
     if len(sample) > 2 * cap:
         sample.sort(key=_BY_HASH)
         del sample[cap:]
@@ -477,7 +478,10 @@ def text_key(text: str) -> int:
     True
     """
     words = _WORDS.findall(text.lower())
-    return zlib.crc32(min(words, key=lambda w: (-len(w), w)).encode()) if words else 0
+    if not words:
+        return 0
+    longest = max(map(len, words))
+    return zlib.crc32(min(w for w in words if len(w) == longest).encode())
 
 
 def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> list[TelemetryEvent]:
@@ -710,31 +714,29 @@ class DriftMonitor(PerModelState):
         self._dirty: set[str] = set()
         self._file_refs = load_references(self.cfg.reference_file) if self.cfg.reference_file else {}
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        opened, models = self._windows, self._models
-        last_start: int | None = None
-        last_model = ""
-        bucket: list[TelemetryEvent] = []
-        st: _Model | None = None
-        for ev, start in zip(events, starts, strict=True):
-            m = ev.model
-            model = m.id
-            if start != last_start or model != last_model:
-                by_model = opened.get(start)
-                if by_model is None:
-                    by_model = opened[start] = {}
-                bucket = by_model.get(model)  # type: ignore[assignment]
-                if bucket is None:
-                    bucket = by_model[model] = []
-                st = models.get(model)
-                if st is None:
-                    st = models[model] = _Model(start, self.cfg.reference_s)
-                    if model in self._file_refs:
-                        self._use(st, self._file_refs[model])
-                last_start, last_model = start, model
-            bucket.append(ev)
-            if m.version:
-                st.version = m.version  # type: ignore[union-attr]
+    def observe(self, batch: EventColumns) -> None:
+        opened, models, events = self._windows, self._models, batch.events
+        latest: dict[str, tuple[int, str]] = {}  # model -> its last event naming a version: position, version
+        for (start, model), at in batch.groups.items():
+            by_model = opened.get(start)
+            if by_model is None:
+                by_model = opened[start] = {}
+            bucket = by_model.get(model)
+            if bucket is None:
+                by_model[model] = [events[i] for i in at]
+            else:
+                bucket += [events[i] for i in at]
+            if model not in models:  # groups come in the order of their first event: this is the model's
+                st = models[model] = _Model(start, self.cfg.reference_s)
+                if model in self._file_refs:
+                    self._use(st, self._file_refs[model])
+            for i in reversed(at):
+                if version := events[i].model.version:
+                    if i > latest.get(model, (-1, ""))[0]:
+                        latest[model] = (i, version)
+                    break
+        for model, (_, version) in latest.items():
+            models[model].version = version
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})

@@ -37,7 +37,6 @@ window's rates, sizes and reference group go to the ClickHouse table ``fairness_
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -53,7 +52,8 @@ from monitors.base import PerModelState
 from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core.catalogue import SignalSpec
-from raiwatch.core.records import Signal, TelemetryEvent
+from raiwatch.core.columns import EventColumns
+from raiwatch.core.records import Signal
 
 STATE_VERSION = 3  # 3: the favourable-change CUSUMs (a version 2 state is read, without them)
 # per group: favourable, outcome known, blocked, redacted, safety action known, refused, finish known
@@ -191,27 +191,28 @@ class FairnessMonitor(PerModelState):
         self._dirty: set[str] = set()
         self._rows: list[tuple] = []
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
+    def observe(self, batch: EventColumns) -> None:
         """Count each event by what the close needs of it: segments, tenant, outcome, action,
-        finish reason (one counter increment per event; groups are worked out at the close)."""
-        windows, tenants = self._windows, self.cfg.tenants
-        for ev, start in zip(events, starts, strict=True):
-            fav = ev.outcome.favorable if ev.outcome else UNSET
-            action = ev.safety.action if ev.safety else UNSET
-            finish = ev.response.finish_reason if ev.response else UNSET
-            if fav is UNSET and action is UNSET and finish is UNSET:
-                continue
-            segments = tuple(ev.segments.items()) if ev.segments else ()
-            tenant = ev.tenant_id if tenants and ev.tenant_id else ""
-            if not segments and not tenant:
+        finish reason (one counter per window and model; groups are worked out at the close)."""
+        windows = self._windows
+        tenants = batch.tenant if self.cfg.tenants else [""] * len(batch)
+        keys = [
+            (s, t, f, a, r) if (s or t) and (f is not UNSET or a is not UNSET or r is not UNSET) else None
+            for s, t, f, a, r in zip(
+                batch.segments, tenants, batch.favorable, batch.action, batch.finish_reason, strict=True
+            )
+        ]
+        for (start, model), at in batch.groups.items():
+            counted = [k for i in at if (k := keys[i]) is not None]
+            if not counted:
                 continue
             by_model = windows.get(start)
             if by_model is None:
                 by_model = windows[start] = {}
-            c = by_model.get(ev.model.id)
+            c = by_model.get(model)
             if c is None:
-                c = by_model[ev.model.id] = Counter()
-            c[segments, tenant, fav, action, finish] += 1
+                c = by_model[model] = Counter()
+            c.update(counted)
 
     def _counts(self, st: _Model, seen: Counter[tuple]) -> Counts:
         """A window's counts per (attribute, group), groups past ``max_groups`` folded into other."""
@@ -331,8 +332,12 @@ class FairnessMonitor(PerModelState):
             _add(recent, counts, 1)
         c = np.array([recent.get(k, [0] * NC) for k in keys], dtype=np.float64).reshape(len(keys), NC)
         fav, known = c[:, FAV], c[:, KNOWN]
-        rate, lo, hi = wilson_interval(fav, known)
-        h_rate, h_lo, h_hi = wilson_interval(hour[:, FAV], hour[:, KNOWN])
+        # every interval in one call: the favourable rates, the hour's, then each policy's
+        k_all = np.concatenate([fav, hour[:, FAV], *(c[:, k] for _, k, _ in POLICY)])
+        n_all = np.concatenate([known, hour[:, KNOWN], *(c[:, n] for _, _, n in POLICY)])
+        rates, los, his = (np.split(x, 2 + len(POLICY)) for x in wilson_interval(k_all, n_all))
+        rate, lo, hi = rates[0], los[0], his[0]
+        h_rate, h_lo, h_hi = rates[1], los[1], his[1]
         attrs = [a for a, _ in keys]
         # the best-treated group of each attribute among those large enough to compare
         best = best_per_attribute(keys, rate, known, cfg.min_group)
@@ -342,8 +347,8 @@ class FairnessMonitor(PerModelState):
         per_attr = {a: c[[i for i, x in enumerate(attrs) if x == a]].sum(axis=0) for a in set(attrs)}
         rest = np.array([per_attr[a] for a in attrs]) - c
         policy = []
-        for name, k, n in POLICY:
-            prate, plo, phi = wilson_interval(c[:, k], c[:, n])
+        for j, (name, k, n) in enumerate(POLICY):
+            prate, plo, phi = rates[2 + j], los[2 + j], his[2 + j]
             rrate = np.divide(rest[:, k], rest[:, n], out=np.full(len(keys), np.nan), where=rest[:, n] > 0)
             rows = np.flatnonzero((c[:, n] >= cfg.min_group) & (rest[:, n] >= cfg.min_group))
             policy.append((name, k, n, prate, plo, phi, rrate, rows))

@@ -62,12 +62,14 @@ from monitors.labeljoin import (
     decode_chunk,
     encode_chunk,
     id_hash,
+    id_hashes,
 )
 from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core import metrics
 from raiwatch.core.catalogue import SignalSpec
-from raiwatch.core.records import FeedbackEvent, Signal, TelemetryEvent
+from raiwatch.core.columns import EventColumns
+from raiwatch.core.records import FeedbackEvent, Signal
 
 STATE_VERSION = 2  # 2: the sequential accuracy test (a version 1 head is read; the test starts afresh)
 MODEL: Key = ("", "")  # the model-wide counts
@@ -305,24 +307,45 @@ class QualityMonitor:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
-        cfg = self.cfg
-        for ev, start in zip(events, starts, strict=True):
-            pred = ev.response.prediction if ev.response and ev.response.prediction else None
-            fav = ev.outcome.favorable if ev.outcome else UNSET
-            if pred is None and fav is UNSET:
+    def observe(self, batch: EventColumns) -> None:
+        """Each event with a prediction or an outcome waits in its window for its label; a model's
+        events are read in the order they came (its labels and groups are numbered so)."""
+        cfg, opened = self.cfg, self._open
+        events, starts, fav, segments, tenants = (
+            batch.events, batch.starts, batch.favorable, batch.segments, batch.tenant
+        )  # fmt: skip
+        nan = math.nan
+        for model, at in batch.by_model.items():
+            keep = []
+            for i in at:
+                r = events[i].response
+                pred = r.prediction if r else UNSET
+                if pred or fav[i] is not UNSET:
+                    keep.append((i, pred))
+            if not keep:
                 continue
-            st = self._model(ev.model.id)
-            seg = (tuple(ev.segments.items()) if ev.segments else (), ev.tenant_id or "")
-            gid = st.seen.get(seg)
-            if gid is None:
-                gid = st.combo(groups_of(ev.segments or None, seg[1], cfg.pairs, cfg.tenants))
-                if len(st.seen) < MAX_COMBOS:
-                    st.seen[seg] = gid
-            score = pred.score if pred is not None and pred.score is not None else math.nan
-            row = (id_hash(ev.event_id), gid, NO if fav is UNSET else int(fav),
-                   st.label(pred.label if pred is not None else None), score)  # fmt: skip
-            self._open.setdefault(start, {}).setdefault(ev.model.id, []).append(row)
+            st = self._model(model)
+            rows_of: dict[int, list] = {}  # window start -> this model's rows in it
+            for (i, pred), h in zip(keep, id_hashes([events[i].event_id for i, _ in keep]), strict=True):
+                start = starts[i]
+                rows = rows_of.get(start)
+                if rows is None:
+                    rows = rows_of[start] = opened.setdefault(start, {}).setdefault(model, [])
+                seg = (segments[i], tenants[i])
+                gid = st.seen.get(seg)
+                if gid is None:
+                    gid = st.combo(groups_of(events[i].segments or None, seg[1], cfg.pairs, cfg.tenants))
+                    if len(st.seen) < MAX_COMBOS:
+                        st.seen[seg] = gid
+                if pred:
+                    name, score = pred.label, pred.score
+                    lab = st.label(name)
+                    if score is None:
+                        score = nan
+                else:
+                    lab, score = NO, nan
+                f = fav[i]
+                rows.append((h, gid, NO if f is UNSET else int(f), lab, score))
 
     def observe_feedback(self, events: Sequence[FeedbackEvent]) -> None:
         """Labels wait in an inbox; the next window close joins them (and checkpoints the result)."""

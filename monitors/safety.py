@@ -61,7 +61,8 @@ from detectors.rates import wilson_interval
 from monitors.base import PerModelState
 from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
-from raiwatch.core.records import Signal, TelemetryEvent
+from raiwatch.core.columns import EventColumns
+from raiwatch.core.records import Signal
 
 OTHER = "other"
 ACTIONS = ("blocked", "redacted", "escalated")
@@ -269,46 +270,52 @@ class SafetyMonitor(PerModelState):
         self._models: dict[str, _Model] = {}
         self._dirty: set[str] = set()
 
-    def observe(self, events: Sequence[TelemetryEvent], starts: Sequence[int]) -> None:
+    def observe(self, batch: EventColumns) -> None:
         windows = self._windows
         max_cats, max_tenants = self.cfg.max_categories, self.cfg.max_tenants
-        for ev, start in zip(events, starts, strict=True):
-            safety = ev.safety
-            if not safety:
+        safety, tenant, action, events = batch.safety, batch.tenant, batch.action, batch.events
+        for (start, model), at in batch.groups.items():
+            at = [i for i in at if safety[i] is not None]
+            if not at:
                 continue
-            model = ev.model.id
             by_model = windows.get(start)
             if by_model is None:
                 by_model = windows[start] = {}
             w = by_model.get(model)
             if w is None:
                 w = by_model[model] = _Window()
-            w.n += 1
-            if ev.model.version:
-                w.version = ev.model.version
-            tenant = ev.tenant_id
-            if tenant:
-                if tenant not in w.tenant_n and len(w.tenant_n) >= max_tenants:
-                    tenant = OTHER
-                w.tenant_n[tenant] += 1
-            if safety.action in ACTIONS:
-                w.actions[safety.action] += 1
-            scores = safety.scores
-            if scores and not w.seen.issuperset(scores):
-                for cat in scores:
-                    if cat not in w.seen and len(w.seen) < max_cats:
-                        w.seen.add(cat)
-            violations = safety.violations
-            if violations:
-                w.any += 1
-                for cat in set(violations):
-                    if cat not in w.seen:
-                        if len(w.seen) >= max_cats:
-                            cat = OTHER
-                        w.seen.add(cat)
-                    w.cats[cat] += 1
-                    if tenant:
-                        w.tenant_cats[tenant, cat] += 1
+            w.n += len(at)
+            for i in reversed(at):
+                if version := events[i].model.version:
+                    w.version = version
+                    break
+            # a tenant is admitted at its first event while there is room, else counted as other
+            named: dict[str, str] = {}
+            for name, n in Counter(tenant[i] for i in at if tenant[i]).items():
+                t = name if name in w.tenant_n or len(w.tenant_n) < max_tenants else OTHER
+                named[name] = t
+                w.tenant_n[t] += n
+            w.actions.update(a for i in at if (a := action[i]) in ACTIONS)
+            seen = w.seen
+            for i in at:
+                s = safety[i]
+                scores = s.scores  # type: ignore[union-attr]
+                if scores and not seen.issuperset(scores):
+                    for cat in scores:
+                        if cat not in seen and len(seen) < max_cats:
+                            seen.add(cat)
+                violations = s.violations  # type: ignore[union-attr]
+                if violations:
+                    w.any += 1
+                    t = named.get(tenant[i], "")
+                    for cat in set(violations):
+                        if cat not in seen:
+                            if len(seen) >= max_cats:
+                                cat = OTHER
+                            seen.add(cat)
+                        w.cats[cat] += 1
+                        if t:
+                            w.tenant_cats[t, cat] += 1
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})

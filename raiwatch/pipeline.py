@@ -41,6 +41,7 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import msgspec
+import numpy as np
 
 from alert_rules import RuleEngine
 from monitors.base import STATE_SEP, Monitor
@@ -50,6 +51,7 @@ from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
+from raiwatch.core.columns import EventColumns
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
 from raiwatch.core.otlp import OtlpLogs, SpanDecoder
@@ -248,25 +250,26 @@ class Pipeline:
                     stored = tuple([x[i] for i in keep] for x in stored)
             if events:
                 starts, status = self.clock.assign_batch(srcs, ts)
-                windows = result.windows
-                counted_events, counted_starts = [], []
-                for i, ev, start, st in zip(idx, events, starts.tolist(), status.tolist(), strict=True):
-                    if st == OK:
-                        windows[i] = start if windows[i] is None else max(windows[i], start)
-                        counted_events.append(ev)
-                        counted_starts.append(start)
-                    elif st == REPLAYED:
-                        result.replayed += 1
-                    else:
-                        result.late += 1
+                ok = status == OK
+                n_replayed = int(np.count_nonzero(status == REPLAYED))
+                result.replayed += n_replayed
+                result.late += len(status) - int(np.count_nonzero(ok)) - n_replayed
+                counted = np.flatnonzero(ok)
+                counted_events = [events[j] for j in counted.tolist()]
+                counted_starts = starts[counted].tolist()
+                # each input's window: the latest its counted events fell in (an OTLP message feeds many)
+                latest = np.full(len(raws), -1, dtype=np.int64)
+                np.maximum.at(latest, np.asarray(idx, dtype=np.int64)[counted], starts[counted])
+                result.windows = [None if w < 0 else w for w in latest.tolist()]
                 if codec is not None and self.evaluations is not None:  # counted at their window's close
                     counted_events, counted_starts, labels = self.evaluations.hold(
                         counted_events, counted_starts, decoded
                     )
                 t_obs = time.perf_counter()
+                batch = EventColumns(counted_events, counted_starts)
                 for m in self.monitors:
                     t0 = time.perf_counter()
-                    m.observe(counted_events, counted_starts)
+                    m.observe(batch)
                     dt = time.perf_counter() - t0
                     self.monitor_seconds[m.family] += dt
                     metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
@@ -454,10 +457,10 @@ class Pipeline:
         metrics.OTLP_HELD.set(self.evaluations.held)
         if not held:
             return
-        starts = [start] * len(held)
+        batch = EventColumns(held, [start] * len(held))
         for m in self.monitors:
             t0 = time.perf_counter()
-            m.observe(held, starts)
+            m.observe(batch)
             dt = time.perf_counter() - t0
             self.monitor_seconds[m.family] += dt
             metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
@@ -516,7 +519,7 @@ class Pipeline:
         ing = self.cfg.ingest
         latest = now + ing.max_future_s if ing.max_future_s else math.inf
         earliest = now - ing.max_age_s if age and self.live and ing.max_age_s else -math.inf
-        if all(earliest <= t <= latest for t in ts):
+        if earliest <= min(ts) and max(ts) <= latest:
             return events, raws, idx, ts, srcs
         keep = []
         for j, t in enumerate(ts):
@@ -558,7 +561,7 @@ class Pipeline:
         """Remember which source feeds each model (the models whose rows this pipeline rolls up); live,
         restore the monitor and rule state, and the ids counted, of models new to memory (after a
         restart, or when a partition moved here from another worker)."""
-        pairs = set(zip((e.model.id for e in events), srcs, strict=True))
+        pairs = set(zip([e.model.id for e in events], srcs, strict=True))
         for model, src in pairs:
             self._models_of.setdefault(src, set()).add(model)
         if not self.live:

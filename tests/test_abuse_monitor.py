@@ -9,6 +9,7 @@ import orjson
 
 from monitors.abuse import AbuseConfig, AbuseMonitor
 from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.columns import EventColumns
 from raiwatch.dev.synth import paraphrase
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -60,7 +61,7 @@ def _run(mon: AbuseMonitor, minutes: list[list]) -> list:
     out = []
     for events in minutes:
         starts = [int(e.timestamp.timestamp()) // 60 * 60 for e in events]
-        mon.observe(events, starts)
+        mon.observe(EventColumns(events, starts))
         out += [s for start in sorted(set(starts)) for s in mon.close(start)]
     return out
 

@@ -11,6 +11,7 @@ import pytest
 
 from monitors.drift import DriftConfig, DriftMonitor
 from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.columns import EventColumns
 from raiwatch.dev import synth
 
 WINDOW = 60
@@ -53,7 +54,7 @@ def run(evs: list, mon: DriftMonitor, batch: int = 1000, upto: int | None = None
     for i in range(0, len(evs) if upto is None else upto, batch):
         chunk = evs[i : i + batch]
         starts = [int(e.timestamp.timestamp()) // WINDOW * WINDOW for e in chunk]
-        mon.observe(chunk, starts)
+        mon.observe(EventColumns(chunk, starts))
         for s in sorted(set(starts)):
             if s not in opened:
                 opened.append(s)

@@ -17,6 +17,7 @@ from alert_rules.loader import RULES_DIR
 from monitors.drift import DriftMonitor, _Model
 from monitors.registry import catalogue
 from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.columns import EventColumns
 from raiwatch.dev import synth
 
 WINDOW = 60
@@ -56,7 +57,7 @@ def _signals(lines: list[bytes], trim: bool = True) -> list:
     for i in range(0, len(evs), 1000):
         chunk = evs[i : i + 1000]
         starts = [int(e.timestamp.timestamp()) // WINDOW * WINDOW for e in chunk]
-        mon.observe(chunk, starts)
+        mon.observe(EventColumns(chunk, starts))
         opened += [s for s in sorted(set(starts)) if s not in opened]
         while len(opened) > 1:
             if not trim and (st := mon._models.get("chat")) is not None and st.ref is not None:
@@ -96,7 +97,7 @@ def test_many_new_texts_are_still_drift():
 def test_the_reference_keeps_the_share_of_its_texts():
     mon = DriftMonitor(WINDOW)
     evs = telemetry_codec.decode_batch(_chat("ref", EVERYDAY, 0, 1.2)).events
-    mon.observe(evs, [int(e.timestamp.timestamp()) // WINDOW * WINDOW for e in evs])
+    mon.observe(EventColumns(evs, [int(e.timestamp.timestamp()) // WINDOW * WINDOW for e in evs]))
     for start in sorted(mon._windows):
         mon.close(start)
     st: _Model = mon._models["chat"]

@@ -28,6 +28,7 @@ from monitors.fairness import FairnessConfig, FairnessMonitor
 from monitors.quality import QualityConfig, QualityMonitor
 from raiwatch.core import metrics
 from raiwatch.core.codec import feedback_codec, telemetry_codec
+from raiwatch.core.columns import EventColumns
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 W = 60
@@ -95,7 +96,7 @@ def test_group_rates_and_disparities_agree_with_fairlearn():
     mon = FairnessMonitor(W, FairnessConfig(detect_windows=1, horizon_windows=1, min_group=50,
                                             pairs=[("age_band", "sex")]))  # fmt: skip
     events = _events(df.to_dict("records"))
-    mon.observe(events, [_start(T0)] * len(events))
+    mon.observe(EventColumns(events, [_start(T0)] * len(events)))
     out = mon.close(_start(T0))
     rates = _by(out, "fairness.favorable_rate")
     disparity = _by(out, "fairness.disparity")
@@ -128,7 +129,7 @@ def test_quality_and_error_rates_per_group_agree_with_fairlearn():
     mon = QualityMonitor(W, cfg)
     events = _events(df.to_dict("records"))
     w0 = _start(T0)
-    mon.observe(events, [w0] * len(events))
+    mon.observe(EventColumns(events, [w0] * len(events)))
     mon.close(w0)
     mon.observe_feedback(_labels(list(zip(df["id"], df["truth_label"], df["truth"], strict=True)), T0))
     out = mon.close(w0 + W)
@@ -188,7 +189,7 @@ def test_the_join_counts_early_late_duplicate_and_missing_labels():
     mon.close(w0 - W)
     assert _delta(before) == {"early": 2}
     ev = _events(rows)
-    mon.observe(ev, [w0] * len(ev))
+    mon.observe(EventColumns(ev, [w0] * len(ev)))
     out = mon.close(w0)
     assert _delta(before) == {"early": 2, "joined": 1}  # x0 joined when its event's window closed
     assert [(s.dims, s.value) for s in out if s.signal == "quality.labels"] == [({"result": "joined"}, 1)]
@@ -242,7 +243,7 @@ def test_join_state_survives_a_restart_in_any_row_order_and_the_index_changes_no
         got = []
         for k, (events, labels) in enumerate(part, start=k0):
             mon.observe_feedback(labels)
-            mon.observe(events, [_start(T0) + k * W] * len(events))
+            mon.observe(EventColumns(events, [_start(T0) + k * W] * len(events)))
             got += mon.close(_start(T0) + k * W)
             if store is not None:
                 store.update(mon.snapshot_dirty())
@@ -340,7 +341,7 @@ def test_one_language_blocked_refused_and_redacted_more_is_named_and_small_group
         }))  # fmt: skip
     events = telemetry_codec.decode_batch(lines).events
     mon = FairnessMonitor(W, FairnessConfig(detect_windows=1))
-    mon.observe(events, [_start(T0)] * len(events))
+    mon.observe(EventColumns(events, [_start(T0)] * len(events)))
     out = mon.close(_start(T0))
     for name in ("block_rate", "redaction_rate", "refusal_rate"):
         got = _by(out, f"fairness.{name}")

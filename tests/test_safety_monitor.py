@@ -9,6 +9,7 @@ import orjson
 from monitors.safety import SafetyConfig, SafetyMonitor
 from monitors.windows import WindowClock
 from raiwatch.core.codec import telemetry_codec
+from raiwatch.core.columns import EventColumns
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def _events(
 
 def _run(mon: SafetyMonitor, events) -> list:
     starts = [int(e.timestamp.timestamp()) // 60 * 60 for e in events]
-    mon.observe(events, starts)
+    mon.observe(EventColumns(events, starts))
     return [s for start in sorted(set(starts)) for s in mon.close(start)]
 
 
@@ -102,7 +103,7 @@ def test_window_clock_with_monitor_closes_in_order():
     mon = SafetyMonitor(60)
     events = _events(3000, ["pii"])  # 300 s of event time
     starts = [clock.assign(0, e.timestamp.timestamp()) for e in events]
-    mon.observe(events, starts)
+    mon.observe(EventColumns(events, starts))
     closed = clock.advance()
     assert closed == [int(T0.timestamp()) + 60 * i for i in range(4)]  # the 5th window is still open
     assert clock.close_all() == [int(T0.timestamp()) + 240]

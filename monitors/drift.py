@@ -726,7 +726,7 @@ class DriftMonitor(PerModelState):
                 by_model[model] = [events[i] for i in at]
             else:
                 bucket += [events[i] for i in at]
-            if model not in models:  # groups come in the order of their first event: this is the model's
+            if model not in models:  # groups come in the order of their first event: this one has the model's
                 st = models[model] = _Model(start, self.cfg.reference_s)
                 if model in self._file_refs:
                     self._use(st, self._file_refs[model])

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +38,7 @@ WINDOW_S = 60
 BATCH = 20_000
 
 
-COLUMNS = ("model", "groups", "by_model", "tenant", "segments", "favorable", "safety", "action",
-           "finish_reason", "prompt")  # fmt: skip
+COLUMNS = [name for name, v in vars(EventColumns).items() if isinstance(v, cached_property)]
 
 
 def columns(events: list, starts: list[int]) -> tuple[float, list[EventColumns]]:

@@ -323,11 +323,7 @@ class AbuseMonitor(PerModelState):
                 st.accounts[a] = first[a]
         members: dict[str, list[Prompt]] = {}
         for p, cid in zip(prompts, cluster_of, strict=True):
-            at = members.get(cid)
-            if at is None:
-                members[cid] = [p]
-            else:
-                at.append(p)
+            members.setdefault(cid, []).append(p)
         seen: dict[str, tuple[_Seen, set[str], set[str], set[str]]] = {}  # cluster: window, new, ips, tenants
         for cid, ps in members.items():
             w = _Seen(start, prompts=len(ps), flagged=sum(p[5] for p in ps))

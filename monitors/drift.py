@@ -716,7 +716,6 @@ class DriftMonitor(PerModelState):
 
     def observe(self, batch: EventColumns) -> None:
         opened, models, events = self._windows, self._models, batch.events
-        latest: dict[str, tuple[int, str]] = {}  # model -> its last event naming a version: position, version
         for (start, model), at in batch.groups.items():
             by_model = opened.get(start)
             if by_model is None:
@@ -730,13 +729,11 @@ class DriftMonitor(PerModelState):
                 st = models[model] = _Model(start, self.cfg.reference_s)
                 if model in self._file_refs:
                     self._use(st, self._file_refs[model])
+        for model, at in batch.by_model.items():  # the version of the model's last event naming one
             for i in reversed(at):
                 if version := events[i].model.version:
-                    if i > latest.get(model, (-1, ""))[0]:
-                        latest[model] = (i, version)
+                    models[model].version = version
                     break
-        for model, (_, version) in latest.items():
-            models[model].version = version
 
     def close(self, start: int) -> list[Signal]:
         by_model = self._windows.pop(start, {})

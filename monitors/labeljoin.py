@@ -24,7 +24,7 @@ labels are one small record (``\\x1fearly``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -41,12 +41,6 @@ NO = -1  # unknown predicted outcome / label / group combination
 def id_hash(event_id: str) -> int:
     """The 64-bit BLAKE2b of an event id, as the join knows it (stable across processes)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
-
-
-def id_hashes(event_ids: Iterable[str]) -> list[int]:
-    """``id_hash`` of each id."""
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    return [from_bytes(blake2b(e.encode(), digest_size=8).digest(), "little") for e in event_ids]
 
 
 @dataclass(slots=True)

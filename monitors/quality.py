@@ -62,7 +62,6 @@ from monitors.labeljoin import (
     decode_chunk,
     encode_chunk,
     id_hash,
-    id_hashes,
 )
 from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
@@ -326,7 +325,7 @@ class QualityMonitor:
                 continue
             st = self._model(model)
             rows_of: dict[int, list] = {}  # window start -> this model's rows in it
-            for (i, pred), h in zip(keep, id_hashes([events[i].event_id for i, _ in keep]), strict=True):
+            for i, pred in keep:
                 start = starts[i]
                 rows = rows_of.get(start)
                 if rows is None:
@@ -345,7 +344,7 @@ class QualityMonitor:
                 else:
                     lab, score = NO, nan
                 f = fav[i]
-                rows.append((h, gid, NO if f is UNSET else int(f), lab, score))
+                rows.append((id_hash(events[i].event_id), gid, NO if f is UNSET else int(f), lab, score))
 
     def observe_feedback(self, events: Sequence[FeedbackEvent]) -> None:
         """Labels wait in an inbox; the next window close joins them (and checkpoints the result)."""

@@ -144,6 +144,7 @@ def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
 STAGES = (  # (stage, path fragment of the functions whose own time counts for it), first match wins
     ("decode + validate", "raiwatch/core/codec.py"),
     ("decode + validate", "msgspec.json.Decoder"),
+    ("columnar batch (EventColumns, shared by the monitors)", "raiwatch/core/columns.py"),
     ("monitor: safety", "monitors/safety.py"),
     ("monitor: drift", "monitors/drift.py"),
     ("monitor: abuse", "monitors/abuse.py"),

@@ -50,7 +50,7 @@ from monitors.windows import OK, REPLAYED, WindowClock
 from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.catalogue import Catalogue
-from raiwatch.core.codec import Rejected, feedback_codec, telemetry_codec
+from raiwatch.core.codec import Decoded, Rejected, feedback_codec, telemetry_codec
 from raiwatch.core.columns import EventColumns
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
@@ -228,57 +228,26 @@ class Pipeline:
             decoded = (codec or telemetry_codec).decode_batch(raws, origin)
             _DECODE.observe(time.perf_counter() - t0)
             result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
-            events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
-            srcs = [sources[i] for i in idx]
-            self._idle.difference_update(srcs)
-            if events:
-                events, ev_raws, idx, ts, srcs = self._check_time(
-                    events, ev_raws, idx, ts, srcs, origin, result
-                )
-            stored = (events, ev_raws, ts, idx)
+            valid = _Valid.of(decoded, sources)
+            self._idle.difference_update(valid.srcs)
+            valid = self._check_time(valid, origin, result)
             labels: list[tuple[int, FeedbackEvent]] = []  # OTLP span events that became labels
-            if events:
-                self._track_models(events, srcs)  # first: a restored model's ids count as seen
-                fresh = self._first_seen(events, srcs)
-                if not all(fresh):
-                    again = [i for i, f in enumerate(fresh) if not f]
-                    # a re-read (after a restart) of an event already counted is replayed, not a duplicate
-                    counted = int(self.clock.counted([srcs[i] for i in again], [ts[i] for i in again]).sum())
-                    result.replayed += counted
-                    result.duplicates = len(again) - counted
-                    keep = [i for i, f in enumerate(fresh) if f]
-                    events, idx, ts, srcs = ([x[i] for i in keep] for x in (events, idx, ts, srcs))
-                    stored = tuple([x[i] for i in keep] for x in stored)
-            if events:
-                starts, status = self.clock.assign_batch(srcs, ts)
-                ok = status == OK
-                n_replayed = int(np.count_nonzero(status == REPLAYED))
-                result.replayed += n_replayed
-                result.late += len(status) - int(np.count_nonzero(ok)) - n_replayed
-                counted = np.flatnonzero(ok)
-                counted_events = [events[j] for j in counted.tolist()]
-                counted_starts = starts[counted].tolist()
-                # each input's window: the latest its counted events fell in (an OTLP message feeds many)
-                latest = np.full(len(raws), -1, dtype=np.int64)
-                np.maximum.at(latest, np.asarray(idx, dtype=np.int64)[counted], starts[counted])
-                result.windows = [None if w < 0 else w for w in latest.tolist()]
+            if valid.events:
+                self._track_models(valid.events, valid.srcs)  # first: a restored model's ids count as seen
+                valid = self._drop_redelivered(valid, result)  # what remains is stored
+            if valid.events:
+                counted_events, counted_starts = self._window(valid, result)
                 if codec is not None and self.evaluations is not None:  # counted at their window's close
                     counted_events, counted_starts, labels = self.evaluations.hold(
                         counted_events, counted_starts, decoded
                     )
                 t_obs = time.perf_counter()
-                batch = EventColumns(counted_events, counted_starts)
-                for m in self.monitors:
-                    t0 = time.perf_counter()
-                    m.observe(batch)
-                    dt = time.perf_counter() - t0
-                    self.monitor_seconds[m.family] += dt
-                    metrics.MONITOR_SECONDS.labels(m.family, "observe").inc(dt)
+                self._observe(EventColumns(counted_events, counted_starts))
                 _OBSERVE.observe(time.perf_counter() - t_obs)
                 if self.live:
                     metrics.EVENT_TIME_LAG.set(max(0.0, self.wall() - self.clock.newest))
-            self.events_in += len(stored[0])
-            metrics.EVENTS.inc(len(stored[0]))
+            self.events_in += len(valid.events)
+            metrics.EVENTS.inc(len(valid.events))
             metrics.LATE.inc(result.late)
             metrics.REPLAYED.inc(result.replayed)
             metrics.DUPLICATES.inc(result.duplicates)
@@ -288,10 +257,9 @@ class Pipeline:
             closing = self.clock.advance(self._idle, self.wall() if self.live else None)
             with self._writing(closing):
                 result.merge(self._close(closing))
-                events, raws, ts, idx = stored
                 result.durable = self._submit(
-                    result.rejected, events, raws, ts, idx, result.signals, result.changes, origin,
-                    rows=result.rows, closed=closing,
+                    result.rejected, valid.events, valid.raws, valid.ts, valid.idx, result.signals,
+                    result.changes, origin, rows=result.rows, closed=closing,
                 )  # fmt: skip
         return result
 
@@ -336,12 +304,8 @@ class Pipeline:
         them, and queue their writes. Labels belong to no window; a late one is not an error."""
         decoded = feedback_codec.decode_batch(raws, origin)
         result = BatchResult(windows=[None] * len(raws), rejected=list(decoded.rejected))
-        events, ev_raws, idx, ts = decoded.events, decoded.raws, decoded.indexes, decoded.ts
-        if events:
-            srcs = [sources[i] for i in idx]
-            events, ev_raws, idx, ts, _ = self._check_time(
-                events, ev_raws, idx, ts, srcs, origin, result, age=False
-            )
+        valid = self._check_time(_Valid.of(decoded, sources), origin, result, age=False)
+        events = valid.events
         joined = False
         for m in self.monitors:
             observe = getattr(m, "observe_feedback", None)
@@ -354,7 +318,7 @@ class Pipeline:
         self.feedback_in += len(events)
         metrics.FEEDBACK.inc(len(events))
         _count_rejects(result.rejected)
-        result.durable = self._submit(result.rejected, feedback=(events, ev_raws))
+        result.durable = self._submit(result.rejected, feedback=(events, valid.raws))
         return result
 
     def close_all(self) -> BatchResult:
@@ -458,7 +422,9 @@ class Pipeline:
         metrics.OTLP_HELD.set(self.evaluations.held)
         if not held:
             return
-        batch = EventColumns(held, [start] * len(held))
+        self._observe(EventColumns(held, [start] * len(held)))
+
+    def _observe(self, batch: EventColumns) -> None:
         for m in self.monitors:
             t0 = time.perf_counter()
             m.observe(batch)
@@ -514,20 +480,25 @@ class Pipeline:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _check_time(self, events, raws, idx, ts, srcs, origin, result: BatchResult, age: bool = True):
+    def _check_time(
+        self, valid: _Valid, origin: Callable[[int], str] | None, result: BatchResult, age: bool = True
+    ) -> _Valid:
         """Reject events dated too far in the future (and, live and with ``age``, too far in the past)."""
+        if not valid.events:
+            return valid
         now = self.wall()
         ing = self.cfg.ingest
         latest = now + ing.max_future_s if ing.max_future_s else math.inf
         earliest = now - ing.max_age_s if age and self.live and ing.max_age_s else -math.inf
+        ts = valid.ts
         if earliest <= min(ts) and max(ts) <= latest:
-            return events, raws, idx, ts, srcs
+            return valid
         keep = []
         for j, t in enumerate(ts):
             if earliest <= t <= latest:
                 keep.append(j)
                 continue
-            when = events[j].timestamp.isoformat()
+            when = valid.events[j].timestamp.isoformat()
             if t > latest:
                 why = (
                     f"timestamp {when} is {_span(t - now)} ahead of this worker's clock (limit "
@@ -537,10 +508,38 @@ class Pipeline:
                 why = (
                     f"timestamp {when} is {_span(now - t)} old (limit ingest.max_age_s = {ing.max_age_s:g} s)"
                 )
-            i = idx[j]
+            i = valid.idx[j]
             kind = "future" if t > latest else "too_old"
-            result.rejected.append(Rejected(bytes(raws[j]), why, origin(i) if origin else "", i, kind))
-        return tuple([x[j] for j in keep] for x in (events, raws, idx, ts, srcs))
+            result.rejected.append(Rejected(bytes(valid.raws[j]), why, origin(i) if origin else "", i, kind))
+        return valid.take(keep)
+
+    def _drop_redelivered(self, valid: _Valid, result: BatchResult) -> _Valid:
+        """``valid`` without the events whose id its source already sent: a re-read after a restart
+        of an event a window counted is replayed (stored again, counted once); any other is a
+        duplicate, and neither is stored."""
+        fresh = self._first_seen(valid.events, valid.srcs)
+        if all(fresh):
+            return valid
+        again = [i for i, f in enumerate(fresh) if not f]
+        counted = int(self.clock.counted([valid.srcs[i] for i in again], [valid.ts[i] for i in again]).sum())
+        result.replayed += counted
+        result.duplicates = len(again) - counted
+        return valid.take([i for i, f in enumerate(fresh) if f])
+
+    def _window(self, valid: _Valid, result: BatchResult) -> tuple[list[TelemetryEvent], list[int]]:
+        """Assign each event its window: the events counted (not late, not replayed) with their
+        window starts; ``result`` gets the late and replayed counts and each input's window, the
+        latest its counted events fell in (an OTLP message feeds many)."""
+        starts, status = self.clock.assign_batch(valid.srcs, valid.ts)
+        ok = status == OK
+        n_replayed = int(np.count_nonzero(status == REPLAYED))
+        result.replayed += n_replayed
+        result.late += len(status) - int(np.count_nonzero(ok)) - n_replayed
+        counted = np.flatnonzero(ok)
+        latest = np.full(len(result.windows), -1, dtype=np.int64)
+        np.maximum.at(latest, np.asarray(valid.idx, dtype=np.int64)[counted], starts[counted])
+        result.windows = [None if w < 0 else w for w in latest.tolist()]
+        return [valid.events[j] for j in counted.tolist()], starts[counted].tolist()
 
     def _first_seen(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> list[bool]:
         """Whether each event's id is new to its source (a redelivery is not)."""
@@ -813,6 +812,25 @@ class _sink:
         elif self.name != "incident_store":
             metrics.CLICKHOUSE_WRITE_SECONDS.labels(self.name).observe(time.perf_counter() - self.t0)
         return False
+
+
+class _Valid(NamedTuple):
+    """A batch's valid events, field by field in the same order: what each check keeps of it."""
+
+    events: list
+    raws: list[bytes]
+    idx: list[int]  # each event's position in the input batch
+    ts: list[float]  # epoch seconds
+    srcs: list[Hashable]  # each event's source (its partition)
+
+    @classmethod
+    def of(cls, decoded: Decoded, sources: Sequence[Hashable]) -> _Valid:
+        idx = decoded.indexes
+        return cls(decoded.events, decoded.raws, idx, decoded.ts, [sources[i] for i in idx])
+
+    def take(self, keep: Sequence[int]) -> _Valid:
+        """The events at positions ``keep``."""
+        return _Valid(*([x[i] for i in keep] for x in self))
 
 
 class _Writes(NamedTuple):

@@ -3,7 +3,7 @@
 ``EventColumns`` reads a field for the whole batch the first time a monitor asks (a list
 comprehension over the decoded structs: 0.1-0.5 µs an event a column) and groups the events by
 window and model once; monitors loop over groups and read lists, and a faster source of columns
-can replace these properties without touching them. Measured with ``bench/monitors.py``: the five
+can replace these properties without touching them. Measured with ``bench/bench_monitors.py``: the five
 monitors' ``observe`` cost what their per-event loops did (reading a struct's field costs the same
 in a comprehension); pyarrow's JSON reader, as the source, took 3.5-4.6 µs an event for eight
 fields and cannot read open maps such as ``segments``.

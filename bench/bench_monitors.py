@@ -1,6 +1,6 @@
 """Each monitor family's own cost, observe and close apart, in microseconds per event.
 
-    .venv/bin/python bench/monitors.py [--events 200000] [--repeat 3] [family ...]
+    .venv/bin/python bench/bench_monitors.py [--events 200000] [--repeat 3] [family ...]
 
 The bench scenario's events (``raiwatch.dev.synth``'s default scenario, as ``bench_pipeline.py``
 writes it, but from a fixed start: every run sees the same events) are decoded once; each monitor

@@ -16,7 +16,6 @@ warm-up. Warm-up is the longest memory a monitor keeps: the label join holds eve
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from raiwatch.core.config import load_config  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402
-from raiwatch.wiring import build_pipeline  # noqa: E402
+from raiwatch.wiring import build_pipeline, settle_collector  # noqa: E402
 from streams.producer import model_key  # noqa: E402
 
 PARTITIONS = 12
@@ -98,7 +97,7 @@ def main() -> int:
         pipe = build_pipeline(cfg, live=True)
         sources = list(range(PARTITIONS))
         pipe.assign_sources(sources)
-        gc.freeze()
+        settle_collector()  # as the worker does
         base = rss_mb()
         table = Table(title=f"Worker memory: 50 models, 200 tenants, {args.rate:g} events/s, all monitors")
         for c in (

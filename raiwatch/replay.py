@@ -12,7 +12,6 @@ replay made is refused, and an earlier replay's output is replaced only with ``f
 from __future__ import annotations
 
 import base64
-import gc
 import math
 import shutil
 import time
@@ -37,7 +36,7 @@ from raiwatch.otelreplay import BATCH as OTLP_BATCH
 from raiwatch.otelreplay import OtlpReplay
 from raiwatch.pipeline import Pipeline
 from raiwatch.timedfeed import TimedFeed
-from raiwatch.wiring import build_pipeline
+from raiwatch.wiring import build_pipeline, settle_collector
 from storage.incidents import IncidentEventRow, IncidentRow, make_engine
 from storage.incidents import migrate as migrate_incidents
 from storage.incidents.db import WRITE
@@ -246,7 +245,7 @@ def _run(
 ) -> ReplaySummary:
     cfg = _replay_config(cfg, out)
     pipe = build_pipeline(cfg, rules_dir)
-    gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
+    settle_collector()
     summary = ReplaySummary(out=out, kept=kept)
     incidents: dict[str, Incident] = {}
     size, read = max(events_path.stat().st_size, 1), 0

@@ -7,7 +7,6 @@ worker (the error is logged with its traceback), so a supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import platform
 import signal
@@ -28,7 +27,7 @@ from raiwatch.core.records import IncidentChange
 from raiwatch.datadir import WORKER, hold_for
 from raiwatch.delivery import Delivery, router
 from raiwatch.pipeline import Pipeline
-from raiwatch.wiring import build_pipeline, drift_reporter, reload_rules, rule_files
+from raiwatch.wiring import build_pipeline, drift_reporter, reload_rules, rule_files, settle_collector
 from storage.clickhouse import served_url_file
 from storage.clickhouse.httpserver import ClickHouseHTTPServer
 from streams.consumer import StreamWorker
@@ -234,7 +233,7 @@ def run_worker(
     log.info(  # a model's rule state comes back from the store when its partition is assigned here
         "worker ready: consuming %s from %s", cfg.kafka.telemetry_topic, cfg.kafka.bootstrap_servers
     )
-    gc.freeze()  # what start-up allocated is never garbage: keep the collector off it
+    settle_collector()
 
     # rules are loaded, linted and built on the watcher's thread (on a change, or SIGHUP); the
     # pipeline thread only swaps the engine in between batches

@@ -403,3 +403,27 @@ def test_a_permanent_failure_is_not_retried(chdb_dsn):
     with pytest.raises(StorageError, match=r"never_migrated\.signals"):
         writer.write_signals([signal(0.1)])
     assert waits == []
+
+
+def test_an_insert_leaves_no_garbage_holding_its_rows(client, db):
+    """clickhouse-connect's InsertContext refers to itself: unless the writer empties it, each insert
+    leaves one behind, holding its batch's columns until a full garbage collection."""
+    import gc
+
+    from clickhouse_connect.driver.insert import InsertContext
+
+    def contexts() -> int:
+        return sum(isinstance(o, InsertContext) for o in gc.get_objects())
+
+    writer = ClickHouseWriter(client, db)
+    events, raws, ts = decode(example_lines())
+    writer.write_events(events, raws, ts)  # the first also reads the table's column types
+    gc.collect()
+    gc.disable()
+    try:
+        before = contexts()
+        for _ in range(3):
+            writer.write_events(events, raws, ts)
+        assert contexts() == before
+    finally:
+        gc.enable()

@@ -6,6 +6,7 @@ chdb opens one data path per process, so every ClickHouse test in a pytest run u
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import uuid
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
+from clickhouse_connect.driver.insert import InsertContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -408,9 +410,6 @@ def test_a_permanent_failure_is_not_retried(chdb_dsn):
 def test_an_insert_leaves_no_garbage_holding_its_rows(client, db):
     """clickhouse-connect's InsertContext refers to itself: unless the writer empties it, each insert
     leaves one behind, holding its batch's columns until a full garbage collection."""
-    import gc
-
-    from clickhouse_connect.driver.insert import InsertContext
 
     def contexts() -> int:
         return sum(isinstance(o, InsertContext) for o in gc.get_objects())

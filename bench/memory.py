@@ -92,7 +92,7 @@ def main() -> int:
     start = now - timedelta(hours=args.hours) - timedelta(minutes=5)
     sc = scenario(args.hours, args.rate, start)
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="raiwatch-memory-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="raiwatch-memory-", ignore_cleanup_errors=True) as tmp:
         cfg = load_config(None, data_dir=tmp)
         pipe = build_pipeline(cfg, live=True)
         sources = list(range(PARTITIONS))

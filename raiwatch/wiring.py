@@ -26,12 +26,12 @@ from storage.incidents.store import Route
 
 log = logging.getLogger("raiwatch.pipeline")
 
-# the collector's thresholds once the pipeline runs: CPython's (700, 10, 10) collect the young
+# the collector's thresholds once the pipeline runs. CPython's (700, 10, 10) collect the young
 # generation every 700 new containers, which a batch of 20,000 events (a few tuples, lists and
-# dicts each) makes hundreds of times, and start a full collection every 100; these collections
-# took 1.5-1.8 s of a 200,000-event replay (gc.callbacks, ``bench/bench_pipeline.py --profile``),
-# 0.5-0.6 s at (50,000, 20, 10). Events and monitor state hold no reference cycles; what cycles
-# there are (tracebacks, closures) are still collected, every 50,000 allocations.
+# dicts each) makes hundreds of times, and walk every object the monitors hold in a full
+# collection every 100 of those: 1.35-1.65 s of a 200,000-event replay (timed with gc.callbacks),
+# 0.41-0.85 s at (50,000, 20, 10). Events and monitor state hold no reference cycles (the one
+# that did, clickhouse-connect's insert context, is broken by the writer), so no memory waits.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 

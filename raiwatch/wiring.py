@@ -29,8 +29,8 @@ log = logging.getLogger("raiwatch.pipeline")
 # the collector's thresholds once the pipeline runs. CPython's (700, 10, 10) collect the young
 # generation every 700 new containers, which a batch of 20,000 events (a few tuples, lists and
 # dicts each) makes hundreds of times, and walk every object the monitors hold in a full
-# collection every 100 of those: 1.35-1.65 s of a 200,000-event replay (timed with gc.callbacks),
-# 0.41-0.85 s at (50,000, 20, 10). Events and monitor state hold no reference cycles (the one
+# collection every 100 of those: 1.35-1.50 s of a 200,000-event replay (timed with gc.callbacks),
+# 0.74-0.85 s at (50,000, 20, 10). Events and monitor state hold no reference cycles (the one
 # that did, clickhouse-connect's insert context, is broken by the writer), so no memory waits.
 GC_THRESHOLDS = (50_000, 20, 10)
 

@@ -536,10 +536,11 @@ class Pipeline:
         result.replayed += n_replayed
         result.late += len(status) - int(np.count_nonzero(ok)) - n_replayed
         counted = np.flatnonzero(ok)
+        counted_starts = starts[counted]
         latest = np.full(len(result.windows), -1, dtype=np.int64)
-        np.maximum.at(latest, np.asarray(valid.idx, dtype=np.int64)[counted], starts[counted])
+        np.maximum.at(latest, np.asarray(valid.idx, dtype=np.int64)[counted], counted_starts)
         result.windows = [None if w < 0 else w for w in latest.tolist()]
-        return [valid.events[j] for j in counted.tolist()], starts[counted].tolist()
+        return [valid.events[j] for j in counted.tolist()], counted_starts.tolist()
 
     def _first_seen(self, events: Sequence[TelemetryEvent], srcs: Sequence[Hashable]) -> list[bool]:
         """Whether each event's id is new to its source (a redelivery is not)."""

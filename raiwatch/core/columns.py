@@ -85,7 +85,7 @@ class EventColumns:
     @cached_property
     def action(self) -> list:
         """``safety.action``, or ``UNSET``."""
-        return [s.action if (s := e.safety) else UNSET for e in self.events]
+        return [s.action if s else UNSET for s in self.safety]
 
     @cached_property
     def finish_reason(self) -> list:

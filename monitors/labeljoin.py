@@ -24,7 +24,7 @@ labels are one small record (``\\x1fearly``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -41,6 +41,17 @@ NO = -1  # unknown predicted outcome / label / group combination
 def id_hash(event_id: str) -> int:
     """The 64-bit BLAKE2b of an event id, as the join knows it (stable across processes)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def id_hashes(event_ids: Sequence[str]) -> list[int]:
+    """``id_hash`` of each id, converted in one step.
+
+    >>> id_hashes(["e1", "e2"]) == [id_hash("e1"), id_hash("e2")]
+    True
+    """
+    blake2b = hashlib.blake2b
+    digests = b"".join([blake2b(i.encode(), digest_size=8).digest() for i in event_ids])
+    return np.frombuffer(digests, dtype="<u8").tolist()
 
 
 @dataclass(slots=True)

@@ -62,6 +62,7 @@ from monitors.labeljoin import (
     decode_chunk,
     encode_chunk,
     id_hash,
+    id_hashes,
 )
 from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
@@ -313,38 +314,36 @@ class QualityMonitor:
         events, starts, fav, segments, tenants = (
             batch.events, batch.starts, batch.favorable, batch.segments, batch.tenant
         )  # fmt: skip
+        preds = [p if (r := e.response) and (p := r.prediction) else None for e in events]
         nan = math.nan
         for model, at in batch.by_model.items():
-            keep = []
-            for i in at:
-                r = events[i].response
-                pred = r.prediction if r else UNSET
-                if pred or fav[i] is not UNSET:
-                    keep.append((i, pred))
+            keep = [i for i in at if preds[i] is not None or fav[i] is not UNSET]
             if not keep:
                 continue
             st = self._model(model)
+            seen, label = st.seen, st.label
+            hashes = id_hashes([events[i].event_id for i in keep])
             rows_of: dict[int, list] = {}  # window start -> this model's rows in it
-            for i, pred in keep:
+            for i, h in zip(keep, hashes, strict=True):
                 start = starts[i]
                 rows = rows_of.get(start)
                 if rows is None:
                     rows = rows_of[start] = opened.setdefault(start, {}).setdefault(model, [])
                 seg = (segments[i], tenants[i])
-                gid = st.seen.get(seg)
+                gid = seen.get(seg)
                 if gid is None:
                     gid = st.combo(groups_of(events[i].segments or None, seg[1], cfg.pairs, cfg.tenants))
-                    if len(st.seen) < MAX_COMBOS:
-                        st.seen[seg] = gid
-                if pred:
-                    name, score = pred.label, pred.score
-                    lab = st.label(name)
+                    if len(seen) < MAX_COMBOS:
+                        seen[seg] = gid
+                pred = preds[i]
+                if pred is not None:
+                    lab, score = label(pred.label), pred.score
                     if score is None:
                         score = nan
                 else:
                     lab, score = NO, nan
                 f = fav[i]
-                rows.append((id_hash(events[i].event_id), gid, NO if f is UNSET else int(f), lab, score))
+                rows.append((h, gid, NO if f is UNSET else int(f), lab, score))
 
     def observe_feedback(self, events: Sequence[FeedbackEvent]) -> None:
         """Labels wait in an inbox; the next window close joins them (and checkpoints the result)."""

@@ -9,10 +9,9 @@ replayed or duplicate), or a rejection with its reason. A batch's writes run in 
 writer thread, beside the decoding and monitoring of the next batches (batches that queued while
 it was busy are written together, one insert per table: ``raiwatch.writequeue``): rejections, raw
 events, signals, the monitors' own rows (abuse clusters), incident store, incident mirror,
-notifiers, the checkpoint that says windows are done, the rollups up to them (live, every
-``clickhouse.rollup_every_s``; a replay, each time its closed-until time enters another UTC hour,
-so the engine rolls one hour up while the pipeline thread goes on), and last the observers (the
-drift reporter), which see the written signals and changes.
+notifiers, the checkpoint that says windows are done, the rollups up to them (every
+``clickhouse.rollup_every_s``), and last the observers (the drift reporter), which see the written
+signals and changes.
 ``BatchResult.durable`` is done when they are: a caller may commit the input offset of an event
 once that is done and the event's window is no longer in ``open_windows()``. A window stays there
 from its first event until its results are queued for writing and (live) its checkpoint is
@@ -70,7 +69,6 @@ Observe = Callable[[Sequence[Signal], Sequence[IncidentChange]], None]  # sees e
 CLOCK = "clock"  # checkpoint kind of a source's window-clock position
 CATCH_UP_HOURS = 2  # hours of rows a live worker's roll-up inserts per family at most
 MIRROR_EVERY_S = 5.0  # a live worker copies on-call's incident changes to ClickHouse this often
-ROLL_EVENT_S = 3600  # a replay rolls up each time its closed-until time enters another UTC hour
 # events waiting for the writer thread (or kafka.batch_size twice, or one batch, if more), then
 # written together; the pipeline waits beyond that, so a ClickHouse outage pauses the input soon
 MAX_QUEUED = 10_000
@@ -151,8 +149,7 @@ class Pipeline:
             if cfg.clickhouse.rollups
             else None
         )
-        self._next_roll = 0.0  # live: the wall (monotonic) time of the next roll-up
-        self._next_roll_until = -math.inf  # replay: the closed-until time of the next
+        self._next_roll = 0.0
         # live: windows closed (with signals) whose monitor state is not checkpointed yet, and those
         # whose checkpoint is queued with the write it waits for; both count as open
         self._uncheckpointed: set[int] = set()
@@ -783,15 +780,14 @@ class Pipeline:
         """The models to roll up and how far (the closed-until time), when a roll-up is due."""
         if self.rollups is None or not math.isfinite(self.clock.closed_until):
             return None
-        now, until = time.monotonic(), self.clock.closed_until
-        if not force and (now < self._next_roll if self.live else until < self._next_roll_until):
+        now = time.monotonic()
+        if not force and now < self._next_roll:
             return None
         models = set().union(*self._models_of.values())
         if not models:
             return None
         self._next_roll = now + self.cfg.clickhouse.rollup_every_s
-        self._next_roll_until = (until // ROLL_EVENT_S + 1) * ROLL_EVENT_S
-        return sorted(models), until
+        return sorted(models), self.clock.closed_until
 
     def _read(self, what: str, query: Callable, *args: object):
         """Run ``query(client, *args)`` on the writer thread, after the writes queued before it, under

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import orjson
 import pytest
 
-from raiwatch.core.config import load_config
 from raiwatch.dev import synth
-from raiwatch.wiring import build_pipeline
 from tests.harness import ROOT, cli, query
 
 START = datetime(2026, 11, 1, 23, 40, tzinfo=UTC)  # 40,000 events at 20/s: to 00:13, over midnight
@@ -293,30 +289,3 @@ def test_the_history_of_a_backtest_crosses_a_gap_of_years_in_a_few_reads(replaye
     first_year, got, stored, calls = map(int, p.stdout.split())
     assert first_year == 2001 and got == stored > 0
     assert calls <= 6, calls
-
-
-def test_a_replay_rolls_up_each_hour_of_event_time_as_it_goes(tmp_path_factory):
-    """A replay rolls an hour up once its closed-until time has passed it, whatever the wall clock
-    (here a roll-up an hour of wall time apart): the engine rolls it up while the replay goes on,
-    and its end has only the last hour left to roll."""
-    base = tmp_path_factory.getbasetemp()
-    cfg = load_config(data_dir=str(base / f"r-{uuid.uuid4().hex[:8]}"))
-    db = f"r_{uuid.uuid4().hex[:8]}"
-    dsn = f"chdb://{base / 'chdb'}"
-    ch = msgspec.structs.replace(cfg.clickhouse, dsn=dsn, database=db, rollup_every_s=3600.0)
-    pipe = build_pipeline(msgspec.structs.replace(cfg, clickhouse=ch))
-    start = datetime(2026, 11, 1, 22, 30, tzinfo=UTC)  # 6,000 events at 1/s: to 00:10, over two hours
-    lines = [ln for ln, _ in synth.Generator(synth.default_scenario(6000, rate_per_s=1, start=start)).lines()]
-    for i in range(0, len(lines), 500):
-        pipe.process(lines[i : i + 500], [0] * len(lines[i : i + 500]))
-    pipe.flush()
-    client = pipe.writer.client
-    rolled_to = client.query(f"SELECT max(rolled_to) FROM {db}.events_1m").result_rows[0][0]
-    assert rolled_to >= datetime(2026, 11, 2, 0, 0, tzinfo=UTC)  # hours 22 and 23, before the end
-    rolled = client.query(f"SELECT sum(events) FROM {db}.events_1m").result_rows[0][0]
-    pipe.close_all()
-    stored = client.query(
-        f"SELECT count() FROM {db}.telemetry_events FINAL WHERE ts < {{t:DateTime64(3, 'UTC')}}",
-        parameters={"t": rolled_to},
-    ).result_rows[0][0]
-    assert rolled == stored > 4000

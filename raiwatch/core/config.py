@@ -90,8 +90,8 @@ class ClickHouseConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     http_max_execution_time_s: Annotated[float, Meta(ge=0)] = 30.0  # per query served; 0 = none
     # per query served; 0 = none (clients read system.settings, about 2,000 rows, when they connect)
     http_max_result_rows: Annotated[int, Meta(ge=0)] = 1_000_000
-    # rollups (signals_1m/1h/1d, events_1m/1h/1d): a worker rolls closed windows up this often (wall
-    # seconds; 0 = at every window close) and the rest on stop; a replay at every hour of event time.
+    # rollups (signals_1m/1h/1d, events_1m/1h/1d): roll closed windows up this often (wall seconds);
+    # 0 = at every window close. A replay and a worker's stop roll up the rest.
     rollups: bool = True
     rollup_every_s: NonNegFloat = 10.0
 

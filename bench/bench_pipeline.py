@@ -8,6 +8,7 @@ embedded ClickHouse and SQLite) against reading the same file and decoding it, n
 Streaming (needs Java): a worker process draining the topic on a real Apache Kafka broker
 (until its consumer group has committed every offset, i.e. every window closed and written)
 against a bare aiokafka consumer that decodes each message and does nothing else.
+Both also print their CPU seconds (user and system, every thread: what a CPU quota pays).
 ``--peers``: whylogs and Evidently on the same events (``bench/peers.py``), and raiwatch's replay
 rate over theirs.
 ``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -48,8 +51,21 @@ def decode_only_file(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    """CPU seconds (user and system) of this process's waited-for children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user and system) a running process has used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[float, float, str]:
+    """Wall seconds of a whole ``raiwatch replay``, its CPU seconds, and its summary lines."""
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     extra = ["--config", str(config)] if config else []
     p = subprocess.run(
         [sys.executable, "-m", "raiwatch.cli", "replay", str(path), "--out", str(out), "--quiet", *extra],
@@ -59,7 +75,8 @@ def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[f
         check=True,
     )
     cost = [x for x in p.stdout.splitlines() if x.startswith("monitor cost")]
-    return time.perf_counter() - t0, p.stdout.splitlines()[0] + ("\n" + cost[0] if cost else "")
+    lines = p.stdout.splitlines()[0] + ("\n" + cost[0] if cost else "")
+    return time.perf_counter() - t0, _children_cpu() - cpu0, lines
 
 
 async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
@@ -86,7 +103,11 @@ async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
     return time.perf_counter() - t0
 
 
-def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, float, dict[str, float]]:
+def stream(
+    path: Path, total: int, work: Path, batch_size: int
+) -> tuple[float, float, float, dict[str, float]]:
+    """Seconds of the bare consumer, the worker's seconds to lag 0 and its CPU seconds meanwhile, and
+    its time per stage, monitor and table (its /metrics)."""
     from streams.producer import produce
 
     localkafka.install()
@@ -112,14 +133,15 @@ def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, 
                 if time.monotonic() > t_deadline or proc.poll() is not None:
                     raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
                 time.sleep(0.05)
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), _cpu_of(proc.pid)
             wait_drained(bootstrap, group, topic, proc, log, timeout=600)
             worker = time.perf_counter() - t0
+            cpu = _cpu_of(proc.pid) - cpu0
             assert lag(bootstrap, group, topic) == 0
             spent = _worker_seconds(scrape(port))
         finally:
             stop_worker(proc)
-    return bare, worker, spent
+    return bare, worker, cpu, spent
 
 
 def _worker_seconds(samples: dict[str, float]) -> dict[str, float]:
@@ -206,13 +228,14 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
     """The replay line: ``raiwatch replay`` against reading and decoding the same file; its
     events per second after start-up."""
     base = decode_only_file(path)
-    full, line = replay_seconds(path, work / "replay", args.config)
+    full, cpu, line = replay_seconds(path, work / "replay", args.config)
     inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
     print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
     print(
         f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "
         f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
     )
+    print(f"replay      CPU of the whole command: {cpu:.2f} s, user and system, every thread")
     print(f"replay      {line.splitlines()[-1]}")
     if args.profile:
         profile(path, work / "profiled")
@@ -262,12 +285,13 @@ def main() -> None:
                 peers(path, work, rate, args.peers_budget_s)
         if args.no_stream or not localkafka.java_available():
             return
-        bare, worker, spent = stream(path, args.events, work, args.batch_size)
+        bare, worker, cpu, spent = stream(path, args.events, work, args.batch_size)
         print(f"streaming   bare aiokafka+decode: {args.events / bare:>9,.0f} events/s ({bare:.2f} s)")
         print(
             f"streaming   raiwatch worker:      {args.events / worker:>9,.0f} events/s ({worker:.2f} s to "
             f"lag 0, group join included)  ratio {bare / worker:.2f}  (kafka.batch_size {args.batch_size})"
         )
+        print(f"streaming   worker CPU to lag 0: {cpu:.2f} s, user and system, every thread")
         for kind in ("stage", "monitor", "write", "inserts", "calls"):
             unit = "" if kind in ("inserts", "calls") else " s"
             line = ", ".join(

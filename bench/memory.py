@@ -16,6 +16,7 @@ warm-up. Warm-up is the longest memory a monitor keeps: the label join holds eve
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as raiwatch's command line does, before numpy loads
 
 from raiwatch.core.config import load_config  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402

@@ -945,7 +945,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# threads of numpy's and scipy's BLAS (two OpenBLAS builds, a pool each), read as they load. The
+# monitors' BLAS work is small matrices (drift's embedding kernels), as fast on one thread, and an
+# idle OpenBLAS thread spins after each call: perf put them at 6% of a 200,000-event replay's
+# samples, CPU the engine's threads could have used. A user's own OPENBLAS_NUM_THREADS stands.
+BLAS_THREADS = "1"
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_THREADS)  # before any command loads numpy
     args = build_parser().parse_args(argv)
     for noisy in ("urllib3", "clickhouse_connect", "kafka", "aiokafka"):  # errors reach users as raiwatch's
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,6 +34,27 @@ def test_every_command_says_what_it_does(cmd: list[str]):
     assert p.returncode == 0, p.stderr
     description = p.stdout.split("\n\n")[1]
     assert description[0].isupper() and description.rstrip().endswith("."), description
+
+
+_BLAS_THREADS = (
+    "import sys, threadpoolctl\n"
+    "from raiwatch.cli import main\n"
+    "main(sys.argv[1:])\n"
+    "print({i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'})\n"
+)
+
+
+@pytest.mark.parametrize(("given", "used"), [(None, "{1}"), ("2", "{2}")])
+def test_numpy_and_scipy_run_blas_on_one_thread_unless_the_user_says(given: str | None, used: str):
+    """An idle OpenBLAS thread spins: the command line keeps numpy's and scipy's on one thread (both
+    load with the monitors), and a user's OPENBLAS_NUM_THREADS stands."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    argv = [sys.executable, "-c", _BLAS_THREADS, "rules", "lint"]
+    p = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == used
 
 
 def test_lint_the_shipped_rules_and_a_bad_file(tmp_path: Path):

@@ -30,7 +30,9 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as raiwatch's command line does, before numpy loads
+from raiwatch.cli import BLAS_THREADS  # noqa: E402  (imports no numpy)
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", BLAS_THREADS)  # as the command line does, before numpy loads
 
 from raiwatch.core.config import load_config  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402

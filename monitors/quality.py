@@ -311,10 +311,9 @@ class QualityMonitor:
         """Each event with a prediction or an outcome waits in its window for its label; a model's
         events are read in the order they came (its labels and groups are numbered so)."""
         cfg, opened = self.cfg, self._open
-        events, starts, fav, segments, tenants = (
-            batch.events, batch.starts, batch.favorable, batch.segments, batch.tenant
+        events, starts, fav, segments, tenants, preds = (
+            batch.events, batch.starts, batch.favorable, batch.segments, batch.tenant, batch.prediction
         )  # fmt: skip
-        preds = [p if (r := e.response) and (p := r.prediction) else None for e in events]
         nan = math.nan
         for model, at in batch.by_model.items():
             keep = [i for i in at if preds[i] is not None or fav[i] is not UNSET]

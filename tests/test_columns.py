@@ -45,6 +45,9 @@ def test_columns_read_each_field_as_the_events_have_it(batch) -> None:
     assert cols.tenant == [e.tenant_id if e.tenant_id else "" for e in events]
     assert cols.segments == [tuple(e.segments.items()) if e.segments else () for e in events]
     assert cols.favorable == [e.outcome.favorable if e.outcome else UNSET for e in events]
+    assert cols.prediction == [
+        e.response.prediction if e.response and e.response.prediction else None for e in events
+    ]
     assert cols.prompt == [e.request.text if e.request and e.request.text else "" for e in events]
     assert sum(len(at) for at in cols.groups.values()) == len(events)
     firsts = [at[0] for at in cols.groups.values()]

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from msgspec import UNSET
 
-from raiwatch.core.records import Safety, TelemetryEvent
+from raiwatch.core.records import Prediction, Safety, TelemetryEvent
 
 Segments = tuple[tuple[str, str | None], ...]
 K = TypeVar("K", bound=Hashable)
@@ -77,6 +77,11 @@ class EventColumns:
     def favorable(self) -> list:
         """``outcome.favorable``: True, False, or ``UNSET``."""
         return [o.favorable if (o := e.outcome) else UNSET for e in self.events]
+
+    @cached_property
+    def prediction(self) -> list[Prediction | None]:
+        """``response.prediction``, None when absent."""
+        return [p if (r := e.response) and (p := r.prediction) else None for e in self.events]
 
     @cached_property
     def safety(self) -> list[Safety | None]:

@@ -51,7 +51,7 @@ from raiwatch.core import metrics
 from raiwatch.core.batch import BatchResult
 from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.codec import Decoded, Rejected, feedback_codec, telemetry_codec
-from raiwatch.core.columns import EventColumns
+from raiwatch.core.columns import EventColumns, positions
 from raiwatch.core.config import Config
 from raiwatch.core.errors import StorageError
 from raiwatch.core.otlp import OtlpLogs, SpanDecoder
@@ -549,10 +549,7 @@ class Pipeline:
             seen = self._recent.get(srcs[0]) or self._recent.setdefault(srcs[0], RecentIds(cap))
             return seen.first_seen([e.event_id for e in events])
         out = [True] * len(events)
-        by_src: dict[Hashable, list[int]] = {}
-        for j, s in enumerate(srcs):
-            by_src.setdefault(s, []).append(j)
-        for s, js in by_src.items():
+        for s, js in positions(srcs).items():
             seen = self._recent.get(s) or self._recent.setdefault(s, RecentIds(cap))
             for j, new in zip(js, seen.first_seen([events[j].event_id for j in js]), strict=True):
                 out[j] = new

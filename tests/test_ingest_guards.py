@@ -117,6 +117,18 @@ def test_a_redelivered_event_is_stored_and_counted_once(pipeline_factory):
     assert pipe.writer.client.command(f"SELECT count() FROM {db}.telemetry_events FINAL") == 20
 
 
+def test_a_batch_from_several_partitions_remembers_ids_per_partition(pipeline_factory):
+    """Each source (partition) has its own memory of recent ids: a repeat within one is a
+    duplicate, the same id from another is not (a key moved partitions: its events count once each)."""
+    pipe = pipeline_factory(wall=NOW.timestamp())
+    t = NOW - timedelta(minutes=10)
+    evs = [event(f"e{i}", t + timedelta(seconds=i)) for i in range(6)]
+    batch = [evs[0], evs[1], evs[2], evs[0], evs[1], evs[3], evs[4], evs[2]]
+    srcs = [0, 1, 0, 0, 0, 1, 1, 1]  # e0 twice from 0; e1 and e2 once from each
+    assert pipe.process(batch, srcs).duplicates == 1
+    assert pipe.process([evs[1], evs[5], evs[3]], [1, 0, 0]).duplicates == 1  # e1 again from 1
+
+
 def test_a_closed_window_counts_as_open_until_a_checkpoint_covers_it(pipeline_factory):
     """A live worker checkpoints at most once per ``kafka.commit_interval_s``: a window closed in
     between stays in ``open_windows()`` (its offsets wait) until a checkpoint is written."""

@@ -23,7 +23,7 @@ Segments = tuple[tuple[str, str | None], ...]
 K = TypeVar("K", bound=Hashable)
 
 
-def _positions(keys: Iterable[K]) -> dict[K, list[int]]:
+def positions(keys: Iterable[K]) -> dict[K, list[int]]:
     """The positions of each key, in order; the keys in the order they first came."""
     out: dict[K, list[int]] = {}
     for i, key in enumerate(keys):
@@ -56,12 +56,12 @@ class EventColumns:
     def groups(self) -> dict[tuple[int, str], list[int]]:
         """Positions of the events of each (window start, model), in batch order; the groups in the
         order their first event came."""
-        return _positions(zip(self.starts, self.model, strict=True))
+        return positions(zip(self.starts, self.model, strict=True))
 
     @cached_property
     def by_model(self) -> dict[str, list[int]]:
         """Positions of each model's events, in batch order (what a model's state sees in order)."""
-        return _positions(self.model)
+        return positions(self.model)
 
     @cached_property
     def tenant(self) -> list[str]:

@@ -543,10 +543,12 @@ class AbuseMonitor(PerModelState):
             return []  # too few peers to say what is normal
         p99 = float(np.percentile(np.fromiter(recent.values(), dtype=np.float64), 99))
         scale = self._horizon / max(cut, 1)  # the account's own earlier rate, per horizon
+        # no account below this can signal, whatever its own past: only those above get a baseline
+        floor = max(self.cfg.account_min, self.cfg.account_factor * max(p99, 1.0))
         out = []
-        for account, count in sorted(recent.items()):
+        for account, count in sorted((a, c) for a, c in recent.items() if c >= floor):
             baseline = max(p99, 1.0, before.get(account, 0) * scale)
-            if count >= self.cfg.account_min and count >= self.cfg.account_factor * baseline:
+            if count >= self.cfg.account_factor * baseline:
                 out.append(
                     Signal(
                         ts=ts,

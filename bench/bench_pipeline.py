@@ -10,7 +10,9 @@ against a bare aiokafka consumer that decodes each message and does nothing else
 is timed twice: until it has processed every event (its ``raiwatch_events_total``), which is
 what the bare consumer is timed to, and until its consumer group has committed every offset
 (lag 0), which also waits for the last windows to close on idleness and be written.
-Both also print their CPU seconds (user and system, every thread: what a CPU quota pays).
+Both also print their CPU seconds (user and system, every thread: what a CPU quota pays); the
+replay its peak resident memory, and how much of it was mapped library files (chdb's code alone
+is about 170 MB of it) rather than its own.
 ``--peers``: whylogs and Evidently on the same events (``bench/peers.py``), and raiwatch's replay
 rate over theirs.
 ``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
@@ -27,6 +29,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -68,20 +71,61 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[float, float, str]:
-    """Wall seconds of a whole ``raiwatch replay``, its CPU seconds, and its summary lines."""
+class Memory(NamedTuple):
+    peak: int  # MB, the process's VmHWM (its largest resident set)
+    anonymous: int  # MB of it that was the process's own memory (RssAnon), at the largest sample
+    files: int  # MB of it that was mapped files, i.e. libraries' code and data (RssFile)
+
+
+def _status_mb(pid: int) -> dict[str, int]:
+    """The ``/proc/<pid>/status`` memory lines, in MB ({} once the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    return {
+        k: int(v.split()[0]) // 1024
+        for k, _, v in (x.partition(":") for x in lines)
+        if k[:3] in ("VmH", "VmR", "Rss")
+    }
+
+
+def _watch_memory(proc: subprocess.Popen, seen: list[dict[str, int]]) -> None:
+    """Read ``proc``'s memory every 20 ms until it exits: ``seen`` keeps the largest sample (by
+    VmRSS) and, last, the latest (for its VmHWM)."""
+    while proc.poll() is None:
+        now = _status_mb(proc.pid)
+        if now.get("VmHWM"):
+            if not seen or now.get("VmRSS", 0) > seen[0].get("VmRSS", 0):
+                seen[:1] = [now]
+            seen[1:] = [now]
+        time.sleep(0.02)
+
+
+def replay_seconds(path: Path, out: Path, config: Path | None = None) -> tuple[float, float, Memory, str]:
+    """Wall seconds of a whole ``raiwatch replay``, its CPU seconds, its memory, and its summary lines."""
     t0, cpu0 = time.perf_counter(), _children_cpu()
     extra = ["--config", str(config)] if config else []
-    p = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "raiwatch.cli", "replay", str(path), "--out", str(out), "--quiet", *extra],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=True,
     )
-    cost = [x for x in p.stdout.splitlines() if x.startswith("monitor cost")]
-    lines = p.stdout.splitlines()[0] + ("\n" + cost[0] if cost else "")
-    return time.perf_counter() - t0, _children_cpu() - cpu0, lines
+    seen: list[dict[str, int]] = []
+    watch = threading.Thread(target=_watch_memory, args=(proc, seen), daemon=True)
+    watch.start()
+    stdout, stderr = proc.communicate()
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    watch.join()
+    if proc.returncode:
+        raise SystemExit(f"raiwatch replay exited {proc.returncode}:\n{stderr[-2000:]}")
+    top = seen[0] if seen else {}
+    memory = Memory(seen[-1].get("VmHWM", 0) if seen else 0, top.get("RssAnon", 0), top.get("RssFile", 0))
+    cost = [x for x in stdout.splitlines() if x.startswith("monitor cost")]
+    lines = stdout.splitlines()[0] + ("\n" + cost[0] if cost else "")
+    return wall, cpu, memory, lines
 
 
 async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
@@ -252,7 +296,7 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
     """The replay line: ``raiwatch replay`` against reading and decoding the same file; its
     events per second after start-up."""
     base = decode_only_file(path)
-    full, cpu, line = replay_seconds(path, work / "replay", args.config)
+    full, cpu, mem, line = replay_seconds(path, work / "replay", args.config)
     inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
     print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
     print(
@@ -260,6 +304,10 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
         f"start-up, {full:.2f} s whole command)  ratio {base / inner:.2f} ({base / full:.2f} whole)"
     )
     print(f"replay      CPU of the whole command: {cpu:.2f} s, user and system, every thread")
+    print(
+        f"replay      memory: peak resident {mem.peak} MB; at the largest sample {mem.anonymous} MB its own"
+        f" (RssAnon), {mem.files} MB mapped library files (RssFile: code, shared and reclaimable)"
+    )
     print(f"replay      {line.splitlines()[-1]}")
     if args.profile:
         profile(path, work / "profiled")

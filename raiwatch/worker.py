@@ -130,12 +130,21 @@ def log_changes(changes: list[IncidentChange]) -> None:
 
 
 class _Progress:
-    """A line per batch-result with signals or rejections: counts so far, for people and for tests."""
+    """A line per result with signals, incident changes or rejections, and one when no window is left
+    unsettled (open, or closed but not yet written and checkpointed): counts so far, for people and
+    for tests. After the input stops, that ``open_windows=0`` line says everything read is written
+    and its offsets may be committed; it can come a tick after the last signals, as a closed
+    window's checkpoint may follow its results by up to ``kafka.commit_interval_s``."""
 
     def __init__(self, pipe: Pipeline):
         self.pipe = pipe
+        self._open = 0  # unsettled windows in the last line
 
     def __call__(self, result: BatchResult) -> None:
+        open_windows = len(self.pipe.open_windows())
+        if not (result.signals or result.rejected or result.changes) and (open_windows or not self._open):
+            return
+        self._open = open_windows
         counts = {
             "events": self.pipe.events_in,
             "signals": self.pipe.signals_out,
@@ -143,7 +152,7 @@ class _Progress:
             "late": result.late,
             "replayed": result.replayed,
             "duplicates": result.duplicates,
-            "open_windows": len(self.pipe.open_windows()),
+            "open_windows": open_windows,
         }
         log.info(
             "progress events=%(events)d signals=%(signals)d rejected+=%(rejected)d late+=%(late)d "

@@ -69,7 +69,9 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class StreamWorker:
-    """Consumes ``kafka.telemetry_topic`` into ``handler`` until ``stop()``; ``run`` raises what killed it."""
+    """Consumes ``kafka.telemetry_topic`` into ``handler`` until ``stop()``; ``run`` raises what killed it.
+
+    ``on_result`` sees the result of every batch and of every tick (idle partitions looked for)."""
 
     def __init__(
         self,
@@ -419,7 +421,8 @@ class StreamWorker:
         self._committed.update(moved)
 
     def _report(self, result: BatchResult) -> None:
-        if self.on_result and (result.signals or result.rejected or result.changes):
+        """Every batch's and tick's result to ``on_result`` (which decides what is worth a line)."""
+        if self.on_result:
             self.on_result(result)
 
     @property

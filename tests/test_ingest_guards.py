@@ -22,6 +22,7 @@ from raiwatch.core.config import load_config
 from raiwatch.dev.localkafka import free_port
 from raiwatch.pipeline import Pipeline
 from raiwatch.wiring import build_pipeline
+from raiwatch.worker import _Progress
 from tests.harness import cli
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -152,6 +153,38 @@ def test_a_closed_window_counts_as_open_until_a_checkpoint_covers_it(pipeline_fa
     assert not set(second.closed) & pipe.open_windows()
     (after,) = pipe.writer.client.query(query).result_rows[0]
     assert before < after == pipe.clock.closed_until * 1000
+
+
+def test_the_worker_says_when_its_last_closed_window_is_checkpointed(pipeline_factory, caplog):
+    """The progress line of the batch that closed the last windows counts them unsettled while their
+    checkpoint waits for the commit interval; a line follows once it is written (``raiwatch demo``
+    waits for ``open_windows=0``), and no line for results that change nothing."""
+    pipe = pipeline_factory(live=True, wall=NOW.timestamp())
+    pipe.cfg = msgspec.structs.replace(
+        pipe.cfg, kafka=msgspec.structs.replace(pipe.cfg.kafka, commit_interval_s=3600.0)
+    )
+    progress = _Progress(pipe)
+    t = NOW - timedelta(minutes=10)
+    pipe.assign_sources({0})
+    caplog.set_level("INFO", logger="raiwatch.worker")
+    lines = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress")]  # noqa: E731
+    first = pipe.process([event(f"a{i}", t + timedelta(seconds=i)) for i in range(200)], [0] * 200)
+    first.durable.result(60)
+    second = pipe.process([event(f"b{i}", t + timedelta(seconds=200 + i)) for i in range(200)], [0] * 200)
+    second.durable.result(60)
+    progress(second)
+    last = pipe.tick({0}, NOW.timestamp())  # the input stopped: the last windows close
+    last.durable.result(60)
+    progress(last)
+    assert last.signals and not pipe.clock.open_windows()
+    assert pipe.open_windows() and lines()[-1].endswith(f"open_windows={len(pipe.open_windows())}")
+    progress(pipe.tick({0}, NOW.timestamp()))  # nothing new: no line
+    assert len(lines()) == 2
+    pipe.flush()  # the checkpoint: in a worker, the tick after kafka.commit_interval_s
+    progress(pipe.tick({0}, NOW.timestamp()))
+    assert len(lines()) == 3 and lines()[-1].endswith("open_windows=0")
+    progress(pipe.tick({0}, NOW.timestamp()))
+    assert len(lines()) == 3
 
 
 def test_a_copy_sent_after_a_restart_is_still_a_duplicate(pipeline_factory):

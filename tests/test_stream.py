@@ -117,6 +117,9 @@ def test_stream_spike_dlq_and_agreement_with_replay(kafka_bootstrap, scenario, r
         with events.open("rb") as f:
             assert produce(f, kafka_bootstrap, topic).sent == truth["events"]  # the campaign adds some
         wait_drained(kafka_bootstrap, group, topic, worker, log)
+        # drained, the worker says so in a progress line (what `raiwatch demo` waits for)
+        settled = lambda: re.findall(r"open_windows=(\d+)", log.read_text())[-1:] == ["0"]  # noqa: E731
+        poll(settled, 30, "a progress line with no window left unsettled")
         metrics = scrape(port)
         assert metrics["raiwatch_events_total"] == truth["valid"]
         assert metrics["raiwatch_rejected_events_total"] == truth["malformed"]

@@ -62,7 +62,8 @@ def run_demo(events: int, data_dir: Path) -> int:
         return 0
     console.print("[bold]2/5[/] starting Apache Kafka (KRaft, single node; first run downloads the jars)")
     localkafka.install()
-    broker = localkafka.LocalKafka(data_dir / "kafka")
+    # the broker and the worker get SIGTERM if the demo is killed, even with SIGKILL: none is left behind
+    broker = localkafka.LocalKafka(data_dir / "kafka", die_with_parent=True)
     bootstrap = broker.start()
     worker = None
     try:
@@ -84,6 +85,7 @@ def run_demo(events: int, data_dir: Path) -> int:
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=localkafka.parent_death_signal(),
             )
         console.print(f"[bold]3/5[/] worker started (pid {worker.pid}, log {log_path})")
         _publish(events_file, bootstrap, events)

@@ -34,7 +34,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -55,6 +55,7 @@ log = logging.getLogger("raiwatch.worker")
 
 DOWN_S = 1.0  # no fetch answer nor record for this long (past the fetch's own wait): say Kafka is away
 TICK_S = 0.5  # how often idle partitions are looked for
+COMMIT_WAIT_S = 5.0  # how long an offset commit (and, on stop, the dead-letter producer) may wait for Kafka
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -156,7 +157,7 @@ class StreamWorker:
                 watch.cancel()
                 await self._shutdown(consumer)
         finally:
-            await producer.stop()
+            await _quietly(producer.stop(), COMMIT_WAIT_S)
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
@@ -400,10 +401,13 @@ class StreamWorker:
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, force: bool, only: set[TopicPartition] | None = None
-    ) -> None:
+    ) -> bool:
+        """Commit what is done, if due (or ``force``); False when Kafka did not take offsets that
+        moved. aiokafka waits for a group coordinator without end, so a commit waits at most
+        ``COMMIT_WAIT_S``: with the broker gone, the loop still ticks and a stop still stops."""
         now = time.monotonic()
         if not force and now - self._last_commit < self.cfg.kafka.commit_interval_s:
-            return
+            return True
         self._last_commit = now
         positions = self.tracker.committable(self._not_done())
         moved = {
@@ -412,13 +416,15 @@ class StreamWorker:
             if self._committed.get(p) != off and (only is None or p in only)
         }
         if not moved:
-            return
+            return True
         try:
-            await consumer.commit(moved)
-        except KafkaError as e:  # the next commit carries it
-            log.warning("offset commit failed (%s); will retry", e)
-            return
+            await asyncio.wait_for(consumer.commit(moved), timeout=COMMIT_WAIT_S)
+        except (KafkaError, TimeoutError) as e:  # the next commit carries it
+            why = str(e) or f"no answer within {COMMIT_WAIT_S:g} s"
+            log.warning("offset commit failed (%s); will retry", why)
+            return False
         self._committed.update(moved)
+        return True
 
     def _report(self, result: BatchResult) -> None:
         """Every batch's and tick's result to ``on_result`` (which decides what is worth a line)."""
@@ -496,11 +502,28 @@ class StreamWorker:
                 async with self._lock:
                     await self._blocking(self.handler.flush)
                     await self._await_settled()
-                    await self._commit(consumer, force=True)
+                    if not await self._commit(consumer, force=True):
+                        log.warning(
+                            "stopped without committing offsets: Kafka did not take them; what was "
+                            "read since the last commit will be read again and counted once"
+                        )
             except Exception as e:  # stopping while ClickHouse is down: the rest is read again next time
                 log.warning("stopped with writes not done (%s); their input will be read again", e)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), timeout=10)
+        await _quietly(consumer.stop(), 10)
+
+
+async def _quietly(aw: Awaitable[object], timeout: float) -> None:
+    """Await a Kafka client's ``stop()`` for at most ``timeout`` s, dropping what a broker gone makes
+    it raise (what it did not send or commit is read again). aiokafka's consumer then raises a
+    ``CancelledError`` of its own; one aimed at this task still propagates."""
+    try:
+        await asyncio.wait_for(aw, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # nothing left to do with a client that is going away
+        pass
 
 
 def inputs(cfg: Config, handler: BatchHandler) -> list[tuple[str, Callable[..., BatchResult]]]:

@@ -3,11 +3,15 @@ incidents (a smaller stream than the default's 60,000 events, the same scenario)
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from raiwatch.dev.localkafka import java_available
 from tests.conftest import NO_JAVA_REASON
-from tests.harness import cli
+from tests.harness import ROOT, cli, poll
 
 
 @pytest.mark.skipif(not java_available(), reason=NO_JAVA_REASON)
@@ -17,3 +21,45 @@ def test_the_demo_drains_its_stream_and_shows_the_incidents(tmp_path):
     out = p.stdout
     assert "5/5" in out and "INCIDENT OPENED [critical]" in out
     assert "runbook: file://" in out and "Data: ClickHouse (embedded chdb) at" in out
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _workers_of(data: Path) -> list[int]:
+    """Running ``raiwatch run`` processes whose config lies under ``data``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"raiwatch.cli" in argv and b"run" in argv and any(str(data).encode() in a for a in argv):
+            found.append(int(proc.name))
+    return [p for p in found if _alive(p)]
+
+
+@pytest.mark.skipif(not java_available(), reason=NO_JAVA_REASON)
+def test_a_killed_demo_leaves_no_broker_or_worker_behind(tmp_path):
+    data = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "raiwatch.cli", "demo", "--events", "12000", "--data-dir", str(data)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        log = data / "worker.log"
+        poll(lambda: log.is_file() and "worker ready" in log.read_text(), 180, "the demo's worker")
+        broker = int((data / "kafka" / "broker.pid").read_text())
+        workers = _workers_of(data)
+        assert len(workers) == 1 and _alive(broker)
+    finally:
+        demo.kill()  # SIGKILL: the demo itself cleans nothing up
+        demo.wait(30)
+    poll(lambda: not _alive(broker) and not _workers_of(data), 60, "the broker and the worker to stop")

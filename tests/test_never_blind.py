@@ -518,6 +518,33 @@ def test_sigterm_stops_the_worker_within_seconds_even_while_clickhouse_is_down(k
     assert worker.returncode == 0 and took < 10, (worker.returncode, took, log.read_text()[-2000:])
 
 
+def test_sigterm_stops_the_worker_within_seconds_even_while_kafka_is_down(kafka_broker, tmp_path):
+    """aiokafka's commit waits for a group coordinator without end: the last commit is bounded
+    (``COMMIT_WAIT_S``), so a worker whose broker is gone still stops when told (the killed demo's)."""
+    bootstrap = kafka_broker.bootstrap
+    events = tmp_path / "events.jsonl"
+    _scenario(events, 3000, 20, seed=73)
+    cfg, data, topic, _, log = _setup(tmp_path, bootstrap)
+    # no commit before the stop's: that one has offsets to commit, and no broker to take them
+    cfg.write_text(
+        cfg.read_text().replace("  session_timeout_s:", "  commit_interval_s: 3600\n  session_timeout_s:")
+    )
+    worker = start_worker(cfg, data, log)
+    try:
+        with events.open("rb") as f:
+            produce(f, bootstrap, topic)
+        poll(lambda: _progress_events(log) > 0, 120, "the worker to take events")
+        kafka_broker.stop()
+        t0 = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(60)
+        took = time.monotonic() - t0
+    finally:
+        stop_worker(worker)
+    assert worker.returncode == 0 and took < 25, (worker.returncode, took, log.read_text()[-2000:])
+    assert "stopped without committing offsets: Kafka did not take them" in log.read_text()
+
+
 def test_sigterm_on_a_healthy_worker_commits_and_exits_zero(kafka_bootstrap, tmp_path):
     events = tmp_path / "events.jsonl"
     truth = _scenario(events, 3000, 20, seed=71)

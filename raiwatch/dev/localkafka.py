@@ -245,7 +245,7 @@ def _wait_pid_gone(pid: int, alive: Callable[[], bool], timeout: float) -> bool:
             os.close(fd)
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """preexec_fn making the child get SIGTERM when the forking thread dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -432,7 +432,7 @@ class LocalKafka:
             self._proc = subprocess.Popen(  # preexec_fn only calls a prctl resolved before fork
                 cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.data_dir,
                 start_new_session=True,
-                preexec_fn=_parent_death_signal() if self.die_with_parent else None,
+                preexec_fn=parent_death_signal() if self.die_with_parent else None,
             )  # fmt: skip
         self._pid = None
         (self.data_dir / PID_FILE).write_text(f"{self._proc.pid}\n")

@@ -76,7 +76,7 @@ def run_otel_demo(data_dir: Path, requests: int = 1200) -> int:
     binary = otelcol.find()
     console.print("[bold]1/4[/] starting Apache Kafka (KRaft, single node)")
     localkafka.install()
-    broker = localkafka.LocalKafka(data_dir / "kafka")
+    broker = localkafka.LocalKafka(data_dir / "kafka", die_with_parent=True)  # as `raiwatch demo`'s
     bootstrap = broker.start()
     worker = None
     try:
@@ -86,7 +86,7 @@ def run_otel_demo(data_dir: Path, requests: int = 1200) -> int:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "raiwatch.cli", "run", "--config", str(config),
                  "--rules", str(data_dir / "rules"), "--metrics-port", "0"],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
+                env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=localkafka.parent_death_signal(),
             )  # fmt: skip
         console.print(f"[bold]2/4[/] worker reading {SPANS} and {LOGS} (pid {worker.pid}, log {log_path})")
         path = "the OpenTelemetry Collector" if binary else "the SDK's OTLP encoder (no collector built)"

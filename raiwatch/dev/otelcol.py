@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from raiwatch.core.errors import RaiwatchError
+from raiwatch.dev.localkafka import parent_death_signal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = PROJECT_ROOT / "deploy" / "otelcol"
@@ -116,6 +117,7 @@ class Collector:
             self.proc = subprocess.Popen(
                 [str(self.binary), "--config", str(self.config)],
                 env={**os.environ, **self.env}, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=parent_death_signal(),  # a killed caller leaves no collector behind
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

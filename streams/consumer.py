@@ -146,21 +146,42 @@ class StreamWorker:
             max_request_size=k.dlq_max_bytes + 256 * 1024,
         )
         self._dlq = DeadLetters(producer, k.dlq_topic, k.dlq_max_bytes, self.stop_event.is_set)
-        await producer.start()
+        watch = None
         try:
-            consumer.subscribe([t for t, _ in self.inputs], listener=_Listener(self))
-            await consumer.start()
-            watch = asyncio.ensure_future(self._watch())
-            try:
+            # a stop while the clients start (a broker that went away meanwhile) must not wait on them
+            started = await self._until_stopped(producer.start())
+            if started:
+                consumer.subscribe([t for t, _ in self.inputs], listener=_Listener(self))
+                started = await self._until_stopped(consumer.start())
+            if started:
+                watch = asyncio.ensure_future(self._watch())
                 await self._loop(consumer)
-            finally:
-                watch.cancel()
-                await self._shutdown(consumer)
         finally:
-            await _quietly(producer.stop(), COMMIT_WAIT_S)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if watch is not None:
+                watch.cancel()
+            try:
+                await self._shutdown(consumer)
+            finally:
+                await _quietly(producer.stop(), COMMIT_WAIT_S)
+                self._pool.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _until_stopped(self, aw: Awaitable[object]) -> bool:
+        """Await ``aw`` unless ``stop()`` comes first (it is then cancelled); whether it finished.
+        aiokafka's ``start()`` waits for a broker that answered once without end."""
+        task = asyncio.ensure_future(aw)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()  # raises what it raised
+            return True
+        task.cancel()
+        await asyncio.wait({task}, timeout=COMMIT_WAIT_S)
+        return False
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -278,7 +299,10 @@ class StreamWorker:
         """Windows whose events may not be committed yet: open, or closed with results not yet written.
         Raises when a window's writes failed (its offsets then stay uncommitted: the worker stops)."""
         for w in [w for w, fut in self._closing.items() if fut.done()]:
-            self._closing[w].result()
+            fut = self._closing[w]
+            if not fut.cancelled() and isinstance(fut.exception(), Stopping):
+                continue  # stopping with its dead letters unsent: it stays uncommitted
+            fut.result()
             del self._closing[w]
         return self.handler.open_windows() | self._closing.keys()
 

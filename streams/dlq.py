@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -22,6 +23,7 @@ from raiwatch.core import metrics
 from raiwatch.core.codec import Rejected
 
 log = logging.getLogger("raiwatch.dlq")
+T = TypeVar("T")
 
 
 class Stopping(Exception):
@@ -52,7 +54,10 @@ def dead_letter(
 
 
 class DeadLetters:
-    """Sends rejected inputs to ``topic``, retrying until the broker acknowledges each or ``stopping()``."""
+    """Sends rejected inputs to ``topic``, retrying until the broker acknowledges each or ``stopping()``.
+
+    Each attempt waits at most ``attempt_s`` (aiokafka's producer waits for a broker gone without
+    end), so a stop is seen within that."""
 
     def __init__(
         self,
@@ -61,37 +66,39 @@ class DeadLetters:
         max_bytes: int,
         stopping: Callable[[], bool],
         max_backoff_s: float = 5.0,
+        attempt_s: float = 10.0,
     ):
         self.producer = producer
         self.topic = topic
         self.max_bytes = max_bytes
         self.stopping = stopping
         self.max_backoff_s = max_backoff_s
+        self.attempt_s = attempt_s
 
     async def send(self, rejected: Sequence[Rejected], keys: Sequence[bytes | None]) -> None:
-        """Store every rejection on the dead-letter topic (raises ``CancelledError`` only when stopping)."""
+        """Store every rejection on the dead-letter topic (raises ``Stopping`` only when stopping)."""
         todo = list(zip(rejected, keys, strict=True))
         delay = 0.2
         while todo:
             now = datetime.now(UTC)
             futures = []
+            deadline = asyncio.get_running_loop().time() + self.attempt_s
             for r, key in todo:
                 value, headers = dead_letter(r, self.max_bytes, now)
                 try:
-                    futures.append(
-                        await self.producer.send(self.topic, value=value, key=key, headers=headers)
-                    )
-                except KafkaError as e:
+                    sent = self.producer.send(self.topic, value=value, key=key, headers=headers)
+                    futures.append(await _by(deadline, sent))
+                except (KafkaError, TimeoutError) as e:
                     futures.append(e)
             failed = []
             for (r, key), fut in zip(todo, futures, strict=True):
                 try:
                     if isinstance(fut, BaseException):
                         raise fut
-                    await fut
+                    await _by(deadline, asyncio.shield(fut))
                     metrics.DLQ.labels(str(len(r.raw) > self.max_bytes).lower()).inc()
-                except KafkaError as e:
-                    failed.append((r, key, e))
+                except (KafkaError, TimeoutError) as e:
+                    failed.append((r, key, str(e) or f"no answer within {self.attempt_s:g} s"))
             if not failed:
                 return
             log.warning(
@@ -99,9 +106,12 @@ class DeadLetters:
                 self.topic, len(failed), len(todo), failed[0][2], delay,
             )  # fmt: skip
             if self.stopping():
-                raise asyncio.CancelledError(
-                    "stopping with dead letters unsent; their offsets stay uncommitted"
-                )
+                raise Stopping("stopping with dead letters unsent; their offsets stay uncommitted")
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff_s)
             todo = [(r, key) for r, key, _ in failed]
+
+
+async def _by(deadline: float, aw: Awaitable[T]) -> T:
+    """``aw``'s result, or ``TimeoutError`` once the event loop's clock passes ``deadline``."""
+    return await asyncio.wait_for(aw, max(0.0, deadline - asyncio.get_running_loop().time()))

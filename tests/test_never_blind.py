@@ -494,6 +494,14 @@ def test_a_pipeline_that_cannot_write_exits_nonzero_without_committing(kafka_boo
     assert lag(kafka_bootstrap, group, topic) in (None, 6000)  # nothing committed past what was not written
 
 
+def _sigterm(worker: subprocess.Popen, timeout: float) -> float:
+    """SIGTERM to ``worker``; the seconds until it exited (``TimeoutExpired`` past ``timeout``)."""
+    t0 = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout)
+    return time.monotonic() - t0
+
+
 def test_sigterm_stops_the_worker_within_seconds_even_while_clickhouse_is_down(kafka_bootstrap, tmp_path):
     events = tmp_path / "events.jsonl"
     _scenario(events, 6000, 20, seed=61)
@@ -508,10 +516,7 @@ def test_sigterm_stops_the_worker_within_seconds_even_while_clickhouse_is_down(k
         with events.open("rb") as f:
             produce(f, kafka_bootstrap, topic)
         poll(lambda: "ClickHouse is unavailable" in log.read_text(), 60, "the worker to meet the outage")
-        t0 = time.monotonic()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(30)
-        took = time.monotonic() - t0
+        took = _sigterm(worker, 30)
     finally:
         stop_worker(worker)
         server.stop()
@@ -535,10 +540,7 @@ def test_sigterm_stops_the_worker_within_seconds_even_while_kafka_is_down(kafka_
             produce(f, bootstrap, topic)
         poll(lambda: _progress_events(log) > 0, 120, "the worker to take events")
         kafka_broker.stop()
-        t0 = time.monotonic()
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(60)
-        took = time.monotonic() - t0
+        took = _sigterm(worker, 60)
     finally:
         stop_worker(worker)
     assert worker.returncode == 0 and took < 25, (worker.returncode, took, log.read_text()[-2000:])

@@ -23,6 +23,10 @@ from raiwatch.dev import localkafka, otelcol
 from raiwatch.dev.otelapp import Call, OpenAIStub, OtelApp
 
 SPANS, LOGS = "otlp_spans", "otlp_logs"
+# event time is the wall clock: 1,200 requests at 40 a second are 30 s of it, so the toxic half
+# spans three of the demo's 5 s windows, more than the rule's ``for: 10s`` (unpaced, the stub
+# answers them all in a few seconds, within one or two windows, and the rule never fires)
+PER_SECOND = 40.0
 RULES = """\
 groups:
   - name: otel-demo
@@ -125,7 +129,7 @@ def _send(calls: list[Call], bootstrap: str, binary: Path | None, data_dir: Path
                     BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{col.http_endpoint}/v1/logs")),
                 )
                 try:
-                    app.run(calls)
+                    app.run(calls, PER_SECOND)
                 finally:
                     app.close()
             return
@@ -139,7 +143,7 @@ def _send(calls: list[Call], bootstrap: str, binary: Path | None, data_dir: Path
         spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
         app = OtelApp(stub.url, SimpleSpanProcessor(spans), SimpleLogRecordProcessor(logs))
         try:
-            app.run(calls)
+            app.run(calls, PER_SECOND)
         finally:
             app.close()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")

@@ -23,6 +23,16 @@ def test_the_demo_drains_its_stream_and_shows_the_incidents(tmp_path):
     assert "runbook: file://" in out and "Data: ClickHouse (embedded chdb) at" in out
 
 
+@pytest.mark.skipif(not java_available(), reason=NO_JAVA_REASON)
+def test_the_otel_demo_opens_the_tenant_incident(tmp_path):
+    """``raiwatch demo --otel`` (the SDK's own OTLP encoder where no Collector is built): the
+    instrumented app's paced traffic opens the incident for the tenant whose answers turn toxic."""
+    p = cli("demo", "--otel", "--data-dir", str(tmp_path / "otel"), timeout=280)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    opened = [ln for ln in p.stdout.splitlines() if "INCIDENT OPENED" in ln]
+    assert len(opened) == 1 and "[critical]" in opened[0] and "tenant globex" in opened[0], p.stdout
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
     try:

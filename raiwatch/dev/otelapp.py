@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -126,14 +127,17 @@ class OtelApp:
         self.evaluator = self.logger_provider.get_logger("raiwatch-demo-evaluator")
         self.client = openai.OpenAI(base_url=base_url, api_key="stub", max_retries=0)
 
-    def run(self, calls: Sequence[Call]) -> int:
+    def run(self, calls: Sequence[Call], per_second: float | None = None) -> int:
         """Make the calls (each under a request span carrying tenant and user as baggage) and
-        evaluate each answer; the number of failed calls."""
+        evaluate each answer, at most ``per_second`` of them a second; the number of failed calls."""
         import openai
         from opentelemetry import baggage, context
 
         failed = 0
-        for c in calls:
+        start = time.monotonic()
+        for i, c in enumerate(calls):
+            if per_second:  # event time is the wall clock: pacing spreads the calls over windows
+                time.sleep(max(0.0, start + i / per_second - time.monotonic()))
             token = context.attach(
                 baggage.set_baggage("user.id", c.user, baggage.set_baggage("tenant.id", c.tenant))
             )

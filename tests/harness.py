@@ -280,6 +280,14 @@ class ClickHouseServer:
         return [tuple(r) for r in self.client().query(SIGNAL_SQL).result_rows]
 
 
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie (dead, not yet reaped by its parent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of a process in MB (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

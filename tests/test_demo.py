@@ -11,7 +11,7 @@ import pytest
 
 from raiwatch.dev.localkafka import java_available
 from tests.conftest import NO_JAVA_REASON
-from tests.harness import ROOT, cli, poll
+from tests.harness import ROOT, alive, cli, poll
 
 
 @pytest.mark.skipif(not java_available(), reason=NO_JAVA_REASON)
@@ -33,14 +33,6 @@ def test_the_otel_demo_opens_the_tenant_incident(tmp_path):
     assert len(opened) == 1 and "[critical]" in opened[0] and "tenant globex" in opened[0], p.stdout
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its parent, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _workers_of(data: Path) -> list[int]:
     """Running ``raiwatch run`` processes whose config lies under ``data``."""
     found = []
@@ -51,7 +43,7 @@ def _workers_of(data: Path) -> list[int]:
             continue
         if b"raiwatch.cli" in argv and b"run" in argv and any(str(data).encode() in a for a in argv):
             found.append(int(proc.name))
-    return [p for p in found if _alive(p)]
+    return [p for p in found if alive(p)]
 
 
 @pytest.mark.skipif(not java_available(), reason=NO_JAVA_REASON)
@@ -68,8 +60,8 @@ def test_a_killed_demo_leaves_no_broker_or_worker_behind(tmp_path):
         poll(lambda: log.is_file() and "worker ready" in log.read_text(), 180, "the demo's worker")
         broker = int((data / "kafka" / "broker.pid").read_text())
         workers = _workers_of(data)
-        assert len(workers) == 1 and _alive(broker)
+        assert len(workers) == 1 and alive(broker)
     finally:
         demo.kill()  # SIGKILL: the demo itself cleans nothing up
         demo.wait(30)
-    poll(lambda: not _alive(broker) and not _workers_of(data), 60, "the broker and the worker to stop")
+    poll(lambda: not alive(broker) and not _workers_of(data), 60, "the broker and the worker to stop")

@@ -24,6 +24,7 @@ from raiwatch.dev.localkafka import (
     java_available,
     read_properties,
 )
+from tests.harness import alive
 
 pytestmark = pytest.mark.kafka
 
@@ -125,14 +126,6 @@ async def _aio_consume(bootstrap: str, topic: str, group: str, expected: int) ->
         return records
     finally:
         await consumer.stop()
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _values(records: Iterable) -> set[str]:
@@ -257,7 +250,7 @@ def test_cli_start_detaches_and_stop_uses_the_pid_file(tmp_path: Path) -> None:
         for data, pid in zip(dirs, pids, strict=True):
             stopped = cli(data, "stop")
             assert stopped.returncode == 0, stopped.stderr
-            assert not _alive(pid)
+            assert not alive(pid)
             assert not (data / "broker.pid").exists()
             assert cli(data, "status").returncode == 1
     finally:

@@ -55,7 +55,9 @@ log = logging.getLogger("raiwatch.worker")
 
 DOWN_S = 1.0  # no fetch answer nor record for this long (past the fetch's own wait): say Kafka is away
 TICK_S = 0.5  # how often idle partitions are looked for
-COMMIT_WAIT_S = 5.0  # how long an offset commit (and, on stop, the dead-letter producer) may wait for Kafka
+# how long the worker waits on a Kafka call a broker gone would hold without end: an offset commit,
+# a client's start being cancelled, the dead-letter producer's stop
+KAFKA_WAIT_S = 5.0
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -162,7 +164,7 @@ class StreamWorker:
             try:
                 await self._shutdown(consumer)
             finally:
-                await _quietly(producer.stop(), COMMIT_WAIT_S)
+                await _quietly(producer.stop(), KAFKA_WAIT_S)
                 self._pool.shutdown(wait=False, cancel_futures=True)
         if self._fatal is not None:
             raise self._fatal
@@ -180,7 +182,7 @@ class StreamWorker:
             task.result()  # raises what it raised
             return True
         task.cancel()
-        await asyncio.wait({task}, timeout=COMMIT_WAIT_S)
+        await asyncio.wait({task}, timeout=KAFKA_WAIT_S)
         return False
 
     # -- the loop -----------------------------------------------------------------------------
@@ -428,7 +430,7 @@ class StreamWorker:
     ) -> bool:
         """Commit what is done, if due (or ``force``); False when Kafka did not take offsets that
         moved. aiokafka waits for a group coordinator without end, so a commit waits at most
-        ``COMMIT_WAIT_S``: with the broker gone, the loop still ticks and a stop still stops."""
+        ``KAFKA_WAIT_S``: with the broker gone, the loop still ticks and a stop still stops."""
         now = time.monotonic()
         if not force and now - self._last_commit < self.cfg.kafka.commit_interval_s:
             return True
@@ -442,9 +444,9 @@ class StreamWorker:
         if not moved:
             return True
         try:
-            await asyncio.wait_for(consumer.commit(moved), timeout=COMMIT_WAIT_S)
+            await asyncio.wait_for(consumer.commit(moved), timeout=KAFKA_WAIT_S)
         except (KafkaError, TimeoutError) as e:  # the next commit carries it
-            why = str(e) or f"no answer within {COMMIT_WAIT_S:g} s"
+            why = str(e) or f"no answer within {KAFKA_WAIT_S:g} s"
             log.warning("offset commit failed (%s); will retry", why)
             return False
         self._committed.update(moved)

@@ -525,7 +525,7 @@ def test_sigterm_stops_the_worker_within_seconds_even_while_clickhouse_is_down(k
 
 def test_sigterm_stops_the_worker_within_seconds_even_while_kafka_is_down(kafka_broker, tmp_path):
     """aiokafka's commit waits for a group coordinator without end: the last commit is bounded
-    (``COMMIT_WAIT_S``), so a worker whose broker is gone still stops when told (the killed demo's)."""
+    (``KAFKA_WAIT_S``), so a worker whose broker is gone still stops when told (the killed demo's)."""
     bootstrap = kafka_broker.bootstrap
     events = tmp_path / "events.jsonl"
     _scenario(events, 3000, 20, seed=73)

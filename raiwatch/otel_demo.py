@@ -16,7 +16,16 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from raiwatch.demo import _prepare, _wait_drained, console
 from raiwatch.dev import localkafka, otelcol
@@ -27,6 +36,7 @@ SPANS, LOGS = "otlp_spans", "otlp_logs"
 # spans three of the demo's 5 s windows, more than the rule's ``for: 10s`` (unpaced, the stub
 # answers them all in a few seconds, within one or two windows, and the rule never fires)
 PER_SECOND = 40.0
+EXPORT_MS = 500  # the SDK exporters' batch delay without a collector (its default is 5 s)
 RULES = """\
 groups:
   - name: otel-demo
@@ -134,23 +144,54 @@ def _send(calls: list[Call], bootstrap: str, binary: Path | None, data_dir: Path
                     app.close()
             return
         from kafka import KafkaProducer
-        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
-        app = OtelApp(stub.url, SimpleSpanProcessor(spans), SimpleLogRecordProcessor(logs))
+        # exported while the app runs, every half second, as through a Collector: spans and their
+        # evaluations reach Kafka together. Sent all spans first, the logs partition could be
+        # caught up (idle) when the spans were read, so their windows closed before the
+        # evaluations came, which became labels, and the incident never opened (a CI run)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        app = OtelApp(
+            stub.url,
+            BatchSpanProcessor(_KafkaSpans(producer), schedule_delay_millis=EXPORT_MS),
+            BatchLogRecordProcessor(_KafkaLogs(producer), schedule_delay_millis=EXPORT_MS),
+        )
         try:
             app.run(calls, PER_SECOND)
         finally:
-            app.close()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    s, lg = spans.get_finished_spans(), logs.get_finished_logs()
-    for i in range(0, len(s), 100):
-        producer.send(SPANS, value=encode_spans(s[i : i + 100]).SerializeToString(), partition=0)
-    for i in range(0, len(lg), 100):
-        producer.send(LOGS, value=encode_logs(lg[i : i + 100]).SerializeToString(), partition=0)
-    producer.flush()
-    producer.close()
+            app.close()  # flushes both processors
+            producer.flush()
+            producer.close()
+
+
+class _KafkaSpans(SpanExporter):
+    """Spans as the Collector's kafka exporter frames ``otlp_proto``: one request a message."""
+
+    def __init__(self, producer: Any):
+        self.producer = producer
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.producer.send(SPANS, value=encode_spans(spans).SerializeToString(), partition=0)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.producer.flush()
+
+
+class _KafkaLogs(LogRecordExporter):
+    """Log records (the evaluations) framed as ``_KafkaSpans`` frames spans."""
+
+    def __init__(self, producer: Any):
+        self.producer = producer
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.producer.send(LOGS, value=encode_logs(batch).SerializeToString(), partition=0)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        self.producer.flush(timeout_millis / 1000)
+        return True
+
+    def shutdown(self) -> None:
+        self.producer.flush()

@@ -26,7 +26,7 @@ TABLES = {
     "signals_1m", "signals_1h", "signals_1d", "signals_1h_mv", "signals_1d_mv",  # rollups
     "events_1m", "events_1h", "events_1d", "events_1h_mv", "events_1d_mv",
 }  # fmt: skip
-VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +59,11 @@ def test_migrate_creates_documented_tables_and_records_versions(chdb_dsn, db):
         client.query(f"SELECT name, engine FROM system.tables WHERE database = '{db}'").result_rows
     )
     assert engines["telemetry_events"] == engines["signals"] == engines["incidents"] == "ReplacingMergeTree"
-    # raw events are written in compact parts (one file, not ~50) until a merge passes 256 MiB
-    assert "min_bytes_for_wide_part = 268435456" in client.command(f"SHOW CREATE TABLE {db}.telemetry_events")
+    # raw events are inserted in compact parts (one file, not ~50); merges past 32 MiB write wide
+    # parts, column by column (vertical), so a merge's memory is not the size of the part it writes
+    create = client.command(f"SHOW CREATE TABLE {db}.telemetry_events")
+    assert "min_bytes_for_wide_part = 33554432" in create
+    assert "vertical_merge_algorithm_min_rows_to_activate = 1" in create
 
 
 def test_migrate_again_applies_nothing(chdb_dsn, db):

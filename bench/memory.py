@@ -5,8 +5,9 @@ One ``Pipeline`` as the worker builds it (``live``: checkpoints written, monitor
 ClickHouse and SQLite in a temporary folder. The traffic is synthetic (``raiwatch.dev.synth``):
 25 LLM assistants (prompts, safety scores, tenants, languages) and 25 classifiers (20 features,
 scores, segments, predictions), 200 tenants between them, ending now. Printed per simulated
-hour: events so far, the process RSS and what the monitors hold; then the RSS slope after
-warm-up. Warm-up is the longest memory a monitor keeps: the label join holds every prediction for
+hour: events so far, the process RSS at the hour's end and its peak within the hour (merges and
+inserts included), and what the monitors hold; then the RSS slope after warm-up. Warm-up is the
+longest memory a monitor keeps: the label join holds every prediction for
 ``monitors.quality.retention_s`` (1 day), so the default run is 30 hours.
 
     .venv/bin/python bench/memory.py                     # 30 h at 10 events/s
@@ -44,12 +45,23 @@ BATCH = 5000
 CHANNELS = {"web": 0.6, "app": 0.3, "branch": 0.1}
 
 
-def rss_mb() -> float:
+def rss_mb(field: str = "VmRSS") -> float:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def peak_mb() -> tuple[float, bool]:
+    """The peak resident set (VmHWM) since the last call, and whether it is that (reset through
+    ``/proc/self/clear_refs``) rather than the peak since start (where the reset is refused)."""
+    peak = rss_mb("VmHWM")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return peak, False
+    return peak, True
 
 
 def scenario(hours: float, rate: float, start: datetime) -> synth.Scenario:
@@ -109,12 +121,15 @@ def main() -> int:
             "events",
             "signals",
             "RSS MB",
+            "peak MB",
             "Python blocks (M)",
             "held by the label join",
             "s (wall)",
         ):
             table.add_column(c, justify="right")
         rows: list[tuple[float, float]] = []
+        peaks: list[tuple[float, float]] = []
+        peak_mb()  # start-up's peak is not the first hour's
         raws: list[bytes] = []
         srcs: list[int] = []
         hour_end = start.timestamp() + 3600
@@ -129,14 +144,17 @@ def main() -> int:
         def report(hour: int) -> None:
             pipe.flush()
             rss = rss_mb()
+            peak, hourly = peak_mb()
             rows.append((hour, rss))
+            peaks.append((hour, peak))
             held = f"{quality._pending.size:,}" if quality is not None else "-"
             blocks = f"{sys.getallocatedblocks() / 1e6:.2f}"
             wall = f"{time.perf_counter() - t0:.0f}"
             table.add_row(
-                str(hour), f"{pipe.events_in:,}", f"{pipe.signals_out:,}", f"{rss:.0f}", blocks, held, wall
-            )
-            console.print(f"hour {hour}: RSS {rss:.0f} MB, {pipe.events_in:,} events")
+                str(hour), f"{pipe.events_in:,}", f"{pipe.signals_out:,}", f"{rss:.0f}",
+                f"{peak:.0f}" if hourly else f"{peak:.0f} (since start)", blocks, held, wall,
+            )  # fmt: skip
+            console.print(f"hour {hour}: RSS {rss:.0f} MB (peak {peak:.0f}), {pipe.events_in:,} events")
 
         hour = 0
         for line, _ in synth.generate(sc):
@@ -163,10 +181,11 @@ def main() -> int:
         hs, rs = [h for h, _ in after], [r for _, r in after]
         mh, mr = statistics.fmean(hs), statistics.fmean(rs)
         slope = sum((h - mh) * (r - mr) for h, r in after) / sum((h - mh) ** 2 for h in hs)
+        top = max(p for h, p in peaks if h > args.warmup)
         out.print(
             f"RSS {base:.0f} MB after start-up; after the {args.warmup:g} h warm-up, hours "
             f"{hs[0]:.0f}-{hs[-1]:.0f}: {min(rs):.0f}-{max(rs):.0f} MB, mean {mr:.0f} MB, "
-            f"least-squares slope {slope:+.1f} MB per hour"
+            f"least-squares slope {slope:+.1f} MB per hour; peak {top:.0f} MB"
         )
     return 0
 

@@ -174,7 +174,7 @@ def main() -> int:
         pipe.close_all()
         report(hour + 1)
         pipe.store.close()
-    out = Console()
+    out = Console(width=110)  # the whole table in a file too (rich folds to 80 columns off a terminal)
     out.print(table)
     after = [(h, r) for h, r in rows if h > args.warmup]
     if len(after) >= 3:  # least squares: RSS moves by tens of MB from hour to hour (merges, the allocator)

@@ -130,7 +130,12 @@ class Server:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        rc = self.proc.wait(timeout=30)
+        try:
+            rc = self.proc.wait(timeout=30)  # the server dumps its stacks and exits 1 after 20 s
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"server still running 30 s after signal {sig}; stderr: {self.log.read_text()}")
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         return rc

@@ -64,6 +64,7 @@ import base64
 import binascii
 import contextlib
 import email.policy
+import faulthandler
 import fcntl
 import gzip
 import hmac
@@ -118,6 +119,7 @@ _FORM_BYTES = 16 << 20  # a multipart form (query and parameters, no files)
 _KEEP_ALIVE_S = 30
 _MAX_URI = 1 << 20  # ClickHouse's http_max_uri_size
 _QUEUE_WAIT_S = 5.0  # a statement waits this long for a free slot (ClickHouse's queue_max_wait_ms)
+_SHUTDOWN_S = 20.0  # past this, a stopping server dumps its threads' stacks to stderr and exits 1
 USER = "default"  # the only user, as in ClickHouse out of the box
 
 # What a read-only server lets a request's URL settings change (a ClickHouse readonly user may
@@ -1019,7 +1021,10 @@ class ClickHouseHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve ``--path`` until SIGTERM or SIGINT; prints one ``serving ... on ...`` line once ready."""
+    """Serve ``--path`` until SIGTERM or SIGINT; prints one ``serving ... on ...`` line once ready.
+
+    A stop that takes over 20 s prints every thread's stack to stderr and exits 1.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m storage.clickhouse.httpserver",
         description="Serve a chdb data path over ClickHouse's HTTP interface.",
@@ -1047,9 +1052,11 @@ def main(argv: list[str] | None = None) -> int:
         password = os.environ.get(args.password_env)
         if not password:
             parser.error(f"--password-env {args.password_env}: that variable is not set or empty")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    # SIGTERM and SIGINT stay blocked in every thread started from here on (chdb's own too) and are
+    # taken by sigwait below. A handler setting an Event could deadlock on the Event's lock, and a
+    # signal delivered to another thread would not wake a main thread blocked in Event.wait.
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         server = ClickHouseHTTPServer(
             args.path,
@@ -1067,11 +1074,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"serving chdb://{server.path} on {server.url}", flush=True)
     try:
-        stop.wait()
+        signal.sigwait(signals)
     finally:
+        # A shutdown that hangs prints every thread's stack and exits 1 rather than waiting forever.
+        faulthandler.dump_traceback_later(_SHUTDOWN_S, exit=True)
         server.stop()
         if args.url_file:
             Path(args.url_file).unlink(missing_ok=True)
+    faulthandler.cancel_dump_traceback_later()
     return 0
 
 

@@ -127,8 +127,7 @@ def main() -> int:
             "s (wall)",
         ):
             table.add_column(c, justify="right")
-        rows: list[tuple[float, float]] = []
-        peaks: list[tuple[float, float]] = []
+        rows: list[tuple[float, float, float]] = []  # (hour, RSS at its end, its peak)
         peak_mb()  # start-up's peak is not the first hour's
         raws: list[bytes] = []
         srcs: list[int] = []
@@ -145,8 +144,7 @@ def main() -> int:
             pipe.flush()
             rss = rss_mb()
             peak, hourly = peak_mb()
-            rows.append((hour, rss))
-            peaks.append((hour, peak))
+            rows.append((hour, rss, peak))
             held = f"{quality._pending.size:,}" if quality is not None else "-"
             blocks = f"{sys.getallocatedblocks() / 1e6:.2f}"
             wall = f"{time.perf_counter() - t0:.0f}"
@@ -176,12 +174,12 @@ def main() -> int:
         pipe.store.close()
     out = Console(width=110)  # the whole table in a file too (rich folds to 80 columns off a terminal)
     out.print(table)
-    after = [(h, r) for h, r in rows if h > args.warmup]
+    after = [row for row in rows if row[0] > args.warmup]
     if len(after) >= 3:  # least squares: RSS moves by tens of MB from hour to hour (merges, the allocator)
-        hs, rs = [h for h, _ in after], [r for _, r in after]
+        hs, rs, ps = (list(c) for c in zip(*after, strict=True))
         mh, mr = statistics.fmean(hs), statistics.fmean(rs)
-        slope = sum((h - mh) * (r - mr) for h, r in after) / sum((h - mh) ** 2 for h in hs)
-        top = max(p for h, p in peaks if h > args.warmup)
+        slope = sum((h - mh) * (r - mr) for h, r in zip(hs, rs, strict=True)) / sum((h - mh) ** 2 for h in hs)
+        top = max(ps)
         out.print(
             f"RSS {base:.0f} MB after start-up; after the {args.warmup:g} h warm-up, hours "
             f"{hs[0]:.0f}-{hs[-1]:.0f}: {min(rs):.0f}-{max(rs):.0f} MB, mean {mr:.0f} MB, "

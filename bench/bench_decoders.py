@@ -22,8 +22,8 @@ best of ``--repeat`` runs; CPU is every thread's (chdb and polars may use severa
 Today's figure includes the validation ``decode_batch`` does on the way (types, lengths,
 enumerations, time range, one reason per rejected event); the candidates' do not, and a columnar
 decoder would have to do it as well. Last, the bench lists the values the contract refuses that
-chdb's reader takes (a quoted number, 1 for true, a missing required field), with the strictest
-JSON input settings it has.
+chdb's reader takes (a quoted number, 1 for true, a null, a missing required field), with the
+strictest JSON input settings it has.
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ LAX_CASES = (
     ("request.tokens as 8.5", ',"request":{"tokens":8.5}'),
     ("request.tokens negative", ',"request":{"tokens":-3}'),
     ("segments as a list", ',"segments":["a"]'),
+    ("tenant_id null", ',"tenant_id":null'),
 )
 LAX_STRUCTURE = (
     "event_id String, timestamp DateTime64(3, 'UTC'), model Tuple(id Nullable(String)), "

@@ -314,11 +314,15 @@ def _sample_add(sample: Sample, threshold: int, events: Sequence[TelemetryEvent]
     threshold."""
     crc32 = zlib.crc32
     hashes = [crc32(ev.event_id.encode()) for ev in events]
+    keys: dict[str, int] = {}  # text -> its key: a repeated text is keyed once
     for i in [i for i, h in enumerate(hashes) if h < threshold]:
         ev = events[i]
         row = features_of(ev)
         if (r := ev.request) and (text := r.text):
-            row[TEXT] = text_key(text)
+            key = keys.get(text)
+            if key is None:
+                key = keys[text] = text_key(text)
+            row[TEXT] = key
         sample.append((hashes[i], ev.event_id, row))
     if len(sample) > 2 * cap:
         sample.sort(key=_BY_HASH)
@@ -500,9 +504,13 @@ def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> lis
     (8, 1)
     """
     by_text: dict[int, list[int]] = {}
+    keys: dict[str, int] = {}  # text -> its key: a repeated text (what this trims) is keyed once
     for i, ev in enumerate(events):
         if (r := ev.request) and (text := r.text):
-            by_text.setdefault(text_key(text), []).append(i)
+            key = keys.get(text)
+            if key is None:
+                key = keys[text] = text_key(text)
+            by_text.setdefault(key, []).append(i)
     n = len(events)
     drop: list[int] = []
     for h, idx in by_text.items():

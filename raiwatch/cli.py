@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gc
 import json
 import logging
 import os
@@ -37,6 +38,18 @@ def _cfg(args: argparse.Namespace, monitors: bool = False) -> Config:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    # start-up (imports, the engine) allocates only what lives until exit: the replay's
+    # ``settle_collector`` turns the collector on once it has begun, this ``finally`` if it never did
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _replay(args)
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _replay(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     from raiwatch.replay import ReplayInterrupted, check_inputs, replay

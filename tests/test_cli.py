@@ -57,6 +57,26 @@ def test_numpy_and_scipy_run_blas_on_one_thread_unless_the_user_says(given: str 
     assert p.stdout.splitlines()[-1] == used
 
 
+_COLLECTOR = (
+    "import gc, sys\n"
+    "from raiwatch.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(code, gc.isenabled(), gc.get_threshold()[0])\n"
+)
+
+
+@pytest.mark.parametrize(("events", "expect"), [("missing.jsonl", "2 True 700"), ("events.jsonl", "0 True 200000")])
+def test_replay_runs_its_start_up_without_the_collector_and_turns_it_back_on(
+    tmp_path: Path, events: str, expect: str
+):
+    """Start-up's full collections find nothing, so the replay skips them; the collector is on
+    again afterwards, with the pipeline's thresholds once it ran, and as it was when it never did."""
+    synth.write(tmp_path / "events.jsonl", synth.default_scenario(50, start=datetime(2026, 3, 2, tzinfo=UTC)))
+    argv = [sys.executable, "-c", _COLLECTOR, "replay", str(tmp_path / events), "--out", str(tmp_path / "o")]
+    p = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.stdout.splitlines()[-1] == expect, p.stderr
+
+
 def test_lint_the_shipped_rules_and_a_bad_file(tmp_path: Path):
     p = cli("rules", "lint")
     assert p.returncode == 0 and p.stdout.startswith("ok: 27 rules"), p.stdout + p.stderr

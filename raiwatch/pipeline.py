@@ -274,8 +274,9 @@ class Pipeline:
             result = self._close(closing)
             if result.closed or self._checkpoint_due():
                 result.durable = self._submit(
-                    signals=result.signals, changes=result.changes, rows=result.rows, closed=closing
-                )
+                    signals=result.signals, changes=result.changes, rows=result.rows, closed=closing,
+                    linger=False,
+                )  # fmt: skip
         if time.monotonic() >= self._next_mirror:
             self._next_mirror = time.monotonic() + MIRROR_EVERY_S
             self._io.submit(self._mirror_store)
@@ -660,6 +661,7 @@ class Pipeline:
         roll: tuple[list[str], float] | None = None,
         closed: Sequence[int] = (),
         force_checkpoint: bool = False,
+        linger: bool = True,
     ) -> Future[list[Rejected]]:
         """Queue one batch's writes behind the batches queued before it (``WriteQueue``: while the
         writer thread is busy, batches queue up to ``MAX_QUEUED`` events and are then written together).
@@ -667,7 +669,8 @@ class Pipeline:
         Live, the windows it ``closed`` with signals are checkpointed (window clock, each changed
         model's monitor state) with it or, at most ``kafka.commit_interval_s`` later, with a later
         batch or ``flush``: offsets are committed no more often, and a model's state, encoded once
-        per checkpoint rather than once per batch, costs the pipeline thread a fraction."""
+        per checkpoint rather than once per batch, costs the pipeline thread a fraction.
+        ``linger=False`` (a tick's results: the input is idle) writes without waiting for more."""
         t0 = time.perf_counter()
         if self.live and signals:
             self._uncheckpointed.update(closed)
@@ -681,7 +684,7 @@ class Pipeline:
             list(rejected), columns, raws, idx, list(signals), list(changes), checkpoints, origin,
             feedback, list(rows), roll,
         )  # fmt: skip
-        fut = self._writes.submit(batch)
+        fut = self._writes.submit(batch, linger)
         if checkpoint:
             self._checkpointing = [(w, f) for w, f in self._checkpointing if not _written(f)]
             self._checkpointing.append((frozenset(self._uncheckpointed), fut))

@@ -6,8 +6,9 @@ it. ``WriteQueue`` hands the writer everything queued since its last write, as o
 load groups grow and the fixed costs are shared. With ``linger_s`` (as Kafka producers'
 ``linger.ms``) the writer first waits up to that long for the queue to fill, unless a ``flush`` or
 a blocked ``submit`` waits for it: fewer, larger groups for a stream that keeps the writer just
-ahead of it; without, an idle pipeline gets each batch written at once. Each batch keeps its own
-future, done when its group is written.
+ahead of it; without, an idle pipeline gets each batch written at once. A batch submitted with
+``linger=False`` (what a pipeline closes while its input is idle: nothing will come to join it)
+ends the wait too. Each batch keeps its own future, done when its group is written.
 
 A failed group fails every batch in it and every batch queued behind it (none of them is
 written: what follows a failed write must not land before it), and the next ``submit`` or
@@ -51,6 +52,7 @@ class WriteQueue(Generic[T, R]):
         self._size = size
         self.linger_s = linger_s
         self._hurry = False  # flush waits: write what is queued without lingering
+        self._urgent = False  # a batch queued without linger waits: write without lingering
         self._blocked = 0  # submits waiting for room
         self._queued = 0  # the waiting batches' sizes, summed
         self._cond = threading.Condition()
@@ -60,8 +62,9 @@ class WriteQueue(Generic[T, R]):
         self._last: Future[R] | None = None
         self.groups = 0  # groups written (tests read it)
 
-    def submit(self, item: T) -> Future[R]:
-        """Queue ``item``; its future is done when it is written. Raises a failure not yet raised."""
+    def submit(self, item: T, linger: bool = True) -> Future[R]:
+        """Queue ``item``; its future is done when it is written. Raises a failure not yet raised.
+        ``linger=False``: its group is written without waiting out the linger."""
         fut: Future[R] = Future()
         with self._cond:
             self._raise_failed()
@@ -73,6 +76,9 @@ class WriteQueue(Generic[T, R]):
             self._raise_failed()
             self._queue.append((item, fut))
             self._queued += n
+            if not linger:
+                self._urgent = True
+                self._cond.notify_all()
             self._last = fut
             if not self._draining:
                 self._draining = True
@@ -102,12 +108,16 @@ class WriteQueue(Generic[T, R]):
             raise err
 
     def _linger(self) -> None:
-        """Under the lock: wait up to ``linger_s`` for the queue to fill, unless a flush or a
-        blocked submit waits for it. It sleeps in short steps rather than in a timed wait on the
+        """Under the lock: wait up to ``linger_s`` for the queue to fill, unless a flush, a
+        blocked submit or a batch queued without linger waits for it. It sleeps in short steps rather than in a timed wait on the
         condition: under a shifted clock (libfaketime, as ``tests/test_clock_ahead.py`` runs) a
         timed lock wait reads its deadline from the shifted clock and never ends."""
         deadline = time.monotonic() + self.linger_s
-        while self._queue and self._queued < self.max_queued and not self._hurry and not self._blocked:
+        while (
+            self._queue
+            and self._queued < self.max_queued
+            and not (self._hurry or self._urgent or self._blocked)
+        ):
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -124,6 +134,7 @@ class WriteQueue(Generic[T, R]):
                 self._linger()
                 group, self._queue = self._queue, []
                 self._queued = 0
+                self._urgent = False
                 self._cond.notify_all()
                 if not group:
                     self._draining = False

@@ -174,3 +174,19 @@ def test_a_lingering_writer_writes_a_lone_batch_once_the_linger_is_over(pool) ->
     q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=10, linger_s=0.05)
     assert q.submit(0).result(10) == "written 0"
     assert w.groups == [[0]]
+
+
+@pytest.mark.timeout(60)
+def test_a_batch_queued_without_linger_is_written_at_once_with_what_waits(pool) -> None:
+    """What a pipeline closes while its input is idle has nothing to wait for: it and the batches
+    lingering before it are written together, now; the next batch lingers again."""
+    w = Writer()
+    w.release.set()
+    q: WriteQueue[int, str] = WriteQueue(pool, w, max_queued=10, linger_s=3600)
+    first = q.submit(0)
+    assert q.submit(1, linger=False).result(30) == "written 1"  # honouring the linger: an hour
+    assert first.result(0) == "written 0"
+    assert w.groups == [[0, 1]]
+    late = q.submit(2)
+    assert not late.done()
+    assert q.flush() == "written 2"

@@ -109,9 +109,10 @@ class WriteQueue(Generic[T, R]):
 
     def _linger(self) -> None:
         """Under the lock: wait up to ``linger_s`` for the queue to fill, unless a flush, a
-        blocked submit or a batch queued without linger waits for it. It sleeps in short steps rather than in a timed wait on the
-        condition: under a shifted clock (libfaketime, as ``tests/test_clock_ahead.py`` runs) a
-        timed lock wait reads its deadline from the shifted clock and never ends."""
+        blocked submit or a batch queued without linger waits for it. It sleeps in short steps
+        rather than in a timed wait on the condition: under a shifted clock (libfaketime, as
+        ``tests/test_clock_ahead.py`` runs) a timed lock wait reads its deadline from the shifted
+        clock and never ends."""
         deadline = time.monotonic() + self.linger_s
         while (
             self._queue

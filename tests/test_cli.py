@@ -65,7 +65,9 @@ _COLLECTOR = (
 )
 
 
-@pytest.mark.parametrize(("events", "expect"), [("missing.jsonl", "2 True 700"), ("events.jsonl", "0 True 200000")])
+@pytest.mark.parametrize(
+    ("events", "expect"), [("missing.jsonl", "2 True 700"), ("events.jsonl", "0 True 200000")]
+)
 def test_replay_runs_its_start_up_without_the_collector_and_turns_it_back_on(
     tmp_path: Path, events: str, expect: str
 ):

@@ -19,6 +19,10 @@ Each candidate's columns are compared with the structs' on every event: the line
 they agree (the first difference otherwise). Batches of 20,000, as the replay reads them; the
 best of ``--repeat`` runs; CPU is every thread's (chdb and polars may use several).
 
+Two more lines split today's figure: msgspec decoding each line into its struct and nothing else
+(``structs only``), and msgspec building the same structs from a msgpack copy of the batch, where
+there is no JSON to parse (``structs from msgpack``): what the Python objects themselves cost.
+
 Today's figure includes the validation ``decode_batch`` does on the way (types, lengths,
 enumerations, time range, one reason per rejected event); the candidates' do not, and a columnar
 decoder would have to do it as well. Last, the bench lists the values the contract refuses that
@@ -43,6 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import msgspec  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.json as pajson  # noqa: E402
@@ -50,6 +55,7 @@ from msgspec import UNSET  # noqa: E402
 
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
 from raiwatch.core.columns import EventColumns  # noqa: E402
+from raiwatch.core.records import TelemetryEvent  # noqa: E402
 from raiwatch.dev import synth  # noqa: E402
 
 START = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -305,6 +311,13 @@ def main() -> None:
         base = wall
         today = "structs + EventColumns (today)"
         print(f"{today:<32} {wall / n * 1e6:6.2f} µs/event  CPU {cpu / n * 1e6:6.2f}")
+        one = msgspec.json.Decoder(TelemetryEvent).decode
+        wall, _ = timed(lambda b: [one(r) for r in b], batches, args.repeat)
+        print(f"{'  structs only (msgspec)':<32} {wall / n * 1e6:6.2f} µs/event")
+        packed = {id(b): msgspec.msgpack.encode(telemetry_codec.decode_batch(b).events) for b in batches}
+        unpack = msgspec.msgpack.Decoder(list[TelemetryEvent]).decode
+        wall, _ = timed(lambda b: unpack(packed[id(b)]), batches, args.repeat)
+        print(f"{'  structs from msgpack':<32} {wall / n * 1e6:6.2f} µs/event  (no JSON to parse)")
         for name, fn, maps in candidates:
             verdicts = (agreement(structs(b), fn(b), maps) for b in batches)
             verdict = next((v for v in verdicts if v != "agree"), "agree")

@@ -78,7 +78,6 @@ class WriteQueue(Generic[T, R]):
             self._queued += n
             if not linger:
                 self._urgent = True
-                self._cond.notify_all()
             self._last = fut
             if not self._draining:
                 self._draining = True

@@ -38,8 +38,8 @@ def _cfg(args: argparse.Namespace, monitors: bool = False) -> Config:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    # start-up (imports, the engine) allocates only what lives until exit: the replay's
-    # ``settle_collector`` turns the collector on once it has begun, this ``finally`` if it never did
+    # start-up (imports, the engine) leaves next to no garbage (``settle_collector`` says how much):
+    # the collector is off until the replay's ``settle_collector``, or this ``finally``
     was_on = gc.isenabled()
     gc.disable()
     try:

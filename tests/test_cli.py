@@ -71,7 +71,7 @@ _COLLECTOR = (
 def test_replay_runs_its_start_up_without_the_collector_and_turns_it_back_on(
     tmp_path: Path, events: str, expect: str
 ):
-    """Start-up's full collections find nothing, so the replay skips them; the collector is on
+    """Start-up's collections find next to nothing, so the replay skips them; the collector is on
     again afterwards, with the pipeline's thresholds once it ran, and as it was when it never did."""
     synth.write(tmp_path / "events.jsonl", synth.default_scenario(50, start=datetime(2026, 3, 2, tzinfo=UTC)))
     argv = [sys.executable, "-c", _COLLECTOR, "replay", str(tmp_path / events), "--out", str(tmp_path / "o")]

@@ -314,15 +314,12 @@ def _sample_add(sample: Sample, threshold: int, events: Sequence[TelemetryEvent]
     threshold."""
     crc32 = zlib.crc32
     hashes = [crc32(ev.event_id.encode()) for ev in events]
-    keys: dict[str, int] = {}  # text -> its key: a repeated text is keyed once
+    keys = _TextKeys()
     for i in [i for i, h in enumerate(hashes) if h < threshold]:
         ev = events[i]
         row = features_of(ev)
         if (r := ev.request) and (text := r.text):
-            key = keys.get(text)
-            if key is None:
-                key = keys[text] = text_key(text)
-            row[TEXT] = key
+            row[TEXT] = keys[text]
         sample.append((hashes[i], ev.event_id, row))
     if len(sample) > 2 * cap:
         sample.sort(key=_BY_HASH)
@@ -488,6 +485,15 @@ def text_key(text: str) -> int:
     return zlib.crc32(min(w for w in words if len(w) == longest).encode())
 
 
+class _TextKeys(dict[str, int]):
+    """``text_key`` of each text asked for, computed once per distinct text: a window repeats its
+    common prompts (and a repeated one is what the trim is for)."""
+
+    def __missing__(self, text: str) -> int:
+        key = self[text] = text_key(text)
+        return key
+
+
 def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> list[TelemetryEvent]:
     """A window's events with each text (``text_key``) counted at most ``REPEATS`` plus twice its
     share of the reference times the window's events (those with the smallest event-id hashes
@@ -504,13 +510,10 @@ def _trim_repeats(events: list[TelemetryEvent], shares: dict[int, float]) -> lis
     (8, 1)
     """
     by_text: dict[int, list[int]] = {}
-    keys: dict[str, int] = {}  # text -> its key: a repeated text (what this trims) is keyed once
+    keys = _TextKeys()
     for i, ev in enumerate(events):
         if (r := ev.request) and (text := r.text):
-            key = keys.get(text)
-            if key is None:
-                key = keys[text] = text_key(text)
-            by_text.setdefault(key, []).append(i)
+            by_text.setdefault(keys[text], []).append(i)
     n = len(events)
     drop: list[int] = []
     for h, idx in by_text.items():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -34,10 +35,14 @@ import numpy as np
 import orjson
 from msgspec import UNSET
 
-from raiwatch.core import contracts
-from raiwatch.core.codec import telemetry_codec
-from storage.clickhouse import ClickHouseWriter, connect, count_events, migrate
-from storage.clickhouse.writer import EPOCH, EVENT_INSERT_SETTINGS, MS, event_raws, now_ms
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's code, not the installed one's (worktrees)
+
+from raiwatch.core import contracts  # noqa: E402
+from raiwatch.core.codec import telemetry_codec  # noqa: E402
+from storage.clickhouse import ClickHouseWriter, connect, count_events, migrate  # noqa: E402
+from storage.clickhouse.rawtext import event_raws  # noqa: E402
+from storage.clickhouse.writer import EPOCH, EVENT_INSERT_SETTINGS, MS, now_ms  # noqa: E402
 
 DB = "bench"
 

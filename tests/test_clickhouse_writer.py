@@ -29,10 +29,11 @@ from storage.clickhouse import (
     count_events,
     events_per_model,
     migrate,
+    rawtext,
     recent_signals,
     signals_df,
 )
-from storage.clickhouse.writer import event_raws, strip_text
+from storage.clickhouse.rawtext import event_raws, strip_text
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 
@@ -165,6 +166,47 @@ def test_strip_text_when_the_same_object_also_appears_elsewhere():
         "request": {},
         "response": {"text": "yo", "tokens": 2},
     }
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        (
+            b'{"a":1,"request":{"text":"hi, {you}","tokens":3},"z":[1.50]}',
+            b'{"a":1,"request":{"tokens":3},"z":[1.50]}',
+        ),
+        (b'{"request":{"tokens":3,"text":"hi"},"z":1}', b'{"request":{"tokens":3},"z":1}'),
+        (b'{"request":{"text":"hi"},"z":1}', b'{"request":{},"z":1}'),
+        (
+            b'{"request":{"text":"q","tokens":1},"response":{"tokens":2,"text":"a"}}',
+            b'{"request":{"tokens":1},"response":{"tokens":2}}',
+        ),
+    ],
+)
+def test_compact_text_members_are_cut_and_every_other_byte_kept(raw, stored):
+    """Compact JSON without escapes takes the byte splice: the rest is kept exactly as sent
+    (``1.50`` stays ``1.50``), where msgspec's path re-encodes the request and response objects."""
+    ev = {"schema_version": 1, "event_id": "e", "timestamp": "2026-11-02T09:00:00Z", "model": {"id": "m"}}
+    head = orjson.dumps(ev)[:-1] + b","
+    decoded = telemetry_codec.decode_batch([head + raw[1:]])
+    assert not decoded.rejected
+    assert event_raws(decoded.events, decoded.raws, store_text=False) == [head + stored[1:]]
+    assert rawtext._splice(head + raw[1:], raw.count(b'"text"')) == head + stored[1:]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"request":{"text":"a\\nb"}}',  # an escape somewhere
+        b'{"request":{"text": "hi"}}',  # spaced
+        b'{"request":{"text":"hi"},"kind":"text"}',  # "text" as a value too
+        b'{"request":{"text":"hi"},"echo":{"text":"hi"}}',  # another text member
+        b'{"request":{"text":"a","text":"b"}}',  # a duplicate key
+    ],
+)
+def test_what_the_splice_cannot_be_sure_of_goes_through_msgspec(raw):
+    assert rawtext._splice(raw, 1) is None
+    assert b'"text"' not in orjson.dumps(orjson.loads(strip_text(raw, response=False))["request"])
 
 
 _PIECES = [*'ab "\\/\n\té😀{}:,', "text", '"text":', "\\u0041"]

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import numpy as np
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
-from msgspec import UNSET
 
 from raiwatch.core.errors import StorageError
 from raiwatch.core.records import FeedbackEvent, Incident, Signal, TelemetryEvent
+from storage.clickhouse.rawtext import event_raws
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -95,74 +95,6 @@ def _ms(dt: datetime | None) -> int | None:
 
 
 INCIDENT_COLUMNS = tuple(f.name for f in msgspec.structs.fields(Incident))  # the record, field by field
-
-
-class _TextParts(msgspec.Struct):
-    """The two objects of an event that may hold text, as their exact bytes."""
-
-    request: msgspec.Raw = msgspec.Raw(b"")
-    response: msgspec.Raw = msgspec.Raw(b"")
-
-
-_TEXT_PARTS = msgspec.json.Decoder(_TextParts)
-_RAW_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_ENCODE = msgspec.json.Encoder().encode
-
-
-def strip_text(raw: bytes, request: bool = True, response: bool = True) -> bytes:
-    """``raw`` without ``request.text`` (if ``request``) and ``response.text`` (if ``response``).
-
-    Every other byte is kept as received, unknown fields included. Only ``request`` and
-    ``response`` are re-encoded, spliced back in place when their bytes occur once in ``raw``
-    (then that occurrence is necessarily theirs); otherwise the top level is re-encoded too.
-    """
-    parts = _TEXT_PARTS.decode(raw)
-    out = raw
-    for sub, wanted in ((parts.request, request), (parts.response, response)):
-        if not wanted or not len(sub):
-            continue
-        old = bytes(sub)
-        new = _without_text(old)
-        if new is old:
-            continue
-        at = out.find(old)
-        if out.find(old, at + 1) != -1:
-            return _strip_text_slow(raw, request, response)
-        out = out[:at] + new + out[at + len(old) :]
-    return out
-
-
-def _without_text(obj: bytes) -> bytes:
-    """A JSON object's bytes without its ``text`` key (``obj`` itself when there is none)."""
-    try:
-        fields = _RAW_OBJECT.decode(obj)
-    except msgspec.ValidationError:  # not an object: nothing to strip
-        return obj
-    if fields.pop("text", None) is None:
-        return obj
-    return _ENCODE(fields)
-
-
-def _strip_text_slow(raw: bytes, request: bool, response: bool) -> bytes:
-    obj = _RAW_OBJECT.decode(raw)
-    for part, wanted in (("request", request), ("response", response)):
-        if wanted and part in obj:
-            obj[part] = msgspec.Raw(_without_text(bytes(obj[part])))
-    return _ENCODE(obj)
-
-
-def event_raws(events: Sequence[TelemetryEvent], raws: Sequence[bytes], store_text: bool) -> list[bytes]:
-    """The raw JSON to store per event: as received, minus prompt and response text unless ``store_text``."""
-    if store_text:
-        return list(raws)
-    out = list(raws)
-    for i, e in enumerate(events):
-        q, r = e.request, e.response
-        q_text = bool(q) and q.text is not UNSET
-        r_text = bool(r) and r.text is not UNSET
-        if q_text or r_text:
-            out[i] = strip_text(out[i], q_text, r_text)
-    return out
 
 
 _ENCODE_SORTED = msgspec.json.Encoder(order="sorted").encode

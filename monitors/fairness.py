@@ -193,26 +193,27 @@ class FairnessMonitor(PerModelState):
 
     def observe(self, batch: EventColumns) -> None:
         """Count each event by what the close needs of it: segments, tenant, outcome, action,
-        finish reason (one counter per window and model; groups are worked out at the close)."""
+        finish reason (one counter per window and model; groups are worked out at the close).
+        The batch is counted in one pass (``Counter`` over zipped columns, in C), then each
+        distinct combination goes to its window and model: far fewer than the events."""
         windows = self._windows
         tenants = batch.tenant if self.cfg.tenants else [""] * len(batch)
-        keys = [
-            (s, t, f, a, r) if (s or t) and (f is not UNSET or a is not UNSET or r is not UNSET) else None
-            for s, t, f, a, r in zip(
-                batch.segments, tenants, batch.favorable, batch.action, batch.finish_reason, strict=True
+        seen = Counter(
+            zip(
+                batch.starts, batch.model, batch.segments, tenants, batch.favorable, batch.action,
+                batch.finish_reason, strict=True,
             )
-        ]
-        for (start, model), at in batch.groups.items():
-            counted = [k for i in at if (k := keys[i]) is not None]
-            if not counted:
-                continue
+        )  # fmt: skip
+        for (start, model, s, t, f, a, r), n in seen.items():
+            if not (s or t) or (f is UNSET and a is UNSET and r is UNSET):
+                continue  # no group, or nothing to count for one
             by_model = windows.get(start)
             if by_model is None:
                 by_model = windows[start] = {}
             c = by_model.get(model)
             if c is None:
                 c = by_model[model] = Counter()
-            c.update(counted)
+            c[s, t, f, a, r] += n
 
     def _counts(self, st: _Model, seen: Counter[tuple]) -> Counts:
         """A window's counts per (attribute, group), groups past ``max_groups`` folded into other."""

@@ -181,11 +181,15 @@ def test_strip_text_when_the_same_object_also_appears_elsewhere():
             b'{"request":{"text":"q","tokens":1},"response":{"tokens":2,"text":"a"}}',
             b'{"request":{"tokens":1},"response":{"tokens":2}}',
         ),
+        (b'{"request":{"text":"a\\nb \\"c\\" d\\\\","tokens":1}}', b'{"request":{"tokens":1}}'),
+        (b'{"request": {"tokens": 1, "text": "hi"}, "z": 1}', b'{"request": {"tokens": 1}, "z": 1}'),
+        (b'{"request": {"text" : "hi" ,\n "tokens": 1}}', b'{"request": {\n "tokens": 1}}'),
     ],
 )
-def test_compact_text_members_are_cut_and_every_other_byte_kept(raw, stored):
-    """Compact JSON without escapes takes the byte splice: the rest is kept exactly as sent
-    (``1.50`` stays ``1.50``), where msgspec's path re-encodes the request and response objects."""
+def test_text_members_are_cut_and_every_other_byte_kept(raw, stored):
+    """JSON without ``\\u`` escapes, compact or spaced, takes the byte splice: the rest is kept
+    exactly as sent (``1.50`` stays ``1.50``, spaces stay), where msgspec's path re-encodes the
+    request and response objects."""
     ev = {"schema_version": 1, "event_id": "e", "timestamp": "2026-11-02T09:00:00Z", "model": {"id": "m"}}
     head = orjson.dumps(ev)[:-1] + b","
     decoded = telemetry_codec.decode_batch([head + raw[1:]])
@@ -197,8 +201,8 @@ def test_compact_text_members_are_cut_and_every_other_byte_kept(raw, stored):
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"request":{"text":"a\\nb"}}',  # an escape somewhere
-        b'{"request":{"text": "hi"}}',  # spaced
+        b'{"request":{"text":"caf\\u00e9"}}',  # a \\u escape: a key could be spelled with one
+        b'{"request":{"text":"say \\"text"}}',  # "text" again, at an escaped quote inside a string
         b'{"request":{"text":"hi"},"kind":"text"}',  # "text" as a value too
         b'{"request":{"text":"hi"},"echo":{"text":"hi"}}',  # another text member
         b'{"request":{"text":"a","text":"b"}}',  # a duplicate key

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import jsonschema
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raiwatch.core import contracts
-from raiwatch.core.codec import MAX_EVENT_BYTES, feedback_codec, telemetry_codec
+from raiwatch.core.codec import MAX_EVENT_BYTES, feedback_codec, has_unicode_escape, telemetry_codec
 
 EXAMPLES = contracts.examples()
 SCHEMA = contracts.schema("telemetry-event.v1")
@@ -105,3 +110,17 @@ def test_feedback_decodes_and_rejects():
     d = feedback_codec.decode_batch([good, bad])
     assert d.events[0].favorable is False and d.events[0].source == "human_review"
     assert "event_id" in d.rejected[0].reason
+
+
+_REAL_U_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u")  # a backslash-u not itself escaped
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab\\u"\n\té'))), st.booleans())
+def test_a_unicode_escape_is_never_missed(text, ascii_only):
+    """``has_unicode_escape`` finds every real ``\\u`` escape; with at most eight backslashes it
+    is exact (an escaped backslash before a ``u`` is none)."""
+    raw = json.dumps({"t": text}, ensure_ascii=ascii_only).encode()
+    real = _REAL_U_ESCAPE.search(raw) is not None
+    assert has_unicode_escape(raw) or not real
+    if raw.count(b"\\") <= 8:
+        assert has_unicode_escape(raw) == real

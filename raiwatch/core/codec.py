@@ -86,6 +86,27 @@ def lone_surrogate(raw: bytes) -> int:
     return expect_low_at - 6 if expect_low_at != -1 else -1
 
 
+def has_unicode_escape(raw: bytes) -> bool:
+    """Whether a JSON text may hold a ``\\u`` escape: exactly for its first eight backslashes (an
+    escaped backslash before a ``u`` is no escape), by a byte search past them (then an escaped
+    backslash before a ``u`` says True too: the callers only look closer).
+
+    One ``find`` per backslash costs less than the search for two bytes (0.67 µs for 600 bytes)
+    when backslashes are few, as a prompt's newlines are.
+
+    >>> has_unicode_escape(rb'{"a": "x\\n\\u00e9"}'), has_unicode_escape(rb'{"a": "\\\\u"}')
+    (True, False)
+    """
+    i = raw.find(b"\\")
+    for _ in range(8):
+        if i < 0:
+            return False
+        if raw[i + 1 : i + 2] == b"u":
+            return True
+        i = raw.find(b"\\", i + 2)  # past the escaped character, a backslash included
+    return i >= 0 and raw.find(b"\\u", i) >= 0
+
+
 def nesting_depth(raw: bytes) -> int:
     """Deepest nesting of objects and arrays in a JSON text (brackets inside strings do not count).
 
@@ -131,7 +152,7 @@ def _not_storable(raw: bytes) -> str | None:
             raw.decode()
         except UnicodeDecodeError as e:
             return f"not UTF-8: invalid byte 0x{raw[e.start]:02x} at byte {e.start}"
-    if b"\\u" in raw:
+    if has_unicode_escape(raw):
         at = lone_surrogate(raw)
         if at >= 0:
             return f"lone UTF-16 surrogate escape {raw[at : at + 6].decode()} at byte {at} (not Unicode text)"
@@ -184,7 +205,7 @@ class Codec:
                 else:
                     ev = decode(raw)
                     # a backslash first: one memchr, 0.15 µs an event against 0.67 for the pair
-                    if not raw.isascii() or (b"\\" in raw and b"\\u" in raw):
+                    if not raw.isascii() or (b"\\" in raw and has_unicode_escape(raw)):
                         reason = _not_storable(raw)
                     if reason is None:
                         ts = ev.timestamp.timestamp()

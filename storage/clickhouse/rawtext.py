@@ -18,9 +18,11 @@ from collections.abc import Sequence
 import msgspec
 from msgspec import UNSET
 
+from raiwatch.core.codec import has_unicode_escape
 from raiwatch.core.records import TelemetryEvent
 
 _KEY = b'"text"'
+_SPACE = b" \t\n\r"  # JSON's whitespace
 
 
 class _TextParts(msgspec.Struct):
@@ -54,24 +56,58 @@ def event_raws(events: Sequence[TelemetryEvent], raws: Sequence[bytes], store_te
 def _splice(raw: bytes, members: int) -> bytes | None:
     """``raw`` without its ``members`` text members, cut by byte search; None where that is not
     certain (see the module's docstring), for ``strip_text`` to do."""
-    if b"\\" in raw:  # no escapes at all: no key spelled with \\u, no quote inside a string
+    escaped = b"\\" in raw  # one memchr: most events have no backslash at all
+    if escaped and has_unicode_escape(raw):  # a key may spell "text" with one: msgspec decides
         return None
     out, at = raw, len(raw)
     for _ in range(members):  # from the end, so that each cut leaves the earlier positions alone
         at = raw.rfind(_KEY, 0, at)
-        if at <= 0 or raw[at + 6 : at + 8] != b':"':  # compact JSON only: `"text":"...`
+        if at <= 0 or raw[at - 1] == 0x5C:  # none left, or its quote is escaped: inside a string
             return None
-        end = raw.find(b'"', at + 8) + 1  # the closing quote: nothing is escaped
-        after, before = raw[end], raw[at - 1]
-        if after == 0x2C:  # a member follows: its comma goes too
-            out = out[:at] + out[end + 1 :]
-        elif after == 0x7D and before in b",{":  # the last member: the comma before it goes too
-            out = out[: at - (before == 0x2C)] + out[end:]
-        else:
+        i = at + 8 if raw[at + 6 : at + 8] == b':"' else _value_start(raw, at + 6)
+        if i < 0:
             return None
+        end = raw.find(b'"', i) + 1  # after the closing quote
+        while escaped and end > 0 and raw[end - 2] == 0x5C and _escaped(raw, end - 1):
+            end = raw.find(b'"', end) + 1
+        if end <= 0:
+            return None
+        after = end if raw[end] not in _SPACE else _skip(raw, end, 1)
+        if raw[after] == 0x2C:  # a member follows: its comma goes too
+            out = out[:at] + out[after + 1 :]
+            continue
+        before = at - 1 if raw[at - 1] not in _SPACE else _skip(raw, at - 1, -1)
+        if raw[after] != 0x7D or raw[before] not in b",{":
+            return None
+        out = out[: before if raw[before] == 0x2C else at] + out[end:]  # the last member: its comma too
     if raw.rfind(_KEY, 0, at) >= 0:  # one "text" more than the event's text members
         return None
     return out
+
+
+def _skip(raw: bytes, i: int, step: int) -> int:
+    """The first position from ``i`` on (``step`` 1) or back (-1) that is not JSON whitespace."""
+    while raw[i] in _SPACE:
+        i += step
+    return i
+
+
+def _value_start(raw: bytes, i: int) -> int:
+    """After a key ending at ``i``: where its string value's text starts (past the opening
+    quote), or -1 if what follows is not ``: "``, however spaced."""
+    i = _skip(raw, i, 1)
+    if raw[i] != 0x3A:
+        return -1
+    i = _skip(raw, i + 1, 1)
+    return i + 1 if raw[i] == 0x22 else -1
+
+
+def _escaped(raw: bytes, i: int) -> bool:
+    """Whether the quote at ``i`` is escaped: an odd number of backslashes before it."""
+    k = i
+    while raw[k - 1] == 0x5C:
+        k -= 1
+    return (i - k) % 2 == 1
 
 
 def strip_text(raw: bytes, request: bool = True, response: bool = True) -> bytes:

@@ -7,9 +7,9 @@ writes it, but from a fixed start: every run sees the same events) are decoded o
 then sees them as the pipeline hands them over (batches of 20,000, 60 s windows, a window closed
 once the batches have moved two windows past it), under the pipeline's collector settings (what
 the decode left frozen, a young collection every 200,000 allocations: with Python's default of 700
-the drift monitor's close read 2.6 instead of 1.9 µs an event). Best of ``--repeat`` fresh monitors. The
-batches' ``EventColumns``, which the pipeline reads once for all monitors, are timed apart
-(``columns``). No storage, rules or pipeline: what a change to one monitor buys, without the
+the drift monitor's close read 2.6 instead of 1.9 µs an event). Best of ``--repeat`` fresh
+monitors. The batches' ``EventColumns``, which the pipeline reads once for all monitors, are timed
+apart (``columns``). No storage, rules or pipeline: what a change to one monitor buys, without the
 whole replay's noise.
 """
 

@@ -244,6 +244,7 @@ STAGES = (  # (stage, path fragment of the functions whose own time counts for i
     ("monitor: quality", "monitors/labeljoin.py"),
     ("rules", "alert_rules/"),
     ("storage preparation (columns, text removal)", "storage/clickhouse/writer.py"),
+    ("storage preparation (columns, text removal)", "storage/clickhouse/rawtext.py"),
     ("waiting for the writer thread", "_thread.lock"),
     ("window clock, dedup", "monitors/windows.py"),
     ("window clock, dedup", "monitors/dedup.py"),

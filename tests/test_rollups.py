@@ -289,3 +289,28 @@ def test_the_history_of_a_backtest_crosses_a_gap_of_years_in_a_few_reads(replaye
     first_year, got, stored, calls = map(int, p.stdout.split())
     assert first_year == 2001 and got == stored > 0
     assert calls <= 6, calls
+
+
+_CHUNKS = """
+import sys
+from datetime import UTC, datetime
+from storage.clickhouse import Rollups, connect
+from storage.clickhouse.rollups import EVENTS
+client = connect(sys.argv[1], "raiwatch")
+models = [m for (m,) in client.query("SELECT DISTINCT model_id FROM raiwatch.telemetry_events").result_rows]
+end = int(datetime(2026, 11, 2, 1, 0, tzinfo=UTC).timestamp() * 1000)
+for roller in (Rollups("raiwatch"), Rollups("raiwatch", max_chunks=5)):
+    starts = [h * roller.chunk_ms for h in roller._chunks(client, EVENTS, models, None, end)]
+    print(" ".join(datetime.fromtimestamp(s / 1000, UTC).strftime("%Y-%m-%dT%H") for s in starts))
+"""
+
+
+def test_a_replay_rolls_up_a_utc_day_per_insert_and_a_live_worker_an_hour(replayed):
+    """A replay waits for its roll-ups at its end, each insert with a fixed cost: one per UTC day
+    with rows. A live worker takes short steps: one per hour with rows. Either way, one partition."""
+    dsn = f"chdb://{(replayed / 'clickhouse').resolve()}"
+    p = subprocess.run([sys.executable, "-c", _CHUNKS, dsn], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    replay_chunks, live_chunks = p.stdout.splitlines()
+    assert replay_chunks == "2001-02-03T00 2026-11-01T00 2026-11-02T00"
+    assert live_chunks == "2001-02-03T04 2026-11-01T23 2026-11-02T00"

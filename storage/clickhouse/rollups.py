@@ -8,11 +8,14 @@ time. The cursor is ``rolled_to`` in the rollup tables themselves, written in th
 rows it covers, so a crash can neither lose a range nor roll it twice. ``signals_1h_mv`` and the
 other views carry each insert on to the hour and the day (migration 0008).
 
-A model's first roll-up starts from its first stored row. Each insert covers at most one UTC hour
-(one partition, one ``rolled_to``), hours without rows are skipped (a stray event from years ago
-costs one insert), and a live worker does at most ``max_chunks`` inserts per call, so catching up on
-a long history (a store upgraded to migration 0008) holds its writer thread for one short step at a
-time. Late events (stored after their window closed) are not rolled up.
+A model's first roll-up starts from its first stored row. A live worker's inserts cover at most one
+UTC hour each, and it does at most ``max_chunks`` of them per call, so catching up on a long history
+(a store upgraded to migration 0008) holds its writer thread for one short step at a time; a replay
+(no ``max_chunks``) inserts a UTC day at a time: it waits for all of them at its end, and each
+insert has a fixed cost (the three levels' parts; about 0.1 s for an hour of the bench's 200,000
+events, as for a day). Either way an insert stays in one partition of the minute tables (a day) with
+one ``rolled_to``. Chunks without rows are skipped (a stray event from years ago costs one insert).
+Late events (stored after their window closed) are not rolled up.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raiwatch.rollups")
 
-CHUNK_MS = 3_600_000  # one insert: at most one UTC hour of rows
+HOUR_MS = 3_600_000  # a live worker's insert: at most one UTC hour of rows
+DAY_MS = 24 * HOUR_MS  # a replay's: at most one UTC day (a partition of the minute tables)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class Rollups:
     def __init__(self, database: str, max_chunks: int | None = None):
         self.database = database
         self.max_chunks = max_chunks  # inserts per family and call (None: as many as it takes)
+        self.chunk_ms = HOUR_MS if max_chunks is not None else DAY_MS  # what one insert covers at most
         self._cursor: dict[str, dict[str, int | None]] = {f.name: {} for f in FAMILIES}  # ms; None: never
 
     def forget(self, models: Collection[str]) -> None:
@@ -156,14 +161,15 @@ class Rollups:
                 )
         return found
 
-    def _hours(self, client: Client, fam: Family, models: list[str], lo: int | None, u: int) -> list[int]:
-        """The UTC hours (chunk numbers) holding rows of ``models`` after the cursor ``lo`` (None: from
-        the first row) up to ``u``, oldest first, at most ``max_chunks``. Empty hours are skipped, so a
-        stray old event costs one insert, not one per hour since its time."""
+    def _chunks(self, client: Client, fam: Family, models: list[str], lo: int | None, u: int) -> list[int]:
+        """The chunks (UTC hours or days, ``chunk_ms``, by number) holding rows of ``models`` after the
+        cursor ``lo`` (None: from the first row) up to ``u``, oldest first, at most ``max_chunks``.
+        Empty ones are skipped, so a stray old event costs one insert, not one per chunk since its time."""
         limit = f" LIMIT {self.max_chunks}" if self.max_chunks is not None else ""
+        size = self.chunk_ms
         rows = client.query(
             # the chunk of a row: signals (lo, hi] take ts - 1 ms, events [lo, hi) take ts
-            f"SELECT DISTINCT toInt64(floor((toUnixTimestamp64Milli(ts) - {fam.shift}) / {CHUNK_MS})) AS h"
+            f"SELECT DISTINCT toInt64(floor((toUnixTimestamp64Milli(ts) - {fam.shift}) / {size})) AS h"
             f" FROM {self.database}.{fam.source} WHERE model_id IN {{models:Array(String)}}"
             f"{fam.rows_in(after=lo is not None)} ORDER BY h{limit}",
             parameters={"models": models, "lo": lo, "hi": u},
@@ -172,12 +178,12 @@ class Rollups:
 
     def _roll(self, client: Client, fam: Family, models: list[str], start: int | None, u: int) -> int:
         """Insert the rows of ``models`` from the cursor ``start`` (None: never rolled up) towards
-        ``u``, one insert per UTC hour that has rows, at most ``max_chunks``; returns how far it got."""
-        hours = self._hours(client, fam, models, start, u)
+        ``u``, one insert per chunk that has rows, at most ``max_chunks``; returns how far it got."""
+        chunks = self._chunks(client, fam, models, start, u)
         lo = start
-        for h in hours:
-            lo = h * CHUNK_MS if lo is None else max(lo, h * CHUNK_MS)
-            hi = min(u, (h + 1) * CHUNK_MS)
+        for h in chunks:
+            lo = h * self.chunk_ms if lo is None else max(lo, h * self.chunk_ms)
+            hi = min(u, (h + 1) * self.chunk_ms)
             client.command(
                 f"INSERT INTO {self.database}.{fam.name}_1m {fam.select},"
                 " fromUnixTimestamp64Milli({hi:Int64}, 'UTC'), now()"
@@ -187,15 +193,15 @@ class Rollups:
                 parameters={"models": models, "lo": lo, "hi": hi},
             )
             lo = hi
-        if len(hours) > 24:
+        if len(chunks) > 24:
             log.info(
-                "rolled up %s of %d models: %d hours up to %s",
+                "rolled up %s of %d models: %d inserts up to %s",
                 fam.name,
                 len(models),
-                len(hours),
+                len(chunks),
                 datetime.fromtimestamp((u if lo is None else lo) / 1000, UTC).isoformat(),
             )
-        if self.max_chunks is not None and len(hours) == self.max_chunks and lo is not None:
+        if self.max_chunks is not None and len(chunks) == self.max_chunks and lo is not None:
             return lo  # there may be more: the next call goes on from here
         return u
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,12 @@ TEMPLATES = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=Fa
 TEMPLATES.filters.update(pct=_pct, num=_num)
 
 
+@lru_cache(maxsize=1024)
+def summary_template(source: str) -> jinja2.Template:
+    """A summary compiled once: the lint compiles it to check it, the rule then takes the same one."""
+    return TEMPLATES.from_string(source)
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     """One validated alert rule. ``runbook`` is a file in runbooks/ or an absolute URL."""
@@ -105,7 +112,7 @@ class Rule:
     template: jinja2.Template = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "template", TEMPLATES.from_string(self.summary))
+        object.__setattr__(self, "template", summary_template(self.summary))
         match = {k: (v,) if isinstance(v, str) else tuple(v) for k, v in self.match.items()}
         object.__setattr__(self, "match", match)
         object.__setattr__(self, "_matchers", matchers(match))
@@ -350,7 +357,7 @@ def _check_rule(
                 bad(f"runbook {name!r} has no heading #{anchor} ({hint})", "annotations", "runbook")
         if isinstance(ann.get("summary"), str):
             try:
-                TEMPLATES.from_string(ann["summary"])
+                summary_template(ann["summary"])
             except jinja2.TemplateSyntaxError as e:
                 bad(f"summary: template syntax error: {e.message}", "annotations", "summary")
     names = {k: [n for n in r.get(k) or () if isinstance(n, str)] for k in ("group_by", "match", "labels")}

@@ -255,7 +255,7 @@ class _State(msgspec.Struct, array_like=True):
 
 def _prompt(ev: TelemetryEvent, text: str) -> Prompt:
     """The parts of an event with prompt ``text`` that clustering and its tables use."""
-    if HASHED.fullmatch(text) is not None:
+    if text.isalnum() and HASHED.fullmatch(text) is not None:  # a space or a sign: no digest, no regex
         text = DIGEST + text
     ip = ev.client.ip_hash if ev.client and ev.client.ip_hash else ""
     flagged = bool(ev.safety and ev.safety.violations)

@@ -252,6 +252,43 @@ def test_text_never_reaches_storage_however_it_was_written(
     assert orjson.loads(stored) == ev
 
 
+_KEY_PIECES = ["text", 'te"xt', "\\", "a", "é", "\\u0041", '"text"', ":"]
+_KEYS = st.lists(st.sampled_from(_KEY_PIECES), min_size=1, max_size=3).map("".join)
+_VALUES = st.recursive(
+    st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), _TEXTS),
+    lambda inner: st.dictionaries(_KEYS, inner, max_size=3) | st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(
+    prompt=_TEXTS,
+    answer=st.one_of(st.none(), _TEXTS),
+    top=st.dictionaries(_KEYS, _VALUES, max_size=3),
+    inside=st.dictionaries(_KEYS.filter(lambda k: k != "text"), _VALUES, max_size=2),
+    spaced=st.booleans(),
+    ascii_only=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_members_and_values_named_text_elsewhere_are_kept(prompt, answer, top, inside, spaced, ascii_only):
+    """Unknown members anywhere, keyed or valued "text" or with quotes and backslashes in their
+    keys, stay as they were; only request.text and response.text go (by the splice where it is
+    certain, else by msgspec)."""
+    ev = {"schema_version": 1, "event_id": "e1", "timestamp": "2026-11-02T09:00:00Z", "model": {"id": "m"}}
+    ev.update(top)
+    ev["request"] = {**inside, "text": prompt}
+    if answer is not None:
+        ev["response"] = {"text": answer, **inside}
+    raw = json.dumps(ev, ensure_ascii=ascii_only, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    decoded = telemetry_codec.decode_batch([raw])
+    assert not decoded.rejected, decoded.rejected
+    (stored,) = event_raws(decoded.events, decoded.raws, store_text=False)
+    del ev["request"]["text"]
+    if answer is not None:
+        del ev["response"]["text"]
+    assert orjson.loads(stored) == ev
+
+
 def test_replayed_events_count_once(client, db):
     events, raws, ts = decode(example_lines())
     writer = ClickHouseWriter(client, db)

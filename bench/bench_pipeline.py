@@ -298,7 +298,9 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
     events per second after start-up."""
     base = decode_only_file(path)
     full, cpu, mem, line = replay_seconds(path, work / "replay", args.config)
-    inner = float(re.search(r"in ([0-9.]+)s", line).group(1))  # the replay's own clock, after start-up
+    # the replay's own clock, after start-up: from its lines per second (five digits), not its "in 5.2s"
+    lines, rate = re.search(r"replayed (\d+) lines in [0-9.]+s \(([0-9,]+) lines/s\)", line).groups()
+    inner = int(lines) / float(rate.replace(",", ""))
     print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
     print(
         f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "

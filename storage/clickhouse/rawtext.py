@@ -64,7 +64,7 @@ def _splice(raw: bytes, members: int) -> bytes | None:
     out, at = raw, len(raw)
     for _ in range(members):  # from the end, so that each cut leaves the earlier positions alone
         at = raw.rfind(_KEY, 0, at)
-        if at <= 0 or raw[at - 1] == 0x5C:  # none left, or its quote is escaped: inside a string
+        if at <= 0 or raw[at - 1] == 0x5C:  # none left, or a backslash before it: maybe in a string
             return None
         i = at + 8 if raw[at + 6 : at + 8] == b':"' else _value_start(raw, at + 6)
         if i < 0:

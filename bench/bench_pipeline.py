@@ -1,7 +1,7 @@
 """Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
 
     .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream | --no-replay] [--profile]
-        [--batch-size 5000] [--peers [--peers-budget-s 30]]
+        [--batch-size 5000] [--peers [--peers-budget-s 30]] [--faust]
 
 Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
@@ -13,6 +13,8 @@ what the bare consumer is timed to, and until its consumer group has committed e
 Both also print their CPU seconds (user and system, every thread: what a CPU quota pays); the
 replay its peak resident memory, and how much of it was mapped library files (chdb's code alone
 is about 170 MB of it) rather than its own.
+``--faust``: a faust-streaming agent that only decodes, on the same topic after the bare consumer
+(``bench/faust_baseline.py``; why the worker is not a faust app).
 ``--peers``: whylogs and Evidently on the same events (``bench/peers.py``), and raiwatch's replay
 rate over theirs.
 ``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
@@ -37,6 +39,8 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from faust_baseline import FaustRun, faust_noop  # noqa: E402
 
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
 from raiwatch.dev import localkafka, synth  # noqa: E402
@@ -152,8 +156,10 @@ async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
     return time.perf_counter() - t0
 
 
-def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, Worker]:
-    """Seconds of the bare consumer, and the worker's figures (``Worker``)."""
+def stream(
+    path: Path, total: int, work: Path, batch_size: int, faust: bool = False
+) -> tuple[float, FaustRun | None, Worker]:
+    """Seconds of the bare consumer, faust's no-op agent's figures (``--faust``), and the worker's."""
     from streams.producer import produce
 
     localkafka.install()
@@ -164,6 +170,7 @@ def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, 
         with path.open("rb") as f:
             produce(f, bootstrap, topic)
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
+        noop = faust_noop(bootstrap, topic, total) if faust else None
         cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=IDLE_CLOSE_S)
         cfg.write_text(
             cfg.read_text().replace(
@@ -188,7 +195,7 @@ def stream(path: Path, total: int, work: Path, batch_size: int) -> tuple[float, 
             spent = _worker_seconds(scrape(port))
         finally:
             stop_worker(proc)
-    return bare, Worker(seen, worker, cpu, spent)
+    return bare, noop, Worker(seen, worker, cpu, spent)
 
 
 class Worker(NamedTuple):
@@ -344,6 +351,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--peers", action="store_true", help="whylogs and Evidently on the same events")
     ap.add_argument("--peers-budget-s", type=float, default=30.0, help="wall seconds each peer runs")
+    ap.add_argument("--faust", action="store_true", help="a faust agent that only decodes, streaming")
     ap.add_argument("--batch-size", type=int, default=5000, help="the worker's kafka.batch_size")
     ap.add_argument("--config", type=Path, help="raiwatch settings for the replay")
     args = ap.parse_args()
@@ -360,12 +368,18 @@ def main() -> None:
                 peers(path, work, rate, args.peers_budget_s)
         if args.no_stream or not localkafka.java_available():
             return
-        bare, w = stream(path, args.events, work, args.batch_size)
+        bare, noop, w = stream(path, args.events, work, args.batch_size, args.faust)
         n = args.events
         print(
             f"streaming   bare aiokafka+decode: {n / bare:>9,.0f} events/s ({bare:.2f} s,"
             " group join included)"
         )
+        if noop:
+            print(
+                f"streaming   faust no-op agent:    {n / noop.drained:>9,.0f} events/s ({noop.drained:.2f} s"
+                f" from its first batch; {noop.first:.2f} s of start-up and group join before it)"
+                f"  ratio {bare / noop.drained:.2f}"
+            )
         print(
             f"streaming   raiwatch worker:      {n / w.processed:>9,.0f} events/s ({w.processed:.2f} s until "
             f"every event was processed, group join included)  ratio {bare / w.processed:.2f}"

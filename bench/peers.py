@@ -27,18 +27,18 @@ import json
 import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import msgspec  # noqa: E402
 import pandas as pd  # noqa: E402
+import sidevenv  # noqa: E402
 
 from raiwatch.core.records import TelemetryEvent  # noqa: E402
 
-WHYLOGS_VENV = Path.home() / ".cache" / "raiwatch" / "bench-whylogs"
 WHYLOGS_PINS = ("whylogs==1.6.4", "numpy<2", "pandas<2.3", "pyarrow<18")
 _decode = msgspec.json.Decoder(TelemetryEvent).decode
 
@@ -108,19 +108,6 @@ def evidently_rate(df: pd.DataFrame, budget_s: float) -> tuple[float, int, int]:
     return events / spent if spent else 0.0, done, events
 
 
-def ensure_whylogs() -> Path:
-    """The whylogs venv's python, made on first use (a minute; needs the package index)."""
-    python = WHYLOGS_VENV / "bin" / "python"
-    stamp = WHYLOGS_VENV / "pins.txt"
-    if python.exists() and stamp.exists() and stamp.read_text() == "\n".join(WHYLOGS_PINS):
-        return python
-    print(f"making a venv for whylogs under {WHYLOGS_VENV} (once)", file=sys.stderr)
-    venv.create(WHYLOGS_VENV, with_pip=True, clear=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *WHYLOGS_PINS], check=True)
-    stamp.write_text("\n".join(WHYLOGS_PINS))
-    return python
-
-
 _WHYLOGS_CHILD = r"""
 import json, sys, time
 import pandas as pd
@@ -144,7 +131,7 @@ print(json.dumps({"rate": events / spent if spent else 0.0, "windows": done, "ev
 
 def whylogs_rate(df: pd.DataFrame, budget_s: float, work: Path) -> tuple[float, int, int]:
     """Events per second of a whylogs profile per model window, in whylogs' own venv."""
-    python = ensure_whylogs()
+    python = sidevenv.ensure("bench-whylogs", WHYLOGS_PINS)
     data = work / "peers.parquet"
     df.to_parquet(data)
     child = work / "whylogs_child.py"

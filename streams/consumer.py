@@ -282,9 +282,9 @@ class StreamWorker:
         settled = self._track(result, msgs)
         start = 0
         for tp, batch in records.items():
-            part = [(m.offset, result.windows[start + j]) for j, m in enumerate(batch)]
-            self.tracker.hold(tp, [o for o, _ in part], [w for _, w in part], settled)
-            start += len(batch)
+            end = start + len(batch)
+            self.tracker.hold(tp, [m.offset for m in batch], result.windows[start:end], settled)
+            start = end
         self._report(result)
 
     def _track(self, result: BatchResult, msgs: list) -> asyncio.Future | None:

@@ -170,7 +170,7 @@ def stream(
         with path.open("rb") as f:
             produce(f, bootstrap, topic)
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
-        noop = faust_noop(bootstrap, topic, total) if faust else None
+        noop = faust_noop(bootstrap, topic, total, work / "faust") if faust else None
         cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=IDLE_CLOSE_S)
         cfg.write_text(
             cfg.read_text().replace(

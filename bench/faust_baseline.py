@@ -25,11 +25,12 @@ class FaustRun(NamedTuple):
     drained: float  # seconds from its first batch until it had decoded every event
 
 
-def faust_noop(bootstrap: str, topic: str, total: int, batch: int = 2000) -> FaustRun:
-    """Time the no-op agent over ``total`` events of ``topic``, read from the start."""
+def faust_noop(bootstrap: str, topic: str, total: int, work: Path, batch: int = 2000) -> FaustRun:
+    """Time the no-op agent over ``total`` events of ``topic``, read from the start; faust keeps
+    its files in ``work``."""
     python = sidevenv.ensure("bench-faust", FAUST_PINS)
     run = subprocess.run(
-        [str(python), str(AGENT), bootstrap, topic, str(total), str(batch)],
+        [str(python), str(AGENT), bootstrap, topic, str(total), str(batch), str(work)],
         capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     out = run.stdout + run.stderr  # faust may route stderr

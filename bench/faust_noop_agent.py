@@ -1,6 +1,6 @@
 """A faust agent that only decodes: the ceiling faust-streaming's per-message stream sets here.
 
-    <faust venv>/bin/python bench/faust_noop_agent.py BOOTSTRAP TOPIC N BATCH
+    <faust venv>/bin/python bench/faust_noop_agent.py BOOTSTRAP TOPIC N BATCH DATADIR
     (prints "FIRST <seconds to its first batch>" and "DONE <seconds from its first batch to the Nth event>")
 
 Run by ``bench/faust_baseline.py`` in a venv of its own (faust-streaming is not a raiwatch
@@ -43,13 +43,14 @@ def lower_fetch_wait() -> None:
 
 
 def main() -> None:
-    bootstrap, topic, total, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    bootstrap, topic, datadir = sys.argv[1], sys.argv[2], sys.argv[5]
+    total, batch = int(sys.argv[3]), int(sys.argv[4])
     lower_fetch_wait()
     began = time.perf_counter()
     app = faust.App(
         f"noop-{time.time_ns()}", broker=f"kafka://{bootstrap}", value_serializer="raw", key_serializer="raw",
         web_enabled=False, store="memory://", consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=4 * 1024 * 1024, datadir=f"/tmp/faust-noop-{os.getpid()}",
+        consumer_max_fetch_size=4 * 1024 * 1024, datadir=datadir,
         broker_commit_interval=1.0,
     )  # fmt: skip
     seen = {"n": 0, "t0": 0.0}

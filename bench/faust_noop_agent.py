@@ -7,7 +7,7 @@ Run by ``bench/faust_baseline.py`` in a venv of its own (faust-streaming is not 
 dependency). It does what raiwatch's faust worker did before it was replaced: ``noack_take``
 batches, decoded with raiwatch's telemetry codec, each event acked; the consumer's fetch wait
 lowered from faust's hard-coded 1500 ms to 50 ms (with 1500 ms, a fetch of empty partitions holds
-up the next fetch of full ones: 12.2 s against 2.2 s for 30,000 events, measured 2026-11-26), and
+up the next fetch of full ones: 12.2 s against 2.2 s for 30,000 events, measured 2026-11-27), and
 its fetch size per partition 4 MiB, as raiwatch's worker and the bare consumer use.
 """
 

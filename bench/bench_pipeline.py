@@ -1,7 +1,7 @@
 """Throughput of the whole pipeline, as ratios against a bare decode-only baseline in the same run.
 
     .venv/bin/python bench/bench_pipeline.py [--events 300000] [--no-stream | --no-replay] [--profile]
-        [--batch-size 5000] [--peers [--peers-budget-s 30]] [--faust]
+        [--families] [--batch-size 5000] [--peers [--peers-budget-s 30]] [--faust]
 
 Replay: ``raiwatch replay`` (all monitors on, raw events, signals and incidents written to the
 embedded ClickHouse and SQLite) against reading the same file and decoding it, nothing else.
@@ -17,6 +17,9 @@ is about 170 MB of it) rather than its own.
 (``bench/faust_baseline.py``; why the worker is not a faust app).
 ``--peers``: whylogs and Evidently on the same events (``bench/peers.py``), and raiwatch's replay
 rate over theirs.
+The replay is also run with every monitor family turned off (``monitors.<family>.enabled``): what
+decoding, storing and the pipeline cost alone, so the monitors' share is the difference;
+``--families``: once more with each family alone (skipped both with ``--config``).
 ``--profile``: also the replay in this process under cProfile, its time split by stage (decode,
 each monitor, rules, storage preparation, waiting for the writer thread) and the top functions.
 """
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from faust_baseline import FaustRun, faust_noop  # noqa: E402
 
+from monitors.registry import monitor_classes  # noqa: E402
 from raiwatch.core.codec import telemetry_codec  # noqa: E402
 from raiwatch.dev import localkafka, synth  # noqa: E402
 from tests.harness import lag, scrape, start_worker, stop_worker, wait_drained, write_config  # noqa: E402
@@ -300,14 +304,27 @@ def profile(path: Path, out: Path) -> None:
     stats.sort_stats("tottime").print_stats(15)
 
 
+def _after_start_up(line: str) -> float:
+    """A replay's own seconds, after start-up: from its lines per second (five digits), not its
+    "in 5.2s"."""
+    lines, rate = re.search(r"replayed (\d+) lines in [0-9.]+s \(([0-9,]+) lines/s\)", line).groups()
+    return int(lines) / float(rate.replace(",", ""))
+
+
+def _families(work: Path, on: list[str]) -> Path:
+    """Settings with only these monitor families on."""
+    path = work / f"families-{'-'.join(on) or 'none'}.yaml"
+    off = "".join(f"  {f}: {{enabled: false}}\n" for f in monitor_classes() if f not in on)
+    path.write_text(f"monitors:\n{off}" if off else "")
+    return path
+
+
 def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
     """The replay line: ``raiwatch replay`` against reading and decoding the same file; its
     events per second after start-up."""
     base = decode_only_file(path)
     full, cpu, mem, line = replay_seconds(path, work / "replay", args.config)
-    # the replay's own clock, after start-up: from its lines per second (five digits), not its "in 5.2s"
-    lines, rate = re.search(r"replayed (\d+) lines in [0-9.]+s \(([0-9,]+) lines/s\)", line).groups()
-    inner = int(lines) / float(rate.replace(",", ""))
+    inner = _after_start_up(line)
     print(f"replay      decode-only baseline: {args.events / base:>9,.0f} events/s ({base:.2f} s)")
     print(
         f"replay      raiwatch replay:      {args.events / inner:>9,.0f} events/s ({inner:.2f} s after "
@@ -319,6 +336,21 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
         f" (RssAnon), {mem.files} MB mapped library files (RssFile: code, shared and reclaimable)"
     )
     print(f"replay      {line.splitlines()[-1]}")
+    if not args.config:
+        families = list(monitor_classes())
+        none = _after_start_up(replay_seconds(path, work / "none", _families(work, []))[3])
+        print(
+            f"replay      no monitor family:    {args.events / none:>9,.0f} events/s ({none:.2f} s after"
+            f" start-up)  ratio {base / none:.2f}: decoding, storing and the pipeline alone; the"
+            f" monitors' share of the rest, {(inner - none) / args.events * 1e6:.1f} µs an event"
+        )
+        for family in families if args.families else []:
+            alone = _after_start_up(replay_seconds(path, work / family, _families(work, [family]))[3])
+            print(
+                f"replay      only {family + ':':<17} {args.events / alone:>9,.0f} events/s ({alone:.2f} s)"
+                f"  ratio {base / alone:.2f}, {(alone - none) / args.events * 1e6:+.1f} µs an event over"
+                " none (its columns, observe, close, signals, rules and rows)"
+            )
     if args.profile:
         profile(path, work / "profiled")
     return args.events / inner
@@ -349,6 +381,7 @@ def main() -> None:
     ap.add_argument("--no-stream", action="store_true")
     ap.add_argument("--no-replay", action="store_true", help="the streaming measurement only")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--families", action="store_true", help="also a replay with each monitor family alone")
     ap.add_argument("--peers", action="store_true", help="whylogs and Evidently on the same events")
     ap.add_argument("--peers-budget-s", type=float, default=30.0, help="wall seconds each peer runs")
     ap.add_argument("--faust", action="store_true", help="a faust agent that only decodes, streaming")

@@ -60,7 +60,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from detectors.evidence import look_alpha, rate_bounds
 from detectors.rates import wilson_interval
-from monitors.base import PerModelState
+from monitors.base import MonitorConfig, PerModelState
 from monitors.registry import register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.columns import EventColumns
@@ -74,7 +74,7 @@ _PROBE = MinHash(num_perm=16, seed=SEED)
 SCHEME, DTYPE = _PROBE.scheme, _PROBE.hashvalues.dtype  # of this datasketch's MinHash, for restores
 
 
-class AbuseConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class AbuseConfig(MonitorConfig):
     """``monitors.abuse`` in the config file."""
 
     horizon_s: Annotated[int, msgspec.Meta(gt=0)] = 600  # a campaign is measured over this span

@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Protocol
 
+import msgspec
+
 from raiwatch.core.columns import EventColumns
 from raiwatch.core.records import Signal
 
 STATE_SEP = "\x1f"  # a model's state in several checkpoint rows: keys "<model>\x1f<part>"
+
+
+class MonitorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The settings every family has (``monitors.<family>`` in the config file); each family's
+    ``Config`` adds its own."""
+
+    enabled: bool = True  # false: the family does not run, and rules on its signals never fire
 
 
 class Monitor(Protocol):

@@ -93,7 +93,7 @@ from detectors.drift import (
     two_proportions,
 )
 from detectors.evidence import Bounds, diff_bounds, divergence_bounds, look_alpha
-from monitors.base import PerModelState
+from monitors.base import MonitorConfig, PerModelState
 from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.columns import EventColumns
@@ -115,7 +115,7 @@ REPEATS = 1  # times a text the reference never had twice may count in a window
 _WORDS = re.compile(r"\w+")
 
 
-class DriftConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class DriftConfig(MonitorConfig):
     """``monitors.drift`` in the config file."""
 
     reference_s: Annotated[int, msgspec.Meta(gt=0)] = 3600  # each model's first hour is its reference

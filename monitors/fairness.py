@@ -48,7 +48,7 @@ from detectors.cusum import RUN_K, RUN_N, S, threshold, track
 from detectors.drift import two_proportions
 from detectors.evidence import look_alpha, ratio_bounds
 from detectors.rates import one_sided, wilson_interval
-from monitors.base import PerModelState
+from monitors.base import MonitorConfig, PerModelState
 from monitors.registry import budgets, register
 from monitors.segments import Key, best_per_attribute, groups_of
 from raiwatch.core.catalogue import SignalSpec
@@ -69,14 +69,14 @@ OTHER = "other"
 Counts = dict[Key, list[int]]  # -> NC counts
 
 
-class FairnessConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class FairnessConfig(MonitorConfig):
     """``monitors.fairness`` in the config file."""
 
     horizon_windows: Annotated[int, msgspec.Meta(gt=0)] = 60  # rates over the last hour
     detect_windows: Annotated[int, msgspec.Meta(gt=0)] = 10  # disparities over the last 10 minutes
     min_group: Annotated[int, msgspec.Meta(ge=1)] = 200  # events a group needs to be compared
     max_groups: Annotated[int, msgspec.Meta(ge=2)] = 50  # per attribute; more fold into "other"
-    pairs: list[tuple[str, str]] = []  # attribute pairs for intersectional groups
+    pairs: list[tuple[str, str]] = msgspec.field(default_factory=list)  # attribute pairs (intersections)
     tenants: bool = False  # tenant_id as an attribute too (tenant safety rules already page on it)
     refusal_reasons: list[str] = msgspec.field(default_factory=lambda: ["refusal", "content_filter"])
     change_ratio: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.85  # the drop the change test is tuned to

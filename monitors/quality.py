@@ -50,7 +50,7 @@ from detectors.cusum import BASE_N, RUN_K, RUN_N, S, threshold, track
 from detectors.drift import two_proportions
 from detectors.evidence import diff_bounds, look_alpha
 from detectors.rates import one_sided, wilson_interval
-from monitors.base import drop_models
+from monitors.base import MonitorConfig, drop_models
 from monitors.labeljoin import (
     EARLY_KEY,
     NO,
@@ -81,7 +81,7 @@ MAX_LABELS = 256  # distinct predicted labels per model; more are unknown
 MAX_COMBOS = 4096  # distinct group combinations per model; more count model-wide only
 
 
-class QualityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class QualityConfig(MonitorConfig):
     """``monitors.quality`` in the config file."""
 
     retention_s: Annotated[int, msgspec.Meta(gt=0)] = 86_400  # how long an inference waits for its label
@@ -97,7 +97,7 @@ class QualityConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     change_drop: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.05
     change_half_life_windows: Annotated[float, msgspec.Meta(gt=0)] = 1440  # of the baseline error rate
     change_min_baseline: Annotated[int, msgspec.Meta(ge=1)] = 300  # labels its baseline needs
-    pairs: list[tuple[str, str]] = []  # as monitors.fairness.pairs
+    pairs: list[tuple[str, str]] = msgspec.field(default_factory=list)  # as monitors.fairness.pairs
     tenants: bool = False  # as monitors.fairness.tenants
 
 

@@ -104,8 +104,13 @@ def budgets(per_model_week: float = 1.0) -> dict[str, float]:
 
 
 def build_monitors(window_s: int, sections: Mapping[str, Any], per_model_week: float = 1.0) -> list[Monitor]:
-    """One instance of every registered monitor, configured from ``sections``, each with its
-    signals' shares of the false-alarm budget (``budgets``)."""
+    """One instance of every registered monitor not turned off (``enabled: false``), configured
+    from ``sections``, each with its signals' shares of the false-alarm budget (``budgets``: a
+    family turned off leaves its share unspent, the others' stay as they are)."""
     configs = monitor_configs(sections)
     shares = budgets(per_model_week)
-    return [cls(window_s, configs[family], budget=shares) for family, cls in monitor_classes().items()]
+    return [
+        cls(window_s, configs[family], budget=shares)
+        for family, cls in monitor_classes().items()
+        if configs[family].enabled
+    ]

@@ -58,7 +58,7 @@ import numpy as np
 from detectors.cusum import BASE_K, BASE_N, RUN_K, RUN_N, S, threshold, track
 from detectors.evidence import look_alpha, rate_bounds
 from detectors.rates import wilson_interval
-from monitors.base import PerModelState
+from monitors.base import MonitorConfig, PerModelState
 from monitors.registry import budgets, register
 from raiwatch.core.catalogue import SignalSpec
 from raiwatch.core.columns import EventColumns
@@ -159,7 +159,7 @@ class SLO(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     models: list[str] = []  # empty: every model
 
 
-class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SafetyConfig(MonitorConfig):
     """``monitors.safety`` in the config file."""
 
     max_categories: Annotated[int, msgspec.Meta(gt=1)] = 64  # per model; more fold into "other"
@@ -169,7 +169,7 @@ class SafetyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     change_half_life_windows: Annotated[int, msgspec.Meta(gt=0)] = 360  # of the change baseline
     change_prior_events: Annotated[int, msgspec.Meta(ge=0)] = 2000  # model-wide rate's weight, tenants
     change_min_baseline: Annotated[int, msgspec.Meta(ge=0)] = 2000  # events before a series is tested
-    slos: list[SLO] = []  # safety SLOs: safety.slo_burn_rate per model and SLO
+    slos: list[SLO] = msgspec.field(default_factory=list)  # SLOs: safety.slo_burn_rate per model and SLO
 
 
 _RATE = dict(

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from alert_rules import RULES_DIR, RuleEngine, load_rules
+from alert_rules import RULES_DIR, Rule, RuleEngine, load_rules
 from alert_rules.grouping import Problems
-from monitors.registry import build_monitors, catalogue, monitor_configs
+from monitors.base import Monitor
+from monitors.registry import build_monitors, catalogue, monitor_classes, monitor_configs
 from raiwatch.core import metrics
+from raiwatch.core.catalogue import Catalogue
 from raiwatch.core.config import Config
 from raiwatch.drift_reporter import DriftReporter
 from raiwatch.evaljoin import EvaluationJoin
@@ -77,6 +79,7 @@ def build_pipeline(
     evaluation_join = EvaluationJoin.from_config(cfg.otel)  # checks the OTel mapping file
     signals = catalogue()
     rules = load_rules(rules_dir or cfg.rules_dir or None, signals)
+    _say_off(monitors, rules, signals)
     ch = cfg.clickhouse
     client = clickhouse_client(cfg)
     migrate(client, ch.database, ch.cluster, ch.events_ttl_days)
@@ -99,6 +102,16 @@ def build_pipeline(
     if cfg.otel.spans_topic or cfg.otel.logs_topic:  # OTLP: operations wait in their window for evaluations
         pipe.evaluations = evaluation_join
     return pipe
+
+
+def _say_off(monitors: Sequence[Monitor], rules: Sequence[Rule], signals: Catalogue) -> None:
+    """One line naming the families turned off and the rules that therefore cannot fire."""
+    off = sorted(set(monitor_classes()) - {m.family for m in monitors})
+    if not off:
+        return
+    idle = [r.name for r in rules if (spec := signals.get(r.signal)) is not None and spec.family in off]
+    why = f"rules that cannot fire: {', '.join(idle)}" if idle else "no rule reads their signals"
+    log.warning("monitor families turned off (monitors.<family>.enabled: false): %s; %s", ", ".join(off), why)
 
 
 def runbook_base(cfg: Config) -> str:

@@ -9,7 +9,8 @@ Streaming (needs Java): a worker process draining the topic on a real Apache Kaf
 against a bare aiokafka consumer that decodes each message and does nothing else. The worker
 is timed twice: until it has processed every event (its ``raiwatch_events_total``), which is
 what the bare consumer is timed to, and until its consumer group has committed every offset
-(lag 0), which also waits for the last windows to close on idleness and be written.
+(lag 0), which also waits for the last windows to close on idleness and be written; then once
+more, to its last event, with every monitor family turned off.
 Both also print their CPU seconds (user and system, every thread: what a CPU quota pays); the
 replay its peak resident memory, and how much of it was mapped library files (chdb's code alone
 is about 170 MB of it) rather than its own.
@@ -162,44 +163,53 @@ async def _bare_consumer(bootstrap: str, topic: str, total: int) -> float:
 
 def stream(
     path: Path, total: int, work: Path, batch_size: int, faust: bool = False
-) -> tuple[float, FaustRun | None, Worker]:
-    """Seconds of the bare consumer, faust's no-op agent's figures (``--faust``), and the worker's."""
+) -> tuple[float, FaustRun | None, Worker, Worker]:
+    """Seconds of the bare consumer, faust's no-op agent's figures (``--faust``), the worker's, and
+    those of a worker with every monitor family turned off (a group of its own, same topic)."""
     from streams.producer import produce
 
     localkafka.install()
     with localkafka.LocalKafka(work / "kafka") as broker:
         bootstrap = broker.start()
-        topic, group = "bench.telemetry", "bench-worker"
+        topic = "bench.telemetry"
         localkafka.create_topics(bootstrap, {topic: 4})
         with path.open("rb") as f:
             produce(f, bootstrap, topic)
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
         noop = faust_noop(bootstrap, topic, total, work / "faust") if faust else None
-        cfg = write_config(work / "bench.yaml", bootstrap, topic, group, idle_close_s=IDLE_CLOSE_S)
-        cfg.write_text(
-            cfg.read_text().replace(
-                "  session_timeout_s:", f"  batch_size: {batch_size}\n  session_timeout_s:"
-            )
-        )
-        log = work / "worker.log"
-        port = localkafka.free_port()
-        proc = start_worker(cfg, work / "data", log, "--metrics-port", str(port))
-        try:
-            t_deadline = time.monotonic() + 120
-            while "worker ready" not in log.read_text():
-                if time.monotonic() > t_deadline or proc.poll() is not None:
-                    raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
-                time.sleep(0.05)
-            t0, cpu0 = time.perf_counter(), _cpu_of(proc.pid)
-            seen = _when_processed(port, total, proc, t0)
-            wait_drained(bootstrap, group, topic, proc, log, timeout=600)
-            worker = time.perf_counter() - t0
-            cpu = _cpu_of(proc.pid) - cpu0
-            assert lag(bootstrap, group, topic) == 0
-            spent = _worker_seconds(scrape(port))
-        finally:
-            stop_worker(proc)
-    return bare, noop, Worker(seen, worker, cpu, spent)
+        worker = _worker(work / "all", bootstrap, topic, total, batch_size, "")
+        off = "".join(f"  {f}: {{enabled: false}}\n" for f in monitor_classes())
+        none = _worker(work / "none", bootstrap, topic, total, batch_size, f"monitors:\n{off}")
+    return bare, noop, worker, none
+
+
+def _worker(work: Path, bootstrap: str, topic: str, total: int, batch_size: int, extra: str) -> Worker:
+    """A worker (settings ``extra`` added) draining ``topic`` in a consumer group of its own."""
+    work.mkdir()
+    group = f"bench-worker-{work.name}"
+    cfg = write_config(work / "bench.yaml", bootstrap, topic, group, extra, idle_close_s=IDLE_CLOSE_S)
+    cfg.write_text(
+        cfg.read_text().replace("  session_timeout_s:", f"  batch_size: {batch_size}\n  session_timeout_s:")
+    )
+    log = work / "worker.log"
+    port = localkafka.free_port()
+    proc = start_worker(cfg, work / "data", log, "--metrics-port", str(port))
+    try:
+        t_deadline = time.monotonic() + 120
+        while "worker ready" not in log.read_text():
+            if time.monotonic() > t_deadline or proc.poll() is not None:
+                raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        t0, cpu0 = time.perf_counter(), _cpu_of(proc.pid)
+        seen = _when_processed(port, total, proc, t0)
+        wait_drained(bootstrap, group, topic, proc, log, timeout=600)
+        drained = time.perf_counter() - t0
+        cpu = _cpu_of(proc.pid) - cpu0
+        assert lag(bootstrap, group, topic) == 0
+        spent = _worker_seconds(scrape(port))
+    finally:
+        stop_worker(proc)
+    return Worker(seen, drained, cpu, spent)
 
 
 class Worker(NamedTuple):
@@ -401,7 +411,7 @@ def main() -> None:
                 peers(path, work, rate, args.peers_budget_s)
         if args.no_stream or not localkafka.java_available():
             return
-        bare, noop, w = stream(path, args.events, work, args.batch_size, args.faust)
+        bare, noop, w, none = stream(path, args.events, work, args.batch_size, args.faust)
         n = args.events
         print(
             f"streaming   bare aiokafka+decode: {n / bare:>9,.0f} events/s ({bare:.2f} s,"
@@ -422,6 +432,11 @@ def main() -> None:
             f"streaming   raiwatch worker:      {n / w.drained:>9,.0f} events/s ({w.drained:.2f} s to lag 0:"
             f" the last windows closed after idle_close_s {IDLE_CLOSE_S:g} s, written, committed)"
             f"  ratio {bare / w.drained:.2f}"
+        )
+        print(
+            f"streaming   no monitor family:    {n / none.processed:>9,.0f} events/s ({none.processed:.2f} s"
+            f" until every event was processed)  ratio {bare / none.processed:.2f}: consuming, decoding,"
+            " storing and the pipeline alone"
         )
         print(f"streaming   worker CPU to lag 0: {w.cpu:.2f} s, user and system, every thread")
         spent = w.spent

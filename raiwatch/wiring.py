@@ -152,9 +152,10 @@ def rule_files(cfg: Config, rules_dir: str | Path | None = None) -> list[Path]:
 
 
 def drift_reporter(cfg: Config) -> DriftReporter | None:
-    """The worker's Evidently reporter from ``monitors.drift`` (None when both triggers are off)."""
+    """The worker's Evidently reporter from ``monitors.drift`` (None when both triggers are off, or
+    the drift family is)."""
     drift = monitor_configs(cfg.monitors)["drift"]
-    if not drift.report_on_incident and not drift.report_every_s:
+    if not drift.enabled or (not drift.report_on_incident and not drift.report_every_s):
         return None
     return DriftReporter(
         lambda: clickhouse_client(cfg, "reports"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import orjson
 
 from raiwatch.core.records import Signal
@@ -67,3 +68,14 @@ def test_scheduled_reports_come_once_per_boundary_however_the_windows_are_batche
             reporter(_feature_signals("m", minutes, start) + _feature_signals("n", minutes, start), [])
         # windows end 10:03..10:42: boundaries 10:10, 10:20, 10:30, 10:40 crossed by each of two models
         assert queued == ["schedule"] * 8, batches
+
+
+def test_no_reporter_when_the_drift_family_is_turned_off(tmp_path: Path):
+    from raiwatch.core.config import load_config
+    from raiwatch.wiring import drift_reporter
+
+    on = load_config(data_dir=str(tmp_path))
+    assert drift_reporter(on) is not None
+    off = msgspec.structs.replace(on, monitors={"drift": {"enabled": False}})
+    assert drift_reporter(off) is None
+    assert not (tmp_path / "reports").exists()  # and nothing was made

@@ -178,8 +178,7 @@ def stream(
         bare = asyncio.run(_bare_consumer(bootstrap, topic, total))
         noop = faust_noop(bootstrap, topic, total, work / "faust") if faust else None
         worker = _worker(work / "all", bootstrap, topic, total, batch_size, "")
-        off = "".join(f"  {f}: {{enabled: false}}\n" for f in monitor_classes())
-        none = _worker(work / "none", bootstrap, topic, total, batch_size, f"monitors:\n{off}")
+        none = _worker(work / "none", bootstrap, topic, total, batch_size, _only([]))
     return bare, noop, worker, none
 
 
@@ -321,11 +320,16 @@ def _after_start_up(line: str) -> float:
     return int(lines) / float(rate.replace(",", ""))
 
 
-def _families(work: Path, on: list[str]) -> Path:
-    """Settings with only these monitor families on."""
-    path = work / f"families-{'-'.join(on) or 'none'}.yaml"
+def _only(on: list[str]) -> str:
+    """Settings (YAML) with only these monitor families on."""
     off = "".join(f"  {f}: {{enabled: false}}\n" for f in monitor_classes() if f not in on)
-    path.write_text(f"monitors:\n{off}" if off else "")
+    return f"monitors:\n{off}" if off else ""
+
+
+def _families(work: Path, on: list[str]) -> Path:
+    """A settings file with only these monitor families on."""
+    path = work / f"families-{'-'.join(on) or 'none'}.yaml"
+    path.write_text(_only(on))
     return path
 
 
@@ -347,14 +351,13 @@ def replay(path: Path, work: Path, args: argparse.Namespace) -> float:
     )
     print(f"replay      {line.splitlines()[-1]}")
     if not args.config:
-        families = list(monitor_classes())
         none = _after_start_up(replay_seconds(path, work / "none", _families(work, []))[3])
         print(
             f"replay      no monitor family:    {args.events / none:>9,.0f} events/s ({none:.2f} s after"
             f" start-up)  ratio {base / none:.2f}: decoding, storing and the pipeline alone; the"
             f" monitors' share of the rest, {(inner - none) / args.events * 1e6:.1f} µs an event"
         )
-        for family in families if args.families else []:
+        for family in monitor_classes() if args.families else ():
             alone = _after_start_up(replay_seconds(path, work / family, _families(work, [family]))[3])
             print(
                 f"replay      only {family + ':':<17} {args.events / alone:>9,.0f} events/s ({alone:.2f} s)"
